@@ -1,0 +1,493 @@
+//! TCRP, the TCP control protocol: one request frame, two reply frames, then close.
+//!
+//! A frame is a 32-byte header (room name size, operation, state, 29-byte payload size) followed
+//! by the room name and the payload. Decoding is incremental: `Ok(None)` means "feed me more
+//! bytes", an `Err` means the peer sent something that can never become a valid frame.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::limits::{MAX_TCRP_PAYLOAD, TCRP_HEADER_LEN};
+
+/// What a request asks the server to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Operation {
+    /// Create a room and become its host.
+    Create = 1,
+    /// Join an existing room.
+    Join = 2,
+    /// Join the oldest waiting 1:1 room, or open a new one.
+    Pair = 3,
+    /// List public rooms; no token is issued.
+    List = 4,
+}
+
+impl Operation {
+    /// Maps the wire byte to an operation, `None` for bytes the contract does not define.
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Self::Create),
+            2 => Some(Self::Join),
+            3 => Some(Self::Pair),
+            4 => Some(Self::List),
+            _ => None,
+        }
+    }
+}
+
+/// Which step of the exchange a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum State {
+    /// Client to server: the request.
+    Request = 0,
+    /// Server to client: accepted or refused.
+    Compliance = 1,
+    /// Server to client: the grant (token) or an empty token on failure.
+    Complete = 2,
+}
+
+impl State {
+    /// Maps the wire byte to a state, `None` for bytes the contract does not define.
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            0 => Some(Self::Request),
+            1 => Some(Self::Compliance),
+            2 => Some(Self::Complete),
+            _ => None,
+        }
+    }
+}
+
+/// Ways a TCRP frame can be malformed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TcrpError {
+    /// The declared payload is larger than the contract's limit; the body is never read.
+    #[error("the declared payload size exceeds the {limit}-byte limit")]
+    PayloadTooLarge {
+        /// The limit that was exceeded, in bytes.
+        limit: usize,
+    },
+    /// The state byte is not 0, 1 or 2.
+    #[error("unknown frame state {0}")]
+    UnknownState(u8),
+    /// The room name is not valid UTF-8.
+    #[error("the room name is not valid UTF-8")]
+    RoomNameNotUtf8,
+    /// A room name longer than 255 bytes cannot be described by the one-byte size field.
+    #[error("a room name of {0} bytes does not fit in a frame")]
+    RoomNameTooLong(usize),
+}
+
+/// The fixed 32-byte header, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Bytes of room name that follow the header.
+    pub room_name_len: u8,
+    /// The raw operation byte, kept raw so that an unknown operation can still be echoed.
+    pub operation: u8,
+    /// Which step of the exchange this is.
+    pub state: State,
+    /// Bytes of payload after the room name; never more than [`MAX_TCRP_PAYLOAD`].
+    pub payload_len: usize,
+}
+
+impl Header {
+    /// Decodes a header from the start of `buf`. `Ok(None)` while fewer than 32 bytes arrived.
+    pub fn decode(buf: &[u8]) -> Result<Option<Self>, TcrpError> {
+        let Some(header) = buf.get(..TCRP_HEADER_LEN) else {
+            return Ok(None);
+        };
+        // The size field is 29 bytes wide; anything that does not fit in the last 8 is far
+        // beyond the limit, so it is refused without ever being turned into a number.
+        let (high, low) = header[3..].split_at(29 - 8);
+        if high.iter().any(|&b| b != 0) {
+            return Err(TcrpError::PayloadTooLarge {
+                limit: MAX_TCRP_PAYLOAD,
+            });
+        }
+        let mut low_bytes = [0u8; 8];
+        low_bytes.copy_from_slice(low);
+        let declared = u64::from_be_bytes(low_bytes);
+        if declared > MAX_TCRP_PAYLOAD as u64 {
+            return Err(TcrpError::PayloadTooLarge {
+                limit: MAX_TCRP_PAYLOAD,
+            });
+        }
+        let state = State::from_byte(header[2]).ok_or(TcrpError::UnknownState(header[2]))?;
+        Ok(Some(Self {
+            room_name_len: header[0],
+            operation: header[1],
+            state,
+            // Bounded by MAX_TCRP_PAYLOAD above, so the conversion cannot truncate.
+            payload_len: declared as usize,
+        }))
+    }
+
+    /// Encodes the header into its 32 wire bytes.
+    pub fn encode(&self) -> [u8; TCRP_HEADER_LEN] {
+        let mut out = [0u8; TCRP_HEADER_LEN];
+        out[0] = self.room_name_len;
+        out[1] = self.operation;
+        out[2] = self.state as u8;
+        out[TCRP_HEADER_LEN - 8..].copy_from_slice(&(self.payload_len as u64).to_be_bytes());
+        out
+    }
+
+    /// Size of the whole frame this header announces.
+    pub fn frame_len(&self) -> usize {
+        TCRP_HEADER_LEN + usize::from(self.room_name_len) + self.payload_len
+    }
+}
+
+/// A whole TCRP frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The raw operation byte (see [`Operation::from_byte`]).
+    pub operation: u8,
+    /// Which step of the exchange this is.
+    pub state: State,
+    /// The room name, echoed by the server in both replies.
+    pub room_name: String,
+    /// The operation payload (a username form in requests, JSON in replies).
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// Builds a frame.
+    pub fn new(operation: u8, state: State, room_name: &str, payload: Vec<u8>) -> Self {
+        Self {
+            operation,
+            state,
+            room_name: room_name.to_owned(),
+            payload,
+        }
+    }
+
+    /// Decodes one frame from the start of `buf`, returning it with the bytes it used.
+    /// `Ok(None)` means the frame is not complete yet.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, TcrpError> {
+        let Some(header) = Header::decode(buf)? else {
+            return Ok(None);
+        };
+        let total = header.frame_len();
+        let Some(body) = buf.get(TCRP_HEADER_LEN..total) else {
+            return Ok(None);
+        };
+        let (room, payload) = body.split_at(usize::from(header.room_name_len));
+        let room_name = std::str::from_utf8(room).map_err(|_| TcrpError::RoomNameNotUtf8)?;
+        Ok(Some((
+            Self {
+                operation: header.operation,
+                state: header.state,
+                room_name: room_name.to_owned(),
+                payload: payload.to_vec(),
+            },
+            total,
+        )))
+    }
+
+    /// Encodes the frame. Fails only for a room name longer than 255 bytes or a payload over
+    /// the contract's limit, neither of which a validated request can produce.
+    pub fn encode(&self) -> Result<Vec<u8>, TcrpError> {
+        let room = self.room_name.as_bytes();
+        let room_name_len =
+            u8::try_from(room.len()).map_err(|_| TcrpError::RoomNameTooLong(room.len()))?;
+        if self.payload.len() > MAX_TCRP_PAYLOAD {
+            return Err(TcrpError::PayloadTooLarge {
+                limit: MAX_TCRP_PAYLOAD,
+            });
+        }
+        let header = Header {
+            room_name_len,
+            operation: self.operation,
+            state: self.state,
+            payload_len: self.payload.len(),
+        };
+        let mut out = Vec::with_capacity(header.frame_len());
+        out.extend_from_slice(&header.encode());
+        out.extend_from_slice(room);
+        out.extend_from_slice(&self.payload);
+        Ok(out)
+    }
+}
+
+/// Ways a request payload can fail to name a user.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PayloadError {
+    /// The payload is not valid UTF-8.
+    #[error("the payload is not valid UTF-8")]
+    NotUtf8,
+    /// The payload is a JSON object or array that does not carry a string `username`.
+    #[error("the JSON payload must be a string or an object with a string \"username\"")]
+    MissingUsername,
+    /// `password` is present but is not a string.
+    #[error("\"password\" must be a string")]
+    BadPassword,
+}
+
+/// Who is asking, as carried by a request payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRequest {
+    /// The username, not yet validated against the naming rules.
+    pub username: String,
+    /// Password for a private room: sets it on create, must match on join.
+    pub password: Option<String>,
+}
+
+impl UserRequest {
+    /// Reads the three accepted forms: a JSON string (the reference client), a JSON object
+    /// `{"username":..,"password":..}`, or bare UTF-8 text that is not JSON.
+    pub fn parse(payload: &[u8]) -> Result<Self, PayloadError> {
+        let text = std::str::from_utf8(payload).map_err(|_| PayloadError::NotUtf8)?;
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::String(username)) => Ok(Self {
+                username,
+                password: None,
+            }),
+            Ok(serde_json::Value::Object(map)) => {
+                let username = match map.get("username") {
+                    Some(serde_json::Value::String(name)) => name.clone(),
+                    _ => return Err(PayloadError::MissingUsername),
+                };
+                let password = match map.get("password") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(password)) => Some(password.clone()),
+                    Some(_) => return Err(PayloadError::BadPassword),
+                };
+                Ok(Self { username, password })
+            }
+            Ok(serde_json::Value::Array(_)) => Err(PayloadError::MissingUsername),
+            // Bare text, including text that happens to parse as a JSON number or literal
+            // (a user called `42` or `true` typed at a netcat prompt).
+            _ => Ok(Self {
+                username: text.trim_end_matches(['\r', '\n']).to_owned(),
+                password: None,
+            }),
+        }
+    }
+
+    /// The JSON object form, which is what our client sends.
+    pub fn to_payload(&self) -> Vec<u8> {
+        let mut map = serde_json::Map::new();
+        map.insert("username".into(), self.username.clone().into());
+        if let Some(password) = &self.password {
+            map.insert("password".into(), password.clone().into());
+        }
+        serde_json::Value::Object(map).to_string().into_bytes()
+    }
+}
+
+/// The refusal reasons the contract defines, sent in the compliance reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request could not be parsed.
+    InvalidRequest,
+    /// The declared payload is over the limit.
+    PayloadTooLarge,
+    /// The room name breaks the naming rules.
+    InvalidRoomName,
+    /// The username breaks the naming rules.
+    InvalidUsername,
+    /// Create: a room with that name exists.
+    RoomExists,
+    /// Join: no room has that name.
+    RoomNotFound,
+    /// Join: someone in the room already uses that name (case-insensitively).
+    NameTaken,
+    /// Join: the private room's password does not match.
+    BadPassword,
+    /// Join: the room has reached its member limit.
+    RoomFull,
+    /// The operation byte is not one the server supports.
+    UnsupportedOperation,
+    /// The server cannot take the request now (overload, state file not writable).
+    ServerBusy,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::InvalidRoomName => "invalid_room_name",
+            Self::InvalidUsername => "invalid_username",
+            Self::RoomExists => "room_exists",
+            Self::RoomNotFound => "room_not_found",
+            Self::NameTaken => "name_taken",
+            Self::BadPassword => "bad_password",
+            Self::RoomFull => "room_full",
+            Self::UnsupportedOperation => "unsupported_operation",
+            Self::ServerBusy => "server_busy",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The State 1 reply: accepted, or refused with a code and a sentence for the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compliance {
+    /// 1 when accepted, 0 when refused (an integer, as the reference implementation sends).
+    pub success: u8,
+    /// The refusal code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+    /// The refusal explained for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Compliance {
+    /// An accepted request.
+    pub fn accepted() -> Self {
+        Self {
+            success: 1,
+            error: None,
+            message: None,
+        }
+    }
+
+    /// A refused request.
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            success: 0,
+            error: Some(code),
+            message: Some(message.into()),
+        }
+    }
+
+    /// Whether the request was accepted.
+    pub fn is_accepted(&self) -> bool {
+        self.success == 1
+    }
+}
+
+/// The State 2 reply to create, join and pair. On failure only `token` is present, empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The member's secret: 64 hex characters, or empty on failure.
+    pub token: String,
+    /// The room joined (for pair, the generated name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The username as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Whether this member hosts the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<bool>,
+    /// The UDP port of the data plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_port: Option<u16>,
+}
+
+impl Grant {
+    /// The reply that goes with a refusal.
+    pub fn failed() -> Self {
+        Self {
+            token: String::new(),
+            room: None,
+            username: None,
+            host: None,
+            udp_port: None,
+        }
+    }
+}
+
+/// One public room, as listed by operation 4.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    /// The room's name.
+    pub name: String,
+    /// How many members it has.
+    pub members: usize,
+    /// Whether joining needs a password.
+    pub private: bool,
+}
+
+/// The State 2 reply to operation 4.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomList {
+    /// The rooms, in name order.
+    pub rooms: Vec<RoomSummary>,
+}
+
+/// Serializes a reply body. Serializing these plain structs cannot fail.
+pub fn to_json_payload<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(op: u8, room: &str, payload: &[u8]) -> Vec<u8> {
+        Frame::new(op, State::Request, room, payload.to_vec())
+            .encode()
+            .unwrap()
+    }
+
+    #[test]
+    fn incomplete_input_asks_for_more() {
+        let bytes = request(2, "lobby", b"\"bob\"");
+        for cut in 0..bytes.len() {
+            assert_eq!(Frame::decode(&bytes[..cut]), Ok(None), "cut at {cut}");
+        }
+        let (frame, used) = Frame::decode(&bytes).unwrap().unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(frame.room_name, "lobby");
+        assert_eq!(frame.payload, b"\"bob\"");
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_from_the_header_alone() {
+        let mut header = [0u8; 32];
+        header[1] = 1;
+        header[3] = 0x01; // 2^224 bytes
+        assert_eq!(
+            Frame::decode(&header),
+            Err(TcrpError::PayloadTooLarge { limit: 16384 })
+        );
+        let mut just_over = [0u8; 32];
+        just_over[24..].copy_from_slice(&16385u64.to_be_bytes());
+        assert!(Header::decode(&just_over).is_err());
+        let mut at_limit = [0u8; 32];
+        at_limit[24..].copy_from_slice(&16384u64.to_be_bytes());
+        assert_eq!(Header::decode(&at_limit).unwrap().unwrap().payload_len, 16384);
+    }
+
+    #[test]
+    fn payload_forms() {
+        let reference = UserRequest::parse(b"\"alice\"").unwrap();
+        assert_eq!(reference.username, "alice");
+        let object = UserRequest::parse(br#"{"username":"bob","password":"pw"}"#).unwrap();
+        assert_eq!(object.password.as_deref(), Some("pw"));
+        assert_eq!(UserRequest::parse(b"carol\n").unwrap().username, "carol");
+        assert_eq!(UserRequest::parse(b"42").unwrap().username, "42");
+        assert_eq!(UserRequest::parse(b"\xff"), Err(PayloadError::NotUtf8));
+        assert_eq!(
+            UserRequest::parse(br#"{"name":"x"}"#),
+            Err(PayloadError::MissingUsername)
+        );
+        let round = UserRequest::parse(&object.to_payload()).unwrap();
+        assert_eq!(round, object);
+    }
+
+    #[test]
+    fn replies_match_the_contract() {
+        assert_eq!(to_json_payload(&Compliance::accepted()), br#"{"success":1}"#);
+        assert_eq!(
+            to_json_payload(&Compliance::refused(ErrorCode::NameTaken, "taken")),
+            br#"{"success":0,"error":"name_taken","message":"taken"}"#
+        );
+        assert_eq!(to_json_payload(&Grant::failed()), br#"{"token":""}"#);
+    }
+}

@@ -1,0 +1,270 @@
+//! UCRP, the UDP data plane: the client envelope `[room len][token len][room][token][message]`
+//! and the version-1 frames the server sends back.
+//!
+//! Decoding borrows from the receive buffer: the relay path parses every datagram, so nothing
+//! here allocates while reading.
+
+use thiserror::Error;
+
+use crate::limits::MAX_DATAGRAM;
+use crate::v2::{ClientV2, ServerV2};
+
+/// The first byte of every version-2 message. It never starts valid UTF-8, so version-1 text
+/// cannot be mistaken for it.
+pub const V2_MARKER: u8 = 0xFF;
+/// Version-1 text that binds the sender's address to its token.
+pub const REGISTER: &[u8] = b"__REGISTER__";
+/// Version-1 text that removes the sender from its room.
+pub const LEAVE: &[u8] = b"__LEAVE__";
+/// What a version-1 member receives when its room closes.
+pub const ROOM_CLOSED: &[u8] = b"__ROOM_CLOSED__";
+/// The sender name of server notices (joins, leaves) in version 1.
+pub const NOTICE_SENDER: &str = "*";
+
+/// Ways a datagram can be malformed.
+#[derive(Debug, Error)]
+pub enum UcrpError {
+    /// Larger than the 4096 bytes the contract allows.
+    #[error("datagram of {0} bytes exceeds the 4096-byte limit")]
+    TooLarge(usize),
+    /// Shorter than its own size fields say.
+    #[error("datagram is shorter than its size fields declare")]
+    Truncated,
+    /// The room name is not UTF-8.
+    #[error("the room name is not valid UTF-8")]
+    RoomNotUtf8,
+    /// Version-1 chat text is not UTF-8.
+    #[error("the message text is not valid UTF-8")]
+    TextNotUtf8,
+    /// The message is empty.
+    #[error("the message is empty")]
+    EmptyMessage,
+    /// A version-2 message that is not one of the contract's JSON objects.
+    #[error("invalid version-2 message: {0}")]
+    InvalidV2(#[source] serde_json::Error),
+    /// A sender name longer than 255 bytes cannot be framed.
+    #[error("sender name of {0} bytes does not fit in a frame")]
+    SenderTooLong(usize),
+}
+
+/// A client datagram's envelope, borrowed from the receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram<'a> {
+    /// The room the sender claims to be in.
+    pub room: &'a str,
+    /// The sender's token as sent (64 hex characters when well-formed).
+    pub token: &'a [u8],
+    /// Everything after the token.
+    pub message: &'a [u8],
+}
+
+impl<'a> Datagram<'a> {
+    /// Splits a datagram into room, token and message.
+    pub fn decode(buf: &'a [u8]) -> Result<Self, UcrpError> {
+        if buf.len() > MAX_DATAGRAM {
+            return Err(UcrpError::TooLarge(buf.len()));
+        }
+        let [room_len, token_len, rest @ ..] = buf else {
+            return Err(UcrpError::Truncated);
+        };
+        let room_len = usize::from(*room_len);
+        let token_len = usize::from(*token_len);
+        if rest.len() < room_len + token_len {
+            return Err(UcrpError::Truncated);
+        }
+        let (room, rest) = rest.split_at(room_len);
+        let (token, message) = rest.split_at(token_len);
+        let room = std::str::from_utf8(room).map_err(|_| UcrpError::RoomNotUtf8)?;
+        Ok(Self {
+            room,
+            token,
+            message,
+        })
+    }
+
+    /// Appends the encoded datagram to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), UcrpError> {
+        let room_len =
+            u8::try_from(self.room.len()).map_err(|_| UcrpError::TooLarge(self.room.len()))?;
+        let token_len =
+            u8::try_from(self.token.len()).map_err(|_| UcrpError::TooLarge(self.token.len()))?;
+        let total = 2 + self.room.len() + self.token.len() + self.message.len();
+        if total > MAX_DATAGRAM {
+            return Err(UcrpError::TooLarge(total));
+        }
+        out.reserve(total);
+        out.push(room_len);
+        out.push(token_len);
+        out.extend_from_slice(self.room.as_bytes());
+        out.extend_from_slice(self.token);
+        out.extend_from_slice(self.message);
+        Ok(())
+    }
+
+    /// The encoded datagram.
+    pub fn encode(&self) -> Result<Vec<u8>, UcrpError> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// How many bytes of message fit beside this room and token.
+    pub fn message_capacity(room: &str, token: &[u8]) -> usize {
+        MAX_DATAGRAM.saturating_sub(2 + room.len() + token.len())
+    }
+}
+
+/// What a client asks for, once the envelope is stripped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage<'a> {
+    /// Version 1 `__REGISTER__`.
+    Register,
+    /// Version 1 `__LEAVE__`.
+    Leave,
+    /// Version 1 chat text.
+    Chat(&'a str),
+    /// A version-2 message.
+    V2(ClientV2),
+}
+
+impl<'a> ClientMessage<'a> {
+    /// Classifies a message body.
+    pub fn decode(message: &'a [u8]) -> Result<Self, UcrpError> {
+        match message {
+            [] => Err(UcrpError::EmptyMessage),
+            [V2_MARKER, json @ ..] => serde_json::from_slice(json)
+                .map(Self::V2)
+                .map_err(UcrpError::InvalidV2),
+            REGISTER => Ok(Self::Register),
+            LEAVE => Ok(Self::Leave),
+            text => std::str::from_utf8(text)
+                .map(Self::Chat)
+                .map_err(|_| UcrpError::TextNotUtf8),
+        }
+    }
+}
+
+/// Appends a version-1 chat frame `[u8 sender len][sender][text]` to `out`.
+pub fn encode_v1_chat(sender: &str, text: &str, out: &mut Vec<u8>) -> Result<(), UcrpError> {
+    let sender_len =
+        u8::try_from(sender.len()).map_err(|_| UcrpError::SenderTooLong(sender.len()))?;
+    let total = 1 + sender.len() + text.len();
+    if total > MAX_DATAGRAM {
+        return Err(UcrpError::TooLarge(total));
+    }
+    out.reserve(total);
+    out.push(sender_len);
+    out.extend_from_slice(sender.as_bytes());
+    out.extend_from_slice(text.as_bytes());
+    Ok(())
+}
+
+/// Appends a version-2 server message (`0xFF` + JSON) to `out`. The result may exceed the
+/// datagram limit when the text needs heavy JSON escaping; callers check the length.
+pub fn encode_v2(message: &ServerV2, out: &mut Vec<u8>) {
+    out.push(V2_MARKER);
+    // Writing these plain structs into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, message);
+}
+
+/// What a client receives from the server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerDatagram<'a> {
+    /// A version-1 chat frame; sender `*` marks a server notice.
+    Chat {
+        /// Who sent it (`*` for the server).
+        sender: &'a str,
+        /// The text.
+        text: &'a str,
+    },
+    /// The version-1 room-closed signal.
+    RoomClosed,
+    /// A version-2 message.
+    V2(ServerV2),
+}
+
+impl<'a> ServerDatagram<'a> {
+    /// Decodes a datagram received from the server.
+    pub fn decode(buf: &'a [u8]) -> Result<Self, UcrpError> {
+        if buf.len() > MAX_DATAGRAM {
+            return Err(UcrpError::TooLarge(buf.len()));
+        }
+        match buf {
+            [] => Err(UcrpError::EmptyMessage),
+            ROOM_CLOSED => Ok(Self::RoomClosed),
+            [V2_MARKER, json @ ..] => serde_json::from_slice(json)
+                .map(Self::V2)
+                .map_err(UcrpError::InvalidV2),
+            [sender_len, rest @ ..] => {
+                let sender_len = usize::from(*sender_len);
+                if rest.len() < sender_len {
+                    return Err(UcrpError::Truncated);
+                }
+                let (sender, text) = rest.split_at(sender_len);
+                Ok(Self::Chat {
+                    sender: std::str::from_utf8(sender).map_err(|_| UcrpError::TextNotUtf8)?,
+                    text: std::str::from_utf8(text).map_err(|_| UcrpError::TextNotUtf8)?,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trip() {
+        let token = [b'a'; 64];
+        let datagram = Datagram {
+            room: "lobby",
+            token: &token,
+            message: b"hello",
+        };
+        let bytes = datagram.encode().unwrap();
+        assert_eq!(bytes[0], 5);
+        assert_eq!(bytes[1], 64);
+        assert_eq!(Datagram::decode(&bytes).unwrap(), datagram);
+    }
+
+    #[test]
+    fn short_and_oversized_datagrams_are_errors() {
+        assert!(matches!(Datagram::decode(&[]), Err(UcrpError::Truncated)));
+        assert!(matches!(Datagram::decode(&[5, 64, b'x']), Err(UcrpError::Truncated)));
+        assert!(matches!(
+            Datagram::decode(&[0; 4097]),
+            Err(UcrpError::TooLarge(4097))
+        ));
+    }
+
+    #[test]
+    fn classifies_messages() {
+        assert_eq!(ClientMessage::decode(REGISTER).unwrap(), ClientMessage::Register);
+        assert_eq!(ClientMessage::decode(LEAVE).unwrap(), ClientMessage::Leave);
+        assert_eq!(ClientMessage::decode(b"hi").unwrap(), ClientMessage::Chat("hi"));
+        assert!(ClientMessage::decode(b"\xc3").is_err());
+        assert_eq!(
+            ClientMessage::decode(b"\xff{\"t\":\"who\"}").unwrap(),
+            ClientMessage::V2(ClientV2::Who)
+        );
+    }
+
+    #[test]
+    fn v1_frames_are_byte_exact() {
+        let mut out = Vec::new();
+        encode_v1_chat("bob", "hi there", &mut out).unwrap();
+        assert_eq!(out, b"\x03bobhi there");
+        assert_eq!(
+            ServerDatagram::decode(&out).unwrap(),
+            ServerDatagram::Chat {
+                sender: "bob",
+                text: "hi there"
+            }
+        );
+        assert_eq!(
+            ServerDatagram::decode(ROOM_CLOSED).unwrap(),
+            ServerDatagram::RoomClosed
+        );
+    }
+}

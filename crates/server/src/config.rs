@@ -1,0 +1,109 @@
+//! Command-line configuration of the server. Every limit has a safe default.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::flood::FloodPolicy;
+use crate::manager::Limits;
+
+/// chat-server: rooms over TCP, chat over UDP.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chat-server", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on, for both TCP and UDP.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// TCP port of the control plane (0 picks a free port).
+    #[arg(long, default_value_t = 9090)]
+    pub tcp_port: u16,
+    /// UDP port of the data plane (0 picks a free port).
+    #[arg(long, default_value_t = 9091)]
+    pub udp_port: u16,
+    /// Where rooms and tokens are kept across restarts.
+    #[arg(long, default_value = "room_manager.json")]
+    pub state: PathBuf,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Messages a member may send in a burst before flood control applies.
+    #[arg(long, default_value_t = 10)]
+    pub flood_burst: u32,
+    /// Messages per second a member may sustain; 0 turns flood control off.
+    #[arg(long, default_value_t = 5.0)]
+    pub flood_rate: f64,
+    /// Seconds a client has to send its whole TCP request.
+    #[arg(long, default_value = "5", value_parser = parse_seconds)]
+    pub handshake_timeout: Duration,
+    /// Most TCP handshakes handled at once; more are refused with server_busy.
+    #[arg(long, default_value_t = 256)]
+    pub max_handshakes: usize,
+    /// Most rooms at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_rooms: usize,
+    /// Most members in one room; more are refused with room_full.
+    #[arg(long, default_value_t = 256)]
+    pub max_members: usize,
+}
+
+impl Config {
+    /// The flood-control policy these flags describe.
+    pub fn flood_policy(&self) -> FloodPolicy {
+        FloodPolicy {
+            burst: self.flood_burst,
+            rate: self.flood_rate,
+        }
+    }
+
+    /// The caps these flags describe.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_rooms: self.max_rooms,
+            max_members_per_room: self.max_members,
+        }
+    }
+}
+
+/// Parses a positive number of seconds, fractions allowed.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a number of seconds"))?;
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!(
+            "{text} must be more than 0 and at most 86400 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let config = Config::parse_from(["chat-server"]);
+        assert_eq!(config.tcp_port, 9090);
+        assert_eq!(config.udp_port, 9091);
+        assert_eq!(config.state, PathBuf::from("room_manager.json"));
+        assert_eq!(config.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(
+            config.flood_policy(),
+            FloodPolicy {
+                burst: 10,
+                rate: 5.0
+            }
+        );
+    }
+
+    #[test]
+    fn seconds_must_be_positive() {
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+}

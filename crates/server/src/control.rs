@@ -1,0 +1,444 @@
+//! The TCP control plane: one request, two reply frames, close.
+//!
+//! Every connection gets its own task, bounded by a semaphore; the whole request must arrive
+//! before a deadline so a client that sends half a header holds only its own task. Every
+//! request that got as far as a header is answered with the contract's error code and a sentence
+//! a person can act on. A create, join or pair is answered only once it is on disk.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chat_protocol::limits::TCRP_HEADER_LEN;
+use chat_protocol::names;
+use chat_protocol::tcrp::{
+    Compliance, ErrorCode, Frame, Grant, Header, Operation, State, TcrpError, UserRequest,
+    to_json_payload,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::{Instant, timeout, timeout_at};
+
+use crate::manager::{JoinError, Membership, SharedManager, lock};
+use crate::password;
+use crate::room::RoomKind;
+use crate::writer::StateWriter;
+
+/// Longest password accepted; argon2 hashes any length, but a bound keeps the work bounded.
+const MAX_PASSWORD_LEN: usize = 1024;
+/// How long writing the replies may take before the client is given up on.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Beyond the request deadline, how long the slow parts (password hashing, the durable write)
+/// may take before the handshake is abandoned.
+const PROCESSING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the control plane needs from the rest of the server.
+#[derive(Debug)]
+pub struct ControlContext {
+    /// The rooms.
+    pub manager: SharedManager,
+    /// Durability of handshakes.
+    pub writer: StateWriter,
+    /// The UDP port announced in grants.
+    pub udp_port: u16,
+    /// How long a client has to send its whole request.
+    pub request_timeout: Duration,
+    /// Most handshakes handled at once; more are refused with `server_busy`.
+    pub max_handshakes: usize,
+}
+
+/// Accepts connections until `stop` turns true, then waits for the handshakes in flight.
+pub async fn serve(
+    listener: TcpListener,
+    context: Arc<ControlContext>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(context.max_handshakes));
+    // Every handler holds a clone of `in_flight`; when all are dropped, `finished` yields None.
+    let (in_flight, mut finished) = mpsc::channel::<()>(1);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                tracing::warn!(%error, "accepting a TCP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => {
+                let context = Arc::clone(&context);
+                let in_flight = in_flight.clone();
+                tokio::spawn(async move {
+                    handle_connection(stream, peer, &context).await;
+                    drop(permit);
+                    drop(in_flight);
+                });
+            }
+            Err(_) => refuse_when_overloaded(stream, peer),
+        }
+    }
+    drop(listener);
+    drop(in_flight);
+    let _ = finished.recv().await;
+}
+
+/// Over the handshake cap there is no task to spare, so the refusal is written without waiting:
+/// a fresh socket's send buffer always has room for it, and if not, closing says enough.
+fn refuse_when_overloaded(stream: TcpStream, peer: SocketAddr) {
+    tracing::warn!(%peer, "too many handshakes in progress; refusing");
+    let reply = Reply::refused(
+        0,
+        String::new(),
+        ErrorCode::ServerBusy,
+        "the server is handling too many requests; try again shortly".into(),
+    );
+    let _ = stream.try_write(&reply.encode());
+}
+
+async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, context: &ControlContext) {
+    let deadline = Instant::now() + context.request_timeout;
+    let reply = match read_request(&mut stream, deadline).await {
+        Ok(frame) => {
+            match timeout(PROCESSING_TIMEOUT, process(frame.clone(), peer, context)).await {
+                Ok(reply) => reply,
+                Err(_) => Reply::refused(
+                    frame.operation,
+                    frame.room_name,
+                    ErrorCode::ServerBusy,
+                    "the server took too long to complete the request; try again".into(),
+                ),
+            }
+        }
+        Err(ReadFailure::Answer(reply)) => reply,
+        Err(ReadFailure::Silent(reason)) => {
+            tracing::debug!(%peer, reason, "connection closed without a reply");
+            return;
+        }
+    };
+    let bytes = reply.encode();
+    let written = timeout(REPLY_TIMEOUT, async {
+        stream.write_all(&bytes).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::debug!(%peer, "client went away before reading the reply");
+    }
+}
+
+/// A request that could not be read.
+enum ReadFailure {
+    /// Nothing worth answering arrived (no complete header).
+    Silent(&'static str),
+    /// The header arrived but the request is unusable: answer with this refusal.
+    Answer(Reply),
+}
+
+/// Reads exactly one request frame, never more bytes than its header announces, and never
+/// more than the contract's limits.
+async fn read_request(stream: &mut TcpStream, deadline: Instant) -> Result<Frame, ReadFailure> {
+    let mut buf = Vec::with_capacity(TCRP_HEADER_LEN);
+    loop {
+        match Frame::decode(&buf) {
+            Ok(Some((frame, _))) => return Ok(frame),
+            Ok(None) => {}
+            Err(error) => return Err(ReadFailure::Answer(malformed_header(&buf, &error))),
+        }
+        // The header, once here, is valid (decode would have failed otherwise), so the frame
+        // length is bounded by the contract.
+        let wanted = match Header::decode(&buf) {
+            Ok(Some(header)) => header.frame_len(),
+            _ => TCRP_HEADER_LEN,
+        };
+        let missing = (wanted - buf.len()) as u64;
+        let read = timeout_at(deadline, (&mut *stream).take(missing).read_buf(&mut buf)).await;
+        match read {
+            Ok(Ok(0)) => {
+                return Err(ReadFailure::Silent(
+                    "closed before the request was complete",
+                ));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(ReadFailure::Silent("read error")),
+            Err(_) if buf.len() >= TCRP_HEADER_LEN => {
+                return Err(ReadFailure::Answer(Reply::refused(
+                    buf[1],
+                    String::new(),
+                    ErrorCode::InvalidRequest,
+                    "the request was not complete before the time limit".into(),
+                )));
+            }
+            Err(_) => {
+                return Err(ReadFailure::Silent(
+                    "no complete header before the time limit",
+                ));
+            }
+        }
+    }
+}
+
+fn malformed_header(buf: &[u8], error: &TcrpError) -> Reply {
+    let operation = buf.get(1).copied().unwrap_or(0);
+    let code = match error {
+        TcrpError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+        _ => ErrorCode::InvalidRequest,
+    };
+    Reply::refused(operation, String::new(), code, error.to_string())
+}
+
+/// Both reply frames of one exchange.
+#[derive(Debug)]
+struct Reply {
+    operation: u8,
+    room: String,
+    compliance: Compliance,
+    complete: Vec<u8>,
+}
+
+impl Reply {
+    fn refused(operation: u8, room: String, code: ErrorCode, message: String) -> Self {
+        Self {
+            operation,
+            room,
+            compliance: Compliance::refused(code, message),
+            complete: to_json_payload(&Grant::failed()),
+        }
+    }
+
+    fn accepted(operation: u8, room: String, complete: Vec<u8>) -> Self {
+        Self {
+            operation,
+            room,
+            compliance: Compliance::accepted(),
+            complete,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        // A room name that arrived in a frame fits in one again; if it somehow did not, the
+        // reply goes out without it rather than not at all.
+        let frame = |state, payload: Vec<u8>| {
+            let mut frame = Frame::new(self.operation, state, &self.room, payload);
+            frame.encode().unwrap_or_else(|_| {
+                frame.room_name.clear();
+                frame.encode().unwrap_or_default()
+            })
+        };
+        let mut bytes = frame(State::Compliance, to_json_payload(&self.compliance));
+        bytes.extend(frame(State::Complete, self.complete.clone()));
+        bytes
+    }
+}
+
+/// Why a create, join or pair was refused.
+#[derive(Debug)]
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl From<JoinError> for Refusal {
+    fn from(error: JoinError) -> Self {
+        Self {
+            code: error.code(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Reply {
+    let Frame {
+        operation: operation_byte,
+        state,
+        room_name,
+        payload,
+    } = frame;
+    let refuse =
+        |code, message: String| Reply::refused(operation_byte, room_name.clone(), code, message);
+    if state != State::Request {
+        return refuse(
+            ErrorCode::InvalidRequest,
+            format!(
+                "expected a request frame (state 0), got state {}",
+                state as u8
+            ),
+        );
+    }
+    let Some(operation) = Operation::from_byte(operation_byte) else {
+        return refuse(
+            ErrorCode::UnsupportedOperation,
+            format!(
+                "operation {operation_byte} is not supported; use 1 (create), 2 (join), 3 (pair) or 4 (list)"
+            ),
+        );
+    };
+    let user = UserRequest::parse(&payload)
+        .map_err(|error| Refusal::new(ErrorCode::InvalidRequest, error.to_string()));
+    let result = match (operation, user) {
+        (Operation::List, _) => {
+            let list = lock(&context.manager).list();
+            return Reply::accepted(operation_byte, room_name, to_json_payload(&list));
+        }
+        (_, Err(refusal)) => Err(refusal),
+        (Operation::Create, Ok(user)) => create(&room_name, user, context).await,
+        (Operation::Join, Ok(user)) => join(&room_name, user, context).await,
+        (Operation::Pair, Ok(user)) => pair(user, context).await,
+    };
+    match result {
+        Ok(membership) => {
+            tracing::info!(%peer, room = %membership.room, user = %membership.username, host = membership.host, token = %membership.token, ?operation, "handshake granted");
+            let grant = Grant {
+                token: membership.token.to_hex(),
+                room: Some(membership.room.clone()),
+                username: Some(membership.username),
+                host: Some(membership.host),
+                udp_port: Some(context.udp_port),
+            };
+            // Pair rooms get their name from the server; echo it so the client learns it.
+            Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))
+        }
+        Err(refusal) => {
+            tracing::info!(%peer, room = %room_name, code = %refusal.code, "handshake refused");
+            refuse(refusal.code, refusal.message)
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+fn check_password(password: &str) -> Result<(), Refusal> {
+    if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
+        return Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            format!("a room password must be 1 to {MAX_PASSWORD_LEN} bytes long"),
+        ));
+    }
+    Ok(())
+}
+
+async fn create(
+    room_name: &str,
+    user: UserRequest,
+    context: &ControlContext,
+) -> Result<Membership, Refusal> {
+    // Cheap checks first, so that a hopeless request never costs a password hash.
+    names::validate_room_name(room_name)
+        .map_err(|e| Refusal::from(JoinError::InvalidRoomName(e)))?;
+    names::validate_username(&user.username)
+        .map_err(|e| Refusal::from(JoinError::InvalidUsername(e)))?;
+    let kind = match user.password {
+        None => RoomKind::Public,
+        Some(password) => {
+            check_password(&password)?;
+            let hashed = tokio::task::spawn_blocking(move || password::hash(&password))
+                .await
+                .map_err(|_| {
+                    Refusal::new(
+                        ErrorCode::ServerBusy,
+                        "the server could not hash the password",
+                    )
+                })?
+                .map_err(|e| Refusal::new(ErrorCode::ServerBusy, e.to_string()))?;
+            RoomKind::Private {
+                password_hash: hashed,
+            }
+        }
+    };
+    let granted = {
+        let mut manager = lock(&context.manager);
+        manager
+            .create(
+                room_name,
+                &user.username,
+                kind,
+                now_ms(),
+                std::time::Instant::now(),
+            )
+            .map(|membership| (membership, manager.generation()))
+    };
+    make_durable(granted?, context).await
+}
+
+async fn join(
+    room_name: &str,
+    user: UserRequest,
+    context: &ControlContext,
+) -> Result<Membership, Refusal> {
+    let private = lock(&context.manager).password_hash(room_name);
+    let verified_for = match private {
+        None => None,
+        Some((room_id, stored_hash)) => {
+            let password = user.password.clone().unwrap_or_default();
+            let matches =
+                tokio::task::spawn_blocking(move || password::verify(&password, &stored_hash))
+                    .await
+                    .unwrap_or(false);
+            if !matches {
+                return Err(JoinError::BadPassword(room_name.to_owned()).into());
+            }
+            Some(room_id)
+        }
+    };
+    let granted = {
+        let mut manager = lock(&context.manager);
+        manager
+            .join(
+                room_name,
+                &user.username,
+                verified_for,
+                std::time::Instant::now(),
+            )
+            .map(|membership| (membership, manager.generation()))
+    };
+    make_durable(granted?, context).await
+}
+
+async fn pair(user: UserRequest, context: &ControlContext) -> Result<Membership, Refusal> {
+    let granted = {
+        let mut manager = lock(&context.manager);
+        manager
+            .pair(&user.username, now_ms(), std::time::Instant::now())
+            .map(|membership| (membership, manager.generation()))
+    };
+    make_durable(granted?, context).await
+}
+
+/// Waits until the grant is on disk; if the write fails, the grant is taken back and refused.
+async fn make_durable(
+    (membership, generation): (Membership, u64),
+    context: &ControlContext,
+) -> Result<Membership, Refusal> {
+    match context.writer.durable(generation).await {
+        Ok(()) => Ok(membership),
+        Err(failure) => {
+            lock(&context.manager).revoke(&membership.token);
+            context.writer.schedule();
+            Err(Refusal::new(
+                ErrorCode::ServerBusy,
+                format!("the server cannot save its state right now ({failure}); try again later"),
+            ))
+        }
+    }
+}

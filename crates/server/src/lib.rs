@@ -1,0 +1,22 @@
+//! The chat server as a library: the `chat-server` binary is a thin wrapper around [`Server`],
+//! and tests can run one in-process.
+//!
+//! Layout: [`control`] is the TCP handshake front end, [`relay`] the UDP data plane; both drive
+//! the [`manager::RoomManager`], the one place where rooms, members and tokens change.
+//! [`writer`] makes those changes durable in the state file ([`persist`]).
+
+pub mod config;
+pub mod control;
+pub mod flood;
+pub mod manager;
+pub mod outbox;
+pub mod password;
+pub mod persist;
+pub mod relay;
+pub mod room;
+pub mod server;
+pub mod token;
+pub mod writer;
+
+pub use config::Config;
+pub use server::{Server, StartError};

@@ -1,0 +1,219 @@
+//! The state file, `room_manager.json`: its format, loading it, and replacing it atomically.
+//!
+//! A reader of the file sees either the previous state or the new one, never a mix: the new
+//! state goes to a temporary file in the same directory, is flushed to disk, renamed over the
+//! old one, and the directory entry is flushed too.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::room::RoomKind;
+
+/// The format number written in the file, bumped on incompatible changes.
+pub const STATE_FORMAT: u32 = 1;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedState {
+    /// Always [`STATE_FORMAT`].
+    pub format: u32,
+    /// Every room, by name.
+    pub rooms: Vec<PersistedRoom>,
+}
+
+impl PersistedState {
+    /// A state of the current format.
+    pub fn new(rooms: Vec<PersistedRoom>) -> Self {
+        Self {
+            format: STATE_FORMAT,
+            rooms,
+        }
+    }
+}
+
+/// One room in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedRoom {
+    /// The room's name.
+    pub name: String,
+    /// Public, private (with its password hash) or pair.
+    #[serde(flatten)]
+    pub kind: RoomKind,
+    /// Unix milliseconds when it was created.
+    pub created_at_ms: u64,
+    /// Members in join order.
+    pub members: Vec<PersistedMember>,
+}
+
+/// One member in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedMember {
+    /// Display name.
+    pub username: String,
+    /// The 64-hex token, so that members keep it across a restart.
+    pub token: String,
+    /// Whether this member hosts the room.
+    pub host: bool,
+}
+
+/// A state file that parses but describes something impossible.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct StateProblem(pub String);
+
+/// Why the state file could not be loaded.
+#[derive(Debug, Error)]
+pub enum StateError {
+    /// The file exists but cannot be read.
+    #[error("cannot read the state file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not valid JSON of the expected shape.
+    #[error("the state file {path} is corrupt: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file was written by an incompatible version.
+    #[error("the state file {path} has format {found}; this server reads format {STATE_FORMAT}")]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+        /// The format number it declares.
+        found: u32,
+    },
+    /// The file parses but breaks the room rules.
+    #[error("the state file {path} is inconsistent: {problem}")]
+    Inconsistent {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: StateProblem,
+    },
+}
+
+/// Reads the state file; a missing file is an empty state. The file is only ever read here.
+pub fn load(path: &Path) -> Result<Option<PersistedState>, StateError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let state: PersistedState =
+        serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })?;
+    if state.format != STATE_FORMAT {
+        return Err(StateError::UnknownFormat {
+            path: path.to_owned(),
+            found: state.format,
+        });
+    }
+    Ok(Some(state))
+}
+
+/// Replaces `path` with `contents` atomically and durably. On error the previous file is
+/// untouched and the temporary file is removed.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the state path has no file name",
+        )
+    })?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(".tmp");
+    let temp_path = directory.join(temp_name);
+
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp_path)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&temp_path, path)?;
+        // The rename is durable only once the directory itself is flushed.
+        File::open(directory)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp_path);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_is_empty_state() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(&dir.path().join("none.json")).unwrap(), None);
+    }
+
+    #[test]
+    fn round_trip_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let state = PersistedState::new(vec![PersistedRoom {
+            name: "lobby".into(),
+            kind: RoomKind::Public,
+            created_at_ms: 7,
+            members: vec![PersistedMember {
+                username: "alice".into(),
+                token: "ab".repeat(32),
+                host: true,
+            }],
+        }]);
+        write_atomic(&path, &serde_json::to_vec(&state).unwrap()).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(state));
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, b"{\"format\":1,\"rooms\":[").unwrap();
+        let error = load(&path).unwrap_err();
+        assert!(matches!(error, StateError::Corrupt { .. }));
+        assert!(error.to_string().contains("state.json"));
+    }
+
+    #[test]
+    fn failed_write_leaves_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, b"previous").unwrap();
+        // A directory where the temporary file should go makes the write fail.
+        fs::create_dir(dir.path().join(".state.json.tmp")).unwrap();
+        assert!(write_atomic(&path, b"new").is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"previous");
+    }
+}

@@ -1,0 +1,158 @@
+//! Rooms and their members, as the room manager keeps them in memory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::flood::{FloodPolicy, TokenBucket};
+use crate::token::Token;
+
+/// Identifies a room for the lifetime of the process (names can be reused after a close).
+pub type RoomId = u64;
+/// Identifies a member within the process; increases with every join, so it orders members.
+pub type MemberId = u64;
+
+/// What kind of room, which decides who may join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RoomKind {
+    /// Anyone who knows the name may join; listed by operation 4.
+    Public,
+    /// Joining needs the password; only its salted slow hash is kept.
+    Private {
+        /// PHC-format argon2 hash of the password.
+        password_hash: String,
+    },
+    /// A random 1:1 room made by operation 3; holds at most two members.
+    Pair,
+}
+
+/// Which wire format a member asked for by how it registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireVersion {
+    /// The reference client's format.
+    V1,
+    /// `0xFF` + JSON, with acks and replay.
+    V2,
+}
+
+/// One member of a room.
+#[derive(Debug)]
+pub struct Member {
+    /// Process-local id.
+    pub id: MemberId,
+    /// The member's secret.
+    pub token: Token,
+    /// Display name, unique in the room case-insensitively.
+    pub username: String,
+    /// Where datagrams for this member go, once it registered.
+    pub addr: Option<SocketAddr>,
+    /// Wire format chosen at registration.
+    pub version: WireVersion,
+    /// Last datagram received from this member (or when it joined).
+    pub last_seen: Instant,
+    /// Flood control state.
+    pub flood: TokenBucket,
+    /// Last time this member was told it was rate limited (so the warning itself cannot flood).
+    pub warned_at: Option<Instant>,
+}
+
+/// A registered member's address, as the relay needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recipient {
+    /// Which member, so that the sender can be skipped.
+    pub member: MemberId,
+    /// Where to send.
+    pub addr: SocketAddr,
+}
+
+/// A room.
+#[derive(Debug)]
+pub struct Room {
+    /// Process-local id.
+    pub id: RoomId,
+    /// The name members use.
+    pub name: String,
+    /// Who may join.
+    pub kind: RoomKind,
+    /// Unix milliseconds when the room was created.
+    pub created_at_ms: u64,
+    /// The host's member id; the room closes when the host goes.
+    pub host: MemberId,
+    /// Members in join order.
+    pub members: BTreeMap<MemberId, Member>,
+    /// Registered version-1 members, rebuilt on every membership change rather than per
+    /// datagram, and shared with the relay without copying.
+    pub v1_recipients: Arc<[Recipient]>,
+    /// Registered version-2 members, likewise.
+    pub v2_recipients: Arc<[Recipient]>,
+    /// For pair rooms: when the room started waiting for a partner, for oldest-first pairing.
+    pub waiting_since: u64,
+}
+
+impl Room {
+    /// Recomputes the recipient lists after a member joined, left, registered or moved.
+    pub fn rebuild_recipients(&mut self) {
+        let registered = |version| {
+            self.members
+                .values()
+                .filter(|member| member.version == version)
+                .filter_map(|member| {
+                    member.addr.map(|addr| Recipient {
+                        member: member.id,
+                        addr,
+                    })
+                })
+                .collect::<Arc<[Recipient]>>()
+        };
+        self.v1_recipients = registered(WireVersion::V1);
+        self.v2_recipients = registered(WireVersion::V2);
+    }
+
+    /// Finds a member by username, case-insensitively.
+    pub fn member_named(&self, username_key: &str) -> Option<&Member> {
+        self.members
+            .values()
+            .find(|member| chat_protocol::names::username_key(&member.username) == username_key)
+    }
+
+    /// The host's username.
+    pub fn host_name(&self) -> &str {
+        self.members
+            .get(&self.host)
+            .map_or("", |member| member.username.as_str())
+    }
+
+    /// Usernames in join order.
+    pub fn usernames(&self) -> Vec<String> {
+        self.members
+            .values()
+            .map(|member| member.username.clone())
+            .collect()
+    }
+}
+
+impl Member {
+    /// A member that has not registered a UDP address yet.
+    pub fn new(
+        id: MemberId,
+        token: Token,
+        username: String,
+        policy: &FloodPolicy,
+        now: Instant,
+    ) -> Self {
+        Self {
+            id,
+            token,
+            username,
+            addr: None,
+            version: WireVersion::V1,
+            last_seen: now,
+            flood: TokenBucket::new(policy, now),
+            warned_at: None,
+        }
+    }
+}
