@@ -11,7 +11,7 @@ use crate::manager::Limits;
 
 /// chat-server: rooms over TCP, chat over UDP.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "chat-server", version, about, long_about = None)]
+#[command(name = "chat-server", version, about, long_about = None, args_override_self = true)]
 pub struct Config {
     /// Address to listen on, for both TCP and UDP.
     #[arg(long, default_value = "0.0.0.0")]
