@@ -88,6 +88,8 @@ impl ServerProcess {
             "0".into(),
             "--state".into(),
             state.display().to_string(),
+            "--history".into(),
+            dir.join("chat-history.sqlite3").display().to_string(),
             "--log-level".into(),
             "debug".into(),
         ];
@@ -129,7 +131,12 @@ impl ServerProcess {
     }
 
     /// Restarts on the same ports and state file, after the old process is gone.
-    pub fn restart_same_ports(dir: &Path, tcp: SocketAddr, udp: SocketAddr, extra: &[&str]) -> Self {
+    pub fn restart_same_ports(
+        dir: &Path,
+        tcp: SocketAddr,
+        udp: SocketAddr,
+        extra: &[&str],
+    ) -> Self {
         let tcp_port = tcp.port().to_string();
         let udp_port = udp.port().to_string();
         let mut args = vec!["--tcp-port", &tcp_port, "--udp-port", &udp_port];
@@ -202,7 +209,11 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Waits for a child to exit, killing it if it takes longer than `limit`.
@@ -261,7 +272,9 @@ impl Replies {
 /// Sends raw bytes as a TCRP request and reads everything the server answers until it closes.
 pub fn raw_exchange(tcp: SocketAddr, request: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(tcp).expect("connect to the control plane");
-    stream.set_read_timeout(Some(EVENT_TIMEOUT)).expect("set timeout");
+    stream
+        .set_read_timeout(Some(EVENT_TIMEOUT))
+        .expect("set timeout");
     stream.write_all(request).expect("send request");
     let mut reply = Vec::new();
     let _ = stream.read_to_end(&mut reply);
@@ -275,7 +288,10 @@ pub fn decode_frames(mut bytes: &[u8]) -> Vec<Frame> {
         frames.push(frame);
         bytes = &bytes[used..];
     }
-    assert!(bytes.is_empty(), "trailing bytes after the reply frames: {bytes:?}");
+    assert!(
+        bytes.is_empty(),
+        "trailing bytes after the reply frames: {bytes:?}"
+    );
     frames
 }
 
@@ -297,12 +313,22 @@ pub fn handshake(tcp: SocketAddr, operation: u8, room: &str, payload: &[u8]) -> 
 
 /// Create, with the reference client's JSON-string payload.
 pub fn create(tcp: SocketAddr, room: &str, username: &str) -> Replies {
-    handshake(tcp, 1, room, serde_json::to_string(username).expect("json").as_bytes())
+    handshake(
+        tcp,
+        1,
+        room,
+        serde_json::to_string(username).expect("json").as_bytes(),
+    )
 }
 
 /// Join, with the reference client's JSON-string payload.
 pub fn join(tcp: SocketAddr, room: &str, username: &str) -> Replies {
-    handshake(tcp, 2, room, serde_json::to_string(username).expect("json").as_bytes())
+    handshake(
+        tcp,
+        2,
+        room,
+        serde_json::to_string(username).expect("json").as_bytes(),
+    )
 }
 
 /// A member on the data plane, speaking raw UCRP from its own UDP socket.
@@ -346,7 +372,9 @@ impl UdpMember {
 
     /// Sends arbitrary bytes to the server.
     pub fn send_raw(&self, bytes: &[u8]) {
-        self.socket.send_to(bytes, self.server).expect("send datagram");
+        self.socket
+            .send_to(bytes, self.server)
+            .expect("send datagram");
     }
 
     /// Registers (version 1) and waits for the server's welcome notice.
@@ -395,7 +423,9 @@ impl UdpMember {
     pub fn drain(&self, limit: Duration) -> Vec<Vec<u8>> {
         let deadline = Instant::now() + limit;
         let mut all = Vec::new();
-        while let Some(datagram) = self.recv_within(deadline.saturating_duration_since(Instant::now())) {
+        while let Some(datagram) =
+            self.recv_within(deadline.saturating_duration_since(Instant::now()))
+        {
             all.push(datagram);
         }
         all
@@ -422,7 +452,13 @@ pub struct ClientProcess {
 impl ClientProcess {
     /// Starts `chat-client` against `server` with the given subcommand arguments.
     pub fn start(server: &ServerProcess, args: &[&str]) -> Self {
-        let tcp_port = server.tcp.port().to_string();
+        Self::start_on_port(server.tcp.port(), args)
+    }
+
+    /// Starts `chat-client` against the control-plane port `tcp_port` on 127.0.0.1, whether or
+    /// not a server listens there.
+    pub fn start_on_port(tcp_port: u16, args: &[&str]) -> Self {
+        let tcp_port = tcp_port.to_string();
         let mut command = Command::new(binary("chat-client"));
         command
             .args(["--server", "127.0.0.1", "--tcp-port", &tcp_port])
@@ -484,7 +520,10 @@ impl ClientProcess {
                     }
                 }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    panic!("timed out waiting for {what}; chat-client printed:\n{}", self.seen.join("\n"))
+                    panic!(
+                        "timed out waiting for {what}; chat-client printed:\n{}",
+                        self.seen.join("\n")
+                    )
                 }
             }
         }
@@ -512,6 +551,12 @@ impl ClientProcess {
     /// Waits for the process to exit.
     pub fn wait_exit(&mut self) -> ExitStatus {
         self.stdin = None;
+        wait_with_timeout(&mut self.child, EVENT_TIMEOUT).expect("chat-client exits in time")
+    }
+
+    /// Waits for the process to exit on its own, with stdin still open, so that end of input
+    /// cannot be what ended it.
+    pub fn wait_exit_with_stdin_open(&mut self) -> ExitStatus {
         wait_with_timeout(&mut self.child, EVENT_TIMEOUT).expect("chat-client exits in time")
     }
 }

@@ -20,7 +20,10 @@ fn kill_9_right_after_a_handshake_keeps_the_token() {
     bob.send(b"still here");
     alice.expect_chat("bob", "still here");
     // The names survived too.
-    assert_eq!(join(server.tcp, "den", "Bob").error_code().as_deref(), Some("name_taken"));
+    assert_eq!(
+        join(server.tcp, "den", "Bob").error_code().as_deref(),
+        Some("name_taken")
+    );
 }
 
 #[test]
@@ -34,7 +37,12 @@ fn graceful_shutdown_keeps_rooms_and_exits_zero() {
     let server = ServerProcess::start(dir.path());
     let host = UdpMember::new(server.udp, "lounge", &token);
     host.register();
-    assert_eq!(create(server.tcp, "lounge", "other").error_code().as_deref(), Some("room_exists"));
+    assert_eq!(
+        create(server.tcp, "lounge", "other")
+            .error_code()
+            .as_deref(),
+        Some("room_exists")
+    );
 }
 
 #[test]
@@ -43,8 +51,13 @@ fn corrupt_state_file_refuses_to_start_and_is_left_untouched() {
     let state = dir.path().join("room_manager.json");
     let garbage = b"{\"format\":1,\"rooms\":[{\"name\":\"x\"";
     std::fs::write(&state, garbage).unwrap();
-    let failure = ServerProcess::try_start(dir.path(), &[]).err().expect("the server must refuse");
-    assert!(failure.contains("room_manager.json"), "names the file: {failure}");
+    let failure = ServerProcess::try_start(dir.path(), &[])
+        .err()
+        .expect("the server must refuse");
+    assert!(
+        failure.contains("room_manager.json"),
+        "names the file: {failure}"
+    );
     assert!(failure.contains("corrupt"), "says what is wrong: {failure}");
     assert_eq!(std::fs::read(&state).unwrap(), garbage);
 }
@@ -59,7 +72,9 @@ fn inconsistent_state_file_refuses_to_start() {
             {"username": "b", "token": "b".repeat(64), "host": true}]}]});
     let text = serde_json::to_vec_pretty(&two_hosts).unwrap();
     std::fs::write(&state, &text).unwrap();
-    let failure = ServerProcess::try_start(dir.path(), &[]).err().expect("the server must refuse");
+    let failure = ServerProcess::try_start(dir.path(), &[])
+        .err()
+        .expect("the server must refuse");
     assert!(failure.contains("more than one host"), "{failure}");
     assert_eq!(std::fs::read(&state).unwrap(), text);
 }
@@ -67,8 +82,12 @@ fn inconsistent_state_file_refuses_to_start() {
 #[test]
 fn the_example_state_file_loads() {
     let dir = tempfile::tempdir().unwrap();
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../room_manager.json.example");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../room_manager.json.example");
     std::fs::copy(&example, dir.path().join("room_manager.json")).unwrap();
     let server = ServerProcess::start(dir.path());
-    assert_eq!(create(server.tcp, "lobby", "zed").error_code().as_deref(), Some("room_exists"));
+    assert_eq!(
+        create(server.tcp, "lobby", "zed").error_code().as_deref(),
+        Some("room_exists")
+    );
 }

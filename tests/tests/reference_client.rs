@@ -27,7 +27,11 @@ fn reference_conversation_is_byte_compatible() {
     let grant: serde_json::Value = serde_json::from_slice(&rest[37..]).unwrap();
     let alice_token = grant["token"].as_str().unwrap().to_owned();
     assert_eq!(alice_token.len(), 64);
-    assert!(alice_token.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        alice_token
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
     assert_eq!(grant["host"], true);
     assert_eq!(grant["udp_port"], server.udp.port());
 
@@ -54,7 +58,10 @@ fn reference_conversation_is_byte_compatible() {
     alice.send(b"__LEAVE__");
     let closed = bob.recv_matching(|d| d == b"__ROOM_CLOSED__");
     assert_eq!(closed.as_deref(), Some(&b"__ROOM_CLOSED__"[..]));
-    assert_eq!(join(server.tcp, "lobby", "dave").error_code().as_deref(), Some("room_not_found"));
+    assert_eq!(
+        join(server.tcp, "lobby", "dave").error_code().as_deref(),
+        Some("room_not_found")
+    );
     // Its tokens died with it.
     bob.send(b"anyone?");
     assert!(alice.drain(Duration::from_millis(300)).is_empty());

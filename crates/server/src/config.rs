@@ -32,7 +32,7 @@ pub struct Config {
     #[arg(long, default_value_t = 10)]
     pub flood_burst: u32,
     /// Messages per second a member may sustain; 0 turns flood control off.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = parse_rate)]
     pub flood_rate: f64,
     /// Seconds a client has to send its whole TCP request.
     #[arg(long, default_value = "5", value_parser = parse_seconds)]
@@ -46,6 +46,22 @@ pub struct Config {
     /// Most members in one room; more are refused with room_full.
     #[arg(long, default_value_t = 256)]
     pub max_members: usize,
+    /// The message history database (SQLite).
+    #[arg(long, default_value = "chat-history.sqlite3")]
+    pub history: PathBuf,
+    /// Messages kept per room; older ones are deleted.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_limit: u64,
+    /// Messages a version-2 member is sent when it first registers.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub join_history: u64,
+    /// Seconds of silence after which a version-2 member is removed (version-2 clients ping).
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    pub idle_timeout: Duration,
+    /// Seconds of silence after which a registered version-1 member is removed (the reference
+    /// client sends no keepalive, so this is long).
+    #[arg(long, default_value = "3600", value_parser = parse_seconds)]
+    pub v1_idle_timeout: Duration,
 }
 
 impl Config {
@@ -62,6 +78,9 @@ impl Config {
         Limits {
             max_rooms: self.max_rooms,
             max_members_per_room: self.max_members,
+            join_history: self.join_history,
+            idle_timeout: self.idle_timeout,
+            v1_idle_timeout: self.v1_idle_timeout,
         }
     }
 }
@@ -77,6 +96,17 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses a rate in messages per second: 0 (off) or more.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a number of messages per second"))?;
+    if !(rate.is_finite() && rate >= 0.0) {
+        return Err(format!("{text} must be 0 (off) or a positive rate"));
+    }
+    Ok(rate)
 }
 
 #[cfg(test)]

@@ -3,17 +3,21 @@
 //!
 //! Layout: [`control`] is the TCP handshake front end, [`relay`] the UDP data plane; both drive
 //! the [`manager::RoomManager`], the one place where rooms, members and tokens change.
-//! [`writer`] makes those changes durable in the state file ([`persist`]).
+//! [`writer`] makes those changes durable in the state file ([`persist`]); chat history lives
+//! in SQLite ([`history`]), written only by the [`history_writer`] thread.
 
 pub mod config;
 pub mod control;
 pub mod flood;
+pub mod history;
+pub mod history_writer;
 pub mod manager;
 pub mod outbox;
 pub mod password;
 pub mod persist;
 pub mod relay;
 pub mod room;
+pub mod seq_window;
 pub mod server;
 pub mod token;
 pub mod writer;

@@ -4,22 +4,36 @@
 //! UDP front ends lock it for microseconds, never across an `.await`; datagrams it decides to
 //! send are written into an [`Outbox`] and sent after the lock is released.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use chat_protocol::limits::{MAX_DATAGRAM, MAX_HISTORY_PAGE};
 use chat_protocol::names::{self, NameError};
 use chat_protocol::tcrp::{ErrorCode, RoomList, RoomSummary};
 use chat_protocol::ucrp::{self, ClientMessage, NOTICE_SENDER, ROOM_CLOSED};
-use chat_protocol::v2::{CloseReason, LeaveReason, ServerV2};
+use chat_protocol::v2::{ChatMessage, ClientV2, CloseReason, LeaveReason, ServerV2, V2ErrorCode};
+use rand::TryRng;
+use rand::rngs::SysRng;
 use thiserror::Error;
 
 use crate::flood::FloodPolicy;
+use crate::history::{HistoryError, HistoryStore, StoredMessage};
+use crate::history_writer::{HistoryJob, PendingMessage};
 use crate::outbox::Outbox;
 use crate::persist::{PersistedMember, PersistedRoom, PersistedState, StateProblem};
-use crate::room::{Member, MemberId, Room, RoomId, RoomKind, WireVersion};
+use crate::room::{
+    CachedMessage, Member, MemberId, REPLAY_CACHE, Room, RoomId, RoomKind, WireVersion,
+};
+use crate::seq_window::{SEQ_WINDOW, SeqStatus};
 use crate::token::{RandomError, Token};
+
+/// Most stored messages replayed in answer to one register or ping; the client asks again.
+pub const MAX_REPLAY: u64 = 256;
+/// Default page size of a `history` request without `limit`.
+pub const DEFAULT_HISTORY_PAGE: usize = 50;
 
 /// Pair rooms hold two people.
 pub const PAIR_ROOM_CAPACITY: usize = 2;
@@ -40,6 +54,13 @@ pub struct Limits {
     pub max_rooms: usize,
     /// Most members in one room.
     pub max_members_per_room: usize,
+    /// Messages a version-2 member gets when it registers without `last_id`.
+    pub join_history: u64,
+    /// A version-2 (or never registered) member silent this long is removed.
+    pub idle_timeout: Duration,
+    /// A registered version-1 member silent this long is removed. Longer, because the
+    /// reference client sends no keepalives: a reader who never types is still there.
+    pub v1_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -47,8 +68,29 @@ impl Default for Limits {
         Self {
             max_rooms: 10_000,
             max_members_per_room: 256,
+            join_history: 20,
+            idle_timeout: Duration::from_secs(60),
+            v1_idle_timeout: Duration::from_secs(3600),
         }
     }
+}
+
+/// Unix milliseconds now.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// A fresh random stable id (63 bits, so it is positive as an SQLite integer too).
+fn random_uid() -> Result<u64, RandomError> {
+    let mut bytes = [0u8; 8];
+    SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| RandomError::new(e.to_string()))?;
+    Ok(u64::from_le_bytes(bytes) >> 1)
 }
 
 /// What a successful create, join or pair hands the new member.
@@ -149,6 +191,8 @@ pub struct RoomManager {
     generation: u64,
     limits: Limits,
     flood: FloodPolicy,
+    /// Where chat goes to be stored; None keeps history in memory only (unit tests).
+    history: Option<Sender<HistoryJob>>,
 }
 
 impl RoomManager {
@@ -162,7 +206,18 @@ impl RoomManager {
             generation: 0,
             limits,
             flood,
+            history: None,
         }
+    }
+
+    /// Sends chat to the history thread from now on.
+    pub fn attach_history(&mut self, jobs: Sender<HistoryJob>) {
+        self.history = Some(jobs);
+    }
+
+    /// The live rooms' stable ids.
+    pub fn room_uids(&self) -> Vec<u64> {
+        self.rooms.values().map(|room| room.uid).collect()
     }
 
     /// Generation of the durable state: changes whenever rooms or tokens change.
@@ -221,9 +276,17 @@ impl RoomManager {
         let token = Token::generate()?;
         let room_id = self.fresh_id();
         let member_id = self.fresh_id();
-        let host = Member::new(member_id, token, username.to_owned(), &self.flood, now);
+        let host = Member::new(
+            member_id,
+            random_uid()?,
+            token,
+            username.to_owned(),
+            &self.flood,
+            now,
+        );
         let mut room = Room {
             id: room_id,
+            uid: random_uid()?,
             name: room_name.to_owned(),
             kind,
             created_at_ms: now_ms,
@@ -232,6 +295,9 @@ impl RoomManager {
             v1_recipients: Arc::from([]),
             v2_recipients: Arc::from([]),
             waiting_since: room_id,
+            last_id: 0,
+            committed_id: 0,
+            recent: VecDeque::new(),
         };
         room.rebuild_recipients();
         self.rooms.insert(room_id, room);
@@ -299,6 +365,7 @@ impl RoomManager {
         now: Instant,
     ) -> Result<Membership, JoinError> {
         let token = Token::generate()?;
+        let uid = random_uid()?;
         let member_id = self.fresh_id();
         let flood = self.flood;
         let room = self
@@ -319,7 +386,7 @@ impl RoomManager {
         }
         room.members.insert(
             member_id,
-            Member::new(member_id, token, username.to_owned(), &flood, now),
+            Member::new(member_id, uid, token, username.to_owned(), &flood, now),
         );
         let room_name = room.name.clone();
         self.tokens.insert(token, (room_id, member_id));
@@ -409,9 +476,31 @@ impl RoomManager {
             return Err(DropReason::WrongRoom);
         }
         let message = ClientMessage::decode(message).map_err(|_| DropReason::Malformed)?;
-        if message == ClientMessage::Register {
-            register(room, member_id, src, WireVersion::V1, now, out);
-            return Ok(());
+        match message {
+            ClientMessage::Register => {
+                if register(room, member_id, src, WireVersion::V1, now, out) {
+                    self.changed();
+                }
+                return Ok(());
+            }
+            ClientMessage::V2(ClientV2::Register { last_id }) => {
+                let moved = register(room, member_id, src, WireVersion::V2, now, out);
+                let after = last_id
+                    .unwrap_or_else(|| room.committed_id.saturating_sub(self.limits.join_history));
+                replay(room, after, src, self.history.as_ref(), out);
+                unicast_v2(
+                    out,
+                    src,
+                    &ServerV2::Pong {
+                        id: room.committed_id,
+                    },
+                );
+                if moved {
+                    self.changed();
+                }
+                return Ok(());
+            }
+            _ => {}
         }
         let member = room
             .members
@@ -422,16 +511,243 @@ impl RoomManager {
         }
         member.last_seen = now;
         match message {
-            ClientMessage::Register => Ok(()),
-            ClientMessage::Leave => {
+            ClientMessage::Register | ClientMessage::V2(ClientV2::Register { .. }) => Ok(()),
+            ClientMessage::Leave | ClientMessage::V2(ClientV2::Leave) => {
                 self.remove_member(room_id, member_id, LeaveReason::Leave, out);
                 Ok(())
             }
-            ClientMessage::Chat(text) => {
-                relay_v1_chat(room, member_id, text, &self.flood, now, out)
+            ClientMessage::Chat(text) => self.accept_chat(room_id, member_id, None, text, now, out),
+            ClientMessage::V2(ClientV2::Msg { seq, text }) => {
+                self.accept_chat(room_id, member_id, Some(seq), &text, now, out)
             }
-            // Version 2 arrives with the reliable-delivery work; until then it is not understood.
-            ClientMessage::V2(_) => Err(DropReason::Malformed),
+            ClientMessage::V2(ClientV2::Ping { last_id }) => {
+                let after = last_id.unwrap_or(room.committed_id);
+                replay(room, after, src, self.history.as_ref(), out);
+                unicast_v2(
+                    out,
+                    src,
+                    &ServerV2::Pong {
+                        id: room.committed_id,
+                    },
+                );
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::Typing) => {
+                if !member.flood.allow(&self.flood, now) {
+                    return Err(DropReason::RateLimited);
+                }
+                let typing = ServerV2::Typing {
+                    name: member.username.clone(),
+                };
+                out.fanout(&room.v2_recipients, Some(member_id), |buf| {
+                    ucrp::encode_v2(&typing, buf);
+                    Ok(())
+                });
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::Who) => {
+                unicast_v2(out, src, &members_of(room));
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::History { before, limit }) => {
+                let limit = limit
+                    .map_or(DEFAULT_HISTORY_PAGE, |limit| limit as usize)
+                    .clamp(1, MAX_HISTORY_PAGE);
+                match &self.history {
+                    Some(history) => {
+                        let _ = history.send(HistoryJob::Page {
+                            room_uid: room.uid,
+                            before,
+                            limit,
+                            to: src,
+                        });
+                    }
+                    None => unicast_v2(
+                        out,
+                        src,
+                        &ServerV2::History {
+                            messages: Vec::new(),
+                            more: false,
+                        },
+                    ),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Accepts a chat message: deduplicates, applies flood control, assigns the next room id
+    /// and hands it to the history thread. Version-1 text goes to version-1 members at once;
+    /// everything else (the ack, the version-2 relay) waits for the commit, so an id a member
+    /// has seen is never handed out again after a crash.
+    fn accept_chat(
+        &mut self,
+        room_id: RoomId,
+        member_id: MemberId,
+        seq: Option<u64>,
+        text: &str,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), DropReason> {
+        let flood = self.flood;
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .ok_or(DropReason::UnknownToken)?;
+        let Room {
+            members,
+            v1_recipients,
+            ..
+        } = room;
+        let member = members
+            .get_mut(&member_id)
+            .ok_or(DropReason::UnknownToken)?;
+        let addr = member.addr.ok_or(DropReason::WrongAddress)?;
+        if let Some(seq) = seq {
+            match member.seqs.status(seq) {
+                SeqStatus::New => {}
+                SeqStatus::Stored(id) => {
+                    unicast_v2(out, addr, &ServerV2::Ack { seq, id });
+                    return Ok(());
+                }
+                SeqStatus::Pending | SeqStatus::Forgotten => return Ok(()),
+            }
+            if text.is_empty() {
+                refuse_v2(
+                    out,
+                    addr,
+                    V2ErrorCode::Invalid,
+                    seq,
+                    "empty messages are not sent",
+                );
+                return Err(DropReason::Malformed);
+            }
+        }
+        if !member.flood.allow(&flood, now) {
+            match seq {
+                Some(seq) => refuse_v2(
+                    out,
+                    addr,
+                    V2ErrorCode::RateLimited,
+                    seq,
+                    "you are sending too fast; this message was dropped",
+                ),
+                None => warn_rate_limited(member, now, out),
+            }
+            return Err(DropReason::RateLimited);
+        }
+        let message = ChatMessage {
+            id: room.last_id + 1,
+            from: member.username.clone(),
+            text: text.to_owned(),
+            ts: unix_ms(),
+        };
+        let mut v2_frame = Vec::with_capacity(text.len() + 96);
+        ucrp::encode_v2(&ServerV2::Msg(message.clone()), &mut v2_frame);
+        if seq.is_none() {
+            // Version 1: relay now, on the hot path, as the reference server does.
+            out.fanout(v1_recipients, Some(member_id), |buf| {
+                ucrp::encode_v1_chat(&message.from, &message.text, buf)
+            });
+        }
+        if v2_frame.len() > MAX_DATAGRAM {
+            if let Some(seq) = seq {
+                refuse_v2(
+                    out,
+                    addr,
+                    V2ErrorCode::TooLarge,
+                    seq,
+                    "this message is too long to send in one datagram",
+                );
+                return Err(DropReason::Malformed);
+            }
+            // Version-1 text that only fits the version-1 frame: relayed above, not stored.
+            return Ok(());
+        }
+        if let Some(seq) = seq {
+            member.seqs.accept(seq);
+        }
+        room.last_id = message.id;
+        let pending = PendingMessage {
+            room_id,
+            sender: member_id,
+            v1_relayed: seq.is_none(),
+            v2_frame: v2_frame.into(),
+            stored: StoredMessage {
+                room_uid: room.uid,
+                member_uid: member.uid,
+                seq,
+                message,
+            },
+        };
+        match &self.history {
+            Some(history) => {
+                // Sent under the lock, so the history thread sees messages in id order.
+                let _ = history.send(HistoryJob::Store(pending));
+            }
+            None => self.committed(std::slice::from_ref(&pending), out),
+        }
+        Ok(())
+    }
+
+    /// Called once messages are stored: acks to their senders, relay to the other members,
+    /// and the replay cache.
+    pub fn committed(&mut self, batch: &[PendingMessage], out: &mut Outbox) {
+        for pending in batch {
+            let Some(room) = self.rooms.get_mut(&pending.room_id) else {
+                continue;
+            };
+            if room.uid != pending.stored.room_uid {
+                continue;
+            }
+            let id = pending.stored.message.id;
+            room.committed_id = room.committed_id.max(id);
+            room.cache(CachedMessage {
+                id,
+                v2_frame: Arc::clone(&pending.v2_frame),
+            });
+            if let (Some(seq), Some(sender)) =
+                (pending.stored.seq, room.members.get_mut(&pending.sender))
+            {
+                sender.seqs.stored(seq, id);
+                if let Some(addr) = sender.addr {
+                    unicast_v2(out, addr, &ServerV2::Ack { seq, id });
+                }
+            }
+            let skip = Some(pending.sender);
+            out.fanout(&room.v2_recipients, skip, |buf| {
+                buf.extend_from_slice(&pending.v2_frame);
+                Ok(())
+            });
+            if !pending.v1_relayed {
+                let message = &pending.stored.message;
+                out.fanout(&room.v1_recipients, skip, |buf| {
+                    ucrp::encode_v1_chat(&message.from, &message.text, buf)
+                });
+            }
+        }
+    }
+
+    /// Removes members that have been silent for longer than their idle timeout; a host's
+    /// timeout closes its room.
+    pub fn sweep_idle(&mut self, now: Instant, out: &mut Outbox) {
+        let limits = self.limits;
+        let expired: Vec<(RoomId, MemberId)> = self
+            .rooms
+            .values()
+            .flat_map(|room| {
+                room.members.values().filter_map(move |member| {
+                    let timeout = match (member.addr, member.version) {
+                        (Some(_), WireVersion::V1) => limits.v1_idle_timeout,
+                        _ => limits.idle_timeout,
+                    };
+                    (now.saturating_duration_since(member.last_seen) > timeout)
+                        .then_some((room.id, member.id))
+                })
+            })
+            .collect();
+        for (room_id, member_id) in expired {
+            self.remove_member(room_id, member_id, LeaveReason::Timeout, out);
         }
     }
 
@@ -483,8 +799,8 @@ impl RoomManager {
         self.changed();
     }
 
-    /// Closes a room: every registered member except the host is told, then the room and all
-    /// its tokens are gone.
+    /// Closes a room: every registered member except the host is told, then the room, its
+    /// tokens and its history are gone.
     fn close_room(&mut self, room_id: RoomId, reason: CloseReason, out: &mut Outbox) {
         let Some(room) = self.rooms.remove(&room_id) else {
             return;
@@ -493,6 +809,7 @@ impl RoomManager {
         for member in room.members.values() {
             self.tokens.remove(&member.token);
         }
+        // A host that timed out is not there to hear it; one that left said so itself.
         let skip = Some(room.host);
         out.fanout(&room.v1_recipients, skip, |buf| {
             buf.extend_from_slice(ROOM_CLOSED);
@@ -502,16 +819,20 @@ impl RoomManager {
             ucrp::encode_v2(&ServerV2::RoomClosed { reason }, buf);
             Ok(())
         });
+        if let Some(history) = &self.history {
+            let _ = history.send(HistoryJob::DeleteRoom(room.uid));
+        }
         self.changed();
     }
 
-    /// The durable part of the state: rooms, members, tokens.
+    /// The durable part of the state: rooms, members, tokens, registered addresses.
     pub fn snapshot(&self) -> PersistedState {
         let mut rooms: Vec<PersistedRoom> = self
             .rooms
             .values()
             .map(|room| PersistedRoom {
                 name: room.name.clone(),
+                uid: room.uid,
                 kind: room.kind.clone(),
                 created_at_ms: room.created_at_ms,
                 members: room
@@ -519,8 +840,11 @@ impl RoomManager {
                     .values()
                     .map(|member| PersistedMember {
                         username: member.username.clone(),
+                        uid: member.uid,
                         token: member.token.to_hex(),
                         host: member.id == room.host,
+                        addr: member.addr,
+                        version: member.version,
                     })
                     .collect(),
             })
@@ -530,20 +854,30 @@ impl RoomManager {
     }
 
     /// Rebuilds the manager from a state file's contents, checking every rule the manager
-    /// itself enforces, so a hand-edited file cannot smuggle in an impossible state.
+    /// itself enforces, so a hand-edited file cannot smuggle in an impossible state. With a
+    /// history store, message ids, the replay cache and deduplication windows come back too.
     pub fn restore(
         state: PersistedState,
         limits: Limits,
         flood: FloodPolicy,
+        history: Option<&HistoryStore>,
         now: Instant,
-    ) -> Result<Self, StateProblem> {
+    ) -> Result<Self, RestoreError> {
         let mut manager = Self::new(limits, flood);
+        let mut seen_uids = std::collections::HashSet::new();
         for persisted in state.rooms {
             let problem =
                 |what: String| StateProblem(format!("room \"{}\": {what}", persisted.name));
             names::validate_room_name(&persisted.name).map_err(|e| problem(e.to_string()))?;
             if manager.room_ids.contains_key(&persisted.name) {
-                return Err(problem("appears twice".into()));
+                return Err(problem("appears twice".into()).into());
+            }
+            let room_uid = match persisted.uid {
+                0 => random_uid().map_err(|e| problem(e.to_string()))?,
+                uid => uid,
+            };
+            if !seen_uids.insert(room_uid) {
+                return Err(problem("shares its uid with another room".into()).into());
             }
             let room_id = manager.fresh_id();
             let mut members = BTreeMap::new();
@@ -562,54 +896,103 @@ impl RoomManager {
                     .values()
                     .any(|m: &Member| names::username_key(&m.username) == key)
                 {
-                    return Err(problem(format!(
-                        "the name \"{}\" appears twice",
-                        entry.username
-                    )));
+                    return Err(
+                        problem(format!("the name \"{}\" appears twice", entry.username)).into(),
+                    );
                 }
                 let member_id = manager.fresh_id();
                 if manager.tokens.insert(token, (room_id, member_id)).is_some() {
-                    return Err(problem(format!(
-                        "member \"{}\" reuses a token",
-                        entry.username
-                    )));
+                    return Err(
+                        problem(format!("member \"{}\" reuses a token", entry.username)).into(),
+                    );
                 }
                 if entry.host {
                     if host.is_some() {
-                        return Err(problem("has more than one host".into()));
+                        return Err(problem("has more than one host".into()).into());
                     }
                     host = Some(member_id);
                 }
-                members.insert(
+                let member_uid = match entry.uid {
+                    0 => random_uid().map_err(|e| problem(e.to_string()))?,
+                    uid => uid,
+                };
+                let mut member = Member::new(
                     member_id,
-                    Member::new(member_id, token, entry.username.clone(), &flood, now),
+                    member_uid,
+                    token,
+                    entry.username.clone(),
+                    &flood,
+                    now,
                 );
+                member.addr = entry.addr;
+                member.version = entry.version;
+                if let Some(history) = history {
+                    for stored in history
+                        .recent_by_member(room_uid, member_uid, SEQ_WINDOW)?
+                        .into_iter()
+                        .rev()
+                    {
+                        if let Some(seq) = stored.seq {
+                            member.seqs.stored(seq, stored.message.id);
+                        }
+                    }
+                }
+                members.insert(member_id, member);
             }
             let host = host.ok_or_else(|| problem("has no host".into()))?;
             if persisted.kind == RoomKind::Pair && members.len() > PAIR_ROOM_CAPACITY {
-                return Err(problem("is a pair room with more than two members".into()));
+                return Err(problem("is a pair room with more than two members".into()).into());
             }
-            manager.room_ids.insert(persisted.name.clone(), room_id);
-            manager.rooms.insert(
-                room_id,
-                Room {
-                    id: room_id,
-                    name: persisted.name,
-                    kind: persisted.kind,
-                    created_at_ms: persisted.created_at_ms,
-                    host,
-                    members,
-                    v1_recipients: Arc::from([]),
-                    v2_recipients: Arc::from([]),
-                    waiting_since: room_id,
-                },
-            );
+            let mut room = Room {
+                id: room_id,
+                uid: room_uid,
+                name: persisted.name,
+                kind: persisted.kind,
+                created_at_ms: persisted.created_at_ms,
+                host,
+                members,
+                v1_recipients: Arc::from([]),
+                v2_recipients: Arc::from([]),
+                waiting_since: room_id,
+                last_id: 0,
+                committed_id: 0,
+                recent: VecDeque::new(),
+            };
+            if let Some(history) = history {
+                let latest = history.latest_id(room_uid)?;
+                room.last_id = latest;
+                room.committed_id = latest;
+                let first = latest.saturating_sub(REPLAY_CACHE as u64);
+                for stored in history.range(room_uid, first, latest, REPLAY_CACHE)? {
+                    let mut frame = Vec::new();
+                    ucrp::encode_v2(&ServerV2::Msg(stored.message.clone()), &mut frame);
+                    room.cache(CachedMessage {
+                        id: stored.message.id,
+                        v2_frame: frame.into(),
+                    });
+                }
+            }
+            room.rebuild_recipients();
+            manager.room_ids.insert(room.name.clone(), room_id);
+            manager.rooms.insert(room_id, room);
         }
         Ok(manager)
     }
 }
 
+/// Why the saved state could not be restored.
+#[derive(Debug, Error)]
+pub enum RestoreError {
+    /// The state file describes something impossible.
+    #[error(transparent)]
+    State(#[from] StateProblem),
+    /// The history database could not be read.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
 /// Binds a member's address (first registration, re-registration or roaming) and welcomes it.
+/// Returns whether the binding changed (and so the state file should be rewritten).
 fn register(
     room: &mut Room,
     member_id: MemberId,
@@ -617,9 +1000,9 @@ fn register(
     version: WireVersion,
     now: Instant,
     out: &mut Outbox,
-) {
+) -> bool {
     let Some(member) = room.members.get_mut(&member_id) else {
-        return;
+        return false;
     };
     let first_time = member.addr.is_none();
     let moved = member.addr != Some(src) || member.version != version;
@@ -641,41 +1024,77 @@ fn register(
             out,
         );
     }
-    let here = room.usernames().join(", ");
-    let welcome = format!("welcome to {}, {username}; here now: {here}", room.name);
-    out.unicast(src, |buf| {
-        ucrp::encode_v1_chat(NOTICE_SENDER, &welcome, buf)
-    });
-}
-
-/// Relays version-1 chat text to every other registered member.
-fn relay_v1_chat(
-    room: &mut Room,
-    member_id: MemberId,
-    text: &str,
-    flood: &FloodPolicy,
-    now: Instant,
-    out: &mut Outbox,
-) -> Result<(), DropReason> {
-    let Room {
-        members,
-        v1_recipients,
-        ..
-    } = room;
-    let member = members
-        .get_mut(&member_id)
-        .ok_or(DropReason::UnknownToken)?;
-    if !member.flood.allow(flood, now) {
-        warn_rate_limited(member, now, out);
-        return Err(DropReason::RateLimited);
+    match version {
+        WireVersion::V1 => {
+            let here = room.usernames().join(", ");
+            let welcome = format!("welcome to {}, {username}; here now: {here}", room.name);
+            out.unicast(src, |buf| {
+                ucrp::encode_v1_chat(NOTICE_SENDER, &welcome, buf)
+            });
+        }
+        WireVersion::V2 => unicast_v2(out, src, &members_of(room)),
     }
-    out.fanout(v1_recipients, Some(member_id), |buf| {
-        ucrp::encode_v1_chat(&member.username, text, buf)
-    });
-    Ok(())
+    moved
 }
 
-/// Tells a flooding member, at most once a second, that messages are being dropped.
+/// Queues stored messages after `after` for one member: from the in-memory cache when it
+/// reaches back that far, otherwise from the database on the history thread.
+fn replay(
+    room: &Room,
+    after: u64,
+    to: SocketAddr,
+    history: Option<&Sender<HistoryJob>>,
+    out: &mut Outbox,
+) {
+    if after >= room.committed_id {
+        return;
+    }
+    let upto = room.committed_id.min(after + MAX_REPLAY);
+    let cached_from = room.recent.front().map_or(u64::MAX, |first| first.id);
+    if cached_from <= after + 1 {
+        for cached in room.recent.iter().filter(|m| m.id > after && m.id <= upto) {
+            out.unicast(to, |buf| {
+                buf.extend_from_slice(&cached.v2_frame);
+                Ok(())
+            });
+        }
+    } else if let Some(history) = history {
+        let _ = history.send(HistoryJob::Replay {
+            room_uid: room.uid,
+            after,
+            upto,
+            to,
+        });
+    }
+}
+
+fn members_of(room: &Room) -> ServerV2 {
+    ServerV2::Members {
+        names: room.usernames(),
+        host: room.host_name().to_owned(),
+    }
+}
+
+fn unicast_v2(out: &mut Outbox, to: SocketAddr, message: &ServerV2) {
+    out.unicast(to, |buf| {
+        ucrp::encode_v2(message, buf);
+        Ok(())
+    });
+}
+
+fn refuse_v2(out: &mut Outbox, to: SocketAddr, code: V2ErrorCode, seq: u64, message: &str) {
+    unicast_v2(
+        out,
+        to,
+        &ServerV2::Error {
+            code,
+            seq: Some(seq),
+            message: message.to_owned(),
+        },
+    );
+}
+
+/// Tells a flooding version-1 member, at most once a second, that messages are being dropped.
 fn warn_rate_limited(member: &mut Member, now: Instant, out: &mut Outbox) {
     let recently = member
         .warned_at

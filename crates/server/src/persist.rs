@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::room::RoomKind;
+use std::net::SocketAddr;
+
+use crate::room::{RoomKind, WireVersion};
 
 /// The format number written in the file, bumped on incompatible changes.
 pub const STATE_FORMAT: u32 = 1;
@@ -40,6 +42,10 @@ impl PersistedState {
 pub struct PersistedRoom {
     /// The room's name.
     pub name: String,
+    /// Stable id that keys the room's history (0 in files from before it existed: a new one
+    /// is drawn on load).
+    #[serde(default)]
+    pub uid: u64,
     /// Public, private (with its password hash) or pair.
     #[serde(flatten)]
     pub kind: RoomKind,
@@ -54,10 +60,24 @@ pub struct PersistedRoom {
 pub struct PersistedMember {
     /// Display name.
     pub username: String,
+    /// Stable id that names the member in the history (0: drawn on load).
+    #[serde(default)]
+    pub uid: u64,
     /// The 64-hex token, so that members keep it across a restart.
     pub token: String,
     /// Whether this member hosts the room.
     pub host: bool,
+    /// The registered UDP address, so that members carry on after a restart without
+    /// registering again (the reference client never would).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
+    /// The wire format the member registered with.
+    #[serde(default = "default_version")]
+    pub version: WireVersion,
+}
+
+fn default_version() -> WireVersion {
+    WireVersion::V1
 }
 
 /// A state file that parses but describes something impossible.
@@ -182,12 +202,16 @@ mod tests {
         let path = dir.path().join("state.json");
         let state = PersistedState::new(vec![PersistedRoom {
             name: "lobby".into(),
+            uid: 9,
             kind: RoomKind::Public,
             created_at_ms: 7,
             members: vec![PersistedMember {
                 username: "alice".into(),
+                uid: 3,
                 token: "ab".repeat(32),
                 host: true,
+                addr: Some("127.0.0.1:4000".parse().unwrap()),
+                version: WireVersion::V2,
             }],
         }]);
         write_atomic(&path, &serde_json::to_vec(&state).unwrap()).unwrap();

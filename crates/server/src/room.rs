@@ -1,6 +1,6 @@
 //! Rooms and their members, as the room manager keeps them in memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::flood::{FloodPolicy, TokenBucket};
+use crate::seq_window::SeqWindow;
 use crate::token::Token;
 
 /// Identifies a room for the lifetime of the process (names can be reused after a close).
@@ -31,7 +32,8 @@ pub enum RoomKind {
 }
 
 /// Which wire format a member asked for by how it registered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WireVersion {
     /// The reference client's format.
     V1,
@@ -44,6 +46,8 @@ pub enum WireVersion {
 pub struct Member {
     /// Process-local id.
     pub id: MemberId,
+    /// Stable id, kept in the state file; history rows name their sender by it.
+    pub uid: u64,
     /// The member's secret.
     pub token: Token,
     /// Display name, unique in the room case-insensitively.
@@ -58,6 +62,8 @@ pub struct Member {
     pub flood: TokenBucket,
     /// Last time this member was told it was rate limited (so the warning itself cannot flood).
     pub warned_at: Option<Instant>,
+    /// Recent version-2 sequence numbers, for deduplication.
+    pub seqs: SeqWindow,
 }
 
 /// A registered member's address, as the relay needs it.
@@ -69,11 +75,26 @@ pub struct Recipient {
     pub addr: SocketAddr,
 }
 
+/// A stored message kept in memory for replay, already encoded as a version-2 `msg` event.
+#[derive(Debug, Clone)]
+pub struct CachedMessage {
+    /// Room message id.
+    pub id: u64,
+    /// `0xFF` + the `msg` JSON.
+    pub v2_frame: Arc<[u8]>,
+}
+
+/// How many recent messages each room keeps in memory for replay; older ones are read from
+/// the history database on the history thread.
+pub const REPLAY_CACHE: usize = 256;
+
 /// A room.
 #[derive(Debug)]
 pub struct Room {
     /// Process-local id.
     pub id: RoomId,
+    /// Stable id, kept in the state file; history rows belong to it.
+    pub uid: u64,
     /// The name members use.
     pub name: String,
     /// Who may join.
@@ -91,6 +112,12 @@ pub struct Room {
     pub v2_recipients: Arc<[Recipient]>,
     /// For pair rooms: when the room started waiting for a partner, for oldest-first pairing.
     pub waiting_since: u64,
+    /// Newest message id handed out (stored or being stored).
+    pub last_id: u64,
+    /// Newest message id known to be stored.
+    pub committed_id: u64,
+    /// The most recent stored messages, oldest first, contiguous ids.
+    pub recent: VecDeque<CachedMessage>,
 }
 
 impl Room {
@@ -126,6 +153,14 @@ impl Room {
             .map_or("", |member| member.username.as_str())
     }
 
+    /// Remembers a stored message for replay, forgetting the oldest beyond the cache size.
+    pub fn cache(&mut self, message: CachedMessage) {
+        self.recent.push_back(message);
+        while self.recent.len() > REPLAY_CACHE {
+            self.recent.pop_front();
+        }
+    }
+
     /// Usernames in join order.
     pub fn usernames(&self) -> Vec<String> {
         self.members
@@ -139,6 +174,7 @@ impl Member {
     /// A member that has not registered a UDP address yet.
     pub fn new(
         id: MemberId,
+        uid: u64,
         token: Token,
         username: String,
         policy: &FloodPolicy,
@@ -146,6 +182,7 @@ impl Member {
     ) -> Self {
         Self {
             id,
+            uid,
             token,
             username,
             addr: None,
@@ -153,6 +190,7 @@ impl Member {
             last_seen: now,
             flood: TokenBucket::new(policy, now),
             warned_at: None,
+            seqs: SeqWindow::default(),
         }
     }
 }

@@ -4,8 +4,11 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::{TcpListener, UdpSocket};
@@ -13,7 +16,10 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::{self, ControlContext};
-use crate::manager::{RoomManager, SharedManager, lock};
+use crate::history::{HistoryError, HistoryStore};
+use crate::history_writer::{self, HistoryJob};
+use crate::manager::{RestoreError, RoomManager, SharedManager, lock};
+use crate::outbox::Outbox;
 use crate::persist::{self, StateError};
 use crate::relay::{self, RelayStats};
 use crate::writer::StateWriter;
@@ -24,6 +30,9 @@ pub enum StartError {
     /// The state file is unreadable, corrupt or inconsistent (it is left untouched).
     #[error(transparent)]
     State(#[from] StateError),
+    /// The history database cannot be opened or read.
+    #[error(transparent)]
+    History(#[from] HistoryError),
     /// A socket could not be bound.
     #[error("cannot listen on {protocol} {addr}: {source}")]
     Bind {
@@ -35,6 +44,9 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The history thread could not be started.
+    #[error("cannot start the history thread: {0}")]
+    Thread(#[source] io::Error),
 }
 
 /// A server whose sockets are bound and whose state is loaded, ready to run.
@@ -45,24 +57,37 @@ pub struct Server {
     tcp: TcpListener,
     udp: Arc<UdpSocket>,
     stats: Arc<RelayStats>,
+    history_jobs: Sender<HistoryJob>,
+    history_thread: JoinHandle<()>,
 }
 
 impl Server {
-    /// Loads the state file and binds the sockets.
+    /// Loads the state file and the history, binds the sockets, starts the history thread.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
-        let manager = match persist::load(&config.state)? {
+        // The state file first: a server that refuses to start should not have created a
+        // history database on its way out.
+        let saved = persist::load(&config.state)?;
+        let history = HistoryStore::open(&config.history)?;
+        let manager = match saved {
             None => RoomManager::new(config.limits(), config.flood_policy()),
             Some(state) => RoomManager::restore(
                 state,
                 config.limits(),
                 config.flood_policy(),
+                Some(&history),
                 Instant::now(),
             )
-            .map_err(|problem| StateError::Inconsistent {
-                path: config.state.clone(),
-                problem,
+            .map_err(|error| match error {
+                RestoreError::State(problem) => StartError::State(StateError::Inconsistent {
+                    path: config.state.clone(),
+                    problem,
+                }),
+                RestoreError::History(error) => StartError::History(error),
             })?,
         };
+        // Rooms that closed while their close was not yet saved leave history behind.
+        history.retain_rooms(&manager.room_uids())?;
+
         let tcp_addr = SocketAddr::new(config.bind, config.tcp_port);
         let tcp = TcpListener::bind(tcp_addr)
             .await
@@ -72,19 +97,37 @@ impl Server {
                 source,
             })?;
         let udp_addr = SocketAddr::new(config.bind, config.udp_port);
-        let udp = UdpSocket::bind(udp_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                protocol: "UDP",
-                addr: udp_addr,
-                source,
-            })?;
+        let bind_udp = || -> io::Result<(UdpSocket, std::net::UdpSocket)> {
+            let socket = std::net::UdpSocket::bind(udp_addr)?;
+            socket.set_nonblocking(true)?;
+            // The history thread sends acks and relays from a clone of the same socket, so
+            // members see one server address.
+            let for_history = socket.try_clone()?;
+            Ok((UdpSocket::from_std(socket)?, for_history))
+        };
+        let (udp, history_socket) = bind_udp().map_err(|source| StartError::Bind {
+            protocol: "UDP",
+            addr: udp_addr,
+            source,
+        })?;
+
+        let manager = Arc::new(Mutex::new(manager));
+        let (history_jobs, history_thread) = history_writer::spawn(
+            history,
+            config.history_limit,
+            Arc::clone(&manager),
+            history_socket,
+        )
+        .map_err(StartError::Thread)?;
+        lock(&manager).attach_history(history_jobs.clone());
         Ok(Self {
             config,
-            manager: Arc::new(Mutex::new(manager)),
+            manager,
             tcp,
             udp: Arc::new(udp),
             stats: Arc::new(RelayStats::default()),
+            history_jobs,
+            history_thread,
         })
     }
 
@@ -104,7 +147,7 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets handshakes in flight
-    /// finish, writes the state one last time and returns.
+    /// finish, stores the last messages, writes the state one last time and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let udp_port = self.udp_addr()?.port();
         {
@@ -113,6 +156,7 @@ impl Server {
                 rooms = manager.room_count(),
                 members = manager.member_count(),
                 state = %self.config.state.display(),
+                history = %self.config.history.display(),
                 "state loaded"
             );
         }
@@ -130,6 +174,13 @@ impl Server {
             Arc::clone(&self.stats),
             front_ends_stopped.clone(),
         ));
+        let sweep_task = tokio::spawn(sweep_idle_members(
+            Arc::clone(&self.udp),
+            Arc::clone(&self.manager),
+            writer.clone(),
+            self.config.idle_timeout.min(self.config.v1_idle_timeout),
+            front_ends_stopped.clone(),
+        ));
         let context = Arc::new(ControlContext {
             manager: Arc::clone(&self.manager),
             writer,
@@ -145,16 +196,49 @@ impl Server {
         // Handshakes in flight still need the writer, so it stops last.
         let _ = control_task.await;
         let _ = relay_task.await;
+        let _ = sweep_task.await;
+        let _ = self.history_jobs.send(HistoryJob::Stop);
+        let history_thread = self.history_thread;
+        let _ = tokio::task::spawn_blocking(move || history_thread.join()).await;
         let _ = stop_writer.send(true);
         let _ = writer_task.await;
         tracing::info!(
-            received = self
-                .stats
-                .received
-                .load(std::sync::atomic::Ordering::Relaxed),
+            received = self.stats.received.load(Ordering::Relaxed),
             dropped = self.stats.dropped(),
             "state written; goodbye"
         );
         Ok(())
+    }
+}
+
+/// Removes members that went silent, a few times per idle period.
+async fn sweep_idle_members(
+    socket: Arc<UdpSocket>,
+    manager: SharedManager,
+    writer: StateWriter,
+    shortest_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let period = (shortest_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut ticker = tokio::time::interval(period);
+    let mut out = Outbox::default();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+        let changed = {
+            let mut manager = lock(&manager);
+            let generation = manager.generation();
+            manager.sweep_idle(Instant::now(), &mut out);
+            manager.generation() != generation
+        };
+        if changed {
+            writer.schedule();
+        }
+        for (frame, to) in out.datagrams() {
+            let _ = socket.send_to(frame, to).await;
+        }
+        out.clear();
     }
 }

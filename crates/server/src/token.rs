@@ -21,6 +21,13 @@ pub struct Token([u8; TOKEN_BYTES]);
 #[error("the operating system's random generator failed: {0}")]
 pub struct RandomError(String);
 
+impl RandomError {
+    /// Wraps the generator's own error message.
+    pub fn new(message: String) -> Self {
+        Self(message)
+    }
+}
+
 impl Token {
     /// Draws a fresh token from the OS CSPRNG.
     pub fn generate() -> Result<Self, RandomError> {

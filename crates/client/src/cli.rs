@@ -1,0 +1,146 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::parse_log_level;
+
+/// Server address used when `--server` is not given.
+pub const DEFAULT_SERVER: &str = "127.0.0.1";
+/// TCP (handshake) port used when `--tcp-port` is not given.
+pub const DEFAULT_TCP_PORT: u16 = 9090;
+/// UDP (chat) port used when neither `--udp-port` nor the server's grant names one.
+pub const DEFAULT_UDP_PORT: u16 = 9091;
+
+const EXIT_CODES_HELP: &str = "\
+Lines typed on standard input are sent to the room; /quit or end of input leaves it.
+
+Exit codes:
+  0  normal end: /quit, end of input, or the room was closed by its host
+  1  any other error
+  2  usage error: bad arguments, or an invalid room name or username
+  3  the server refused the request (its error code and message are printed)
+  4  cannot reach the server: connection refused or timed out, no reply, no answer on UDP";
+
+/// Terminal client for the chat messenger: creates or joins a room and chats in it.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "chat-client", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Server host name or IP address.
+    #[arg(long, global = true, value_name = "HOST", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// TCP port of the server's handshake service.
+    #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_TCP_PORT)]
+    pub tcp_port: u16,
+    /// UDP port of the server's chat service [default: the port the server announces, else
+    /// 9091].
+    #[arg(long, global = true, value_name = "N")]
+    pub udp_port: Option<u16>,
+    /// Diagnostics on stderr: off, error, warn, info, debug, trace, or a filter such as
+    /// `chat_client=debug` [default: RUST_LOG when set, else warn].
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
+    pub log_level: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The handshake operation to perform.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Create a room and join it as its host; the room closes when you leave.
+    Create(RoomArgs),
+    /// Join an existing room.
+    Join(RoomArgs),
+}
+
+impl Command {
+    /// The room and username, whichever the operation.
+    pub fn room_args(&self) -> &RoomArgs {
+        match self {
+            Self::Create(args) | Self::Join(args) => args,
+        }
+    }
+}
+
+/// Which room, as whom.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct RoomArgs {
+    /// The room's name (1 to 64 bytes).
+    #[arg(value_name = "ROOM")]
+    pub room: String,
+    /// Your username in the room (1 to 32 bytes, unique in the room).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract_ports() {
+        let cli = Cli::try_parse_from(["chat-client", "join", "lobby", "--name", "bob"]).unwrap();
+        assert_eq!(cli.server, "127.0.0.1");
+        assert_eq!(cli.tcp_port, 9090);
+        assert_eq!(cli.udp_port, None);
+        assert_eq!(cli.log_level, None);
+        assert_eq!(
+            cli.command,
+            Command::Join(RoomArgs {
+                room: "lobby".into(),
+                name: "bob".into()
+            })
+        );
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "chat-client",
+            "--server",
+            "localhost",
+            "--tcp-port",
+            "7000",
+            "create",
+            "lobby",
+            "--name",
+            "alice",
+            "--udp-port",
+            "7001",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(cli.server, "localhost");
+        assert_eq!(cli.tcp_port, 7000);
+        assert_eq!(cli.udp_port, Some(7001));
+        assert_eq!(cli.log_level.as_deref(), Some("debug"));
+        assert!(matches!(cli.command, Command::Create(_)));
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        let missing_name = Cli::try_parse_from(["chat-client", "join", "lobby"]).unwrap_err();
+        assert_eq!(missing_name.exit_code(), 2);
+        let bad_port = Cli::try_parse_from([
+            "chat-client",
+            "--tcp-port",
+            "99999",
+            "join",
+            "x",
+            "--name",
+            "y",
+        ])
+        .unwrap_err();
+        assert_eq!(bad_port.exit_code(), 2);
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        let help = Cli::try_parse_from(["chat-client", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(help.contains("Exit codes:"), "{help}");
+        assert!(help.contains("3  the server refused"), "{help}");
+    }
+}

@@ -1,0 +1,132 @@
+//! What a typed line means: chat text, or one of the `/` commands.
+
+use chat_protocol::limits::MAX_HISTORY_PAGE;
+
+/// Messages `/history` asks for when no count is given.
+pub const DEFAULT_HISTORY: u32 = 20;
+
+/// The command list shown by `/help` and after an unknown command.
+pub const COMMAND_LIST: &str = "/help, /who, /history [N], /next, /quit";
+
+/// `/help`, one notice per line.
+pub const HELP: [&str; 7] = [
+    "commands:",
+    "  /who          who is in the room",
+    "  /history [N]  show N earlier messages (default 20, at most 100)",
+    "  /next         in a pair room: leave and meet someone new",
+    "  /quit         leave the room (end of input does too)",
+    "  /help         this list",
+    "  a line starting with // sends the rest of it starting with /",
+];
+
+/// A line the user typed, interpreted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Typed {
+    /// Chat text to send.
+    Say(String),
+    /// Nothing worth sending: empty or only whitespace.
+    Blank,
+    /// `/help`.
+    Help,
+    /// `/who`.
+    Who,
+    /// `/history [N]`, with N checked and capped.
+    History(u32),
+    /// `/next`.
+    Next,
+    /// `/quit`.
+    Quit,
+    /// A command with an argument it does not take; the sentence says what is expected.
+    Misused(&'static str),
+    /// A `/word` that is not a command.
+    Unknown(String),
+}
+
+/// Interprets one typed line. Commands are case-insensitive; `//text` sends `/text`.
+pub fn parse(line: &str) -> Typed {
+    let trimmed = line.trim();
+    if trimmed.is_empty() {
+        return Typed::Blank;
+    }
+    if let Some(escaped) = trimmed.strip_prefix("//") {
+        return Typed::Say(format!("/{escaped}"));
+    }
+    let Some(command) = trimmed.strip_prefix('/') else {
+        return Typed::Say(line.to_owned());
+    };
+    let mut words = command.split_whitespace();
+    let name = words.next().unwrap_or_default().to_lowercase();
+    let argument = words.next();
+    let extra = words.next().is_some();
+    match (name.as_str(), argument) {
+        ("help", None) => Typed::Help,
+        ("who", None) => Typed::Who,
+        ("next", None) => Typed::Next,
+        ("quit" | "exit", None) => Typed::Quit,
+        ("history", None) => Typed::History(DEFAULT_HISTORY),
+        ("history", Some(count)) if !extra => match count.parse::<u32>() {
+            Ok(0) | Err(_) => Typed::Misused(HISTORY_USAGE),
+            // The server serves at most a page of 100 per request.
+            Ok(count) => Typed::History(count.min(MAX_HISTORY_PAGE as u32)),
+        },
+        ("history", Some(_)) => Typed::Misused(HISTORY_USAGE),
+        ("help" | "who" | "next" | "quit" | "exit", Some(_)) => {
+            Typed::Misused("this command takes no argument")
+        }
+        _ => Typed::Unknown(format!("/{name}")),
+    }
+}
+
+const HISTORY_USAGE: &str = "usage: /history [N], with N a number from 1 to 100";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_said_as_typed() {
+        assert_eq!(parse("hello there "), Typed::Say("hello there ".into()));
+        assert_eq!(parse("a/b"), Typed::Say("a/b".into()));
+    }
+
+    #[test]
+    fn blank_lines_are_not_sent() {
+        assert_eq!(parse(""), Typed::Blank);
+        assert_eq!(parse("   \t"), Typed::Blank);
+    }
+
+    #[test]
+    fn commands_are_recognised_in_any_case_with_spaces_around() {
+        assert_eq!(parse("/help"), Typed::Help);
+        assert_eq!(parse(" /WHO "), Typed::Who);
+        assert_eq!(parse("/next"), Typed::Next);
+        assert_eq!(parse("/quit"), Typed::Quit);
+        assert_eq!(parse("/Exit"), Typed::Quit);
+    }
+
+    #[test]
+    fn history_takes_an_optional_count_capped_at_a_page() {
+        assert_eq!(parse("/history"), Typed::History(20));
+        assert_eq!(parse("/history 5"), Typed::History(5));
+        assert_eq!(parse("/history 1000"), Typed::History(100));
+        assert!(matches!(parse("/history 0"), Typed::Misused(_)));
+        assert!(matches!(parse("/history ten"), Typed::Misused(_)));
+        assert!(matches!(parse("/history 1 2"), Typed::Misused(_)));
+    }
+
+    #[test]
+    fn arguments_to_argumentless_commands_are_refused() {
+        assert!(matches!(parse("/quit now"), Typed::Misused(_)));
+    }
+
+    #[test]
+    fn unknown_commands_are_named() {
+        assert_eq!(parse("/shrug"), Typed::Unknown("/shrug".into()));
+        assert_eq!(parse("/"), Typed::Unknown("/".into()));
+    }
+
+    #[test]
+    fn a_double_slash_sends_a_line_starting_with_a_slash() {
+        assert_eq!(parse("//shrug"), Typed::Say("/shrug".into()));
+    }
+}

@@ -1,0 +1,258 @@
+//! Sending chat messages reliably over UDP, without I/O: every message gets a sequence number,
+//! stays pending until the server acks it, and is retransmitted with exponential backoff in
+//! the meantime. The caller supplies the clock and does the sending.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// First retransmission delay after a message is sent.
+pub const FIRST_RETRANSMIT: Duration = Duration::from_millis(300);
+/// The backoff doubles up to this delay and stays there.
+pub const MAX_RETRANSMIT: Duration = Duration::from_secs(3);
+/// Most unacked messages kept; beyond this new lines are refused.
+pub const MAX_PENDING: usize = 1_000;
+
+/// The delays between retransmissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first retransmission.
+    pub first: Duration,
+    /// Largest delay between two retransmissions.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            first: FIRST_RETRANSMIT,
+            max: MAX_RETRANSMIT,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay that follows `current`: doubled, capped at [`Backoff::max`].
+    pub fn after(&self, current: Duration) -> Duration {
+        current.saturating_mul(2).min(self.max)
+    }
+}
+
+/// A new message was refused because too many are still unacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxFull {
+    /// How many messages are waiting for an ack.
+    pub pending: usize,
+}
+
+/// A message waiting for its ack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    text: String,
+    /// When to send it (again).
+    next_send: Instant,
+    /// The delay to wait after that send.
+    interval: Duration,
+}
+
+/// The sender side of version-2 reliability for one token: sequence numbers from 1, pending
+/// messages, their retransmission schedule.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    next_seq: u64,
+    pending: BTreeMap<u64, Pending>,
+    capacity: usize,
+    backoff: Backoff,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new(MAX_PENDING, Backoff::default())
+    }
+}
+
+impl Outbox {
+    /// An empty outbox whose first message gets seq 1.
+    pub fn new(capacity: usize, backoff: Backoff) -> Self {
+        Self {
+            next_seq: 1,
+            pending: BTreeMap::new(),
+            capacity,
+            backoff,
+        }
+    }
+
+    /// Queues `text` under the next seq, to be sent at once: [`Outbox::due`] returns it for
+    /// any `now` from this one on.
+    pub fn submit(&mut self, text: String, now: Instant) -> Result<u64, OutboxFull> {
+        if self.pending.len() >= self.capacity {
+            return Err(OutboxFull {
+                pending: self.pending.len(),
+            });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.insert(
+            seq,
+            Pending {
+                text,
+                next_send: now,
+                interval: self.backoff.first,
+            },
+        );
+        Ok(seq)
+    }
+
+    /// The messages to send now, oldest first, each rescheduled with a longer delay.
+    pub fn due(&mut self, now: Instant) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        for (&seq, pending) in &mut self.pending {
+            if pending.next_send <= now {
+                out.push((seq, pending.text.clone()));
+                pending.next_send = now + pending.interval;
+                pending.interval = self.backoff.after(pending.interval);
+            }
+        }
+        out
+    }
+
+    /// Makes every pending message due at `now`, e.g. once the server answers again after a
+    /// silence, instead of waiting out long backoffs.
+    pub fn hurry(&mut self, now: Instant) {
+        for pending in self.pending.values_mut() {
+            pending.next_send = pending.next_send.min(now);
+        }
+    }
+
+    /// The server stored the message: it leaves the outbox. Returns its text the first time,
+    /// `None` for a seq that is not pending (a duplicate ack).
+    pub fn acked(&mut self, seq: u64) -> Option<String> {
+        self.pending.remove(&seq).map(|pending| pending.text)
+    }
+
+    /// The server refused the message for good (rate limited, too large, invalid): it is not
+    /// retransmitted. Returns its text, `None` when it was not pending.
+    pub fn refused(&mut self, seq: u64) -> Option<String> {
+        self.acked(seq)
+    }
+
+    /// When the next (re)transmission is due, if any message is pending.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.pending.values().map(|pending| pending.next_send).min()
+    }
+
+    /// How many messages wait for an ack.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether every message was acked or refused.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn seqs_count_from_one() {
+        let now = Instant::now();
+        let mut outbox = Outbox::default();
+        assert_eq!(outbox.submit("a".into(), now), Ok(1));
+        assert_eq!(outbox.submit("b".into(), now), Ok(2));
+        assert_eq!(outbox.acked(1).as_deref(), Some("a"));
+        // Acked seqs are never reused.
+        assert_eq!(outbox.submit("c".into(), now), Ok(3));
+    }
+
+    #[test]
+    fn retransmissions_back_off_from_300_ms_doubling_to_3_s() {
+        let start = Instant::now();
+        let mut outbox = Outbox::default();
+        outbox.submit("hello".into(), start).unwrap();
+        let mut sends = Vec::new();
+        let mut now = start;
+        while now <= start + Duration::from_secs(12) {
+            if !outbox.due(now).is_empty() {
+                sends.push(now - start);
+            }
+            now += ms(10);
+        }
+        let expected: Vec<Duration> = [0, 300, 900, 2100, 4500, 7500, 10500]
+            .into_iter()
+            .map(ms)
+            .collect();
+        assert_eq!(sends, expected);
+    }
+
+    #[test]
+    fn due_returns_each_message_once_per_slot_in_seq_order() {
+        let now = Instant::now();
+        let mut outbox = Outbox::default();
+        outbox.submit("one".into(), now).unwrap();
+        outbox.submit("two".into(), now).unwrap();
+        assert_eq!(
+            outbox.due(now),
+            vec![(1, "one".to_owned()), (2, "two".to_owned())]
+        );
+        assert!(outbox.due(now).is_empty());
+        assert!(outbox.due(now + ms(299)).is_empty());
+        assert_eq!(outbox.due(now + ms(300)).len(), 2);
+    }
+
+    #[test]
+    fn acked_messages_stop_being_retransmitted() {
+        let now = Instant::now();
+        let mut outbox = Outbox::default();
+        outbox.submit("one".into(), now).unwrap();
+        outbox.due(now);
+        assert_eq!(outbox.acked(1).as_deref(), Some("one"));
+        assert_eq!(outbox.acked(1), None, "a duplicate ack changes nothing");
+        assert!(outbox.due(now + Duration::from_secs(60)).is_empty());
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.next_due(), None);
+    }
+
+    #[test]
+    fn refused_messages_stop_being_retransmitted() {
+        let now = Instant::now();
+        let mut outbox = Outbox::default();
+        outbox.submit("spam".into(), now).unwrap();
+        outbox.submit("ok".into(), now).unwrap();
+        outbox.due(now);
+        assert_eq!(outbox.refused(1).as_deref(), Some("spam"));
+        assert_eq!(outbox.due(now + ms(300)), vec![(2, "ok".to_owned())]);
+    }
+
+    #[test]
+    fn a_full_outbox_refuses_new_lines() {
+        let now = Instant::now();
+        let mut outbox = Outbox::new(2, Backoff::default());
+        outbox.submit("a".into(), now).unwrap();
+        outbox.submit("b".into(), now).unwrap();
+        assert_eq!(
+            outbox.submit("c".into(), now),
+            Err(OutboxFull { pending: 2 })
+        );
+        outbox.acked(1);
+        assert_eq!(outbox.submit("c".into(), now), Ok(3));
+    }
+
+    #[test]
+    fn hurry_makes_waiting_messages_due_now() {
+        let now = Instant::now();
+        let mut outbox = Outbox::default();
+        outbox.submit("a".into(), now).unwrap();
+        outbox.due(now);
+        let later = now + ms(100);
+        assert!(outbox.due(later).is_empty());
+        outbox.hurry(later);
+        assert_eq!(outbox.next_due(), Some(later));
+        assert_eq!(outbox.due(later).len(), 1);
+    }
+}

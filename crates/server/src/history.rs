@@ -1,0 +1,299 @@
+//! The message history: an embedded SQLite database in WAL mode.
+//!
+//! Only the history thread ([`crate::history_writer`]) touches it after start-up, so reading
+//! and writing it never blocks the relay. Rooms are keyed by a random `room_uid` kept in the
+//! state file, not by name, so a closed room's name can be reused without inheriting history.
+
+use std::path::{Path, PathBuf};
+
+use chat_protocol::v2::ChatMessage;
+use rusqlite::{Connection, OptionalExtension, params};
+use thiserror::Error;
+
+/// A database problem.
+#[derive(Debug, Error)]
+pub enum HistoryError {
+    /// The database cannot be opened or is not a valid history database.
+    #[error("cannot open the history database {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A query or write failed.
+    #[error("history database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// One stored message with what deduplication needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The room it belongs to.
+    pub room_uid: u64,
+    /// Who sent it (stable across restarts, unlike process-local member ids).
+    pub member_uid: u64,
+    /// The sender's sequence number, for version-2 senders.
+    pub seq: Option<u64>,
+    /// The message as members see it.
+    pub message: ChatMessage,
+}
+
+/// The open database.
+#[derive(Debug)]
+pub struct HistoryStore {
+    connection: Connection,
+}
+
+// SQLite integers are signed; uids and ids are stored bit-for-bit.
+fn to_sql(value: u64) -> i64 {
+    value as i64
+}
+
+fn from_sql(value: i64) -> u64 {
+    value as u64
+}
+
+impl HistoryStore {
+    /// Opens (or creates) the database and checks that it is one of ours.
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        let open_error = |source| HistoryError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let connection = Connection::open(path).map_err(open_error)?;
+        // WAL: readers never block the writer; FULL: a committed batch survives power loss,
+        // not just a killed process. Group commit keeps the fsync cost per batch, not message.
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 CREATE TABLE IF NOT EXISTS messages (
+                     room_uid   INTEGER NOT NULL,
+                     id         INTEGER NOT NULL,
+                     member_uid INTEGER NOT NULL,
+                     seq        INTEGER,
+                     sender     TEXT NOT NULL,
+                     text       TEXT NOT NULL,
+                     ts         INTEGER NOT NULL,
+                     PRIMARY KEY (room_uid, id)
+                 ) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS messages_by_member
+                     ON messages (room_uid, member_uid, id);",
+            )
+            .map_err(open_error)?;
+        // Touch the table so that a file that is not a database fails here, at start-up.
+        connection
+            .query_row("SELECT count(*) FROM messages LIMIT 1", [], |_| Ok(()))
+            .map_err(open_error)?;
+        Ok(Self { connection })
+    }
+
+    /// Stores a batch in one transaction and trims each touched room to `keep` messages.
+    pub fn store(&mut self, batch: &[StoredMessage], keep: u64) -> Result<(), HistoryError> {
+        let transaction = self.connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO messages (room_uid, id, member_uid, seq, sender, text, ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for stored in batch {
+                insert.execute(params![
+                    to_sql(stored.room_uid),
+                    to_sql(stored.message.id),
+                    to_sql(stored.member_uid),
+                    stored.seq.map(to_sql),
+                    stored.message.from,
+                    stored.message.text,
+                    to_sql(stored.message.ts),
+                ])?;
+            }
+            let mut trim = transaction
+                .prepare_cached("DELETE FROM messages WHERE room_uid = ?1 AND id <= ?2")?;
+            let mut newest: Vec<(u64, u64)> = Vec::new();
+            for stored in batch {
+                match newest.iter_mut().find(|(room, _)| *room == stored.room_uid) {
+                    Some((_, id)) => *id = (*id).max(stored.message.id),
+                    None => newest.push((stored.room_uid, stored.message.id)),
+                }
+            }
+            for (room_uid, id) in newest {
+                if id > keep {
+                    trim.execute(params![to_sql(room_uid), to_sql(id - keep)])?;
+                }
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// The newest id stored for a room (0 when none).
+    pub fn latest_id(&self, room_uid: u64) -> Result<u64, HistoryError> {
+        let latest: Option<i64> = self
+            .connection
+            .query_row(
+                "SELECT max(id) FROM messages WHERE room_uid = ?1",
+                params![to_sql(room_uid)],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(latest.map_or(0, from_sql))
+    }
+
+    /// Messages with `after < id <= upto`, oldest first, at most `limit`.
+    pub fn range(
+        &self,
+        room_uid: u64,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, HistoryError> {
+        self.query(
+            "SELECT room_uid, id, member_uid, seq, sender, text, ts FROM messages
+             WHERE room_uid = ?1 AND id > ?2 AND id <= ?3 ORDER BY id ASC LIMIT ?4",
+            params![to_sql(room_uid), to_sql(after), to_sql(upto), limit as i64],
+        )
+    }
+
+    /// The newest `limit` messages before `before` (all when None), oldest first, and whether
+    /// older ones remain.
+    pub fn page(
+        &self,
+        room_uid: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<StoredMessage>, bool), HistoryError> {
+        let before = before.map_or(i64::MAX, to_sql);
+        let mut newest_first = self.query(
+            "SELECT room_uid, id, member_uid, seq, sender, text, ts FROM messages
+             WHERE room_uid = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+            params![to_sql(room_uid), before, limit as i64 + 1],
+        )?;
+        let more = newest_first.len() > limit;
+        newest_first.truncate(limit);
+        newest_first.reverse();
+        Ok((newest_first, more))
+    }
+
+    /// A member's most recent messages, newest first, for rebuilding its deduplication window.
+    pub fn recent_by_member(
+        &self,
+        room_uid: u64,
+        member_uid: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, HistoryError> {
+        self.query(
+            "SELECT room_uid, id, member_uid, seq, sender, text, ts FROM messages
+             WHERE room_uid = ?1 AND member_uid = ?2 ORDER BY id DESC LIMIT ?3",
+            params![to_sql(room_uid), to_sql(member_uid), limit as i64],
+        )
+    }
+
+    /// Forgets a closed room's messages.
+    pub fn delete_room(&self, room_uid: u64) -> Result<(), HistoryError> {
+        self.connection.execute(
+            "DELETE FROM messages WHERE room_uid = ?1",
+            params![to_sql(room_uid)],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the history of every room not in `live`: rooms closed while the server was
+    /// down, or whose close was not written before a crash.
+    pub fn retain_rooms(&self, live: &[u64]) -> Result<(), HistoryError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT DISTINCT room_uid FROM messages")?;
+        let stored: Vec<i64> = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        for room_uid in stored.into_iter().map(from_sql) {
+            if !live.contains(&room_uid) {
+                self.delete_room(room_uid)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        parameters: impl rusqlite::Params,
+    ) -> Result<Vec<StoredMessage>, HistoryError> {
+        let mut statement = self.connection.prepare_cached(sql)?;
+        let rows = statement.query_map(parameters, |row| {
+            Ok(StoredMessage {
+                room_uid: from_sql(row.get(0)?),
+                member_uid: from_sql(row.get(2)?),
+                seq: row.get::<_, Option<i64>>(3)?.map(from_sql),
+                message: ChatMessage {
+                    id: from_sql(row.get(1)?),
+                    from: row.get(4)?,
+                    text: row.get(5)?,
+                    ts: from_sql(row.get(6)?),
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(room_uid: u64, id: u64, seq: u64) -> StoredMessage {
+        StoredMessage {
+            room_uid,
+            member_uid: 7,
+            seq: Some(seq),
+            message: ChatMessage {
+                id,
+                from: "alice".into(),
+                text: format!("message {id}"),
+                ts: 1000 + id,
+            },
+        }
+    }
+
+    #[test]
+    fn stores_pages_and_trims() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = HistoryStore::open(&dir.path().join("h.sqlite3")).unwrap();
+        let batch: Vec<_> = (1..=30).map(|id| message(1, id, id)).collect();
+        store.store(&batch, 25).unwrap();
+        store.store(&[message(2, 1, 1)], 25).unwrap();
+        assert_eq!(store.latest_id(1).unwrap(), 30);
+        assert_eq!(store.latest_id(3).unwrap(), 0);
+        let (page, more) = store.page(1, None, 10).unwrap();
+        assert_eq!(page.first().unwrap().message.id, 21);
+        assert_eq!(page.last().unwrap().message.id, 30);
+        assert!(more);
+        let (oldest, more) = store.page(1, Some(10), 10).unwrap();
+        let ids: Vec<u64> = oldest.iter().map(|m| m.message.id).collect();
+        assert_eq!(ids, [6, 7, 8, 9], "ids up to 5 were trimmed away");
+        assert!(!more);
+        let (rest, more) = store.page(1, Some(21), 100).unwrap();
+        assert_eq!(rest.len(), 15);
+        assert!(!more);
+        let range = store.range(1, 27, 29, 10).unwrap();
+        assert_eq!(
+            range.iter().map(|m| m.message.id).collect::<Vec<_>>(),
+            [28, 29]
+        );
+        store.retain_rooms(&[2]).unwrap();
+        assert_eq!(store.latest_id(1).unwrap(), 0);
+        assert_eq!(store.latest_id(2).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite3");
+        std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+        let error = HistoryStore::open(&path).unwrap_err();
+        assert!(error.to_string().contains("h.sqlite3"), "{error}");
+    }
+}

@@ -1,0 +1,261 @@
+//! The history thread: the only code that touches the history database once the server runs.
+//!
+//! Chat arrives over a channel in id order; the thread stores whatever has queued up in one
+//! transaction (group commit), and only then acks the senders and relays to the other members.
+//! Replays that reach back beyond the in-memory cache, and `history` pages, are read here too,
+//! so the relay loop never waits for the disk.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use chat_protocol::limits::MAX_DATAGRAM;
+use chat_protocol::ucrp;
+use chat_protocol::v2::{ChatMessage, ServerV2};
+
+use crate::history::{HistoryStore, StoredMessage};
+use crate::manager::{SharedManager, lock};
+use crate::outbox::Outbox;
+use crate::room::{MemberId, RoomId};
+
+/// Most messages stored in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Longest wait between retries of a failed commit (disk full, I/O error).
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// A message accepted by the room manager and waiting to be stored.
+#[derive(Debug, Clone)]
+pub struct PendingMessage {
+    /// The room (process-local id).
+    pub room_id: RoomId,
+    /// The sender (process-local id), who is acked and skipped by the relay.
+    pub sender: MemberId,
+    /// Whether version-1 members already got it (version-1 chat is relayed at once).
+    pub v1_relayed: bool,
+    /// The version-2 `msg` event, encoded once.
+    pub v2_frame: Arc<[u8]>,
+    /// What goes in the database.
+    pub stored: StoredMessage,
+}
+
+/// Work for the history thread.
+#[derive(Debug)]
+pub enum HistoryJob {
+    /// Store a message, then ack and relay it.
+    Store(PendingMessage),
+    /// Send `to` the stored messages with `after < id <= upto`.
+    Replay {
+        /// The room.
+        room_uid: u64,
+        /// Newest id the member has.
+        after: u64,
+        /// Newest id to send.
+        upto: u64,
+        /// The member's address.
+        to: SocketAddr,
+    },
+    /// Answer a `history` request.
+    Page {
+        /// The room.
+        room_uid: u64,
+        /// Only messages older than this id.
+        before: Option<u64>,
+        /// At most this many.
+        limit: usize,
+        /// The member's address.
+        to: SocketAddr,
+    },
+    /// A room closed: forget its messages.
+    DeleteRoom(u64),
+    /// Finish what came before and stop.
+    Stop,
+}
+
+/// Starts the history thread. It sends from `socket`, a clone of the data-plane socket.
+pub fn spawn(
+    store: HistoryStore,
+    retention: u64,
+    manager: SharedManager,
+    socket: UdpSocket,
+) -> std::io::Result<(Sender<HistoryJob>, JoinHandle<()>)> {
+    let (jobs, queue) = mpsc::channel();
+    let thread = thread::Builder::new()
+        .name("history".into())
+        .spawn(move || run(store, retention, &manager, &socket, &queue))?;
+    Ok((jobs, thread))
+}
+
+fn run(
+    mut store: HistoryStore,
+    retention: u64,
+    manager: &SharedManager,
+    socket: &UdpSocket,
+    queue: &Receiver<HistoryJob>,
+) {
+    let mut out = Outbox::default();
+    while let Ok(first) = queue.recv() {
+        let mut batch = Vec::new();
+        let mut reads = Vec::new();
+        let mut stopping = false;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                HistoryJob::Store(pending) => batch.push(pending),
+                HistoryJob::Stop => stopping = true,
+                other => reads.push(other),
+            }
+            if stopping || batch.len() >= MAX_BATCH {
+                break;
+            }
+            next = queue.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            commit(&mut store, &batch, retention, stopping);
+            out.clear();
+            lock(manager).committed(&batch, &mut out);
+            send_all(socket, &out);
+        }
+        for job in reads {
+            serve_read(&store, job, socket);
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
+/// Stores a batch, retrying until it succeeds: the ids in it are already promised, so giving
+/// up would leave a gap every member waits on. When stopping, one failure is final (the
+/// senders were never acked and will retransmit to the restarted server).
+fn commit(store: &mut HistoryStore, batch: &[PendingMessage], retention: u64, stopping: bool) {
+    let rows: Vec<StoredMessage> = batch.iter().map(|p| p.stored.clone()).collect();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.store(&rows, retention) {
+            Ok(()) => return,
+            Err(error) if stopping => {
+                tracing::error!(%error, "history write failed during shutdown; unacked messages will be retransmitted");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, retry_in = ?delay, "history write failed; retrying");
+                thread::sleep(delay);
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        }
+    }
+}
+
+fn serve_read(store: &HistoryStore, job: HistoryJob, socket: &UdpSocket) {
+    match job {
+        HistoryJob::Replay {
+            room_uid,
+            after,
+            upto,
+            to,
+        } => match store.range(room_uid, after, upto, usize::MAX) {
+            Ok(messages) => {
+                let mut frame = Vec::new();
+                for stored in messages {
+                    frame.clear();
+                    ucrp::encode_v2(&ServerV2::Msg(stored.message), &mut frame);
+                    send(socket, &frame, to);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "replay from history failed"),
+        },
+        HistoryJob::Page {
+            room_uid,
+            before,
+            limit,
+            to,
+        } => match store.page(room_uid, before, limit) {
+            Ok((messages, more)) => send(socket, &history_frame(messages, more), to),
+            Err(error) => tracing::warn!(%error, "history page failed"),
+        },
+        HistoryJob::DeleteRoom(room_uid) => {
+            if let Err(error) = store.delete_room(room_uid) {
+                tracing::warn!(%error, "deleting a closed room's history failed");
+            }
+        }
+        HistoryJob::Store(_) | HistoryJob::Stop => {}
+    }
+}
+
+/// One `history` datagram: the newest messages of the page that fit in a datagram.
+fn history_frame(stored: Vec<StoredMessage>, more: bool) -> Vec<u8> {
+    let mut messages: Vec<ChatMessage> = stored.into_iter().map(|s| s.message).collect();
+    let mut more = more;
+    loop {
+        let mut frame = Vec::new();
+        ucrp::encode_v2(
+            &ServerV2::History {
+                messages: messages.clone(),
+                more,
+            },
+            &mut frame,
+        );
+        if frame.len() <= MAX_DATAGRAM || messages.is_empty() {
+            return frame;
+        }
+        // Drop the oldest: the client asks again with `before` set to what it got.
+        messages.remove(0);
+        more = true;
+    }
+}
+
+fn send_all(socket: &UdpSocket, out: &Outbox) {
+    for (frame, to) in out.datagrams() {
+        send(socket, frame, to);
+    }
+}
+
+/// Sends on the (non-blocking) data-plane socket; if its buffer stays full, the datagram is
+/// dropped, which the protocol already survives (acks are re-sent, gaps are re-filled).
+fn send(socket: &UdpSocket, frame: &[u8], to: SocketAddr) {
+    for _ in 0..50 {
+        match socket.send_to(frame, to) {
+            Ok(_) => return,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(error) => {
+                tracing::debug!(%to, %error, "history thread send failed");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_pages_always_fit_in_a_datagram() {
+        let stored: Vec<StoredMessage> = (1..=100)
+            .map(|id| StoredMessage {
+                room_uid: 1,
+                member_uid: 1,
+                seq: None,
+                message: ChatMessage {
+                    id,
+                    from: "someone".into(),
+                    text: "x".repeat(200),
+                    ts: 0,
+                },
+            })
+            .collect();
+        let frame = history_frame(stored, false);
+        assert!(frame.len() <= MAX_DATAGRAM);
+        let ServerV2::History { messages, more } = serde_json::from_slice(&frame[1..]).unwrap()
+        else {
+            panic!("not a history frame");
+        };
+        assert!(more, "older messages remain after trimming");
+        assert_eq!(messages.last().unwrap().id, 100, "the newest are kept");
+        assert!(messages.len() > 10);
+    }
+}

@@ -1,0 +1,253 @@
+//! The `chat-client` binary as people use it: type lines, read `NAME: TEXT` and `* notice`
+//! lines, leave with `/quit`, and get a clear exit code when the server says no or is absent.
+
+use std::net::TcpListener;
+
+use chat_tests::{ClientProcess, ServerProcess, join};
+
+/// The line the client prints when its host closes the room.
+const ROOM_CLOSED_LINE: &str = "* the room was closed by its host";
+
+/// Starts a client and waits until it is registered (the server's welcome notice is shown).
+fn enter(server: &ServerProcess, operation: &str, room: &str, name: &str) -> ClientProcess {
+    let mut client = ClientProcess::start(server, &[operation, room, "--name", name]);
+    let welcome = format!("* welcome to {room}, {name}");
+    client.wait_for("the welcome notice", |line| line.starts_with(&welcome));
+    client
+}
+
+/// Asserts that `client` has not printed a chat line from itself (the server must not echo).
+fn assert_no_echo(client: &ClientProcess, name: &str) {
+    let own = format!("{name}: ");
+    let echoed: Vec<&String> = client
+        .seen
+        .iter()
+        .filter(|line| line.starts_with(&own))
+        .collect();
+    assert!(
+        echoed.is_empty(),
+        "{name} was shown its own messages: {echoed:?}"
+    );
+}
+
+#[test]
+fn two_members_chat_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut alice = enter(&server, "create", "lobby", "alice");
+    let mut bob = enter(&server, "join", "lobby", "bob");
+    alice.wait_for_line("* bob joined");
+
+    alice.send_line("hello bob");
+    bob.wait_for_line("alice: hello bob");
+    bob.send_line("hello alice, how are you?");
+    alice.wait_for_line("bob: hello alice, how are you?");
+    alice.send_line("fine, thanks");
+    bob.wait_for_line("alice: fine, thanks");
+    assert_no_echo(&alice, "alice");
+    assert_no_echo(&bob, "bob");
+}
+
+#[test]
+fn three_members_see_each_other_and_never_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut alice = enter(&server, "create", "trio", "alice");
+    let mut bob = enter(&server, "join", "trio", "bob");
+    let mut carol = enter(&server, "join", "trio", "carol");
+    alice.wait_for_line("* carol joined");
+    bob.wait_for_line("* carol joined");
+
+    // Each speaks only after the previous message reached everyone, so an echo of a message
+    // would be printed before the next one.
+    alice.send_line("one from alice");
+    bob.wait_for_line("alice: one from alice");
+    carol.wait_for_line("alice: one from alice");
+    bob.send_line("two from bob");
+    alice.wait_for_line("bob: two from bob");
+    carol.wait_for_line("bob: two from bob");
+    carol.send_line("three from carol");
+    alice.wait_for_line("carol: three from carol");
+    bob.wait_for_line("carol: three from carol");
+    alice.send_line("done");
+    carol.wait_for_line("alice: done");
+    bob.wait_for_line("alice: done");
+
+    assert_no_echo(&alice, "alice");
+    assert_no_echo(&bob, "bob");
+    assert_no_echo(&carol, "carol");
+}
+
+#[test]
+fn utf8_text_and_names_arrive_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut host = enter(&server, "create", "café ☕", "émilie");
+    let mut guest = enter(&server, "join", "café ☕", "Jürgen 🎸");
+    host.wait_for_line("* Jürgen 🎸 joined");
+
+    let text = "ça va? 👋 — 日本語のテキスト, Ελληνικά, עברית ✓\ttab";
+    host.send_line(text);
+    guest.wait_for_line(&format!("émilie: {text}"));
+    guest.send_line("très bien 😀");
+    host.wait_for_line("Jürgen 🎸: très bien 😀");
+}
+
+#[test]
+fn a_line_too_long_for_a_datagram_is_refused_by_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut alice = enter(&server, "create", "lobby", "alice");
+    let mut bob = enter(&server, "join", "lobby", "bob");
+    alice.wait_for_line("* bob joined");
+
+    // What fits beside the envelope: 2 size bytes, the room name and the 64-character token.
+    let capacity = 4096 - 2 - "lobby".len() - 64;
+    let too_long = "y".repeat(capacity + 1);
+    alice.send_line(&too_long);
+    let complaint = alice.wait_for("a complaint on stderr", |line| {
+        line.starts_with("[stderr] ")
+    });
+    assert!(
+        complaint.contains("not sent"),
+        "says the message was not sent: {complaint}"
+    );
+    assert!(
+        complaint.contains(&(capacity + 1).to_string()),
+        "says how long it was: {complaint}"
+    );
+
+    // The longest line that fits goes through whole, and nothing came before it.
+    let fits: String = "é✓-"
+        .chars()
+        .cycle()
+        .scan(0, |len, c| {
+            *len += c.len_utf8();
+            (*len <= capacity).then_some(c)
+        })
+        .collect();
+    let fits = format!("{fits}{}", "z".repeat(capacity - fits.len()));
+    assert_eq!(fits.len(), capacity);
+    alice.send_line(&fits);
+    bob.wait_for_line(&format!("alice: {fits}"));
+    let from_alice: Vec<&String> = bob
+        .seen
+        .iter()
+        .filter(|line| line.starts_with("alice: "))
+        .collect();
+    assert_eq!(from_alice.len(), 1, "only the line that fits was sent");
+}
+
+#[test]
+fn quit_exits_zero_and_the_others_see_the_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut alice = enter(&server, "create", "lobby", "alice");
+    let mut bob = enter(&server, "join", "lobby", "bob");
+    let mut carol = enter(&server, "join", "lobby", "carol");
+    alice.wait_for_line("* carol joined");
+
+    bob.send_line("/quit");
+    let status = bob.wait_exit_with_stdin_open();
+    assert_eq!(status.code(), Some(0), "/quit is a normal end");
+    alice.wait_for_line("* bob left");
+    carol.wait_for_line("* bob left");
+    // The room goes on without bob.
+    carol.send_line("still here");
+    alice.wait_for_line("carol: still here");
+    // And his name is free again.
+    assert_eq!(join(server.tcp, "lobby", "bob").error_code(), None);
+}
+
+#[test]
+fn end_of_input_leaves_like_quit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut alice = enter(&server, "create", "lobby", "alice");
+    let mut bob = enter(&server, "join", "lobby", "bob");
+    alice.wait_for_line("* bob joined");
+
+    bob.close_stdin();
+    assert_eq!(bob.wait_exit_with_stdin_open().code(), Some(0));
+    alice.wait_for_line("* bob left");
+}
+
+#[test]
+fn when_the_host_quits_the_others_are_told_and_exit_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut alice = enter(&server, "create", "lobby", "alice");
+    let mut bob = enter(&server, "join", "lobby", "bob");
+    let mut carol = enter(&server, "join", "lobby", "carol");
+    alice.wait_for_line("* carol joined");
+
+    alice.send_line("/quit");
+    assert_eq!(alice.wait_exit_with_stdin_open().code(), Some(0));
+    for guest in [&mut bob, &mut carol] {
+        guest.wait_for_line(ROOM_CLOSED_LINE);
+        // Their stdin is still open: the room closing is what ends them.
+        assert_eq!(guest.wait_exit_with_stdin_open().code(), Some(0));
+    }
+    // The room is gone.
+    assert_eq!(
+        join(server.tcp, "lobby", "dave").error_code().as_deref(),
+        Some("room_not_found")
+    );
+}
+
+#[test]
+fn a_refused_join_exits_3_with_the_servers_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let _alice = enter(&server, "create", "lobby", "alice");
+    let _bob = enter(&server, "join", "lobby", "bob");
+
+    // (room, name, the code the server gives)
+    for (room, name, code) in [
+        ("nowhere", "carol", "room_not_found"),
+        ("lobby", "Bob", "name_taken"),
+    ] {
+        // What the server says to this request, so the client can be checked against it.
+        let refusal = join(server.tcp, room, name).compliance_json();
+        assert_eq!(refusal["error"], code);
+        let message = refusal["message"].as_str().unwrap().to_owned();
+
+        let mut client = ClientProcess::start(&server, &["join", room, "--name", name]);
+        let shown = client.wait_for("the refusal on stderr", |line| {
+            line.starts_with("[stderr] ")
+        });
+        assert!(shown.contains(code), "names the code {code}: {shown}");
+        assert!(
+            shown.contains(&message),
+            "shows the server's message {message:?}: {shown}"
+        );
+        assert_eq!(
+            client.wait_exit_with_stdin_open().code(),
+            Some(3),
+            "{room}/{name}"
+        );
+        assert!(
+            !client.seen.iter().any(|line| line.starts_with("* welcome")),
+            "a refused client never enters: {:?}",
+            client.seen
+        );
+    }
+}
+
+#[test]
+fn no_server_listening_exits_4() {
+    // A port that was free a moment ago and that nothing listens on now.
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut client = ClientProcess::start_on_port(port, &["join", "lobby", "--name", "alice"]);
+    let shown = client.wait_for("an explanation on stderr", |line| {
+        line.starts_with("[stderr] ")
+    });
+    assert!(
+        shown.contains(&format!("127.0.0.1:{port}")),
+        "names the address it tried: {shown}"
+    );
+    assert_eq!(client.wait_exit_with_stdin_open().code(), Some(4));
+}

@@ -1,0 +1,489 @@
+//! The data plane under hostile or careless senders: forged, misdirected and malformed
+//! datagrams never reach a member, and honest chat keeps flowing around them.
+//!
+//! To show that something did NOT arrive, each test sends a later marker and waits for it:
+//! datagrams to the server's one socket are handled in the order they were sent, so whatever a
+//! broken server would have relayed arrives before the marker.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use chat_protocol::ucrp::Datagram;
+use chat_tests::{EVENT_TIMEOUT, ServerProcess, UdpMember, create, join, v1_frame};
+
+/// A deterministic pseudo-random generator (xorshift64), so a failure can be replayed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        usize::try_from(self.next() % bound as u64).unwrap()
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next().to_be_bytes()[0]).collect()
+    }
+
+    fn hex_token(&mut self) -> String {
+        (0..4).map(|_| format!("{:016x}", self.next())).collect()
+    }
+}
+
+/// Two registered members of one room; the host has already seen the guest's join notice, so
+/// neither has anything pending.
+struct Pair {
+    host: UdpMember,
+    guest: UdpMember,
+    guest_token: String,
+}
+
+fn pair(server: &ServerProcess, room: &str, host: &str, guest: &str) -> Pair {
+    let host_token = create(server.tcp, room, host).token();
+    let guest_token = join(server.tcp, room, guest).token();
+    let host_member = UdpMember::new(server.udp, room, &host_token);
+    let guest_member = UdpMember::new(server.udp, room, &guest_token);
+    host_member.register();
+    guest_member.register();
+    host_member.expect_chat("*", &format!("{guest} joined"));
+    Pair {
+        host: host_member,
+        guest: guest_member,
+        guest_token,
+    }
+}
+
+/// Everything `member` receives before the datagram `marker`, which must arrive.
+fn received_before(member: &UdpMember, marker: &[u8]) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    let mut before = Vec::new();
+    while Instant::now() < deadline {
+        if let Some(datagram) = member.recv_within(Duration::from_millis(200)) {
+            if datagram == marker {
+                return before;
+            }
+            before.push(datagram);
+        }
+    }
+    panic!(
+        "the marker {:?} never arrived; received {}",
+        String::from_utf8_lossy(marker),
+        show(&before)
+    );
+}
+
+/// Asserts that `to` receives the chat `text` from `sender` and nothing before it.
+fn expect_only(to: &UdpMember, sender: &str, text: &str, what: &str) {
+    let before = received_before(to, &v1_frame(sender, text));
+    assert!(
+        before.is_empty(),
+        "{what}; received before {sender}: {text}: {}",
+        show(&before)
+    );
+}
+
+/// Sends a marker straight from the test to `member`'s socket (not through the server) and
+/// returns what the member received before it. Call it only after the server has provably
+/// handled everything of interest (another member saw a later message).
+fn received_from_server_so_far(member: &UdpMember) -> Vec<Vec<u8>> {
+    let marker = b"marker sent by the test itself";
+    let poker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    poker
+        .send_to(marker, member.socket.local_addr().unwrap())
+        .unwrap();
+    received_before(member, marker)
+}
+
+fn show(datagrams: &[Vec<u8>]) -> String {
+    let shown: Vec<String> = datagrams
+        .iter()
+        .map(|d| format!("{:?}", String::from_utf8_lossy(d)))
+        .collect();
+    format!("[{}]", shown.join(", "))
+}
+
+/// A datagram in the UCRP envelope with an arbitrary room, token and message.
+fn envelope(room: &str, token: &[u8], message: &[u8]) -> Vec<u8> {
+    Datagram {
+        room,
+        token,
+        message,
+    }
+    .encode()
+    .unwrap()
+}
+
+/// Like [`envelope`], without the encoder's size limit, for oversized datagrams.
+fn raw_envelope(room: &[u8], token: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![
+        u8::try_from(room.len()).unwrap(),
+        u8::try_from(token.len()).unwrap(),
+    ];
+    bytes.extend_from_slice(room);
+    bytes.extend_from_slice(token);
+    bytes.extend_from_slice(message);
+    bytes
+}
+
+/// Chat text of exactly `len` bytes that mixes one- to four-byte UTF-8 characters, so that any
+/// truncation or re-encoding shows.
+fn patterned_text(len: usize) -> String {
+    let pattern = "0123456789 abcdefghij αβγδ €✓ 👋 ";
+    let mut text = String::with_capacity(len);
+    for c in pattern.chars().cycle() {
+        if text.len() + c.len_utf8() > len {
+            break;
+        }
+        text.push(c);
+    }
+    while text.len() < len {
+        text.push('.');
+    }
+    text
+}
+
+#[test]
+fn a_token_used_in_another_room_is_never_relayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let alpha = pair(&server, "alpha", "alice", "bob");
+    let beta = pair(&server, "beta", "carol", "dave");
+    let alice_token = alpha.host.token.clone();
+
+    // Valid tokens of room alpha, from their registered addresses, naming other rooms.
+    alpha.host.send_raw(&envelope(
+        "beta",
+        alice_token.as_bytes(),
+        b"alice sneaks into beta",
+    ));
+    alpha
+        .host
+        .send_raw(&envelope("beta", alice_token.as_bytes(), b"__REGISTER__"));
+    alpha.guest.send_raw(&envelope(
+        "beta",
+        alpha.guest_token.as_bytes(),
+        b"bob sneaks into beta",
+    ));
+    alpha.host.send_raw(&envelope(
+        "gamma",
+        alice_token.as_bytes(),
+        b"alice in no room",
+    ));
+    alpha.host.send_raw(&envelope(
+        "Alpha",
+        alice_token.as_bytes(),
+        b"alice, case-folded room",
+    ));
+
+    alpha.host.send(b"alpha marker from alice");
+    expect_only(
+        &alpha.guest,
+        "alice",
+        "alpha marker from alice",
+        "room alpha must not see misdirected chat",
+    );
+    alpha.guest.send(b"alpha marker from bob");
+    expect_only(
+        &alpha.host,
+        "bob",
+        "alpha marker from bob",
+        "alice must not be welcomed into beta",
+    );
+    beta.host.send(b"beta marker from carol");
+    expect_only(
+        &beta.guest,
+        "carol",
+        "beta marker from carol",
+        "room beta must not see alpha's tokens",
+    );
+    beta.guest.send(b"beta marker from dave");
+    expect_only(
+        &beta.host,
+        "dave",
+        "beta marker from dave",
+        "room beta must not see alpha's tokens",
+    );
+}
+
+#[test]
+fn a_token_sent_from_another_address_is_never_relayed_and_the_binding_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let room = pair(&server, "den", "alice", "bob");
+    // Someone who learned the tokens sends from their own socket, without registering.
+    let fake_bob = UdpMember::new(server.udp, "den", &room.guest_token);
+    let fake_alice = UdpMember::new(server.udp, "den", &room.host.token);
+    fake_bob.send(b"i am bob, really");
+    fake_bob.send(b"__LEAVE__");
+    fake_alice.send(b"i am the host");
+    // A forged host leave would close the room for everyone.
+    fake_alice.send(b"__LEAVE__");
+
+    room.guest.send(b"the real bob");
+    expect_only(
+        &room.host,
+        "bob",
+        "the real bob",
+        "forged chat or leave reached alice",
+    );
+    room.host.send(b"the real alice");
+    expect_only(
+        &room.guest,
+        "alice",
+        "the real alice",
+        "forged chat or a room close reached bob",
+    );
+    let to_impostors: Vec<_> = [&fake_bob, &fake_alice]
+        .into_iter()
+        .flat_map(received_from_server_so_far)
+        .collect();
+    assert!(
+        to_impostors.is_empty(),
+        "the impostors were sent {}",
+        show(&to_impostors)
+    );
+    // Bob is still a member: his name is still taken.
+    assert_eq!(
+        join(server.tcp, "den", "bob").error_code().as_deref(),
+        Some("name_taken")
+    );
+}
+
+#[test]
+fn unknown_and_malformed_tokens_are_never_relayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let room = pair(&server, "den", "alice", "bob");
+    let mut rng = XorShift(0x5eed_0f_70_4e45);
+    let bob = room.guest_token.as_bytes();
+    let mut not_hex = bob.to_vec();
+    not_hex[0] = b'g';
+    let mut not_ascii = bob[..62].to_vec();
+    not_ascii.extend_from_slice("é".as_bytes());
+    let unknown = rng.hex_token();
+    let forged_tokens: Vec<Vec<u8>> = vec![
+        unknown.clone().into_bytes(),
+        rng.hex_token().to_uppercase().into_bytes(),
+        bob[..63].to_vec(),
+        [bob, b"0"].concat(),
+        not_hex,
+        not_ascii,
+        Vec::new(),
+        vec![b' '; 64],
+    ];
+    let intruder = UdpMember::new(server.udp, "den", &unknown);
+    for (i, token) in forged_tokens.iter().enumerate() {
+        let text = format!("forged message {i}");
+        intruder.send_raw(&envelope("den", token, text.as_bytes()));
+        intruder.send_raw(&envelope("den", token, b"__REGISTER__"));
+        // From a registered member's own address, too.
+        room.host.send_raw(&envelope("den", token, text.as_bytes()));
+        room.host.send_raw(&envelope("den", token, b"__LEAVE__"));
+    }
+
+    room.host.send(b"marker from alice");
+    expect_only(
+        &room.guest,
+        "alice",
+        "marker from alice",
+        "a forged token reached bob",
+    );
+    room.guest.send(b"marker from bob");
+    expect_only(
+        &room.host,
+        "bob",
+        "marker from bob",
+        "a forged token reached alice",
+    );
+    let to_intruder = received_from_server_so_far(&intruder);
+    assert!(
+        to_intruder.is_empty(),
+        "an unknown token was answered: {}",
+        show(&to_intruder)
+    );
+}
+
+#[test]
+fn garbage_and_oversized_datagrams_are_dropped_and_relaying_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // Flood control is not under test here, and the syncs below are many.
+    let server = ServerProcess::start_with(dir.path(), &["--flood-rate", "0"]);
+    let room = pair(&server, "den", "alice", "bob");
+    let alice = room.host.token.as_bytes();
+    let intruder = UdpSocket::bind("127.0.0.1:0").unwrap();
+
+    let text_to_reach = |total: usize| "x".repeat(total - (2 + "den".len() + alice.len()));
+    let crafted: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![3],
+        vec![3, 64],
+        // Size fields claiming more than the datagram holds.
+        raw_envelope(b"den", alice, b"")[..2 + 3 + 10].to_vec(),
+        vec![200, 200, b'd', b'e', b'n'],
+        vec![255, 255],
+        // Invalid UTF-8 in the room name, then in the chat text.
+        raw_envelope(b"d\xffn", alice, b"hello"),
+        raw_envelope(b"den", alice, b"bad \xff text"),
+        raw_envelope(b"den", alice, b"\xc3\x28"),
+        raw_envelope(b"den", alice, b"cut short \xe2\x82"),
+        // A version-2 marker followed by something that is not JSON.
+        raw_envelope(b"den", alice, b"\xffnot json"),
+        // Valid text, but the datagram is over the 4096-byte limit.
+        raw_envelope(b"den", alice, text_to_reach(4097).as_bytes()),
+        raw_envelope(b"den", alice, text_to_reach(60_000).as_bytes()),
+    ];
+    assert_eq!(crafted[11].len(), 4097);
+    assert_eq!(crafted[12].len(), 60_000);
+
+    let mut syncs = 0;
+    let mut sync = |why: &str| {
+        syncs += 1;
+        let text = format!("sync {syncs}");
+        room.host.send(text.as_bytes());
+        expect_only(&room.guest, "alice", &text, why);
+    };
+    // One at a time from alice's registered address (where a mistake would be relayed), and
+    // from a stranger; a sync after each keeps the server's receive buffer from overflowing.
+    for datagram in &crafted {
+        room.host.send_raw(datagram);
+        intruder.send_to(datagram, server.udp).unwrap();
+        sync(&format!(
+            "{:?} was relayed",
+            String::from_utf8_lossy(&datagram[..datagram.len().min(40)])
+        ));
+    }
+    let mut rng = XorShift(0x0ddb_a11_c0ffee);
+    for batch in 0..12 {
+        for _ in 0..25 {
+            let len = rng.below(600);
+            let garbage = rng.bytes(len);
+            if rng.below(2) == 0 {
+                room.host.send_raw(&garbage);
+            } else {
+                intruder.send_to(&garbage, server.udp).unwrap();
+            }
+        }
+        sync(&format!("random garbage of batch {batch} was relayed"));
+    }
+
+    // Honest chat still flows both ways, byte for byte.
+    let honest = "still here after 300 garbage datagrams: ça va? 👋";
+    room.guest.send(honest.as_bytes());
+    expect_only(&room.host, "bob", honest, "garbage reached alice");
+}
+
+#[test]
+fn a_datagram_of_exactly_4096_bytes_is_relayed_intact_and_4097_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let room = pair(&server, "den", "alice", "bob");
+    let alice = room.host.token.as_bytes();
+    let overhead = 2 + "den".len() + alice.len();
+
+    let fits = patterned_text(4096 - overhead);
+    let datagram = envelope("den", alice, fits.as_bytes());
+    assert_eq!(datagram.len(), 4096);
+    room.host.send_raw(&datagram);
+    let relayed = room
+        .guest
+        .recv_matching(|d| d.starts_with(b"\x05alice"))
+        .expect("a 4096-byte datagram is relayed");
+    let text = &relayed[1 + "alice".len()..];
+    assert_eq!(
+        text.len(),
+        4096 - overhead,
+        "the relayed text is cut or padded"
+    );
+    assert!(
+        text == fits.as_bytes(),
+        "the relayed text differs from what was sent"
+    );
+
+    let too_big = raw_envelope(b"den", alice, patterned_text(4097 - overhead).as_bytes());
+    assert_eq!(too_big.len(), 4097);
+    room.host.send_raw(&too_big);
+    room.host.send(b"after the big one");
+    expect_only(
+        &room.guest,
+        "alice",
+        "after the big one",
+        "a 4097-byte datagram was relayed",
+    );
+}
+
+#[test]
+fn the_sender_never_receives_its_own_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let room = pair(&server, "den", "alice", "bob");
+    let carol_token = join(server.tcp, "den", "carol").token();
+    let carol = UdpMember::new(server.udp, "den", &carol_token);
+    carol.register();
+    room.host.expect_chat("*", "carol joined");
+    room.guest.expect_chat("*", "carol joined");
+
+    room.host.send(b"hello everyone");
+    room.guest.expect_chat("alice", "hello everyone");
+    carol.expect_chat("alice", "hello everyone");
+    room.guest.send(b"hi alice");
+    expect_only(
+        &room.host,
+        "bob",
+        "hi alice",
+        "alice got her own message back",
+    );
+    carol.expect_chat("bob", "hi alice");
+    // The same from a guest.
+    carol.send(b"carol here");
+    room.guest.expect_chat("carol", "carol here");
+    room.host.send(b"welcome carol");
+    expect_only(
+        &carol,
+        "alice",
+        "welcome carol",
+        "carol got her own message back",
+    );
+}
+
+#[test]
+fn a_member_that_roams_receives_at_its_new_address_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let room = pair(&server, "den", "alice", "bob");
+    let old_bob = &room.guest;
+    let new_bob = UdpMember::new(server.udp, "den", &room.guest_token);
+    let welcome = new_bob.register();
+    assert!(
+        welcome.starts_with(b"\x01*welcome to den, bob"),
+        "{:?}",
+        String::from_utf8_lossy(&welcome)
+    );
+
+    room.host.send(b"where are you now?");
+    new_bob.expect_chat("alice", "where are you now?");
+    room.host.send(b"found you");
+    new_bob.expect_chat("alice", "found you");
+    let to_old = received_from_server_so_far(old_bob);
+    assert!(
+        to_old.is_empty(),
+        "the old address still receives: {}",
+        show(&to_old)
+    );
+
+    // The old address can no longer speak for bob, the new one can, and roaming is no new join.
+    old_bob.send(b"from the old socket");
+    new_bob.send(b"from the new socket");
+    expect_only(
+        &room.host,
+        "bob",
+        "from the new socket",
+        "the old address was relayed or bob re-joined",
+    );
+}
