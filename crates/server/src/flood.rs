@@ -42,20 +42,23 @@ impl TokenBucket {
 
     /// Takes one token if there is one; `false` means the message must be dropped.
     pub fn allow(&mut self, policy: &FloodPolicy, now: Instant) -> bool {
+        self.take_up_to(1, policy, now) == 1
+    }
+
+    /// Takes as many of `wanted` tokens as the bucket holds, and says how many.
+    pub fn take_up_to(&mut self, wanted: u64, policy: &FloodPolicy, now: Instant) -> u64 {
         if policy.is_off() {
-            return true;
+            return wanted;
         }
         let elapsed = now
             .saturating_duration_since(self.refilled_at)
             .as_secs_f64();
         self.tokens = (self.tokens + elapsed * policy.rate).min(f64::from(policy.burst.max(1)));
         self.refilled_at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        // Whole tokens only; the bucket never holds more than `burst`, so this fits.
+        let taken = wanted.min(self.tokens.floor() as u64);
+        self.tokens -= taken as f64;
+        taken
     }
 }
 
@@ -78,6 +81,21 @@ mod tests {
         let later = start + Duration::from_secs(1);
         let allowed = (0..20).filter(|_| bucket.allow(&policy, later)).count();
         assert_eq!(allowed, 5);
+    }
+
+    #[test]
+    fn takes_what_is_there() {
+        let policy = FloodPolicy {
+            burst: 100,
+            rate: 10.0,
+        };
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(&policy, start);
+        assert_eq!(bucket.take_up_to(60, &policy, start), 60);
+        assert_eq!(bucket.take_up_to(60, &policy, start), 40);
+        assert_eq!(bucket.take_up_to(60, &policy, start), 0);
+        let later = start + Duration::from_secs(2);
+        assert_eq!(bucket.take_up_to(60, &policy, later), 20);
     }
 
     #[test]

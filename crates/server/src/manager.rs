@@ -25,7 +25,8 @@ use crate::history_writer::{HistoryJob, PendingMessage};
 use crate::outbox::Outbox;
 use crate::persist::{PersistedMember, PersistedRoom, PersistedState, StateProblem};
 use crate::room::{
-    CachedMessage, Member, MemberId, REPLAY_CACHE, Room, RoomId, RoomKind, WireVersion,
+    CachedMessage, Member, MemberId, REPLAY_BUDGET, REPLAY_CACHE, Room, RoomId, RoomKind,
+    WireVersion,
 };
 use crate::seq_window::{SEQ_WINDOW, SeqStatus};
 use crate::token::{RandomError, Token};
@@ -487,7 +488,7 @@ impl RoomManager {
                 let moved = register(room, member_id, src, WireVersion::V2, now, out);
                 let after = last_id
                     .unwrap_or_else(|| room.committed_id.saturating_sub(self.limits.join_history));
-                replay(room, after, src, self.history.as_ref(), out);
+                replay(room, member_id, after, src, now, self.history.as_ref(), out);
                 unicast_v2(
                     out,
                     src,
@@ -522,7 +523,7 @@ impl RoomManager {
             }
             ClientMessage::V2(ClientV2::Ping { last_id }) => {
                 let after = last_id.unwrap_or(room.committed_id);
-                replay(room, after, src, self.history.as_ref(), out);
+                replay(room, member_id, after, src, now, self.history.as_ref(), out);
                 unicast_v2(
                     out,
                     src,
@@ -1038,18 +1039,31 @@ fn register(
 }
 
 /// Queues stored messages after `after` for one member: from the in-memory cache when it
-/// reaches back that far, otherwise from the database on the history thread.
+/// reaches back that far, otherwise from the database on the history thread. At most
+/// [`MAX_REPLAY`] at a time, and no more than the member's replay budget allows; the client
+/// asks again with its new `last_id`.
 fn replay(
-    room: &Room,
+    room: &mut Room,
+    member_id: MemberId,
     after: u64,
     to: SocketAddr,
+    now: Instant,
     history: Option<&Sender<HistoryJob>>,
     out: &mut Outbox,
 ) {
     if after >= room.committed_id {
         return;
     }
-    let upto = room.committed_id.min(after + MAX_REPLAY);
+    let wanted = (room.committed_id - after).min(MAX_REPLAY);
+    let Some(member) = room.members.get_mut(&member_id) else {
+        return;
+    };
+    let allowed = member.replay_budget.take_up_to(wanted, &REPLAY_BUDGET, now);
+    if allowed == 0 {
+        return;
+    }
+    let upto = after + allowed;
+    let room = &*room;
     let cached_from = room.recent.front().map_or(u64::MAX, |first| first.id);
     if cached_from <= after + 1 {
         for cached in room.recent.iter().filter(|m| m.id > after && m.id <= upto) {
@@ -1123,3 +1137,7 @@ fn notify(room: &Room, skip: Option<MemberId>, text: &str, v2: &ServerV2, out: &
         Ok(())
     });
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;

@@ -64,7 +64,16 @@ pub struct Member {
     pub warned_at: Option<Instant>,
     /// Recent version-2 sequence numbers, for deduplication.
     pub seqs: SeqWindow,
+    /// How many stored messages may still be replayed to this member (see [`REPLAY_BUDGET`]).
+    pub replay_budget: TokenBucket,
 }
+
+/// Replays per member, in messages: enough to catch up after minutes away at once, yet a
+/// token holder that registers someone else's address cannot aim an unbounded stream at it.
+pub const REPLAY_BUDGET: FloodPolicy = FloodPolicy {
+    burst: 1024,
+    rate: 256.0,
+};
 
 /// A registered member's address, as the relay needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +200,7 @@ impl Member {
             flood: TokenBucket::new(policy, now),
             warned_at: None,
             seqs: SeqWindow::default(),
+            replay_budget: TokenBucket::new(&REPLAY_BUDGET, now),
         }
     }
 }

@@ -1,0 +1,229 @@
+//! Unit tests of the room manager's rules, with history committed synchronously (no thread).
+
+use super::*;
+use chat_protocol::ucrp::{ServerDatagram, V2_MARKER};
+
+const ROOM: &str = "lobby";
+
+fn manager() -> RoomManager {
+    RoomManager::new(Limits::default(), FloodPolicy::OFF)
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn v2(message: &ClientV2) -> Vec<u8> {
+    let mut bytes = vec![V2_MARKER];
+    bytes.extend(serde_json::to_vec(message).unwrap());
+    bytes
+}
+
+/// Sends one message body and returns what the manager queued, decoded, with recipients.
+fn send(
+    manager: &mut RoomManager,
+    member: &Membership,
+    from: SocketAddr,
+    body: &[u8],
+) -> (Result<(), DropReason>, Vec<(SocketAddr, Vec<u8>)>) {
+    let mut out = Outbox::default();
+    let result = manager.handle_datagram(
+        &member.room,
+        member.token.to_hex().as_bytes(),
+        body,
+        from,
+        Instant::now(),
+        &mut out,
+    );
+    let sent = out
+        .datagrams()
+        .map(|(frame, to)| (to, frame.to_vec()))
+        .collect();
+    (result, sent)
+}
+
+fn v2_events(sent: &[(SocketAddr, Vec<u8>)], to: SocketAddr) -> Vec<ServerV2> {
+    sent.iter()
+        .filter(|(addr, _)| *addr == to)
+        .filter_map(|(_, frame)| match ServerDatagram::decode(frame) {
+            Ok(ServerDatagram::V2(event)) => Some(event),
+            _ => None,
+        })
+        .collect()
+}
+
+fn create_with_members(names: &[&str]) -> (RoomManager, Vec<Membership>) {
+    let mut manager = manager();
+    let now = Instant::now();
+    let mut members = vec![
+        manager
+            .create(ROOM, names[0], RoomKind::Public, 0, now)
+            .unwrap(),
+    ];
+    for name in &names[1..] {
+        members.push(manager.join(ROOM, name, None, now).unwrap());
+    }
+    (manager, members)
+}
+
+#[test]
+fn a_retransmission_is_acked_with_the_same_id_and_relayed_once() {
+    let (mut manager, members) = create_with_members(&["alice", "bob"]);
+    let (alice, bob) = (addr(1), addr(2));
+    send(
+        &mut manager,
+        &members[0],
+        alice,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    send(
+        &mut manager,
+        &members[1],
+        bob,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    let msg = v2(&ClientV2::Msg {
+        seq: 1,
+        text: "hi".into(),
+    });
+
+    let (result, sent) = send(&mut manager, &members[0], alice, &msg);
+    assert_eq!(result, Ok(()));
+    assert_eq!(v2_events(&sent, alice), [ServerV2::Ack { seq: 1, id: 1 }]);
+    assert!(matches!(
+        v2_events(&sent, bob)[..],
+        [ServerV2::Msg(ChatMessage { id: 1, .. })]
+    ));
+
+    let (_, again) = send(&mut manager, &members[0], alice, &msg);
+    assert_eq!(v2_events(&again, alice), [ServerV2::Ack { seq: 1, id: 1 }]);
+    assert!(v2_events(&again, bob).is_empty(), "relayed only once");
+}
+
+#[test]
+fn version_one_and_two_members_read_each_other() {
+    let (mut manager, members) = create_with_members(&["old", "new"]);
+    let (old, new) = (addr(1), addr(2));
+    send(&mut manager, &members[0], old, b"__REGISTER__");
+    send(
+        &mut manager,
+        &members[1],
+        new,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+
+    let (_, sent) = send(&mut manager, &members[0], old, b"plain text");
+    let to_new = v2_events(&sent, new);
+    assert!(
+        matches!(&to_new[..], [ServerV2::Msg(m)] if m.text == "plain text" && m.from == "old"),
+        "{to_new:?}"
+    );
+
+    let (_, sent) = send(
+        &mut manager,
+        &members[1],
+        new,
+        &v2(&ClientV2::Msg {
+            seq: 1,
+            text: "json text".into(),
+        }),
+    );
+    let to_old: Vec<_> = sent.iter().filter(|(to, _)| *to == old).collect();
+    assert_eq!(to_old.len(), 1);
+    assert_eq!(to_old[0].1, b"\x03newjson text");
+}
+
+#[test]
+fn replays_are_bounded_by_the_members_budget() {
+    let (mut manager, members) = create_with_members(&["alice", "bob"]);
+    let (alice, bob) = (addr(1), addr(2));
+    send(
+        &mut manager,
+        &members[0],
+        alice,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    send(
+        &mut manager,
+        &members[1],
+        bob,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    for seq in 1..=300 {
+        send(
+            &mut manager,
+            &members[0],
+            alice,
+            &v2(&ClientV2::Msg {
+                seq,
+                text: format!("m{seq}"),
+            }),
+        );
+    }
+    // The cache holds the newest 256; asking from 100 is answered from memory, 200 at most.
+    let ping = v2(&ClientV2::Ping { last_id: Some(100) });
+    let mut replayed = 0;
+    for _ in 0..20 {
+        let (_, sent) = send(&mut manager, &members[1], bob, &ping);
+        replayed += v2_events(&sent, bob)
+            .iter()
+            .filter(|event| matches!(event, ServerV2::Msg(_)))
+            .count();
+    }
+    assert!(
+        replayed <= usize::try_from(REPLAY_BUDGET.burst).unwrap() + 10,
+        "a member cannot pull unbounded replays: {replayed}"
+    );
+    assert!(replayed >= 200, "but a real gap is filled: {replayed}");
+}
+
+#[test]
+fn pairing_fills_the_oldest_waiting_room_first() {
+    let mut manager = manager();
+    let now = Instant::now();
+    let first = manager.pair("ann", 0, now).unwrap();
+    let second = manager.pair("ben", 0, now).unwrap();
+    let third = manager.pair("cat", 0, now).unwrap();
+    assert_eq!(first.room, second.room);
+    assert!(first.host && !second.host);
+    assert_ne!(third.room, first.room);
+    let fourth = manager.pair("dan", 0, now).unwrap();
+    assert_eq!(fourth.room, third.room);
+    // A name already waiting in a room is not paired with itself.
+    let lone = manager.pair("eve", 0, now).unwrap();
+    let same_name = manager.pair("EVE", 0, now).unwrap();
+    assert_ne!(lone.room, same_name.room);
+}
+
+#[test]
+fn revoking_a_host_grant_removes_its_room() {
+    let mut manager = manager();
+    let host = manager
+        .create(ROOM, "alice", RoomKind::Public, 0, Instant::now())
+        .unwrap();
+    manager.revoke(&host.token);
+    assert_eq!(manager.room_count(), 0);
+    assert_eq!(manager.member_count(), 0);
+    assert!(
+        manager
+            .create(ROOM, "bob", RoomKind::Public, 0, Instant::now())
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_snapshot_restores_to_the_same_rooms_and_tokens() {
+    let (mut manager, members) = create_with_members(&["alice", "bob"]);
+    send(&mut manager, &members[1], addr(9), b"__REGISTER__");
+    let snapshot = manager.snapshot();
+    let restored = RoomManager::restore(
+        snapshot.clone(),
+        Limits::default(),
+        FloodPolicy::OFF,
+        None,
+        Instant::now(),
+    )
+    .unwrap();
+    assert_eq!(restored.snapshot(), snapshot);
+    assert_eq!(restored.member_count(), 2);
+}
