@@ -19,13 +19,15 @@ fn v2(message: &ClientV2) -> Vec<u8> {
     bytes
 }
 
-/// Sends one message body and returns what the manager queued, decoded, with recipients.
-fn send(
-    manager: &mut RoomManager,
-    member: &Membership,
-    from: SocketAddr,
-    body: &[u8],
-) -> (Result<(), DropReason>, Vec<(SocketAddr, Vec<u8>)>) {
+/// What the manager made of one datagram.
+struct Handled {
+    result: Result<(), DropReason>,
+    /// Every queued frame with its destination.
+    sent: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+/// Sends one message body and returns what the manager queued, with recipients.
+fn send(manager: &mut RoomManager, member: &Membership, from: SocketAddr, body: &[u8]) -> Handled {
     let mut out = Outbox::default();
     let result = manager.handle_datagram(
         &member.room,
@@ -39,7 +41,7 @@ fn send(
         .datagrams()
         .map(|(frame, to)| (to, frame.to_vec()))
         .collect();
-    (result, sent)
+    Handled { result, sent }
 }
 
 fn v2_events(sent: &[(SocketAddr, Vec<u8>)], to: SocketAddr) -> Vec<ServerV2> {
@@ -87,7 +89,7 @@ fn a_retransmission_is_acked_with_the_same_id_and_relayed_once() {
         text: "hi".into(),
     });
 
-    let (result, sent) = send(&mut manager, &members[0], alice, &msg);
+    let Handled { result, sent } = send(&mut manager, &members[0], alice, &msg);
     assert_eq!(result, Ok(()));
     assert_eq!(v2_events(&sent, alice), [ServerV2::Ack { seq: 1, id: 1 }]);
     assert!(matches!(
@@ -95,9 +97,12 @@ fn a_retransmission_is_acked_with_the_same_id_and_relayed_once() {
         [ServerV2::Msg(ChatMessage { id: 1, .. })]
     ));
 
-    let (_, again) = send(&mut manager, &members[0], alice, &msg);
-    assert_eq!(v2_events(&again, alice), [ServerV2::Ack { seq: 1, id: 1 }]);
-    assert!(v2_events(&again, bob).is_empty(), "relayed only once");
+    let again = send(&mut manager, &members[0], alice, &msg);
+    assert_eq!(
+        v2_events(&again.sent, alice),
+        [ServerV2::Ack { seq: 1, id: 1 }]
+    );
+    assert!(v2_events(&again.sent, bob).is_empty(), "relayed only once");
 }
 
 #[test]
@@ -112,14 +117,14 @@ fn version_one_and_two_members_read_each_other() {
         &v2(&ClientV2::Register { last_id: None }),
     );
 
-    let (_, sent) = send(&mut manager, &members[0], old, b"plain text");
+    let Handled { sent, .. } = send(&mut manager, &members[0], old, b"plain text");
     let to_new = v2_events(&sent, new);
     assert!(
         matches!(&to_new[..], [ServerV2::Msg(m)] if m.text == "plain text" && m.from == "old"),
         "{to_new:?}"
     );
 
-    let (_, sent) = send(
+    let Handled { sent, .. } = send(
         &mut manager,
         &members[1],
         new,
@@ -164,7 +169,7 @@ fn replays_are_bounded_by_the_members_budget() {
     let ping = v2(&ClientV2::Ping { last_id: Some(100) });
     let mut replayed = 0;
     for _ in 0..20 {
-        let (_, sent) = send(&mut manager, &members[1], bob, &ping);
+        let Handled { sent, .. } = send(&mut manager, &members[1], bob, &ping);
         replayed += v2_events(&sent, bob)
             .iter()
             .filter(|event| matches!(event, ServerV2::Msg(_)))
