@@ -12,16 +12,18 @@ pub const DEFAULT_TCP_PORT: u16 = 9090;
 pub const DEFAULT_UDP_PORT: u16 = 9091;
 
 const EXIT_CODES_HELP: &str = "\
-Lines typed on standard input are sent to the room; /quit or end of input leaves it.
+Lines typed on standard input are sent to the room, one message per line. In the chat:
+  /who  /history [N]  /next (pair rooms)  /help  /quit (end of input leaves too)
 
 Exit codes:
-  0  normal end: /quit, end of input, or the room was closed by its host
+  0  normal end: /quit, end of input, or the room was closed
   1  any other error
   2  usage error: bad arguments, or an invalid room name or username
   3  the server refused the request (its error code and message are printed)
   4  cannot reach the server: connection refused or timed out, no reply, no answer on UDP";
 
-/// Terminal client for the chat messenger: creates or joins a room and chats in it.
+/// Terminal client for the chat messenger: creates, joins or pairs into a room and chats in
+/// it, or lists the rooms.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
 #[command(name = "chat-client", version, about, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
@@ -39,6 +41,10 @@ pub struct Cli {
     /// `chat_client=debug` [default: RUST_LOG when set, else warn].
     #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: Option<String>,
+    /// Speak version 1 of the chat protocol (for the reference server): no acks, no
+    /// history, no typing indicators, no commands but /quit.
+    #[arg(long, global = true)]
+    pub v1: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -51,13 +57,27 @@ pub enum Command {
     Create(RoomArgs),
     /// Join an existing room.
     Join(RoomArgs),
+    /// Meet a random partner in a two-person room; /next finds another one.
+    Pair(PairArgs),
+    /// List the rooms on the server and exit.
+    Rooms,
 }
 
 impl Command {
-    /// The room and username, whichever the operation.
-    pub fn room_args(&self) -> &RoomArgs {
+    /// The room and username of create and join.
+    pub fn room_args(&self) -> Option<&RoomArgs> {
         match self {
-            Self::Create(args) | Self::Join(args) => args,
+            Self::Create(args) | Self::Join(args) => Some(args),
+            Self::Pair(_) | Self::Rooms => None,
+        }
+    }
+
+    /// The username, for every operation that joins a room.
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Self::Create(args) | Self::Join(args) => Some(&args.name),
+            Self::Pair(args) => Some(&args.name),
+            Self::Rooms => None,
         }
     }
 }
@@ -71,6 +91,41 @@ pub struct RoomArgs {
     /// Your username in the room (1 to 32 bytes, unique in the room).
     #[arg(long, value_name = "NAME")]
     pub name: String,
+    /// On create: makes the room private. On join: the room's password (asked for when
+    /// needed and missing, if standard input is a terminal).
+    #[arg(long, value_name = "PW")]
+    pub password: Option<Password>,
+}
+
+/// As whom to pair.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct PairArgs {
+    /// Your username (1 to 32 bytes).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+}
+
+/// A room password; its `Debug` form hides it so that it never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// The password itself, for the handshake request only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Password {
+    fn from(password: String) -> Self {
+        Self(password)
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
 }
 
 #[cfg(test)]
@@ -88,9 +143,42 @@ mod tests {
             cli.command,
             Command::Join(RoomArgs {
                 room: "lobby".into(),
-                name: "bob".into()
+                name: "bob".into(),
+                password: None,
             })
         );
+        assert!(!cli.v1);
+    }
+
+    #[test]
+    fn pair_rooms_and_v1_parse() {
+        let cli = Cli::try_parse_from(["chat-client", "--v1", "pair", "--name", "bob"]).unwrap();
+        assert!(cli.v1);
+        assert_eq!(cli.command.username(), Some("bob"));
+        assert_eq!(cli.command.room_args(), None);
+        let cli = Cli::try_parse_from(["chat-client", "rooms", "--v1"]).unwrap();
+        assert_eq!(cli.command, Command::Rooms);
+        assert!(cli.v1);
+    }
+
+    #[test]
+    fn passwords_parse_and_never_show_in_debug_output() {
+        let cli = Cli::try_parse_from([
+            "chat-client",
+            "join",
+            "den",
+            "--name",
+            "bob",
+            "--password",
+            "hunter2",
+        ])
+        .unwrap();
+        let args = cli.command.room_args().unwrap();
+        assert_eq!(
+            args.password.as_ref().map(Password::expose),
+            Some("hunter2")
+        );
+        assert!(!format!("{cli:?}").contains("hunter2"));
     }
 
     #[test]

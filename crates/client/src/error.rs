@@ -126,6 +126,23 @@ pub enum ClientError {
         /// How many `__REGISTER__` datagrams were sent.
         attempts: u32,
     },
+    /// The server stopped answering for longer than the client waits.
+    #[error(
+        "the server at {addr} has not answered for {} s; giving up",
+        silent_for.as_secs()
+    )]
+    ServerSilent {
+        /// The server's UDP address.
+        addr: SocketAddr,
+        /// How long it had been silent.
+        silent_for: Duration,
+    },
+    /// The line editor could not take over the terminal.
+    #[error("cannot use the terminal: {0}")]
+    Terminal(String),
+    /// The password prompt failed (no terminal to ask on, or reading it failed).
+    #[error("cannot read the password: {0}")]
+    Password(#[source] io::Error),
     /// Standard input could not be read.
     #[error("cannot read standard input: {0}")]
     Input(#[source] io::Error),
@@ -145,7 +162,8 @@ impl ClientError {
     ///   arguments);
     /// - 3 ([`EXIT_REFUSED`]): the server refused the handshake;
     /// - 4 ([`EXIT_UNREACHABLE`]): the server cannot be reached (name not resolved, connection
-    ///   refused or timed out, connection closed or silent before replying, no answer on UDP).
+    ///   refused or timed out, connection closed or silent before replying, no answer on UDP,
+    ///   or silent on UDP for minutes in the middle of a chat).
     ///
     /// A normal end exits 0 ([`EXIT_OK`]) and is not an error.
     pub fn exit_code(&self) -> u8 {
@@ -159,7 +177,8 @@ impl ClientError {
             | Self::HandshakeIo(_)
             | Self::ClosedEarly
             | Self::HandshakeTimeout(_)
-            | Self::RegistrationUnanswered { .. } => EXIT_UNREACHABLE,
+            | Self::RegistrationUnanswered { .. }
+            | Self::ServerSilent { .. } => EXIT_UNREACHABLE,
             Self::Request(_)
             | Self::InvalidReply(_)
             | Self::UdpSetup { .. }
@@ -167,6 +186,8 @@ impl ClientError {
             | Self::Framing(_)
             | Self::Input(_)
             | Self::Output(_)
+            | Self::Terminal(_)
+            | Self::Password(_)
             | Self::Runtime(_) => EXIT_FAILURE,
         }
     }
@@ -217,6 +238,10 @@ mod tests {
             ClientError::RegistrationUnanswered {
                 addr: localhost(),
                 attempts: 5,
+            },
+            ClientError::ServerSilent {
+                addr: localhost(),
+                silent_for: Duration::from_secs(300),
             },
         ];
         for error in unreachable {

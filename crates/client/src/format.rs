@@ -2,7 +2,7 @@
 //! terminal) and `* TEXT` for notices. Everything that came from the network is sanitized.
 
 use chat_protocol::v2::{ChatMessage, CloseReason, LeaveReason, V2ErrorCode};
-use chrono::{DateTime, FixedOffset, Local, TimeZone};
+use chrono::{DateTime, Local, TimeZone};
 
 use crate::display::sanitize;
 
@@ -28,25 +28,21 @@ pub fn chat_line(message: &ChatMessage, style: LineStyle) -> String {
 
 /// `HH:MM` of a Unix-milliseconds timestamp in the local time zone.
 pub fn local_clock(ts_ms: u64) -> String {
-    match utc(ts_ms) {
-        Some(instant) => instant.with_timezone(&Local).format("%H:%M").to_string(),
-        None => "--:--".to_owned(),
-    }
+    clock_in(ts_ms, &Local)
 }
 
-/// `HH:MM` of a Unix-milliseconds timestamp at a fixed offset from UTC.
-pub fn clock_at(ts_ms: u64, offset: FixedOffset) -> String {
-    match utc(ts_ms) {
-        Some(instant) => offset
-            .from_utc_datetime(&instant.naive_utc())
-            .format("%H:%M")
-            .to_string(),
-        None => "--:--".to_owned(),
-    }
-}
-
-fn utc(ts_ms: u64) -> Option<DateTime<chrono::Utc>> {
-    DateTime::from_timestamp_millis(i64::try_from(ts_ms).ok()?)
+/// `HH:MM` of a Unix-milliseconds timestamp in `zone`; `--:--` for one out of range.
+pub fn clock_in<Tz: TimeZone>(ts_ms: u64, zone: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    i64::try_from(ts_ms)
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "--:--".to_owned(),
+            |instant| instant.with_timezone(zone).format("%H:%M").to_string(),
+        )
 }
 
 /// A notice line: `* TEXT`.
@@ -126,6 +122,8 @@ pub fn quote(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use chrono::FixedOffset;
+
     use super::*;
 
     fn message(from: &str, text: &str, ts: u64) -> ChatMessage {
@@ -157,14 +155,17 @@ mod tests {
         let ts = 1_609_506_309_000;
         let utc = FixedOffset::east_opt(0).unwrap();
         let paris = FixedOffset::east_opt(3600).unwrap();
-        assert_eq!(clock_at(ts, utc), "13:05");
-        assert_eq!(clock_at(ts, paris), "14:05");
-        assert_eq!(clock_at(u64::MAX, utc), "--:--");
+        assert_eq!(clock_in(ts, &utc), "13:05");
+        assert_eq!(clock_in(ts, &paris), "14:05");
+        assert_eq!(clock_in(u64::MAX, &utc), "--:--");
     }
 
     #[test]
     fn network_text_cannot_forge_lines() {
-        let line = chat_line(&message("mal\nlory", "hi\u{1b}[2J", 0), LineStyle::default());
+        let line = chat_line(
+            &message("mal\nlory", "hi\u{1b}[2J", 0),
+            LineStyle::default(),
+        );
         assert_eq!(line, "mal\u{FFFD}lory: hi\u{FFFD}[2J");
         assert_eq!(joined("eve\r\nbob"), "* eve\u{FFFD}\u{FFFD}bob joined");
     }
@@ -217,7 +218,10 @@ mod tests {
         let line = refused(V2ErrorCode::TooLarge, "", &long);
         assert_eq!(
             line,
-            format!("* not sent, the message is too long: \"{}…\"", "é".repeat(40))
+            format!(
+                "* not sent, the message is too long: \"{}…\"",
+                "é".repeat(40)
+            )
         );
     }
 }

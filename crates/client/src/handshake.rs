@@ -1,11 +1,11 @@
-//! The TCRP handshake: one request frame over TCP, two reply frames back, and the grant (or a
-//! typed refusal) that comes out of them.
+//! The TCRP handshake: one request frame over TCP, two reply frames back, and the grant or
+//! room list (or a typed refusal) that comes out of them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_protocol::limits::{MAX_TCRP_PAYLOAD, TCRP_HEADER_LEN};
-use chat_protocol::tcrp::{Frame, Grant, Operation, State, UserRequest};
+use chat_protocol::tcrp::{Frame, Grant, Operation, RoomList, State, UserRequest};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,9 +47,9 @@ impl Default for Timeouts {
 /// What the client asks the server for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    /// Create or join.
+    /// Create, join or pair.
     pub operation: Operation,
-    /// The room, already checked against the naming rules.
+    /// The room, already checked against the naming rules; empty for pair.
     pub room: String,
     /// Who is asking.
     pub user: UserRequest,
@@ -96,13 +96,50 @@ pub async fn perform(
     timeouts: Timeouts,
 ) -> Result<Admission, ClientError> {
     let frame = request.encode()?;
-    let stream = connect(host, port, timeouts.connect).await?;
-    let server = stream.peer_addr().map_err(ClientError::HandshakeIo)?;
-    let grant = tokio::time::timeout(timeouts.exchange, exchange(stream, &frame))
-        .await
-        .map_err(|_| ClientError::HandshakeTimeout(timeouts.exchange))??;
+    let (server, payload) = ask(host, port, &frame, timeouts).await?;
+    let grant: Grant = parse_json(&payload, "grant")?;
+    if grant.token.is_empty() {
+        return Err(ClientError::InvalidReply(
+            "the request was accepted but no token was issued".into(),
+        ));
+    }
+    // The datagram envelope gives the token a one-byte size field.
+    if grant.token.len() > usize::from(u8::MAX) {
+        return Err(ClientError::InvalidReply(format!(
+            "the token is {} bytes long, more than a datagram can carry",
+            grant.token.len()
+        )));
+    }
     tracing::debug!(%server, room = ?grant.room, "handshake accepted");
     Ok(Admission { server, grant })
+}
+
+/// Asks the server at `host:port` for its room list (operation 4, empty room name).
+pub async fn list_rooms(
+    host: &str,
+    port: u16,
+    timeouts: Timeouts,
+) -> Result<RoomList, ClientError> {
+    let frame = Frame::new(Operation::List as u8, State::Request, "", Vec::new())
+        .encode()
+        .map_err(ClientError::Request)?;
+    let (_, payload) = ask(host, port, &frame, timeouts).await?;
+    parse_json(&payload, "room list")
+}
+
+/// One exchange: the accepted request's complete payload, with the address that answered.
+async fn ask(
+    host: &str,
+    port: u16,
+    frame: &[u8],
+    timeouts: Timeouts,
+) -> Result<(SocketAddr, Vec<u8>), ClientError> {
+    let stream = connect(host, port, timeouts.connect).await?;
+    let server = stream.peer_addr().map_err(ClientError::HandshakeIo)?;
+    let payload = tokio::time::timeout(timeouts.exchange, exchange(stream, frame))
+        .await
+        .map_err(|_| ClientError::HandshakeTimeout(timeouts.exchange))??;
+    Ok((server, payload))
 }
 
 /// Resolves `host` and connects to the first address that accepts, so that a name such as
@@ -131,7 +168,7 @@ async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, 
     }))
 }
 
-async fn exchange(mut stream: TcpStream, request: &[u8]) -> Result<Grant, ClientError> {
+async fn exchange(mut stream: TcpStream, request: &[u8]) -> Result<Vec<u8>, ClientError> {
     stream
         .write_all(request)
         .await
@@ -140,7 +177,7 @@ async fn exchange(mut stream: TcpStream, request: &[u8]) -> Result<Grant, Client
 
     let compliance_frame = replies.next_frame().await?;
     expect_state(&compliance_frame, State::Compliance)?;
-    let compliance: ComplianceReply = parse_json(&compliance_frame, "compliance")?;
+    let compliance: ComplianceReply = parse_json(&compliance_frame.payload, "compliance")?;
     if compliance.success != 1 {
         // The second frame only carries an empty token; the refusal is complete without it.
         return Err(ClientError::Refused {
@@ -157,20 +194,7 @@ async fn exchange(mut stream: TcpStream, request: &[u8]) -> Result<Grant, Client
 
     let complete_frame = replies.next_frame().await?;
     expect_state(&complete_frame, State::Complete)?;
-    let grant: Grant = parse_json(&complete_frame, "grant")?;
-    if grant.token.is_empty() {
-        return Err(ClientError::InvalidReply(
-            "the request was accepted but no token was issued".into(),
-        ));
-    }
-    // The datagram envelope gives the token a one-byte size field.
-    if grant.token.len() > usize::from(u8::MAX) {
-        return Err(ClientError::InvalidReply(format!(
-            "the token is {} bytes long, more than a datagram can carry",
-            grant.token.len()
-        )));
-    }
-    Ok(grant)
+    Ok(complete_frame.payload)
 }
 
 fn expect_state(frame: &Frame, expected: State) -> Result<(), ClientError> {
@@ -184,8 +208,8 @@ fn expect_state(frame: &Frame, expected: State) -> Result<(), ClientError> {
     }
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(frame: &Frame, what: &str) -> Result<T, ClientError> {
-    serde_json::from_slice(&frame.payload)
+fn parse_json<T: for<'de> Deserialize<'de>>(payload: &[u8], what: &str) -> Result<T, ClientError> {
+    serde_json::from_slice(payload)
         .map_err(|error| ClientError::InvalidReply(format!("the {what} payload: {error}")))
 }
 
@@ -487,6 +511,45 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, ClientError::InvalidReply(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn room_lists_are_requested_with_operation_4_and_an_empty_name() {
+        let (port, server) = fake_server(|mut stream| async move {
+            let list = RoomList {
+                rooms: vec![chat_protocol::tcrp::RoomSummary {
+                    name: "lobby".into(),
+                    members: 3,
+                    private: false,
+                }],
+            };
+            let mut bytes = Frame::new(
+                Operation::List as u8,
+                State::Compliance,
+                "",
+                to_json_payload(&Compliance::accepted()),
+            )
+            .encode()
+            .unwrap();
+            bytes.extend(
+                Frame::new(
+                    Operation::List as u8,
+                    State::Complete,
+                    "",
+                    to_json_payload(&list),
+                )
+                .encode()
+                .unwrap(),
+            );
+            stream.write_all(&bytes).await.unwrap();
+        })
+        .await;
+        let list = list_rooms("127.0.0.1", port, timeouts()).await.unwrap();
+        assert_eq!(list.rooms.len(), 1);
+        assert_eq!(list.rooms[0].name, "lobby");
+        let request = server.await.unwrap();
+        assert_eq!(request.operation, Operation::List as u8);
+        assert_eq!(request.room_name, "");
     }
 
     #[tokio::test]

@@ -80,9 +80,10 @@ impl Keepalive {
         std::mem::take(&mut self.notice_shown)
     }
 
-    /// Messages are missing: probe again soon instead of at the next regular ping.
-    pub fn want_fill(&mut self) {
-        self.fill_wanted = true;
+    /// Whether messages are missing: while they are, the next probe comes soon instead of at
+    /// the next regular ping.
+    pub fn want_fill(&mut self, wanted: bool) {
+        self.fill_wanted = wanted;
     }
 
     /// When the next probe is due.
@@ -163,8 +164,14 @@ mod tests {
         let start = Instant::now();
         let mut keepalive = Keepalive::new(KeepaliveTiming::default(), start);
         assert_eq!(keepalive.poll_probe(start + secs(2.0)), Some(Probe::Ping));
-        assert_eq!(keepalive.poll_probe(start + secs(4.0)), Some(Probe::Register));
-        assert_eq!(keepalive.poll_probe(start + secs(6.0)), Some(Probe::Register));
+        assert_eq!(
+            keepalive.poll_probe(start + secs(4.0)),
+            Some(Probe::Register)
+        );
+        assert_eq!(
+            keepalive.poll_probe(start + secs(6.0)),
+            Some(Probe::Register)
+        );
         keepalive.heard(start + secs(6.5));
         assert_eq!(keepalive.poll_probe(start + secs(8.0)), Some(Probe::Ping));
     }
@@ -174,7 +181,7 @@ mod tests {
         let start = Instant::now();
         let mut keepalive = Keepalive::new(KeepaliveTiming::default(), start);
         keepalive.poll_probe(start + secs(2.0));
-        keepalive.want_fill();
+        keepalive.want_fill(true);
         assert_eq!(keepalive.next_probe(), start + secs(2.3));
         assert_eq!(keepalive.poll_probe(start + secs(2.2)), None);
         assert_eq!(keepalive.poll_probe(start + secs(2.3)), Some(Probe::Ping));
@@ -190,7 +197,10 @@ mod tests {
         assert_eq!(keepalive.next_wakeup(), start + secs(2.0));
         assert_eq!(keepalive.poll_silence(start + secs(10.0)), Silence::Noticed);
         assert_eq!(keepalive.poll_silence(start + secs(12.0)), Silence::Nothing);
-        assert!(keepalive.heard(start + secs(13.0)), "tell the user it is back");
+        assert!(
+            keepalive.heard(start + secs(13.0)),
+            "tell the user it is back"
+        );
         assert!(!keepalive.heard(start + secs(14.0)), "only once");
     }
 
@@ -199,7 +209,10 @@ mod tests {
         let start = Instant::now();
         let mut keepalive = Keepalive::new(KeepaliveTiming::default(), start);
         assert_eq!(keepalive.poll_silence(start + secs(10.0)), Silence::Noticed);
-        assert_eq!(keepalive.poll_silence(start + secs(299.0)), Silence::Nothing);
+        assert_eq!(
+            keepalive.poll_silence(start + secs(299.0)),
+            Silence::Nothing
+        );
         assert_eq!(keepalive.poll_silence(start + secs(300.0)), Silence::GiveUp);
     }
 }

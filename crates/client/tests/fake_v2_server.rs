@@ -1,0 +1,536 @@
+//! The `chat-client` binary against a scripted version-2 server on 127.0.0.1: the test plays
+//! the server's side of the handshake and of the datagrams, including loss, duplicates and
+//! reordering, and checks what the user sees and what reaches the server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chat_protocol::tcrp::{Compliance, ErrorCode, Frame, Grant, RoomList, RoomSummary, State};
+use chat_protocol::tcrp::{UserRequest, to_json_payload};
+use chat_protocol::ucrp::{ClientMessage, Datagram, V2_MARKER, encode_v2};
+use chat_protocol::v2::{ChatMessage, ClientV2, CloseReason, ServerV2, V2ErrorCode};
+
+/// Generous: a correct client answers in milliseconds.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
+const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// The server side: a TCP listener for one handshake, a UDP socket for the datagrams.
+struct FakeServer {
+    tcp: TcpListener,
+    udp: UdpSocket,
+    client: Option<SocketAddr>,
+}
+
+impl FakeServer {
+    fn new() -> Self {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1");
+        udp.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("set the UDP read timeout");
+        Self {
+            tcp: TcpListener::bind("127.0.0.1:0").expect("bind a TCP listener on 127.0.0.1"),
+            udp,
+            client: None,
+        }
+    }
+
+    fn tcp_port(&self) -> u16 {
+        self.tcp
+            .local_addr()
+            .expect("the listener has an address")
+            .port()
+    }
+
+    /// Answers one handshake with `compliance` and `complete`, returning the request.
+    fn answer_handshake(&self, compliance: &Compliance, complete: Vec<u8>) -> Frame {
+        let (mut stream, _) = self.tcp.accept().expect("accept the client's connection");
+        stream
+            .set_read_timeout(Some(EVENT_TIMEOUT))
+            .expect("set the TCP read timeout");
+        let mut buffer = Vec::new();
+        let request = loop {
+            if let Some((frame, _)) =
+                Frame::decode(&buffer).expect("the client sends a well-formed frame")
+            {
+                break frame;
+            }
+            let mut chunk = [0u8; 1024];
+            let read = stream.read(&mut chunk).expect("read the request");
+            assert!(read > 0, "the client closed before sending its request");
+            buffer.extend_from_slice(&chunk[..read]);
+        };
+        let op = request.operation;
+        let mut reply = Frame::new(op, State::Compliance, "lobby", to_json_payload(compliance))
+            .encode()
+            .expect("encodable reply");
+        reply.extend(
+            Frame::new(op, State::Complete, "lobby", complete)
+                .encode()
+                .expect("encodable reply"),
+        );
+        stream.write_all(&reply).expect("send the replies");
+        request
+    }
+
+    /// Grants `username` a membership in "lobby" whose datagrams go to this fake.
+    fn grant(&self, username: &str) -> Frame {
+        let grant = Grant {
+            token: TOKEN.into(),
+            room: Some("lobby".into()),
+            username: Some(username.into()),
+            host: Some(false),
+            udp_port: Some(
+                self.udp
+                    .local_addr()
+                    .expect("the UDP socket has an address")
+                    .port(),
+            ),
+        };
+        self.answer_handshake(&Compliance::accepted(), to_json_payload(&grant))
+    }
+
+    /// The next version-2 message from the client within the event timeout.
+    fn next(&mut self) -> ClientV2 {
+        self.next_matching(|_| true)
+    }
+
+    /// The next version-2 message from the client that `wanted` accepts.
+    fn next_matching(&mut self, wanted: impl Fn(&ClientV2) -> bool) -> ClientV2 {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let mut buffer = [0u8; 8192];
+        while Instant::now() < deadline {
+            let Ok((len, from)) = self.udp.recv_from(&mut buffer) else {
+                continue;
+            };
+            let datagram =
+                Datagram::decode(&buffer[..len]).expect("the client sends well-formed envelopes");
+            assert_eq!(datagram.room, "lobby");
+            assert_eq!(datagram.token, TOKEN.as_bytes());
+            assert_eq!(datagram.message.first(), Some(&V2_MARKER), "version 2");
+            let ClientMessage::V2(message) = ClientMessage::decode(datagram.message)
+                .expect("the client sends well-formed messages")
+            else {
+                panic!("not a version-2 message");
+            };
+            self.client = Some(from);
+            if wanted(&message) {
+                return message;
+            }
+        }
+        panic!("the client sent nothing wanted in time");
+    }
+
+    fn send(&self, message: &ServerV2) {
+        let mut datagram = Vec::new();
+        encode_v2(message, &mut datagram);
+        let client = self.client.expect("the client spoke first");
+        self.udp
+            .send_to(&datagram, client)
+            .expect("send a datagram to the client");
+    }
+
+    /// Confirms a first registration: members, join history, pong.
+    fn welcome(&mut self, names: &[&str], history: &[ChatMessage], latest: u64) {
+        assert_eq!(self.next(), ClientV2::Register { last_id: None });
+        self.send(&ServerV2::Members {
+            names: names.iter().map(|name| (*name).to_owned()).collect(),
+            host: names[0].to_owned(),
+        });
+        for message in history {
+            self.send(&ServerV2::Msg(message.clone()));
+        }
+        self.send(&ServerV2::Pong { id: latest });
+    }
+}
+
+fn chat(id: u64, from: &str, text: &str) -> ChatMessage {
+    ChatMessage {
+        id,
+        from: from.into(),
+        text: text.into(),
+        ts: 1_700_000_000_000,
+    }
+}
+
+fn is_msg(message: &ClientV2) -> bool {
+    matches!(message, ClientV2::Msg { .. })
+}
+
+/// `chat-client` with piped stdin, stdout and stderr.
+struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Client {
+    fn start(tcp_port: u16, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
+            .args(["--server", "127.0.0.1", "--tcp-port", &tcp_port.to_string()])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chat-client");
+        let (sender, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let err_sender = sender.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if err_sender.send(format!("[stderr] {line}")).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Self {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        writeln!(stdin, "{line}").expect("write to chat-client");
+        stdin.flush().expect("flush chat-client's stdin");
+    }
+
+    fn expect_line(&mut self, expected: &str) {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line.clone());
+            if line == expected {
+                return;
+            }
+        }
+        panic!(
+            "expected {expected:?}; the client printed:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Closes stdin, then returns every line printed up to the exit, and the exit status.
+    fn finish(mut self) -> (Vec<String>, ExitStatus) {
+        self.stdin = None;
+        self.wait_exit()
+    }
+
+    /// Every line printed up to the exit, then the exit status; stdin stays open.
+    fn wait_exit(mut self) -> (Vec<String>, ExitStatus) {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the client's exit") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the client did not exit");
+            thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        (std::mem::take(&mut self.seen), status)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn prints_every_message_once_in_id_order_despite_loss_reordering_and_duplicates() {
+    let mut server = FakeServer::new();
+    let mut client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let request = server.grant("bob");
+    assert_eq!(
+        UserRequest::parse(&request.payload).unwrap().username,
+        "bob"
+    );
+    server.welcome(
+        &["alice", "bob"],
+        &[chat(1, "alice", "old one"), chat(2, "alice", "old two")],
+        2,
+    );
+    client.expect_line("* welcome to lobby, bob; here now: alice (host), bob");
+    client.expect_line("alice: old two");
+
+    client.type_line("hello");
+    assert_eq!(
+        server.next_matching(is_msg),
+        ClientV2::Msg {
+            seq: 1,
+            text: "hello".into()
+        }
+    );
+    // That copy is "lost": no ack. The retransmission gets one.
+    assert_eq!(
+        server.next_matching(is_msg),
+        ClientV2::Msg {
+            seq: 1,
+            text: "hello".into()
+        }
+    );
+    // Alice's 4 overtakes the ack that puts bob's message at 3, and arrives twice.
+    server.send(&ServerV2::Msg(chat(4, "alice", "after you")));
+    server.send(&ServerV2::Ack { seq: 1, id: 3 });
+    server.send(&ServerV2::Msg(chat(4, "alice", "after you")));
+    // 6 arrives, 5 is lost: the client must ask with its last contiguous id.
+    server.send(&ServerV2::Msg(chat(6, "alice", "six")));
+    server.next_matching(|m| *m == ClientV2::Ping { last_id: Some(4) });
+    server.send(&ServerV2::Msg(chat(5, "alice", "five")));
+    server.send(&ServerV2::Msg(chat(6, "alice", "six")));
+    server.send(&ServerV2::Pong { id: 6 });
+    client.expect_line("alice: six");
+
+    let (lines, status) = client.finish();
+    assert!(status.success(), "{status:?}\n{}", lines.join("\n"));
+    let chat_lines: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .filter(|line| !line.starts_with('*'))
+        .collect();
+    assert_eq!(
+        chat_lines,
+        [
+            "alice: old one",
+            "alice: old two",
+            "bob: hello",
+            "alice: after you",
+            "alice: five",
+            "alice: six"
+        ]
+    );
+    // End of input leaves, three times in case one is lost.
+    let mut leaves = 0;
+    while leaves < 3 {
+        if server.next() == ClientV2::Leave {
+            leaves += 1;
+        }
+    }
+}
+
+#[test]
+fn refused_messages_are_reported_and_not_retransmitted() {
+    let mut server = FakeServer::new();
+    let mut client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    server.grant("bob");
+    server.welcome(&["alice", "bob"], &[], 0);
+    client.expect_line("* welcome to lobby, bob; here now: alice (host), bob");
+    client.type_line("spam");
+    let ClientV2::Msg { seq, .. } = server.next_matching(is_msg) else {
+        unreachable!()
+    };
+    server.send(&ServerV2::Error {
+        code: V2ErrorCode::RateLimited,
+        seq: Some(seq),
+        message: "slow down".into(),
+    });
+    client.expect_line("[stderr] * not sent, you are sending too fast: \"spam\"");
+    client.type_line("calm");
+    let next = server.next_matching(is_msg);
+    assert_eq!(
+        next,
+        ClientV2::Msg {
+            seq: seq + 1,
+            text: "calm".into()
+        },
+        "the refused seq is not sent again"
+    );
+}
+
+#[test]
+fn a_closed_room_ends_the_client_with_exit_0() {
+    let mut server = FakeServer::new();
+    let mut client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    server.grant("bob");
+    server.welcome(&["alice", "bob"], &[], 0);
+    client.expect_line("* welcome to lobby, bob; here now: alice (host), bob");
+    server.send(&ServerV2::Left {
+        name: "carol".into(),
+        reason: chat_protocol::v2::LeaveReason::Timeout,
+    });
+    client.expect_line("* carol timed out");
+    server.send(&ServerV2::RoomClosed {
+        reason: CloseReason::HostLeft,
+    });
+    client.expect_line("* the room was closed by its host");
+    let (lines, status) = client.finish();
+    assert_eq!(status.code(), Some(0), "{}", lines.join("\n"));
+}
+
+#[test]
+fn commands_ask_the_server_and_print_its_answers() {
+    let mut server = FakeServer::new();
+    let mut client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    server.grant("bob");
+    server.welcome(&["alice", "bob"], &[chat(9, "alice", "latest")], 9);
+    client.expect_line("alice: latest");
+    client.type_line("/who");
+    server.next_matching(|m| *m == ClientV2::Who);
+    server.send(&ServerV2::Members {
+        names: vec!["alice".into(), "bob".into()],
+        host: "alice".into(),
+    });
+    client.expect_line("* here now: alice (host), bob");
+    client.type_line("/history 2");
+    let request = server.next_matching(|m| matches!(m, ClientV2::History { .. }));
+    assert_eq!(
+        request,
+        ClientV2::History {
+            before: Some(9),
+            limit: Some(2)
+        }
+    );
+    server.send(&ServerV2::History {
+        messages: vec![chat(7, "alice", "seven"), chat(8, "alice", "eight")],
+        more: false,
+    });
+    client.expect_line("* earlier messages:");
+    client.expect_line("alice: seven");
+    client.expect_line("alice: eight");
+    client.expect_line("* end of earlier messages");
+    client.type_line("/next");
+    client.expect_line(
+        "* /next only works in pair rooms (start one with: chat-client pair --name NAME)",
+    );
+    client.type_line("/quit");
+    let (lines, status) = client.finish();
+    assert!(status.success(), "{}", lines.join("\n"));
+}
+
+#[test]
+fn a_server_that_never_confirms_registration_exits_4() {
+    let server = FakeServer::new();
+    let client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    server.grant("bob");
+    let (lines, status) = client.finish_after_registration_attempts(&server);
+    assert_eq!(status.code(), Some(4), "{}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|line| line.contains("did not answer")),
+        "{}",
+        lines.join("\n")
+    );
+}
+
+impl Client {
+    /// Counts the registers a silent server receives until the client gives up.
+    fn finish_after_registration_attempts(self, server: &FakeServer) -> (Vec<String>, ExitStatus) {
+        let mut registers = 0;
+        let mut buffer = [0u8; 8192];
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        while registers < 5 && Instant::now() < deadline {
+            if let Ok((len, _)) = server.udp.recv_from(&mut buffer) {
+                let datagram = Datagram::decode(&buffer[..len])
+                    .expect("the client sends well-formed envelopes");
+                if let Ok(ClientMessage::V2(ClientV2::Register { .. })) =
+                    ClientMessage::decode(datagram.message)
+                {
+                    registers += 1;
+                }
+            }
+        }
+        assert_eq!(registers, 5);
+        self.wait_exit()
+    }
+}
+
+#[test]
+fn rooms_prints_the_list_as_a_table() {
+    let server = FakeServer::new();
+    let client = Client::start(server.tcp_port(), &["rooms"]);
+    let list = RoomList {
+        rooms: vec![RoomSummary {
+            name: "lobby".into(),
+            members: 2,
+            private: true,
+        }],
+    };
+    let request = server.answer_handshake(&Compliance::accepted(), to_json_payload(&list));
+    assert_eq!(request.operation, 4);
+    assert_eq!(request.room_name, "");
+    let (lines, status) = client.finish();
+    assert!(status.success(), "{}", lines.join("\n"));
+    assert_eq!(
+        lines,
+        ["ROOM   MEMBERS  ACCESS", "lobby        2  password"]
+    );
+}
+
+#[test]
+fn a_wrong_password_without_a_terminal_is_a_refusal() {
+    let server = FakeServer::new();
+    let client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let refusal = Compliance::refused(ErrorCode::BadPassword, "the password is wrong");
+    server.answer_handshake(&refusal, to_json_payload(&Grant::failed()));
+    let (lines, status) = client.finish();
+    assert_eq!(status.code(), Some(3), "{}", lines.join("\n"));
+    assert_eq!(
+        lines,
+        ["[stderr] refused: bad_password: the password is wrong"]
+    );
+}
+
+#[test]
+fn version_1_is_spoken_with_the_v1_flag() {
+    let mut server = FakeServer::new();
+    let mut client = Client::start(
+        server.tcp_port(),
+        &["--v1", "join", "lobby", "--name", "bob"],
+    );
+    server.grant("bob");
+    let mut buffer = [0u8; 8192];
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    let from = loop {
+        assert!(Instant::now() < deadline, "no register");
+        if let Ok((len, from)) = server.udp.recv_from(&mut buffer) {
+            assert_eq!(
+                Datagram::decode(&buffer[..len]).unwrap().message,
+                b"__REGISTER__"
+            );
+            break from;
+        }
+    };
+    server.client = Some(from);
+    server
+        .udp
+        .send_to(b"\x01*welcome to lobby, bob", from)
+        .unwrap();
+    client.expect_line("* welcome to lobby, bob");
+    server.udp.send_to(b"\x05alicehi bob", from).unwrap();
+    client.expect_line("alice: hi bob");
+    client.type_line("hello");
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        assert!(Instant::now() < deadline, "no chat");
+        if let Ok((len, _)) = server.udp.recv_from(&mut buffer) {
+            let message = Datagram::decode(&buffer[..len]).unwrap().message;
+            // A slow machine can make the client register again before the welcome arrived.
+            if message != b"__REGISTER__" {
+                assert_eq!(message, b"hello");
+                break;
+            }
+        }
+    }
+    let (lines, status) = client.finish();
+    assert!(status.success(), "{}", lines.join("\n"));
+}
