@@ -38,6 +38,10 @@ pub const DEFAULT_HISTORY_PAGE: usize = 50;
 
 /// Pair rooms hold two people.
 pub const PAIR_ROOM_CAPACITY: usize = 2;
+/// How long someone who left a pair room is kept out of it when pairing again.
+const PAIR_REJOIN_WINDOW: Duration = Duration::from_secs(300);
+/// How many departures a pair room remembers for that.
+const PAIR_MEMORY: usize = 8;
 
 /// The manager as the front ends share it.
 pub type SharedManager = Arc<Mutex<RoomManager>>;
@@ -296,6 +300,7 @@ impl RoomManager {
             v1_recipients: Arc::from([]),
             v2_recipients: Arc::from([]),
             waiting_since: room_id,
+            left_lately: VecDeque::new(),
             last_id: 0,
             committed_id: 0,
             recent: VecDeque::new(),
@@ -415,6 +420,7 @@ impl RoomManager {
             .values()
             .filter(|room| room.kind == RoomKind::Pair && room.members.len() < PAIR_ROOM_CAPACITY)
             .filter(|room| room.member_named(&key).is_none())
+            .filter(|room| !room.left_lately(&key, now, PAIR_REJOIN_WINDOW))
             .min_by_key(|room| room.waiting_since)
             .map(|room| room.id);
         if let Some(room_id) = waiting {
@@ -780,6 +786,11 @@ impl RoomManager {
             // Back in the queue, behind whoever was already waiting.
             room.waiting_since = self.next_id;
             self.next_id += 1;
+            room.left_lately
+                .push_back((names::username_key(&member.username), Instant::now()));
+            if room.left_lately.len() > PAIR_MEMORY {
+                room.left_lately.pop_front();
+            }
         }
         if member.addr.is_some() {
             let text = match reason {
@@ -955,6 +966,7 @@ impl RoomManager {
                 v1_recipients: Arc::from([]),
                 v2_recipients: Arc::from([]),
                 waiting_since: room_id,
+                left_lately: VecDeque::new(),
                 last_id: 0,
                 committed_id: 0,
                 recent: VecDeque::new(),

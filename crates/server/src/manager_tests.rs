@@ -232,3 +232,22 @@ fn a_snapshot_restores_to_the_same_rooms_and_tokens() {
     assert_eq!(restored.snapshot(), snapshot);
     assert_eq!(restored.member_count(), 2);
 }
+
+#[test]
+fn next_does_not_pair_you_back_with_the_partner_you_left() {
+    let mut manager = manager();
+    let now = Instant::now();
+    let ann = manager.pair("ann", 0, now).unwrap();
+    let ben = manager.pair("ben", 0, now).unwrap();
+    assert_eq!(ann.room, ben.room);
+    // ben types /next: leaves, then pairs again.
+    let ben_addr = addr(2);
+    send(&mut manager, &ben, ben_addr, b"__REGISTER__");
+    let left = send(&mut manager, &ben, ben_addr, b"__LEAVE__");
+    assert_eq!(left.result, Ok(()));
+    let ben_again = manager.pair("ben", 0, now).unwrap();
+    assert_ne!(ben_again.room, ann.room, "ben waits for someone new");
+    // Someone new takes the seat ben left: ann has been waiting longest.
+    let cy = manager.pair("cy", 0, now).unwrap();
+    assert_eq!(cy.room, ann.room);
+}

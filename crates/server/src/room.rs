@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +121,9 @@ pub struct Room {
     pub v2_recipients: Arc<[Recipient]>,
     /// For pair rooms: when the room started waiting for a partner, for oldest-first pairing.
     pub waiting_since: u64,
+    /// For pair rooms: who left lately (username key, when), so that `/next` does not pair
+    /// someone straight back with the partner they just walked away from.
+    pub left_lately: VecDeque<(String, Instant)>,
     /// Newest message id handed out (stored or being stored).
     pub last_id: u64,
     /// Newest message id known to be stored.
@@ -168,6 +171,13 @@ impl Room {
         while self.recent.len() > REPLAY_CACHE {
             self.recent.pop_front();
         }
+    }
+
+    /// Whether someone of this name left this room less than `window` ago.
+    pub fn left_lately(&self, username_key: &str, now: Instant, window: Duration) -> bool {
+        self.left_lately
+            .iter()
+            .any(|(key, at)| key == username_key && now.saturating_duration_since(*at) < window)
     }
 
     /// Usernames in join order.
