@@ -75,7 +75,10 @@ mod tests {
     #[test]
     fn refuses_bad_names() {
         assert_eq!(validate_username(""), Err(NameError::Empty));
-        assert_eq!(validate_username(" bob"), Err(NameError::SurroundingWhitespace));
+        assert_eq!(
+            validate_username(" bob"),
+            Err(NameError::SurroundingWhitespace)
+        );
         assert_eq!(validate_username("bo\nb"), Err(NameError::ControlCharacter));
         assert_eq!(
             validate_username(&"x".repeat(33)),

@@ -42,8 +42,9 @@ pub enum UcrpError {
     /// A version-2 message that is not one of the contract's JSON objects.
     #[error("invalid version-2 message: {0}")]
     InvalidV2(#[source] serde_json::Error),
-    /// A sender name longer than 255 bytes cannot be framed.
-    #[error("sender name of {0} bytes does not fit in a frame")]
+    /// A sender name of 255 bytes or more cannot be framed: its size byte would be 0xFF, which
+    /// marks a version-2 message.
+    #[error("sender name of {0} bytes does not fit in a version-1 frame")]
     SenderTooLong(usize),
 }
 
@@ -146,8 +147,10 @@ impl<'a> ClientMessage<'a> {
 
 /// Appends a version-1 chat frame `[u8 sender len][sender][text]` to `out`.
 pub fn encode_v1_chat(sender: &str, text: &str, out: &mut Vec<u8>) -> Result<(), UcrpError> {
-    let sender_len =
-        u8::try_from(sender.len()).map_err(|_| UcrpError::SenderTooLong(sender.len()))?;
+    let sender_len = u8::try_from(sender.len())
+        .ok()
+        .filter(|&len| len != V2_MARKER)
+        .ok_or(UcrpError::SenderTooLong(sender.len()))?;
     let total = 1 + sender.len() + text.len();
     if total > MAX_DATAGRAM {
         return Err(UcrpError::TooLarge(total));
@@ -231,7 +234,10 @@ mod tests {
     #[test]
     fn short_and_oversized_datagrams_are_errors() {
         assert!(matches!(Datagram::decode(&[]), Err(UcrpError::Truncated)));
-        assert!(matches!(Datagram::decode(&[5, 64, b'x']), Err(UcrpError::Truncated)));
+        assert!(matches!(
+            Datagram::decode(&[5, 64, b'x']),
+            Err(UcrpError::Truncated)
+        ));
         assert!(matches!(
             Datagram::decode(&[0; 4097]),
             Err(UcrpError::TooLarge(4097))
@@ -240,13 +246,40 @@ mod tests {
 
     #[test]
     fn classifies_messages() {
-        assert_eq!(ClientMessage::decode(REGISTER).unwrap(), ClientMessage::Register);
+        assert_eq!(
+            ClientMessage::decode(REGISTER).unwrap(),
+            ClientMessage::Register
+        );
         assert_eq!(ClientMessage::decode(LEAVE).unwrap(), ClientMessage::Leave);
-        assert_eq!(ClientMessage::decode(b"hi").unwrap(), ClientMessage::Chat("hi"));
+        assert_eq!(
+            ClientMessage::decode(b"hi").unwrap(),
+            ClientMessage::Chat("hi")
+        );
         assert!(ClientMessage::decode(b"\xc3").is_err());
         assert_eq!(
             ClientMessage::decode(b"\xff{\"t\":\"who\"}").unwrap(),
             ClientMessage::V2(ClientV2::Who)
+        );
+    }
+
+    #[test]
+    fn a_sender_name_of_255_bytes_is_refused_not_read_back_as_version_2() {
+        // Found by the v1 round-trip property: a size byte of 255 is the version-2 marker, so
+        // the frame decoded as malformed JSON instead of chat.
+        let mut out = Vec::new();
+        assert!(matches!(
+            encode_v1_chat(&"s".repeat(255), "hi", &mut out),
+            Err(UcrpError::SenderTooLong(255))
+        ));
+        assert!(out.is_empty());
+        let longest = "s".repeat(254);
+        encode_v1_chat(&longest, "hi", &mut out).unwrap();
+        assert_eq!(
+            ServerDatagram::decode(&out).unwrap(),
+            ServerDatagram::Chat {
+                sender: &longest,
+                text: "hi"
+            }
         );
     }
 

@@ -1,15 +1,23 @@
 //! Version-2 messages: a `0xFF` byte then one JSON object whose `t` field names the type.
+//!
+//! Encoding is serde's internally tagged form. Decoding is written by hand on top of flat
+//! structs (see [`ClientV2`]'s `Deserialize`), because serde's derived decoder for an internally
+//! tagged enum first copies the whole object, unknown fields included, into a tree of its own:
+//! a datagram padded with `"x":[0,0,0,...]` then cost 16 to 32 bytes of heap per byte received.
 
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// What a version-2 client sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum ClientV2 {
     /// Bind this address; replay what came after `last_id`, or recent history without it.
     Register {
         /// Newest message id the client already has.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         last_id: Option<u64>,
     },
     /// A chat message; `seq` counts from 1 per token and makes retransmissions idempotent.
@@ -22,7 +30,7 @@ pub enum ClientV2 {
     /// Keepalive; the server answers `pong` and replays what came after `last_id`.
     Ping {
         /// Newest message id the client already has.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         last_id: Option<u64>,
     },
     /// The user is typing; relayed, never stored.
@@ -30,10 +38,10 @@ pub enum ClientV2 {
     /// Older messages, newest first page before `before`.
     History {
         /// Only messages with a smaller id; the newest when absent.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         before: Option<u64>,
         /// How many, at most 100.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
     /// Ask for the member list.
@@ -90,7 +98,7 @@ pub enum V2ErrorCode {
 }
 
 /// What the server sends a version-2 member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum ServerV2 {
     /// The message with that `seq` is stored as room message `id`.
@@ -148,11 +156,273 @@ pub enum ServerV2 {
         /// What went wrong.
         code: V2ErrorCode,
         /// The `seq` of the refused message, when it was a chat message.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
         /// A sentence for the user.
         message: String,
     },
+}
+
+/// Every field a client message can carry, read in one pass: unknown fields are skipped
+/// without being stored. A known field must have its contract type and appear at most once,
+/// whatever `t` says (the derived decoder ignored fields that `t` did not use).
+#[derive(Deserialize)]
+struct ClientWire {
+    t: ClientKind,
+    last_id: Option<WireU64>,
+    seq: Option<WireU64>,
+    text: Option<String>,
+    before: Option<WireU64>,
+    limit: Option<WireU64>,
+}
+
+/// The `t` values of [`ClientV2`].
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ClientKind {
+    Register,
+    Msg,
+    Ping,
+    Typing,
+    History,
+    Who,
+    Leave,
+    /// Refused after reading, without quoting: the derived refusal copies the unknown type
+    /// name (attacker-chosen, up to a whole datagram) into the error message.
+    #[serde(other)]
+    Unknown,
+}
+
+impl<'de> Deserialize<'de> for ClientV2 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire: ClientWire = read_object(deserializer)?;
+        Ok(match wire.t {
+            ClientKind::Register => Self::Register {
+                last_id: wire.last_id.map(WireU64::get),
+            },
+            ClientKind::Msg => Self::Msg {
+                seq: required(wire.seq, "seq")?.get(),
+                text: required(wire.text, "text")?,
+            },
+            ClientKind::Ping => Self::Ping {
+                last_id: wire.last_id.map(WireU64::get),
+            },
+            ClientKind::Typing => Self::Typing,
+            ClientKind::History => Self::History {
+                before: wire.before.map(WireU64::get),
+                limit: wire.limit.map(WireU64::to_u32).transpose()?,
+            },
+            ClientKind::Who => Self::Who,
+            ClientKind::Leave => Self::Leave,
+            ClientKind::Unknown => return Err(unknown_type()),
+        })
+    }
+}
+
+/// Every field a server message can carry, read in one pass like [`ClientWire`].
+#[derive(Deserialize)]
+struct ServerWire {
+    t: ServerKind,
+    seq: Option<WireU64>,
+    id: Option<WireU64>,
+    from: Option<String>,
+    text: Option<String>,
+    ts: Option<WireU64>,
+    messages: Option<Vec<ChatMessage>>,
+    more: Option<bool>,
+    name: Option<String>,
+    reason: Option<WireReason>,
+    names: Option<Vec<String>>,
+    host: Option<String>,
+    code: Option<V2ErrorCode>,
+    message: Option<String>,
+}
+
+/// The `t` values of [`ServerV2`].
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ServerKind {
+    Ack,
+    Msg,
+    History,
+    Joined,
+    Left,
+    Typing,
+    Members,
+    Pong,
+    RoomClosed,
+    Error,
+    /// Refused after reading, like [`ClientKind::Unknown`].
+    #[serde(other)]
+    Unknown,
+}
+
+/// `reason` is a [`LeaveReason`] in `left` and a [`CloseReason`] in `room_closed`; the flat
+/// struct reads either and the message type picks.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum WireReason {
+    Leave,
+    Timeout,
+    HostLeft,
+    HostTimeout,
+    ServerShutdown,
+}
+
+const LEAVE_REASONS: &[&str] = &["leave", "timeout"];
+const CLOSE_REASONS: &[&str] = &["host_left", "host_timeout", "server_shutdown"];
+
+impl WireReason {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Leave => "leave",
+            Self::Timeout => "timeout",
+            Self::HostLeft => "host_left",
+            Self::HostTimeout => "host_timeout",
+            Self::ServerShutdown => "server_shutdown",
+        }
+    }
+
+    fn leave<E: de::Error>(self) -> Result<LeaveReason, E> {
+        match self {
+            Self::Leave => Ok(LeaveReason::Leave),
+            Self::Timeout => Ok(LeaveReason::Timeout),
+            other => Err(E::unknown_variant(other.name(), LEAVE_REASONS)),
+        }
+    }
+
+    fn close<E: de::Error>(self) -> Result<CloseReason, E> {
+        match self {
+            Self::HostLeft => Ok(CloseReason::HostLeft),
+            Self::HostTimeout => Ok(CloseReason::HostTimeout),
+            Self::ServerShutdown => Ok(CloseReason::ServerShutdown),
+            other => Err(E::unknown_variant(other.name(), CLOSE_REASONS)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerV2 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire: ServerWire = read_object(deserializer)?;
+        Ok(match wire.t {
+            ServerKind::Ack => Self::Ack {
+                seq: required(wire.seq, "seq")?.get(),
+                id: required(wire.id, "id")?.get(),
+            },
+            ServerKind::Msg => Self::Msg(ChatMessage {
+                id: required(wire.id, "id")?.get(),
+                from: required(wire.from, "from")?,
+                text: required(wire.text, "text")?,
+                ts: required(wire.ts, "ts")?.get(),
+            }),
+            ServerKind::History => Self::History {
+                messages: required(wire.messages, "messages")?,
+                more: required(wire.more, "more")?,
+            },
+            ServerKind::Joined => Self::Joined {
+                name: required(wire.name, "name")?,
+            },
+            ServerKind::Left => Self::Left {
+                name: required(wire.name, "name")?,
+                reason: required(wire.reason, "reason")?.leave()?,
+            },
+            ServerKind::Typing => Self::Typing {
+                name: required(wire.name, "name")?,
+            },
+            ServerKind::Members => Self::Members {
+                names: required(wire.names, "names")?,
+                host: required(wire.host, "host")?,
+            },
+            ServerKind::Pong => Self::Pong {
+                id: required(wire.id, "id")?.get(),
+            },
+            ServerKind::RoomClosed => Self::RoomClosed {
+                reason: required(wire.reason, "reason")?.close()?,
+            },
+            ServerKind::Error => Self::Error {
+                code: required(wire.code, "code")?,
+                seq: wire.seq.map(WireU64::get),
+                message: required(wire.message, "message")?,
+            },
+            ServerKind::Unknown => return Err(unknown_type()),
+        })
+    }
+}
+
+/// Reads a JSON object into the flat struct `T` and refuses anything else without quoting it.
+/// Found by fuzzing: serde_json's own refusal of a top-level string quotes it Debug-escaped,
+/// six bytes of error message per DEL byte of a hostile datagram.
+fn read_object<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    struct ObjectVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a JSON object")
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<T, E> {
+            Err(E::invalid_type(Unexpected::Other("a string"), &self))
+        }
+    }
+
+    deserializer.deserialize_any(ObjectVisitor(PhantomData))
+}
+
+fn unknown_type<E: de::Error>() -> E {
+    E::custom("unknown message type `t`")
+}
+
+fn required<T, E: de::Error>(field: Option<T>, name: &'static str) -> Result<T, E> {
+    field.ok_or_else(|| E::missing_field(name))
+}
+
+/// A JSON unsigned integer. Read through `deserialize_any` so that a string in its place is
+/// refused without quoting it: serde_json's own refusal quotes the string `Debug`-escaped, which
+/// turned each DEL byte of a hostile datagram into six bytes of error message.
+#[derive(Clone, Copy)]
+struct WireU64(u64);
+
+impl WireU64 {
+    fn get(self) -> u64 {
+        self.0
+    }
+
+    fn to_u32<E: de::Error>(self) -> Result<u32, E> {
+        u32::try_from(self.0).map_err(|_| E::invalid_value(Unexpected::Unsigned(self.0), &"a u32"))
+    }
+}
+
+impl<'de> Deserialize<'de> for WireU64 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct U64Visitor;
+
+        impl<'de> Visitor<'de> for U64Visitor {
+            type Value = WireU64;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("an unsigned integer")
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<WireU64, E> {
+                Ok(WireU64(value))
+            }
+
+            // The default would quote the string; every other refusal is short already.
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<WireU64, E> {
+                Err(E::invalid_type(Unexpected::Other("a string"), &self))
+            }
+        }
+
+        deserializer.deserialize_any(U64Visitor)
+    }
 }
 
 #[cfg(test)]
@@ -184,5 +454,62 @@ mod tests {
         );
         let register: ClientV2 = serde_json::from_str(r#"{"t":"register"}"#).unwrap();
         assert_eq!(register, ClientV2::Register { last_id: None });
+    }
+
+    #[test]
+    fn unknown_fields_of_any_shape_are_skipped_and_t_may_come_last() {
+        let msg: ClientV2 =
+            serde_json::from_str(r#"{"x":[0,[1],{"a":"b"}],"text":"hi","seq":2,"t":"msg"}"#)
+                .unwrap();
+        assert_eq!(
+            msg,
+            ClientV2::Msg {
+                seq: 2,
+                text: "hi".into()
+            }
+        );
+        let pong: ServerV2 =
+            serde_json::from_str(r#"{"t":"pong","future":{"k":[]},"id":4}"#).unwrap();
+        assert_eq!(pong, ServerV2::Pong { id: 4 });
+    }
+
+    #[test]
+    fn refusals_do_not_quote_attacker_chosen_text() {
+        // Found by the allocation test: serde_json quoted these strings into the error
+        // message, the number-field one Debug-escaped at up to six bytes per input byte.
+        // Fuzzing found the same with a string in place of the whole object.
+        let long = "\u{7f}".repeat(100);
+        for json in [
+            format!(r#"{{"t":"{long}"}}"#),
+            format!(r#"{{"t":"msg","text":"","seq":"{long}"}}"#),
+            format!(r#""{long}""#),
+        ] {
+            let error = serde_json::from_str::<ClientV2>(&json).unwrap_err();
+            assert!(error.to_string().len() < 100, "{error}");
+            let error = serde_json::from_str::<ServerV2>(&json).unwrap_err();
+            assert!(error.to_string().len() < 100, "{error}");
+        }
+        assert!(serde_json::from_str::<ServerV2>(r#"{"t":"nonsense"}"#).is_err());
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        for json in [
+            r#"{"t":"msg","seq":1}"#,
+            r#"{"t":"msg","text":"x","seq":-1}"#,
+            r#"{"t":"history","limit":4294967296}"#,
+            r#"{"t":"who","t":"who"}"#,
+            r#"{"seq":1}"#,
+        ] {
+            assert!(serde_json::from_str::<ClientV2>(json).is_err(), "{json}");
+        }
+        for json in [
+            r#"{"t":"left","name":"bob","reason":"host_left"}"#,
+            r#"{"t":"room_closed","reason":"timeout"}"#,
+            r#"{"t":"ack","seq":1}"#,
+            r#"{"t":"history","messages":[]}"#,
+        ] {
+            assert!(serde_json::from_str::<ServerV2>(json).is_err(), "{json}");
+        }
     }
 }
