@@ -1,0 +1,351 @@
+//! Command-line interface: global target options and one subcommand per scenario.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::error::{BenchError, Result};
+use crate::load::LoadSpec;
+use crate::member::BufferSizes;
+use crate::payload::MIN_PAYLOAD_LEN;
+
+/// Longest run any single duration option may ask for.
+const MAX_SECONDS: f64 = 3600.0;
+
+/// Benchmark a chat-server over loopback through the real TCRP/UCRP protocol, beside a bare
+/// UDP relay built into this tool.
+#[derive(Debug, Parser)]
+#[command(name = "chat-bench", version)]
+pub struct Cli {
+    /// Which server to drive.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Also print one JSON object per result row on stdout (the table then goes to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log level when RUST_LOG is not set (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    /// The scenario to run.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// Where the server under test is.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Start a chat-server on ephemeral loopback ports (flood control off, throwaway state)
+    /// and stop it at the end.
+    #[arg(long, global = true)]
+    pub spawn: bool,
+    /// The chat-server binary to spawn (implies --spawn); default: next to chat-bench.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub server_bin: Option<PathBuf>,
+    /// Address of an already running server; must be a loopback address.
+    #[arg(long, global = true, default_value = "127.0.0.1")]
+    pub server: String,
+    /// TCRP port of an already running server.
+    #[arg(long, global = true, default_value_t = 9090)]
+    pub tcp_port: u16,
+    /// UCRP port of an already running server.
+    #[arg(long, global = true, default_value_t = 9091)]
+    pub udp_port: u16,
+    /// One more argument for the spawned server, after the tool's own (repeatable), e.g.
+    /// `--server-arg=--max-members=1000`.
+    #[arg(long, global = true, value_name = "ARG", allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
+    /// PID of an already running server, for its CPU and memory figures.
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+}
+
+/// The scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Create/join handshakes per second and their latency, with concurrent connections.
+    Handshake(HandshakeArgs),
+    /// One room, paced senders: delivered rate, loss, latency, server CPU; beside the baseline.
+    Relay(RelayArgs),
+    /// Raise the offered rate until loss exceeds the threshold; beside the baseline.
+    Ramp(RampArgs),
+    /// Many rooms of two at an aggregate rate: latency and loss; beside the baseline.
+    Rooms(RoomsArgs),
+    /// Register many members and report the server's resident memory per member.
+    Members(MembersArgs),
+    /// The relay load against the bare relay alone.
+    Baseline(BaselineArgs),
+}
+
+/// Knobs shared by every paced load.
+#[derive(Debug, Clone, Args)]
+pub struct LoadTuning {
+    /// Bytes of chat text per message.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// How long to wait for late datagrams after the last send, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub drain_ms: u64,
+    /// Upper bound on messages per run, whatever rate × duration says.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub max_messages: u64,
+    /// Threads receiving on the member sockets.
+    #[arg(long, default_value_t = 2)]
+    pub receiver_threads: usize,
+    /// SO_RCVBUF and SO_SNDBUF asked for every member socket, in KiB.
+    #[arg(long, default_value_t = 4096)]
+    pub socket_buffer_kib: usize,
+}
+
+impl LoadTuning {
+    /// The socket buffers to ask for.
+    pub fn buffers(&self) -> BufferSizes {
+        let bytes = self.socket_buffer_kib.saturating_mul(1024);
+        BufferSizes {
+            receive: bytes,
+            send: bytes,
+        }
+    }
+
+    /// A load spec for one run at `rate` for `duration`.
+    pub fn spec(&self, run_id: u32, rate: f64, duration: Duration) -> LoadSpec {
+        LoadSpec {
+            run_id,
+            rate,
+            duration,
+            max_messages: self.max_messages,
+            payload_len: self.payload_bytes,
+            drain: Duration::from_millis(self.drain_ms),
+            receiver_threads: self.receiver_threads,
+        }
+    }
+
+    /// Checks the bounds.
+    pub fn validate(&self) -> Result<()> {
+        in_range("--payload-bytes", self.payload_bytes, MIN_PAYLOAD_LEN, 3800)?;
+        in_range("--drain-ms", self.drain_ms, 0, 60_000)?;
+        in_range("--max-messages", self.max_messages, 1, 100_000_000)?;
+        in_range("--receiver-threads", self.receiver_threads, 1, 64)?;
+        in_range("--socket-buffer-kib", self.socket_buffer_kib, 64, 1 << 20)?;
+        Ok(())
+    }
+}
+
+/// `relay` options.
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// Members in the room.
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+    /// How many of them send, in turn.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Offered rate over all senders, messages per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Run the same load against the bare relay and print the ratio.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub compare_baseline: bool,
+    /// Load knobs.
+    #[command(flatten)]
+    pub tuning: LoadTuning,
+}
+
+/// `baseline` options.
+#[derive(Debug, Clone, Args)]
+pub struct BaselineArgs {
+    /// Members in the room.
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+    /// How many of them send, in turn.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Offered rate over all senders, messages per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Load knobs.
+    #[command(flatten)]
+    pub tuning: LoadTuning,
+}
+
+/// `ramp` options.
+#[derive(Debug, Clone, Args)]
+pub struct RampArgs {
+    /// Members in the room.
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+    /// How many of them send, in turn.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// First offered rate, messages per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub start_rate: f64,
+    /// Highest offered rate tried.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    pub max_rate: f64,
+    /// Seconds of sending per step.
+    #[arg(long, default_value_t = 2.0)]
+    pub step_duration: f64,
+    /// Loss above this percentage fails a step.
+    #[arg(long, default_value_t = 0.1)]
+    pub loss_threshold: f64,
+    /// Bisection steps after the first failing rate.
+    #[arg(long, default_value_t = 4)]
+    pub bisect_steps: u32,
+    /// Most steps per relay, doubling and bisecting together.
+    #[arg(long, default_value_t = 20)]
+    pub max_steps: u32,
+    /// Seconds one relay's ramp may take before it stops where it is.
+    #[arg(long, default_value_t = 120.0)]
+    pub time_limit: f64,
+    /// Ramp the bare relay too and print the ratio.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub compare_baseline: bool,
+    /// Load knobs.
+    #[command(flatten)]
+    pub tuning: LoadTuning,
+}
+
+/// `rooms` options.
+#[derive(Debug, Clone, Args)]
+pub struct RoomsArgs {
+    /// Members, paired into rooms of two (must be even).
+    #[arg(long, default_value_t = 100)]
+    pub members: usize,
+    /// Aggregate offered rate, messages per second; every member sends in turn.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Run the same load against the bare relay and print the ratio.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub compare_baseline: bool,
+    /// Load knobs.
+    #[command(flatten)]
+    pub tuning: LoadTuning,
+}
+
+/// `members` options.
+#[derive(Debug, Clone, Args)]
+pub struct MembersArgs {
+    /// Members to register, hosts included.
+    #[arg(long, default_value_t = 10_000)]
+    pub members: usize,
+    /// Most members per room (a host creates it, the rest join).
+    #[arg(long, default_value_t = 200)]
+    pub room_size: usize,
+    /// Rooms populated concurrently.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Seconds registration may take before it stops where it is.
+    #[arg(long, default_value_t = 300.0)]
+    pub time_limit: f64,
+    /// Milliseconds to wait after registration before reading memory.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
+}
+
+/// `handshake` options.
+#[derive(Debug, Clone, Args)]
+pub struct HandshakeArgs {
+    /// Concurrent connections (one worker each, create then join, repeatedly).
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Stop after this many operations even if time remains.
+    #[arg(long, default_value_t = 100_000)]
+    pub operations: u64,
+}
+
+/// Checks that an integer option lies in `min..=max`.
+pub fn in_range<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<()> {
+    if value < min || value > max {
+        return Err(BenchError::InvalidArguments(format!(
+            "{name} must be between {min} and {max}, not {value}"
+        )));
+    }
+    Ok(())
+}
+
+/// A positive, bounded number of seconds.
+pub fn seconds(name: &str, value: f64) -> Result<Duration> {
+    if !(value > 0.0 && value <= MAX_SECONDS) {
+        return Err(BenchError::InvalidArguments(format!(
+            "{name} must be more than 0 and at most {MAX_SECONDS} seconds, not {value}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// A positive, finite rate.
+pub fn rate(name: &str, value: f64) -> Result<f64> {
+    if !(1.0..=10_000_000.0).contains(&value) {
+        return Err(BenchError::InvalidArguments(format!(
+            "{name} must be between 1 and 10000000 messages per second, not {value}"
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_may_follow_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "chat-bench",
+            "relay",
+            "--spawn",
+            "--duration",
+            "1",
+            "--rate",
+            "200",
+            "--members",
+            "3",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.target.spawn && cli.json);
+        let Scenario::Relay(relay) = cli.scenario else {
+            panic!("expected relay");
+        };
+        assert!(relay.compare_baseline);
+        assert_eq!(relay.members, 3);
+        let cli =
+            Cli::try_parse_from(["chat-bench", "relay", "--compare-baseline", "false"]).unwrap();
+        let Scenario::Relay(relay) = cli.scenario else {
+            panic!("expected relay");
+        };
+        assert!(!relay.compare_baseline);
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        assert!(seconds("--duration", 0.0).is_err());
+        assert!(seconds("--duration", f64::NAN).is_err());
+        assert!(seconds("--duration", 1.5).is_ok());
+        assert!(rate("--rate", 0.5).is_err());
+        assert!(in_range("--members", 1usize, 2, 10).is_err());
+    }
+}

@@ -1,0 +1,596 @@
+//! The paced load engine shared by every relay-style scenario and by the baseline.
+//!
+//! One pacer (the calling thread) sends message `k` of a run at `start + k / rate`, an
+//! absolute schedule, so a late wake-up is caught up at once instead of drifting. Message `k`
+//! leaves from sender `k % S`. Receiver threads (a few, each polling a share of the member
+//! sockets with mio) stamp every arrival against the same base `Instant`, de-duplicate by
+//! (member, sender, sequence), and feed an hdrhistogram. After the last send the run waits a
+//! drain period (ending early once every expected delivery arrived); anything later counts
+//! as missing.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chat_protocol::limits::MAX_DATAGRAM;
+use chat_protocol::ucrp::{NOTICE_SENDER, ServerDatagram};
+use hdrhistogram::Histogram;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::error::{BenchError, Result};
+use crate::member::{Member, quiesce};
+use crate::payload::{Stamp, parse_payload, write_payload};
+use crate::procfs::CpuSource;
+
+/// Latencies are recorded in nanoseconds, resolved to 3 significant figures, up to a minute.
+const LATENCY_MAX_NANOS: u64 = 60_000_000_000;
+/// How often receivers look at the stop flag when nothing arrives.
+const RECEIVE_POLL: Duration = Duration::from_millis(20);
+/// Reads from one socket before the receiver moves to the next ready one.
+const READS_PER_TURN: usize = 256;
+/// How long the pacer may keep sending after the planned end when it fell behind.
+const SEND_GRACE: Duration = Duration::from_millis(250);
+/// How often the drain wait checks whether everything arrived.
+const DRAIN_CHECK: Duration = Duration::from_millis(5);
+/// Longest wait for the relay to fall silent before a run.
+const QUIESCE_LIMIT: Duration = Duration::from_secs(10);
+/// Retries of a send that found the socket buffer full.
+const SEND_RETRIES: u32 = 10_000;
+
+/// What one load run does.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Stamped into every payload; datagrams of other runs are counted as stale.
+    pub run_id: u32,
+    /// Aggregate offered rate over all senders, messages per second.
+    pub rate: f64,
+    /// How long to send.
+    pub duration: Duration,
+    /// Upper bound on messages, whatever rate × duration says.
+    pub max_messages: u64,
+    /// Bytes of chat text per message.
+    pub payload_len: usize,
+    /// How long to wait for stragglers after the last send.
+    pub drain: Duration,
+    /// Receiver threads.
+    pub receiver_threads: usize,
+}
+
+/// The members of a run and where they send.
+#[derive(Debug)]
+pub struct Fabric<'a> {
+    /// Every member; each one receives.
+    pub members: &'a [Member],
+    /// Indices into `members` of those that send, in turn.
+    pub senders: &'a [usize],
+    /// Members per room, indexed by `Member::room_index`.
+    pub room_sizes: &'a [usize],
+    /// The relay's UDP address.
+    pub relay: SocketAddr,
+    /// Whose CPU time the run charges.
+    pub cpu: CpuSource,
+}
+
+/// The figures of one load run.
+#[derive(Debug, Clone)]
+pub struct LoadOutcome {
+    /// The offered aggregate rate.
+    pub offered_rate: f64,
+    /// Messages the schedule called for.
+    pub planned: u64,
+    /// Messages actually handed to the kernel.
+    pub sent: u64,
+    /// Sends the kernel refused.
+    pub send_errors: u64,
+    /// From the first to the last send.
+    pub send_elapsed: Duration,
+    /// Deliveries a perfect relay would make for what was sent.
+    pub expected: u64,
+    /// Distinct deliveries that arrived before the drain ended.
+    pub delivered: u64,
+    /// Deliveries of a message a member already had.
+    pub duplicates: u64,
+    /// Datagrams from an earlier run.
+    pub stale: u64,
+    /// `*` notices and room-closed signals seen during the run.
+    pub notices: u64,
+    /// Anything else (foreign sources, undecodable datagrams).
+    pub other: u64,
+    /// Send-to-receive latency of distinct deliveries, in nanoseconds.
+    pub latency: Histogram<u64>,
+    /// CPU time of the relay during the run, when measurable.
+    pub relay_cpu: Option<Duration>,
+    /// CPU time of the load generator (this process less an in-process relay thread): on a
+    /// small machine it competes with the relay for the same cores.
+    pub generator_cpu: Option<Duration>,
+}
+
+impl LoadOutcome {
+    /// Messages actually sent per second.
+    pub fn sent_per_second(&self) -> f64 {
+        per_second(self.sent, self.send_elapsed)
+    }
+
+    /// Distinct deliveries per second over the sending period.
+    pub fn delivered_per_second(&self) -> f64 {
+        per_second(self.delivered, self.send_elapsed)
+    }
+
+    /// Missing deliveries as a percentage of the expected ones.
+    pub fn loss_percent(&self) -> f64 {
+        if self.expected == 0 {
+            return 0.0;
+        }
+        self.expected.saturating_sub(self.delivered) as f64 * 100.0 / self.expected as f64
+    }
+
+    /// A latency quantile in microseconds, `None` when nothing was delivered.
+    pub fn latency_us(&self, quantile: f64) -> Option<f64> {
+        (!self.latency.is_empty())
+            .then(|| self.latency.value_at_quantile(quantile) as f64 / 1_000.0)
+    }
+
+    /// The largest latency in microseconds.
+    pub fn latency_max_us(&self) -> Option<f64> {
+        (!self.latency.is_empty()).then(|| self.latency.max() as f64 / 1_000.0)
+    }
+
+    /// Relay CPU seconds per million distinct deliveries.
+    pub fn cpu_seconds_per_million(&self) -> Option<f64> {
+        let cpu = self.relay_cpu?;
+        (self.delivered > 0).then(|| cpu.as_secs_f64() * 1_000_000.0 / self.delivered as f64)
+    }
+}
+
+fn per_second(count: u64, elapsed: Duration) -> f64 {
+    let seconds = elapsed.as_secs_f64();
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// A fresh latency histogram.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_NANOS, 3)
+        .expect("constant histogram bounds are valid")
+}
+
+/// Runs one paced load against `fabric` and measures it.
+pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
+    if fabric.senders.is_empty() || !spec.rate.is_finite() || spec.rate <= 0.0 {
+        return Err(BenchError::InvalidArguments(
+            "a load run needs at least one sender and a positive rate".to_owned(),
+        ));
+    }
+    let planned = ((spec.rate * spec.duration.as_secs_f64()).ceil() as u64)
+        .clamp(1, spec.max_messages.max(1));
+    let sender_count = fabric.senders.len() as u64;
+    let leftovers = quiesce(fabric.members, QUIESCE_LIMIT)?;
+    if leftovers > 0 {
+        tracing::debug!(leftovers, "drained the relay's backlog before the run");
+    }
+    let receivers = ReceiverSet::new(fabric.members, spec.receiver_threads)?;
+    let own_process = CpuSource::Process(std::process::id());
+    let stop = AtomicBool::new(false);
+    let delivered_so_far = AtomicU64::new(0);
+    let base = Instant::now();
+    let context = ReceiveContext {
+        relay: fabric.relay,
+        run_id: spec.run_id,
+        per_sender_capacity: planned.div_ceil(sender_count),
+        sender_count,
+        base,
+        stop: &stop,
+        delivered_so_far: &delivered_so_far,
+    };
+
+    let result = std::thread::scope(|scope| {
+        let handles: Vec<_> = receivers
+            .groups
+            .into_iter()
+            .enumerate()
+            .map(|(index, group)| {
+                let context = &context;
+                std::thread::Builder::new()
+                    .name(format!("bench-recv-{index}"))
+                    .spawn_scoped(scope, move || group.run(context))
+                    .map_err(BenchError::socket("starting a receiver thread"))
+            })
+            .collect();
+        // Raised however this closure ends, a panic included, so the receivers always exit
+        // and the scope can join them.
+        let raise_stop = RaiseOnDrop(&stop);
+        let pacing = (|| {
+            let own_before = own_process.cpu_time()?;
+            let cpu_before = fabric.cpu.cpu_time()?;
+            let sent = pace(fabric, spec, planned, base)?;
+            let drain_deadline = Instant::now() + spec.drain;
+            while Instant::now() < drain_deadline
+                && delivered_so_far.load(Ordering::Relaxed) < sent.expected
+            {
+                std::thread::sleep(DRAIN_CHECK);
+            }
+            let cpu_after = fabric.cpu.cpu_time()?;
+            let own_after = own_process.cpu_time()?;
+            let relay_cpu = cpu_before
+                .zip(cpu_after)
+                .map(|(before, after)| after.saturating_sub(before));
+            let mut generator_cpu = own_before
+                .zip(own_after)
+                .map(|(before, after)| after.saturating_sub(before));
+            if let (CpuSource::OwnThread(_), Some(relay), Some(generator)) =
+                (fabric.cpu, relay_cpu, generator_cpu.as_mut())
+            {
+                *generator = generator.saturating_sub(relay);
+            }
+            Ok::<_, BenchError>((sent, relay_cpu, generator_cpu))
+        })();
+        drop(raise_stop);
+        let mut tally = Tally::new(0);
+        for handle in handles {
+            let handle = handle?;
+            let part = handle.join().map_err(|p| BenchError::from_panic(&*p))??;
+            tally.merge(part)?;
+        }
+        let (sent, relay_cpu, generator_cpu) = pacing?;
+        Ok::<_, BenchError>((sent, relay_cpu, generator_cpu, tally))
+    });
+    for member in fabric.members {
+        // The receivers' clones shared the open file, so this undoes their non-blocking mode.
+        member
+            .socket
+            .set_nonblocking(false)
+            .map_err(BenchError::socket("restoring blocking mode"))?;
+    }
+    let (sent, relay_cpu, generator_cpu, tally) = result?;
+    // Equal counts mean whole messages were lost before fan-out; uneven ones point at
+    // particular receivers.
+    tracing::debug!(run = spec.run_id, per_member = ?tally.per_member, "deliveries per member");
+    Ok(LoadOutcome {
+        offered_rate: spec.rate,
+        planned,
+        sent: sent.sent,
+        send_errors: sent.errors,
+        send_elapsed: sent.elapsed,
+        expected: sent.expected,
+        delivered: tally.delivered,
+        duplicates: tally.duplicates,
+        stale: tally.stale,
+        notices: tally.notices,
+        other: tally.other,
+        latency: tally.latency,
+        relay_cpu,
+        generator_cpu,
+    })
+}
+
+/// Sets the flag when dropped.
+struct RaiseOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for RaiseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Sent {
+    sent: u64,
+    errors: u64,
+    expected: u64,
+    elapsed: Duration,
+}
+
+/// Sends on the absolute schedule. Stops at the planned count or when it is so far behind
+/// that it would run past the planned end by more than the grace period.
+fn pace(fabric: &Fabric<'_>, spec: &LoadSpec, planned: u64, base: Instant) -> Result<Sent> {
+    let interval_nanos = 1e9 / spec.rate;
+    let start = Instant::now();
+    let hard_end = start + spec.duration + SEND_GRACE;
+    let mut buf = Vec::with_capacity(MAX_DATAGRAM);
+    let mut payload = Vec::with_capacity(spec.payload_len.max(64));
+    let mut sent = Sent {
+        sent: 0,
+        errors: 0,
+        expected: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut last_send = start;
+    for seq in 0..planned {
+        let due = start + Duration::from_nanos((seq as f64 * interval_nanos) as u64);
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep(due - now);
+        } else if now > hard_end {
+            tracing::debug!(
+                seq,
+                planned,
+                "the pacer fell behind; stopping at the hard end"
+            );
+            break;
+        }
+        let sender_index = fabric.senders[(seq % fabric.senders.len() as u64) as usize];
+        let sender = &fabric.members[sender_index];
+        payload.clear();
+        let sent_nanos = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        write_payload(
+            Stamp {
+                run: spec.run_id,
+                seq,
+                sent_nanos,
+            },
+            spec.payload_len,
+            &mut payload,
+        );
+        buf.clear();
+        sender.frame_into(&payload, &mut buf);
+        if send_with_retry(&sender.socket, &buf, fabric.relay) {
+            sent.sent += 1;
+            let room_size = fabric
+                .room_sizes
+                .get(sender.room_index)
+                .copied()
+                .unwrap_or(1);
+            sent.expected += room_size.saturating_sub(1) as u64;
+        } else {
+            sent.errors += 1;
+        }
+        last_send = Instant::now();
+    }
+    // The last message owns one interval of the schedule, so a perfectly paced run of
+    // `duration` reports exactly `duration`.
+    if sent.sent > 0 {
+        sent.elapsed =
+            last_send.duration_since(start) + Duration::from_nanos(interval_nanos as u64);
+    }
+    Ok(sent)
+}
+
+/// The receivers put the shared socket in non-blocking mode, so a full send buffer shows
+/// up as `WouldBlock`; the pacer retries briefly rather than dropping the message itself.
+fn send_with_retry(socket: &std::net::UdpSocket, datagram: &[u8], relay: SocketAddr) -> bool {
+    for _ in 0..SEND_RETRIES {
+        match socket.send_to(datagram, relay) {
+            Ok(_) => return true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                std::thread::yield_now();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "send failed");
+                return false;
+            }
+        }
+    }
+    false
+}
+
+struct ReceiveContext<'a> {
+    relay: SocketAddr,
+    run_id: u32,
+    per_sender_capacity: u64,
+    sender_count: u64,
+    base: Instant,
+    stop: &'a AtomicBool,
+    delivered_so_far: &'a AtomicU64,
+}
+
+/// Member sockets dealt round-robin to a few receiver threads.
+struct ReceiverSet {
+    groups: Vec<ReceiverGroup>,
+}
+
+/// One receiver thread's share: a poller and `(member index, socket)` pairs whose position is
+/// the poll token.
+struct ReceiverGroup {
+    poll: Poll,
+    sockets: Vec<(usize, mio::net::UdpSocket)>,
+}
+
+impl ReceiverSet {
+    fn new(members: &[Member], threads: usize) -> Result<Self> {
+        let threads = threads.clamp(1, members.len().max(1));
+        let mut groups = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            groups.push(ReceiverGroup {
+                poll: Poll::new().map_err(BenchError::socket("creating a poller"))?,
+                sockets: Vec::new(),
+            });
+        }
+        for (member_index, member) in members.iter().enumerate() {
+            // A clone shares the member's address, which is what the relay sends to.
+            let clone = member
+                .socket
+                .try_clone()
+                .map_err(BenchError::socket("cloning a member socket"))?;
+            clone
+                .set_nonblocking(true)
+                .map_err(BenchError::socket("making a member socket non-blocking"))?;
+            let group = &mut groups[member_index % threads];
+            let mut socket = mio::net::UdpSocket::from_std(clone);
+            group
+                .poll
+                .registry()
+                .register(&mut socket, Token(group.sockets.len()), Interest::READABLE)
+                .map_err(BenchError::socket("registering a member socket"))?;
+            group.sockets.push((member_index, socket));
+        }
+        Ok(Self { groups })
+    }
+}
+
+impl ReceiverGroup {
+    fn run(mut self, context: &ReceiveContext<'_>) -> Result<Tally> {
+        let mut tally = Tally::new(context.per_sender_capacity);
+        let mut events = Events::with_capacity(1024);
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        // Sockets whose turn ended with data still queued. Readiness is edge-triggered, so
+        // they are revisited before the poller may sleep again.
+        let mut pending: Vec<usize> = Vec::new();
+        let mut ready: Vec<usize> = Vec::new();
+        while !context.stop.load(Ordering::Relaxed) {
+            let timeout = if pending.is_empty() {
+                RECEIVE_POLL
+            } else {
+                Duration::ZERO
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(BenchError::socket("polling member sockets")(e)),
+            }
+            ready.clear();
+            ready.append(&mut pending);
+            ready.extend(events.iter().map(|event| event.token().0));
+            ready.sort_unstable();
+            ready.dedup();
+            for &slot in &ready {
+                let Some((member_index, socket)) = self.sockets.get(slot) else {
+                    continue;
+                };
+                let mut exhausted = false;
+                for _ in 0..READS_PER_TURN {
+                    match socket.recv_from(&mut buf) {
+                        Ok((len, from)) => {
+                            let received_nanos = u64::try_from(context.base.elapsed().as_nanos())
+                                .unwrap_or(u64::MAX);
+                            let arrival = Arrival {
+                                member: *member_index,
+                                datagram: &buf[..len],
+                                from,
+                                received_nanos,
+                            };
+                            if tally.record(&arrival, context) {
+                                context.delivered_so_far.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            exhausted = true;
+                            break;
+                        }
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "receive error");
+                            tally.other += 1;
+                            exhausted = true;
+                            break;
+                        }
+                    }
+                }
+                if !exhausted {
+                    pending.push(slot);
+                }
+            }
+        }
+        Ok(tally)
+    }
+}
+
+/// One datagram as a receiver saw it.
+struct Arrival<'a> {
+    member: usize,
+    datagram: &'a [u8],
+    from: SocketAddr,
+    received_nanos: u64,
+}
+
+/// What one receiver thread counted.
+struct Tally {
+    per_sender_capacity: u64,
+    /// Bitsets of sequence numbers seen, per (receiving member, sender position).
+    seen: HashMap<(usize, u64), Vec<u64>>,
+    delivered: u64,
+    duplicates: u64,
+    stale: u64,
+    notices: u64,
+    other: u64,
+    latency: Histogram<u64>,
+    per_member: HashMap<usize, u64>,
+}
+
+impl Tally {
+    fn new(per_sender_capacity: u64) -> Self {
+        Self {
+            per_sender_capacity,
+            seen: HashMap::new(),
+            delivered: 0,
+            duplicates: 0,
+            stale: 0,
+            notices: 0,
+            other: 0,
+            latency: latency_histogram(),
+            per_member: HashMap::new(),
+        }
+    }
+
+    /// Counts one datagram; true when it is a new delivery of this run.
+    fn record(&mut self, arrival: &Arrival<'_>, context: &ReceiveContext<'_>) -> bool {
+        if arrival.from != context.relay {
+            self.other += 1;
+            return false;
+        }
+        let text = match ServerDatagram::decode(arrival.datagram) {
+            Ok(ServerDatagram::Chat { sender, .. }) if sender == NOTICE_SENDER => {
+                self.notices += 1;
+                return false;
+            }
+            Ok(ServerDatagram::Chat { text, .. }) => text,
+            Ok(ServerDatagram::RoomClosed) => {
+                tracing::warn!(member = arrival.member, "room closed during the run");
+                self.notices += 1;
+                return false;
+            }
+            Ok(ServerDatagram::V2(_)) | Err(_) => {
+                self.other += 1;
+                return false;
+            }
+        };
+        let Some(stamp) = parse_payload(text) else {
+            self.other += 1;
+            return false;
+        };
+        if stamp.run != context.run_id {
+            self.stale += 1;
+            return false;
+        }
+        let position = stamp.seq % context.sender_count;
+        let local = stamp.seq / context.sender_count;
+        if local >= self.per_sender_capacity {
+            self.other += 1;
+            return false;
+        }
+        let words = self.per_sender_capacity.div_ceil(64) as usize;
+        let bits = match self.seen.entry((arrival.member, position)) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(vec![0u64; words]),
+        };
+        let (word, bit) = ((local / 64) as usize, 1u64 << (local % 64));
+        if bits[word] & bit != 0 {
+            self.duplicates += 1;
+            return false;
+        }
+        bits[word] |= bit;
+        self.delivered += 1;
+        *self.per_member.entry(arrival.member).or_default() += 1;
+        self.latency
+            .saturating_record(arrival.received_nanos.saturating_sub(stamp.sent_nanos));
+        true
+    }
+
+    fn merge(&mut self, other: Tally) -> Result<()> {
+        self.delivered += other.delivered;
+        self.duplicates += other.duplicates;
+        self.stale += other.stale;
+        self.notices += other.notices;
+        self.other += other.other;
+        for (member, count) in other.per_member {
+            *self.per_member.entry(member).or_default() += count;
+        }
+        self.latency
+            .add(&other.latency)
+            .map_err(|e| BenchError::ThreadPanicked(format!("histogram merge failed: {e:?}")))
+    }
+}

@@ -1,0 +1,233 @@
+//! A benchmark member: one UDP socket on 127.0.0.1 with its UCRP envelope (room and token)
+//! already encoded, and the version-1 registration dance (`__REGISTER__` until the server's
+//! `welcome to` notice arrives).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use chat_protocol::limits::MAX_DATAGRAM;
+use chat_protocol::ucrp::{Datagram, NOTICE_SENDER, REGISTER, ServerDatagram};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::{BenchError, Result};
+
+/// How long to wait for a welcome before sending `__REGISTER__` again.
+const REGISTER_RETRY: Duration = Duration::from_millis(250);
+/// How many `__REGISTER__` datagrams to send before giving up.
+const REGISTER_ATTEMPTS: u32 = 20;
+/// The text a registration notice starts with.
+pub const WELCOME_PREFIX: &str = "welcome to";
+
+/// Socket buffer sizes asked of the kernel (it caps them at net.core.rmem_max / wmem_max).
+#[derive(Debug, Clone, Copy)]
+pub struct BufferSizes {
+    /// SO_RCVBUF in bytes.
+    pub receive: usize,
+    /// SO_SNDBUF in bytes.
+    pub send: usize,
+}
+
+/// One room member as the load generator sees it.
+#[derive(Debug)]
+pub struct Member {
+    /// The member's username.
+    pub username: String,
+    /// Index of its room in the layout.
+    pub room_index: usize,
+    /// Its socket; the address the server has registered for its token.
+    pub socket: UdpSocket,
+    /// `[room len][token len][room][token]`, the prefix of every datagram it sends.
+    pub envelope: Vec<u8>,
+}
+
+impl Member {
+    /// Binds a fresh loopback socket for a member of `room` holding `token`.
+    pub fn new(
+        username: String,
+        room_index: usize,
+        room: &str,
+        token: &[u8],
+        buffers: BufferSizes,
+    ) -> Result<Self> {
+        let envelope = Datagram {
+            room,
+            token,
+            message: &[],
+        }
+        .encode()
+        .map_err(|e| BenchError::InvalidArguments(format!("cannot frame room {room:?}: {e}")))?;
+        Ok(Self {
+            username,
+            room_index,
+            socket: loopback_socket(Some(buffers))?,
+            envelope,
+        })
+    }
+
+    /// Appends this member's envelope followed by `message` to `out`.
+    pub fn frame_into(&self, message: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.envelope);
+        out.extend_from_slice(message);
+    }
+
+    /// Sends `__REGISTER__` to `relay` until a `*` notice starting with `welcome to` comes
+    /// back. Any other datagram before it is ignored (there should be none: until the server
+    /// knows this address it cannot send anything to it).
+    pub fn register(&self, relay: SocketAddr, room: &str) -> Result<()> {
+        let mut datagram = Vec::with_capacity(self.envelope.len() + REGISTER.len());
+        self.frame_into(REGISTER, &mut datagram);
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        for attempt in 1..=REGISTER_ATTEMPTS {
+            self.socket
+                .send_to(&datagram, relay)
+                .map_err(BenchError::socket("sending __REGISTER__"))?;
+            let deadline = Instant::now() + REGISTER_RETRY;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                if left.is_zero() {
+                    break;
+                }
+                self.socket
+                    .set_read_timeout(Some(left))
+                    .map_err(BenchError::socket("setting a read timeout"))?;
+                match self.socket.recv_from(&mut buf) {
+                    Ok((len, from)) if from == relay && is_welcome(&buf[..len]) => {
+                        tracing::trace!(member = %self.username, attempt, "registered");
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => return Err(BenchError::socket("waiting for the welcome")(e)),
+                }
+            }
+        }
+        Err(BenchError::RegisterTimeout {
+            member: self.username.clone(),
+            room: room.to_owned(),
+            attempts: REGISTER_ATTEMPTS,
+        })
+    }
+}
+
+/// Whether a server datagram is the registration notice.
+pub fn is_welcome(datagram: &[u8]) -> bool {
+    matches!(
+        ServerDatagram::decode(datagram),
+        Ok(ServerDatagram::Chat { sender, text }) if sender == NOTICE_SENDER && text.starts_with(WELCOME_PREFIX)
+    )
+}
+
+/// A UDP socket bound to an ephemeral port on 127.0.0.1, with the given buffers or the
+/// kernel's defaults.
+pub fn loopback_socket(buffers: Option<BufferSizes>) -> Result<UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(BenchError::socket("creating a UDP socket"))?;
+    if let Some(buffers) = buffers {
+        // Asking for more than the kernel's maximum is not an error; it silently caps.
+        socket
+            .set_recv_buffer_size(buffers.receive)
+            .map_err(BenchError::socket("setting SO_RCVBUF"))?;
+        socket
+            .set_send_buffer_size(buffers.send)
+            .map_err(BenchError::socket("setting SO_SNDBUF"))?;
+    }
+    socket
+        .bind(&SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())
+        .map_err(BenchError::socket("binding a UDP socket on 127.0.0.1"))?;
+    Ok(socket.into())
+}
+
+/// Silence the relay must keep before a run may start.
+const QUIET_PERIOD: Duration = Duration::from_millis(200);
+/// How often member queues are emptied while waiting for silence.
+const QUIET_CHECK: Duration = Duration::from_millis(50);
+
+/// Empties every member's receive queue until nothing has arrived for 200 ms, or `limit`
+/// passed: join notices of later registrations, and the backlog an overloaded relay still
+/// works through after an earlier run, must not leak into the next measurement. Returns how
+/// many datagrams were thrown away.
+pub fn quiesce(members: &[Member], limit: Duration) -> Result<u64> {
+    let deadline = Instant::now() + limit;
+    let mut quiet_since = Instant::now();
+    let mut drained = 0;
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    for member in members {
+        member
+            .socket
+            .set_nonblocking(true)
+            .map_err(BenchError::socket("draining member sockets"))?;
+    }
+    while Instant::now() < deadline && quiet_since.elapsed() < QUIET_PERIOD {
+        std::thread::sleep(QUIET_CHECK);
+        let mut this_round = 0u64;
+        for member in members {
+            // Bounded: one pass takes at most what the queue held.
+            for _ in 0..100_000 {
+                if member.socket.recv_from(&mut buf).is_err() {
+                    break;
+                }
+                this_round += 1;
+            }
+        }
+        if this_round > 0 {
+            drained += this_round;
+            quiet_since = Instant::now();
+        }
+    }
+    for member in members {
+        member
+            .socket
+            .set_nonblocking(false)
+            .map_err(BenchError::socket("draining member sockets"))?;
+    }
+    if quiet_since.elapsed() < QUIET_PERIOD {
+        tracing::warn!(
+            drained,
+            "the relay was still sending when the quiet wait ran out; the next run may see its backlog"
+        );
+    }
+    Ok(drained)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_star_welcome_counts() {
+        assert!(is_welcome(b"\x01*welcome to lobby, m0; here now: m0"));
+        assert!(!is_welcome(b"\x01*m1 joined"));
+        assert!(!is_welcome(b"\x02m0welcome to lobby"));
+        assert!(!is_welcome(b"__ROOM_CLOSED__"));
+    }
+
+    #[test]
+    fn registration_retries_until_welcomed() {
+        let buffers = BufferSizes {
+            receive: 1 << 16,
+            send: 1 << 16,
+        };
+        let relay = loopback_socket(None).unwrap();
+        let relay_addr = relay.local_addr().unwrap();
+        let member = Member::new("m0".into(), 0, "lobby", &[b'a'; 64], buffers).unwrap();
+        let responder = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Ignore the first register, as a lossy network would, and answer the second.
+            let (len, _) = relay.recv_from(&mut buf).unwrap();
+            let first = buf[..len].to_vec();
+            let (len, from) = relay.recv_from(&mut buf).unwrap();
+            assert_eq!(first, &buf[..len]);
+            relay.send_to(b"\x01*m9 joined", from).unwrap();
+            relay.send_to(b"\x01*welcome to lobby, m0", from).unwrap();
+            first
+        });
+        member.register(relay_addr, "lobby").unwrap();
+        let datagram = responder.join().unwrap();
+        let parsed = Datagram::decode(&datagram).unwrap();
+        assert_eq!(parsed.room, "lobby");
+        assert_eq!(parsed.message, REGISTER);
+    }
+}

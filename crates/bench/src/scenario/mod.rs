@@ -1,0 +1,187 @@
+//! The scenarios, one module each, and what they share: the server to drive and the shape
+//! of a load row.
+
+pub mod handshake;
+pub mod members;
+pub mod ramp;
+pub mod relay;
+pub mod rooms;
+
+use crate::cli::TargetArgs;
+use crate::error::Result;
+use crate::load::LoadOutcome;
+use crate::report::{Cell, Column, Row};
+use crate::target::{ServerTarget, default_server_binary, require_loopback};
+
+/// What every scenario needs besides its own options.
+#[derive(Debug)]
+pub struct Context {
+    /// Print JSON rows.
+    pub json: bool,
+    target: TargetArgs,
+}
+
+impl Context {
+    /// Validates the target options up front, so a non-loopback --server is refused even by
+    /// scenarios that would not use it.
+    pub fn new(json: bool, target: TargetArgs) -> Result<Self> {
+        require_loopback(&target.server)?;
+        Ok(Self { json, target })
+    }
+
+    /// Spawns the server, or points at the running one.
+    pub fn server(&self) -> Result<ServerTarget> {
+        if self.target.spawn || self.target.server_bin.is_some() {
+            let binary = match &self.target.server_bin {
+                Some(path) => path.clone(),
+                None => default_server_binary()?,
+            };
+            return ServerTarget::spawn(&binary, &self.target.server_arg);
+        }
+        let ip = require_loopback(&self.target.server)?;
+        tracing::info!(
+            "driving the running server at {ip} (tcp {}, udp {}); its flood control, if on, \
+             will show up as loss",
+            self.target.tcp_port,
+            self.target.udp_port
+        );
+        Ok(ServerTarget::external(
+            ip,
+            self.target.tcp_port,
+            self.target.udp_port,
+            self.target.server_pid,
+        ))
+    }
+}
+
+/// Columns of a paced-load row.
+pub const LOAD_COLUMNS: &[Column] = &[
+    Column {
+        key: "target",
+        header: "target",
+    },
+    Column {
+        key: "rooms",
+        header: "rooms",
+    },
+    Column {
+        key: "members",
+        header: "members",
+    },
+    Column {
+        key: "senders",
+        header: "senders",
+    },
+    Column {
+        key: "offered_per_s",
+        header: "offered/s",
+    },
+    Column {
+        key: "sent_per_s",
+        header: "sent/s",
+    },
+    Column {
+        key: "delivered",
+        header: "delivered",
+    },
+    Column {
+        key: "delivered_per_s",
+        header: "deliv/s",
+    },
+    Column {
+        key: "loss_pct",
+        header: "loss%",
+    },
+    Column {
+        key: "p50_us",
+        header: "p50_us",
+    },
+    Column {
+        key: "p99_us",
+        header: "p99_us",
+    },
+    Column {
+        key: "p999_us",
+        header: "p999_us",
+    },
+    Column {
+        key: "max_us",
+        header: "max_us",
+    },
+    Column {
+        key: "cpu_s_per_m",
+        header: "cpu_s/M",
+    },
+    Column {
+        key: "bench_cpu_s",
+        header: "bench_cpu_s",
+    },
+];
+
+/// Columns divided in a ratio row.
+pub const LOAD_RATIO_KEYS: &[&str] = &[
+    "sent_per_s",
+    "delivered_per_s",
+    "loss_pct",
+    "p50_us",
+    "p99_us",
+    "p999_us",
+    "max_us",
+    "cpu_s_per_m",
+    "cpu_s",
+];
+
+/// The row of one paced load run.
+pub fn load_row(
+    label: &str,
+    rooms: usize,
+    members: usize,
+    senders: usize,
+    outcome: &LoadOutcome,
+) -> Row {
+    Row::new()
+        .with("target", Cell::Text(label.to_owned()))
+        .with("rooms", Cell::Int(rooms as u64))
+        .with("members", Cell::Int(members as u64))
+        .with("senders", Cell::Int(senders as u64))
+        .with("offered_per_s", Cell::Float(outcome.offered_rate, 0))
+        .with("planned", Cell::Int(outcome.planned))
+        .with("sent", Cell::Int(outcome.sent))
+        .with("send_errors", Cell::Int(outcome.send_errors))
+        .with("sent_per_s", Cell::Float(outcome.sent_per_second(), 0))
+        .with("expected", Cell::Int(outcome.expected))
+        .with("delivered", Cell::Int(outcome.delivered))
+        .with(
+            "delivered_per_s",
+            Cell::Float(outcome.delivered_per_second(), 0),
+        )
+        .with("loss_pct", Cell::Float(outcome.loss_percent(), 3))
+        .with("duplicates", Cell::Int(outcome.duplicates))
+        .with("stale", Cell::Int(outcome.stale))
+        .with("notices", Cell::Int(outcome.notices))
+        .with("other", Cell::Int(outcome.other))
+        .with("p50_us", Cell::opt(outcome.latency_us(0.50), 1))
+        .with("p99_us", Cell::opt(outcome.latency_us(0.99), 1))
+        .with("p999_us", Cell::opt(outcome.latency_us(0.999), 1))
+        .with("max_us", Cell::opt(outcome.latency_max_us(), 1))
+        .with(
+            "cpu_s",
+            Cell::opt(outcome.relay_cpu.map(|cpu| cpu.as_secs_f64()), 2),
+        )
+        .with(
+            "cpu_s_per_m",
+            Cell::opt(outcome.cpu_seconds_per_million(), 2),
+        )
+        .with(
+            "bench_cpu_s",
+            Cell::opt(outcome.generator_cpu.map(|cpu| cpu.as_secs_f64()), 2),
+        )
+}
+
+/// Run ids: distinct per run within one process, so a late datagram of one run never
+/// counts in another.
+pub fn next_run_id() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
