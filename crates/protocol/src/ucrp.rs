@@ -7,7 +7,9 @@
 use thiserror::Error;
 
 use crate::limits::MAX_DATAGRAM;
-use crate::v2::{ClientV2, ServerV2};
+use serde::Serialize;
+
+use crate::v2::{ChatMessage, ClientV2, ServerV2};
 
 /// The first byte of every version-2 message. It never starts valid UTF-8, so version-1 text
 /// cannot be mistaken for it.
@@ -170,6 +172,21 @@ pub fn encode_v2(message: &ServerV2, out: &mut Vec<u8>) {
     let _ = serde_json::to_writer(&mut *out, message);
 }
 
+/// Appends the version-2 `msg` event for `message`, byte for byte what [`encode_v2`] writes for
+/// `ServerV2::Msg`, without first copying the message into a `ServerV2` (the relay does this
+/// for every chat message).
+pub fn encode_v2_msg(message: &ChatMessage, out: &mut Vec<u8>) {
+    #[derive(Serialize)]
+    struct MsgEvent<'a> {
+        t: &'static str,
+        #[serde(flatten)]
+        message: &'a ChatMessage,
+    }
+    out.push(V2_MARKER);
+    // Writing a plain struct into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &MsgEvent { t: "msg", message });
+}
+
 /// What a client receives from the server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerDatagram<'a> {
@@ -281,6 +298,21 @@ mod tests {
                 text: "hi"
             }
         );
+    }
+
+    #[test]
+    fn the_borrowed_msg_encoder_writes_the_same_bytes() {
+        let message = ChatMessage {
+            id: 7,
+            from: "zoë".into(),
+            text: "a \"quoted\" line\n".into(),
+            ts: 1_700_000_000_000,
+        };
+        let mut owned = Vec::new();
+        encode_v2(&ServerV2::Msg(message.clone()), &mut owned);
+        let mut borrowed = Vec::new();
+        encode_v2_msg(&message, &mut borrowed);
+        assert_eq!(borrowed, owned);
     }
 
     #[test]
