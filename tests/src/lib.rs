@@ -5,16 +5,22 @@
 //! The binaries come from the same target directory as the test executable; `cargo test
 //! --workspace` builds them before running any test.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use chat_protocol::limits::MAX_DATAGRAM;
 use chat_protocol::tcrp::{Frame, State};
-use chat_protocol::ucrp::Datagram;
+use chat_protocol::ucrp::{Datagram, V2_MARKER};
+use chat_protocol::v2::{ChatMessage, ClientV2, ServerV2};
 
 /// How long any single expected event may take before a test fails. Generous on purpose: CI
 /// machines are slow and shared; a correct server answers in milliseconds.
@@ -385,13 +391,15 @@ impl UdpMember {
     }
 
     /// The next datagram within `limit`, if any.
+    /// Only datagrams from the server count: tests run in parallel, and a port this socket got
+    /// may have belonged a moment ago to another test's member, whose server still sends to it.
     pub fn recv_within(&self, limit: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + limit;
         let mut buf = vec![0u8; 65536];
         while Instant::now() < deadline {
             match self.socket.recv_from(&mut buf) {
-                Ok((len, _)) => return Some(buf[..len].to_vec()),
-                Err(_) => continue,
+                Ok((len, from)) if from == self.server => return Some(buf[..len].to_vec()),
+                Ok(_) | Err(_) => continue,
             }
         }
         None
@@ -534,6 +542,17 @@ impl ClientProcess {
         self.wait_for(&format!("the line {expected:?}"), |line| line == expected);
     }
 
+    /// The next stdout (or `[stderr] `) line, if one arrives before `deadline`; it is added
+    /// to [`ClientProcess::seen`] too.
+    pub fn next_line_before(&mut self, deadline: Instant) -> Option<String> {
+        let line = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
     /// Lines that arrive within `limit`, for checking that something did not happen.
     pub fn lines_within(&mut self, limit: Duration) -> Vec<String> {
         let deadline = Instant::now() + limit;
@@ -566,4 +585,549 @@ impl Drop for ClientProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A version-2 member on the data plane: sends `0xFF` + JSON in its envelope and reads the
+/// server's `0xFF` + JSON replies as [`ServerV2`] events.
+pub struct V2Member {
+    /// The raw member underneath (socket, room, token).
+    pub udp: UdpMember,
+    /// Datagrams that arrived while waiting for something else (an ack, a history page),
+    /// handed out again, in arrival order, before anything newer.
+    set_aside: RefCell<VecDeque<Vec<u8>>>,
+}
+
+/// What a version-2 `register` (or `ping`) was answered with.
+#[derive(Debug)]
+pub struct Replay {
+    /// The `members` confirmation (register only).
+    pub members: Option<(Vec<String>, String)>,
+    /// Replayed messages, in the order they arrived.
+    pub messages: Vec<ChatMessage>,
+    /// The newest stored id the closing `pong` announced.
+    pub latest: u64,
+    /// Any other event that arrived before the `pong`.
+    pub other: Vec<ServerV2>,
+}
+
+impl Replay {
+    /// The ids of the replayed messages.
+    pub fn ids(&self) -> Vec<u64> {
+        self.messages.iter().map(|message| message.id).collect()
+    }
+}
+
+/// Decodes a datagram the server sent a version-2 member; panics on anything else, which is
+/// what a version-2 member must never receive.
+pub fn decode_v2(datagram: &[u8]) -> ServerV2 {
+    let Some((&V2_MARKER, json)) = datagram.split_first() else {
+        panic!(
+            "a version-2 member received a datagram without the 0xFF marker: {:?}",
+            String::from_utf8_lossy(datagram)
+        );
+    };
+    serde_json::from_slice(json).unwrap_or_else(|error| {
+        panic!(
+            "undecodable version-2 datagram ({error}): {}",
+            String::from_utf8_lossy(json)
+        )
+    })
+}
+
+impl V2Member {
+    /// A member with a fresh socket (not registered yet).
+    pub fn new(server: SocketAddr, room: &str, token: &str) -> Self {
+        Self::from_udp(UdpMember::new(server, room, token))
+    }
+
+    /// A version-2 member over an existing raw member (e.g. one sharing another's socket).
+    pub fn from_udp(udp: UdpMember) -> Self {
+        Self {
+            udp,
+            set_aside: RefCell::default(),
+        }
+    }
+
+    /// Sends a version-2 message.
+    pub fn send(&self, message: &ClientV2) {
+        let json = serde_json::to_vec(message).expect("client messages encode");
+        self.send_json_bytes(&json);
+    }
+
+    /// Sends arbitrary JSON after the `0xFF` marker.
+    pub fn send_json_bytes(&self, json: &[u8]) {
+        let mut body = vec![V2_MARKER];
+        body.extend_from_slice(json);
+        self.udp.send(&body);
+    }
+
+    /// Sends a chat message without waiting for anything.
+    pub fn send_msg(&self, seq: u64, text: &str) {
+        self.send(&ClientV2::Msg {
+            seq,
+            text: text.to_owned(),
+        });
+    }
+
+    /// The next datagram within `limit`, as raw bytes (set-aside ones first).
+    pub fn recv_raw_within(&self, limit: Duration) -> Option<Vec<u8>> {
+        if let Some(datagram) = self.set_aside.borrow_mut().pop_front() {
+            return Some(datagram);
+        }
+        self.udp.recv_within(limit)
+    }
+
+    /// Puts datagrams back in front of everything not yet handed out, in the given order.
+    fn set_aside(&self, datagrams: Vec<Vec<u8>>) {
+        let mut queue = self.set_aside.borrow_mut();
+        for datagram in datagrams.into_iter().rev() {
+            queue.push_front(datagram);
+        }
+    }
+
+    /// Waits (up to [`EVENT_TIMEOUT`]) for a datagram satisfying `wanted`, setting aside the
+    /// others for later reads.
+    fn wait_setting_aside(&self, what: &str, wanted: impl Fn(&ServerV2) -> bool) -> Vec<u8> {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let mut others = Vec::new();
+        while Instant::now() < deadline {
+            if let Some(datagram) = self.recv_raw_within(Duration::from_millis(200)) {
+                if wanted(&decode_v2(&datagram)) {
+                    self.set_aside(others);
+                    return datagram;
+                }
+                others.push(datagram);
+            }
+        }
+        let others: Vec<ServerV2> = others.iter().map(|d| decode_v2(d)).collect();
+        panic!("timed out waiting for {what}; received instead: {others:?}");
+    }
+
+    /// The next event within `limit`.
+    pub fn next_event_within(&self, limit: Duration) -> Option<ServerV2> {
+        self.recv_raw_within(limit)
+            .map(|datagram| decode_v2(&datagram))
+    }
+
+    /// Waits (up to [`EVENT_TIMEOUT`]) for an event satisfying `wanted`; returns the events
+    /// that came before it and the event itself. Panics with what came instead on timeout.
+    pub fn expect(
+        &self,
+        what: &str,
+        wanted: impl Fn(&ServerV2) -> bool,
+    ) -> (Vec<ServerV2>, ServerV2) {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let mut before = Vec::new();
+        while Instant::now() < deadline {
+            if let Some(event) = self.next_event_within(Duration::from_millis(200)) {
+                if wanted(&event) {
+                    return (before, event);
+                }
+                before.push(event);
+            }
+        }
+        panic!("timed out waiting for {what}; received instead: {before:?}");
+    }
+
+    /// Registers (optionally with `last_id`) and collects the answer up to its `pong`.
+    pub fn register(&self, last_id: Option<u64>) -> Replay {
+        self.send(&ClientV2::Register { last_id });
+        self.collect_until_pong("the pong that ends a registration")
+    }
+
+    /// Pings (optionally with `last_id`) and collects the answer up to its `pong`.
+    pub fn ping(&self, last_id: Option<u64>) -> Replay {
+        self.send(&ClientV2::Ping { last_id });
+        self.collect_until_pong("the pong that answers a ping")
+    }
+
+    fn collect_until_pong(&self, what: &str) -> Replay {
+        let (before, pong) = self.expect(what, |event| matches!(event, ServerV2::Pong { .. }));
+        let ServerV2::Pong { id: latest } = pong else {
+            unreachable!("matched a pong")
+        };
+        let mut replay = Replay {
+            members: None,
+            messages: Vec::new(),
+            latest,
+            other: Vec::new(),
+        };
+        for event in before {
+            match event {
+                ServerV2::Members { names, host } if replay.members.is_none() => {
+                    replay.members = Some((names, host));
+                }
+                ServerV2::Msg(message) => replay.messages.push(message),
+                other => replay.other.push(other),
+            }
+        }
+        replay
+    }
+
+    /// Sends a chat message and waits for its ack; returns the room id it was stored as.
+    /// Other events that arrive meanwhile are kept for later reads.
+    pub fn say(&self, seq: u64, text: &str) -> u64 {
+        self.send_msg(seq, text);
+        let ack = self.wait_setting_aside(
+            &format!("the ack of seq {seq}"),
+            |event| matches!(event, ServerV2::Ack { seq: acked, .. } if *acked == seq),
+        );
+        let ServerV2::Ack { id, .. } = decode_v2(&ack) else {
+            unreachable!("matched an ack")
+        };
+        id
+    }
+
+    /// Waits for the live `msg` event with this id; returns it and the events before it.
+    pub fn expect_msg(&self, id: u64) -> (Vec<ServerV2>, ChatMessage) {
+        let (before, event) = self.expect(
+            &format!("message {id}"),
+            |event| matches!(event, ServerV2::Msg(message) if message.id == id),
+        );
+        let ServerV2::Msg(message) = event else {
+            unreachable!("matched a msg")
+        };
+        (before, message)
+    }
+
+    /// One `history` page: its messages, `more`, and the datagram's size in bytes. Other
+    /// events that arrive meanwhile are kept for later reads.
+    pub fn history(
+        &self,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> (Vec<ChatMessage>, bool, usize) {
+        self.send(&ClientV2::History { before, limit });
+        let datagram = self.wait_setting_aside("a history page", |event| {
+            matches!(event, ServerV2::History { .. })
+        });
+        let ServerV2::History { messages, more } = decode_v2(&datagram) else {
+            unreachable!("matched a history page")
+        };
+        (messages, more, datagram.len())
+    }
+
+    /// Walks `history` back from the newest message to the oldest reachable one, `limit` per
+    /// page; returns every message oldest first. Each page is checked to fit in a datagram.
+    pub fn whole_history(&self, limit: u32) -> Vec<ChatMessage> {
+        let mut all: Vec<ChatMessage> = Vec::new();
+        let mut before = None;
+        for _ in 0..10_000 {
+            let (page, more, size) = self.history(before, Some(limit));
+            assert!(size <= MAX_DATAGRAM, "a history page of {size} bytes");
+            if let Some(first) = page.first() {
+                before = Some(first.id);
+            }
+            let mut page = page;
+            page.append(&mut all);
+            all = page;
+            if !more {
+                return all;
+            }
+            assert!(before.is_some(), "an empty page that says there is more");
+        }
+        panic!("history never ended");
+    }
+}
+
+/// Which faults a [`LossProxy`] injects, in percent of datagrams, in each direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Datagrams dropped.
+    pub loss_percent: u32,
+    /// Datagrams forwarded twice.
+    pub duplicate_percent: u32,
+    /// Datagrams held back and released after the next one (or after the proxy's reorder
+    /// hold, [`REORDER_HOLD`] by default, when no next one comes).
+    pub reorder_percent: u32,
+}
+
+impl Faults {
+    /// A perfect network.
+    pub const NONE: Self = Self {
+        loss_percent: 0,
+        duplicate_percent: 0,
+        reorder_percent: 0,
+    };
+}
+
+/// Longest time a held-back datagram waits for a successor before it is released anyway.
+pub const REORDER_HOLD: Duration = Duration::from_millis(100);
+
+/// How often the proxy's threads look at their stop flag.
+const PROXY_POLL: Duration = Duration::from_millis(20);
+
+/// What a [`LossProxy`] did, over all its links and both directions.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Datagrams received from either side.
+    pub received: AtomicU64,
+    /// Of those, datagrams received from clients (on their way to the server).
+    pub from_clients: AtomicU64,
+    /// Datagrams dropped.
+    pub dropped: AtomicU64,
+    /// Extra copies sent.
+    pub duplicated: AtomicU64,
+    /// Datagrams sent after their successor.
+    pub reordered: AtomicU64,
+}
+
+impl ProxyStats {
+    /// One line for stderr.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} datagrams, {} dropped, {} duplicated, {} reordered",
+            self.received.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+            self.duplicated.load(Ordering::Relaxed),
+            self.reordered.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// xorshift64*: small, fast and deterministic, so a proxy's decisions replay from its seed.
+#[derive(Debug, Clone)]
+pub struct XorShift64Star(u64);
+
+impl XorShift64Star {
+    /// A generator from any seed (spread with splitmix64, so nearby seeds differ; never zero).
+    pub fn new(seed: u64) -> Self {
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Self(if z == 0 { 1 } else { z })
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u32) -> bool {
+        percent > 0 && (self.next_u64() >> 32) % 100 < u64::from(percent)
+    }
+}
+
+/// A UDP proxy between clients and the server that loses, duplicates and reorders datagrams,
+/// deterministically from its seed, in both directions.
+///
+/// Each client gets its own link: a socket on 127.0.0.1 that the client uses as the server's
+/// UDP port, and an upstream socket that talks to the real server. Replies from the server go
+/// back to the address the client last sent from. Threads stop when the proxy is dropped.
+pub struct LossProxy {
+    upstream: SocketAddr,
+    seed: u64,
+    reorder_hold: Duration,
+    faults: Arc<Mutex<Faults>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+    links: u64,
+    /// What the proxy did so far.
+    pub stats: Arc<ProxyStats>,
+}
+
+impl LossProxy {
+    /// A proxy towards the server's data plane at `upstream`, with no links yet.
+    pub fn new(upstream: SocketAddr, faults: Faults, seed: u64) -> Self {
+        Self {
+            upstream,
+            seed,
+            reorder_hold: REORDER_HOLD,
+            faults: Arc::new(Mutex::new(faults)),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            links: 0,
+            stats: Arc::new(ProxyStats::default()),
+        }
+    }
+
+    /// Sets how long a held-back datagram waits for a successor before it goes anyway (for
+    /// links opened from now on). A long hold makes the order of what arrives depend on the
+    /// order of what was sent alone, never on timing.
+    pub fn with_reorder_hold(mut self, hold: Duration) -> Self {
+        self.reorder_hold = hold;
+        self
+    }
+
+    /// Changes the faults of every link from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.faults.lock().unwrap_or_else(PoisonError::into_inner) = faults;
+    }
+
+    /// Opens a link for one more client; returns the UDP port the client must send to.
+    pub fn open_link(&mut self) -> u16 {
+        let downstream = UdpSocket::bind("127.0.0.1:0").expect("bind the proxy's client side");
+        let upstream = UdpSocket::bind("127.0.0.1:0").expect("bind the proxy's server side");
+        for socket in [&downstream, &upstream] {
+            socket
+                .set_read_timeout(Some(PROXY_POLL))
+                .expect("set timeout");
+        }
+        let port = downstream.local_addr().expect("bound").port();
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let link = self.links;
+        self.links += 1;
+        let to_server = Direction {
+            from: downstream.try_clone().expect("clone socket"),
+            to: upstream.try_clone().expect("clone socket"),
+            rng: XorShift64Star::new(self.seed ^ (link << 1)),
+            towards_server: true,
+            hold: self.reorder_hold,
+        };
+        let to_client = Direction {
+            from: upstream,
+            to: downstream,
+            rng: XorShift64Star::new(self.seed ^ ((link << 1) | 1)),
+            towards_server: false,
+            hold: self.reorder_hold,
+        };
+        let server = self.upstream;
+        let shared = (
+            Arc::clone(&self.faults),
+            Arc::clone(&self.stop),
+            Arc::clone(&self.stats),
+        );
+        let client_in = Arc::clone(&client);
+        let (faults, stop, stats) = shared.clone();
+        self.threads.push(thread::spawn(move || {
+            to_server.run(&faults, &stop, &stats, |source| {
+                // Whatever the client sends from is where replies go (it may rebind).
+                *client_in.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
+                Some(server)
+            });
+        }));
+        let (faults, stop, stats) = shared;
+        self.threads.push(thread::spawn(move || {
+            to_client.run(&faults, &stop, &stats, |source| {
+                if source != server {
+                    return None;
+                }
+                *client.lock().unwrap_or_else(PoisonError::into_inner)
+            });
+        }));
+        port
+    }
+}
+
+impl Drop for LossProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One direction of one proxy link.
+struct Direction {
+    from: UdpSocket,
+    to: UdpSocket,
+    rng: XorShift64Star,
+    towards_server: bool,
+    hold: Duration,
+}
+
+impl Direction {
+    /// Forwards until `stop`; `destination` says where a datagram from a source goes (None
+    /// drops it).
+    fn run(
+        mut self,
+        faults: &Mutex<Faults>,
+        stop: &AtomicBool,
+        stats: &ProxyStats,
+        mut destination: impl FnMut(SocketAddr) -> Option<SocketAddr>,
+    ) {
+        let mut buf = vec![0u8; 65536];
+        let mut held: Option<(Vec<u8>, SocketAddr, Instant)> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let received = self.from.recv_from(&mut buf);
+            let Ok((len, source)) = received else {
+                if let Some((datagram, to, since)) = held.take() {
+                    if since.elapsed() >= self.hold {
+                        let _ = self.to.send_to(&datagram, to);
+                    } else {
+                        held = Some((datagram, to, since));
+                    }
+                }
+                continue;
+            };
+            let Some(to) = destination(source) else {
+                continue;
+            };
+            let faults = *faults.lock().unwrap_or_else(PoisonError::into_inner);
+            // Every decision draws from the generator, so the sequence of decisions depends
+            // only on the seed and the sequence of datagrams.
+            let lose = self.rng.chance(faults.loss_percent);
+            let duplicate = self.rng.chance(faults.duplicate_percent);
+            let reorder = self.rng.chance(faults.reorder_percent);
+            // Counted once decided, so that a reader of the counters knows the faults then in
+            // force applied to every datagram counted.
+            stats.received.fetch_add(1, Ordering::Relaxed);
+            if self.towards_server {
+                stats.from_clients.fetch_add(1, Ordering::Relaxed);
+            }
+            if lose {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let datagram = &buf[..len];
+            if duplicate {
+                stats.duplicated.fetch_add(1, Ordering::Relaxed);
+                let _ = self.to.send_to(datagram, to);
+            }
+            if reorder && held.is_none() {
+                stats.reordered.fetch_add(1, Ordering::Relaxed);
+                held = Some((datagram.to_vec(), to, Instant::now()));
+                continue;
+            }
+            let _ = self.to.send_to(datagram, to);
+            if let Some((earlier, earlier_to, _)) = held.take() {
+                let _ = self.to.send_to(&earlier, earlier_to);
+            }
+        }
+    }
+}
+
+/// One TCRP exchange that may fail, for tests that kill or stop the server mid-burst: the two
+/// reply frames, or None when the connection failed or closed before both arrived.
+pub fn try_handshake(
+    tcp: SocketAddr,
+    operation: u8,
+    room: &str,
+    payload: &[u8],
+) -> Option<Replies> {
+    let request = Frame::new(operation, State::Request, room, payload.to_vec())
+        .encode()
+        .expect("encodable request");
+    let mut stream = TcpStream::connect_timeout(&tcp, EVENT_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(EVENT_TIMEOUT)).ok()?;
+    stream.write_all(&request).ok()?;
+    let mut reply = Vec::new();
+    // A reset after the replies still leaves them in `reply`.
+    let _ = stream.read_to_end(&mut reply);
+    let (compliance, used) = Frame::decode(&reply).ok()??;
+    let (complete, _) = Frame::decode(&reply[used..]).ok()??;
+    (compliance.state == State::Compliance && complete.state == State::Complete).then_some(
+        Replies {
+            compliance,
+            complete,
+        },
+    )
+}
+
+/// A figure from `/proc/PID/status` in kB, e.g. `VmRSS` (resident now) or `VmHWM` (the peak
+/// resident size so far); None when the process is gone or the field is missing.
+pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        value.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
 }

@@ -1,5 +1,9 @@
 //! The `chat-client` binary as people use it: type lines, read `NAME: TEXT` and `* notice`
 //! lines, leave with `/quit`, and get a clear exit code when the server says no or is absent.
+//!
+//! The client speaks version 2 by default, where a sender's own message is shown once the
+//! server has stored it (its delivery confirmation); `--v1` speaks the reference protocol,
+//! where a sender is never shown its own message.
 
 use std::net::TcpListener;
 
@@ -8,25 +12,60 @@ use chat_tests::{ClientProcess, ServerProcess, join};
 /// The line the client prints when its host closes the room.
 const ROOM_CLOSED_LINE: &str = "* the room was closed by its host";
 
-/// Starts a client and waits until it is registered (the server's welcome notice is shown).
-fn enter(server: &ServerProcess, operation: &str, room: &str, name: &str) -> ClientProcess {
-    let mut client = ClientProcess::start(server, &[operation, room, "--name", name]);
+/// Starts a client (extra flags such as `--v1` go first) and waits until it is registered:
+/// the server's welcome notice is shown.
+fn enter(
+    server: &ServerProcess,
+    flags: &[&str],
+    operation: &str,
+    room: &str,
+    name: &str,
+) -> ClientProcess {
+    let mut args = flags.to_vec();
+    args.extend([operation, room, "--name", name]);
+    let mut client = ClientProcess::start(server, &args);
     let welcome = format!("* welcome to {room}, {name}");
     client.wait_for("the welcome notice", |line| line.starts_with(&welcome));
     client
 }
 
-/// Asserts that `client` has not printed a chat line from itself (the server must not echo).
-fn assert_no_echo(client: &ClientProcess, name: &str) {
+/// Waits until `client` has shown every line in `lines`, in any order.
+fn wait_for_all(client: &mut ClientProcess, lines: &[&str]) {
+    for line in lines {
+        if !client.seen.iter().any(|seen| seen == line) {
+            client.wait_for_line(line);
+        }
+    }
+}
+
+/// How many times `client` has shown exactly `line` so far.
+fn times_shown(client: &ClientProcess, line: &str) -> usize {
+    client.seen.iter().filter(|seen| *seen == line).count()
+}
+
+/// Asserts that every line in `lines` was shown exactly once by `client`.
+fn assert_each_shown_once(client: &ClientProcess, who: &str, lines: &[&str]) {
+    for line in lines {
+        assert_eq!(
+            times_shown(client, line),
+            1,
+            "{who} shows {line:?} exactly once; it printed {:#?}",
+            client.seen
+        );
+    }
+}
+
+/// Asserts that `client` never showed a chat line from `name`.
+fn assert_never_shown_from(client: &ClientProcess, name: &str) {
     let own = format!("{name}: ");
-    let echoed: Vec<&String> = client
+    let shown: Vec<&String> = client
         .seen
         .iter()
         .filter(|line| line.starts_with(&own))
         .collect();
     assert!(
-        echoed.is_empty(),
-        "{name} was shown its own messages: {echoed:?}"
+        shown.is_empty(),
+        "{name} was shown its own messages: {shown:?}"
     );
 }
 
@@ -34,8 +73,8 @@ fn assert_no_echo(client: &ClientProcess, name: &str) {
 fn two_members_chat_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, "create", "lobby", "alice");
-    let mut bob = enter(&server, "join", "lobby", "bob");
+    let mut alice = enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = enter(&server, &[], "join", "lobby", "bob");
     alice.wait_for_line("* bob joined");
 
     alice.send_line("hello bob");
@@ -44,17 +83,61 @@ fn two_members_chat_both_ways() {
     alice.wait_for_line("bob: hello alice, how are you?");
     alice.send_line("fine, thanks");
     bob.wait_for_line("alice: fine, thanks");
-    assert_no_echo(&alice, "alice");
-    assert_no_echo(&bob, "bob");
+    // Bob's own last line is his proof that the server has it; after it, nothing is pending.
+    bob.send_line("bye");
+    bob.wait_for_line("bob: bye");
+    alice.wait_for_line("bob: bye");
+
+    let conversation = [
+        "alice: hello bob",
+        "bob: hello alice, how are you?",
+        "alice: fine, thanks",
+        "bob: bye",
+    ];
+    assert_each_shown_once(&alice, "alice", &conversation);
+    assert_each_shown_once(&bob, "bob", &conversation);
 }
 
 #[test]
-fn three_members_see_each_other_and_never_themselves() {
+fn three_members_see_every_message_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, "create", "trio", "alice");
-    let mut bob = enter(&server, "join", "trio", "bob");
-    let mut carol = enter(&server, "join", "trio", "carol");
+    let mut alice = enter(&server, &[], "create", "trio", "alice");
+    let mut bob = enter(&server, &[], "join", "trio", "bob");
+    let mut carol = enter(&server, &[], "join", "trio", "carol");
+    alice.wait_for_line("* carol joined");
+    bob.wait_for_line("* carol joined");
+
+    let said = [
+        "alice: one from alice",
+        "bob: two from bob",
+        "carol: three from carol",
+    ];
+    alice.send_line("one from alice");
+    bob.send_line("two from bob");
+    carol.send_line("three from carol");
+    // They spoke at once, so each may see the three lines in any order.
+    for member in [&mut alice, &mut bob, &mut carol] {
+        wait_for_all(member, &said);
+    }
+    // A last round, so that a late duplicate of the first would have shown by now.
+    alice.send_line("done");
+    for member in [&mut alice, &mut bob, &mut carol] {
+        member.wait_for_line("alice: done");
+    }
+    for (member, who) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
+        assert_each_shown_once(member, who, &said);
+    }
+}
+
+#[test]
+fn v1_clients_never_see_their_own_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let v1 = ["--v1"];
+    let mut alice = enter(&server, &v1, "create", "trio", "alice");
+    let mut bob = enter(&server, &v1, "join", "trio", "bob");
+    let mut carol = enter(&server, &v1, "join", "trio", "carol");
     alice.wait_for_line("* carol joined");
     bob.wait_for_line("* carol joined");
 
@@ -73,17 +156,34 @@ fn three_members_see_each_other_and_never_themselves() {
     carol.wait_for_line("alice: done");
     bob.wait_for_line("alice: done");
 
-    assert_no_echo(&alice, "alice");
-    assert_no_echo(&bob, "bob");
-    assert_no_echo(&carol, "carol");
+    assert_never_shown_from(&alice, "alice");
+    assert_never_shown_from(&bob, "bob");
+    assert_never_shown_from(&carol, "carol");
+}
+
+#[test]
+fn v1_and_v2_clients_chat_in_one_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut modern = enter(&server, &[], "create", "mixed", "modern");
+    let mut classic = enter(&server, &["--v1"], "join", "mixed", "classic");
+    modern.wait_for_line("* classic joined");
+
+    modern.send_line("hello from version 2 ✓");
+    classic.wait_for_line("modern: hello from version 2 ✓");
+    classic.send_line("hello from version 1 ✓");
+    modern.wait_for_line("classic: hello from version 1 ✓");
+    classic.send_line("/quit");
+    assert_eq!(classic.wait_exit_with_stdin_open().code(), Some(0));
+    modern.wait_for_line("* classic left");
 }
 
 #[test]
 fn utf8_text_and_names_arrive_intact() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut host = enter(&server, "create", "café ☕", "émilie");
-    let mut guest = enter(&server, "join", "café ☕", "Jürgen 🎸");
+    let mut host = enter(&server, &[], "create", "café ☕", "émilie");
+    let mut guest = enter(&server, &[], "join", "café ☕", "Jürgen 🎸");
     host.wait_for_line("* Jürgen 🎸 joined");
 
     let text = "ça va? 👋 — 日本語のテキスト, Ελληνικά, עברית ✓\ttab";
@@ -94,17 +194,48 @@ fn utf8_text_and_names_arrive_intact() {
 }
 
 #[test]
-fn a_line_too_long_for_a_datagram_is_refused_by_the_client() {
+fn a_line_too_long_for_a_datagram_is_not_sent() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, "create", "lobby", "alice");
-    let mut bob = enter(&server, "join", "lobby", "bob");
+    let mut alice = enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = enter(&server, &[], "join", "lobby", "bob");
+    alice.wait_for_line("* bob joined");
+
+    // More than a whole datagram: it cannot fit, whatever the framing.
+    alice.send_line(&"y".repeat(4097));
+    let complaint = alice.wait_for("a notice that it was not sent", |line| {
+        line.contains("not sent")
+    });
+    assert!(
+        complaint.contains("too long"),
+        "says why it was not sent: {complaint}"
+    );
+
+    // A long line that does fit goes through whole, and nothing came before it.
+    let long: String = "é✓-".chars().cycle().take(1600).collect();
+    assert_eq!(long.len(), 3200);
+    alice.send_line(&long);
+    bob.wait_for_line(&format!("alice: {long}"));
+    let from_alice: Vec<&String> = bob
+        .seen
+        .iter()
+        .filter(|line| line.starts_with("alice: "))
+        .collect();
+    assert_eq!(from_alice.len(), 1, "only the line that fits was sent");
+}
+
+#[test]
+fn a_v1_client_refuses_a_line_one_byte_over_the_datagram_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let v1 = ["--v1"];
+    let mut alice = enter(&server, &v1, "create", "lobby", "alice");
+    let mut bob = enter(&server, &v1, "join", "lobby", "bob");
     alice.wait_for_line("* bob joined");
 
     // What fits beside the envelope: 2 size bytes, the room name and the 64-character token.
     let capacity = 4096 - 2 - "lobby".len() - 64;
-    let too_long = "y".repeat(capacity + 1);
-    alice.send_line(&too_long);
+    alice.send_line(&"y".repeat(capacity + 1));
     let complaint = alice.wait_for("a complaint on stderr", |line| {
         line.starts_with("[stderr] ")
     });
@@ -118,7 +249,7 @@ fn a_line_too_long_for_a_datagram_is_refused_by_the_client() {
     );
 
     // The longest line that fits goes through whole, and nothing came before it.
-    let fits: String = "é✓-"
+    let mut fits: String = "é✓-"
         .chars()
         .cycle()
         .scan(0, |len, c| {
@@ -126,7 +257,7 @@ fn a_line_too_long_for_a_datagram_is_refused_by_the_client() {
             (*len <= capacity).then_some(c)
         })
         .collect();
-    let fits = format!("{fits}{}", "z".repeat(capacity - fits.len()));
+    fits.push_str(&"z".repeat(capacity - fits.len()));
     assert_eq!(fits.len(), capacity);
     alice.send_line(&fits);
     bob.wait_for_line(&format!("alice: {fits}"));
@@ -142,9 +273,9 @@ fn a_line_too_long_for_a_datagram_is_refused_by_the_client() {
 fn quit_exits_zero_and_the_others_see_the_leave() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, "create", "lobby", "alice");
-    let mut bob = enter(&server, "join", "lobby", "bob");
-    let mut carol = enter(&server, "join", "lobby", "carol");
+    let mut alice = enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = enter(&server, &[], "join", "lobby", "bob");
+    let mut carol = enter(&server, &[], "join", "lobby", "carol");
     alice.wait_for_line("* carol joined");
 
     bob.send_line("/quit");
@@ -163,8 +294,8 @@ fn quit_exits_zero_and_the_others_see_the_leave() {
 fn end_of_input_leaves_like_quit() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, "create", "lobby", "alice");
-    let mut bob = enter(&server, "join", "lobby", "bob");
+    let mut alice = enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = enter(&server, &[], "join", "lobby", "bob");
     alice.wait_for_line("* bob joined");
 
     bob.close_stdin();
@@ -176,9 +307,9 @@ fn end_of_input_leaves_like_quit() {
 fn when_the_host_quits_the_others_are_told_and_exit_zero() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, "create", "lobby", "alice");
-    let mut bob = enter(&server, "join", "lobby", "bob");
-    let mut carol = enter(&server, "join", "lobby", "carol");
+    let mut alice = enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = enter(&server, &[], "join", "lobby", "bob");
+    let mut carol = enter(&server, &["--v1"], "join", "lobby", "carol");
     alice.wait_for_line("* carol joined");
 
     alice.send_line("/quit");
@@ -199,8 +330,8 @@ fn when_the_host_quits_the_others_are_told_and_exit_zero() {
 fn a_refused_join_exits_3_with_the_servers_message() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let _alice = enter(&server, "create", "lobby", "alice");
-    let _bob = enter(&server, "join", "lobby", "bob");
+    let _alice = enter(&server, &[], "create", "lobby", "alice");
+    let _bob = enter(&server, &[], "join", "lobby", "bob");
 
     // (room, name, the code the server gives)
     for (room, name, code) in [

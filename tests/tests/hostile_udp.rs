@@ -5,8 +5,8 @@
 //! datagrams to the server's one socket are handled in the order they were sent, so whatever a
 //! broken server would have relayed arrives before the marker.
 
-use std::net::UdpSocket;
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Instant;
 
 use chat_protocol::ucrp::Datagram;
 use chat_tests::{EVENT_TIMEOUT, ServerProcess, UdpMember, create, join, v1_frame};
@@ -25,7 +25,7 @@ impl XorShift {
     }
 
     fn below(&mut self, bound: usize) -> usize {
-        usize::try_from(self.next() % bound as u64).unwrap()
+        usize::try_from(self.next() % bound as u64).expect("below a usize bound")
     }
 
     fn bytes(&mut self, len: usize) -> Vec<u8> {
@@ -50,9 +50,9 @@ fn pair(server: &ServerProcess, room: &str, host: &str, guest: &str) -> Pair {
     let guest_token = join(server.tcp, room, guest).token();
     let host_member = UdpMember::new(server.udp, room, &host_token);
     let guest_member = UdpMember::new(server.udp, room, &guest_token);
-    host_member.register();
-    guest_member.register();
-    host_member.expect_chat("*", &format!("{guest} joined"));
+    register(&host_member);
+    register(&guest_member);
+    expect_chat(&host_member, "*", &format!("{guest} joined"));
     Pair {
         host: host_member,
         guest: guest_member,
@@ -60,16 +60,64 @@ fn pair(server: &ServerProcess, room: &str, host: &str, guest: &str) -> Pair {
     }
 }
 
-/// Everything `member` receives before the datagram `marker`, which must arrive.
-fn received_before(member: &UdpMember, marker: &[u8]) -> Vec<Vec<u8>> {
+/// The next datagram from `from` to `member`, if one arrives before `deadline`.
+///
+/// Datagrams from any other address are ignored: ephemeral ports are reused, and a server of
+/// another test, still running, may keep sending to this port's previous owner.
+fn recv_from(member: &UdpMember, from: SocketAddr, deadline: Instant) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 65_536];
+    while Instant::now() < deadline {
+        // The harness gives the socket a short read timeout, so this wakes up to check.
+        if let Ok((len, source)) = member.socket.recv_from(&mut buf)
+            && source == from
+        {
+            return Some(buf[..len].to_vec());
+        }
+    }
+    None
+}
+
+/// Waits for a datagram from the server satisfying `wanted`, discarding the others.
+fn next_from_server(member: &UdpMember, what: &str, wanted: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while let Some(datagram) = recv_from(member, member.server, deadline) {
+        if wanted(&datagram) {
+            return datagram;
+        }
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Registers (version 1) and returns the server's welcome notice.
+fn register(member: &UdpMember) -> Vec<u8> {
+    member.send(b"__REGISTER__");
+    next_from_server(member, "the welcome notice", |d| {
+        d.starts_with(b"\x01*welcome to ")
+    })
+}
+
+/// Waits for the version-1 chat frame `[len][sender][text]` from the server.
+fn expect_chat(member: &UdpMember, sender: &str, text: &str) {
+    let expected = v1_frame(sender, text);
+    next_from_server(member, &format!("{sender}: {text}"), |d| d == expected);
+}
+
+/// Everything `member` receives from the server before the datagram `marker` from
+/// `marker_from`, which must arrive.
+fn received_before(member: &UdpMember, marker_from: SocketAddr, marker: &[u8]) -> Vec<Vec<u8>> {
     let deadline = Instant::now() + EVENT_TIMEOUT;
     let mut before = Vec::new();
+    let mut buf = vec![0u8; 65_536];
     while Instant::now() < deadline {
-        if let Some(datagram) = member.recv_within(Duration::from_millis(200)) {
-            if datagram == marker {
-                return before;
-            }
-            before.push(datagram);
+        let Ok((len, source)) = member.socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let datagram = &buf[..len];
+        if source == marker_from && datagram == marker {
+            return before;
+        }
+        if source == member.server {
+            before.push(datagram.to_vec());
         }
     }
     panic!(
@@ -81,7 +129,7 @@ fn received_before(member: &UdpMember, marker: &[u8]) -> Vec<Vec<u8>> {
 
 /// Asserts that `to` receives the chat `text` from `sender` and nothing before it.
 fn expect_only(to: &UdpMember, sender: &str, text: &str, what: &str) {
-    let before = received_before(to, &v1_frame(sender, text));
+    let before = received_before(to, to.server, &v1_frame(sender, text));
     assert!(
         before.is_empty(),
         "{what}; received before {sender}: {text}: {}",
@@ -90,15 +138,18 @@ fn expect_only(to: &UdpMember, sender: &str, text: &str, what: &str) {
 }
 
 /// Sends a marker straight from the test to `member`'s socket (not through the server) and
-/// returns what the member received before it. Call it only after the server has provably
-/// handled everything of interest (another member saw a later message).
+/// returns what the member received from the server before it. Call it only after the server
+/// has provably handled everything of interest (another member saw a later message).
 fn received_from_server_so_far(member: &UdpMember) -> Vec<Vec<u8>> {
     let marker = b"marker sent by the test itself";
-    let poker = UdpSocket::bind("127.0.0.1:0").unwrap();
-    poker
-        .send_to(marker, member.socket.local_addr().unwrap())
-        .unwrap();
-    received_before(member, marker)
+    let poker = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+    let to = member
+        .socket
+        .local_addr()
+        .expect("a bound socket has an address");
+    poker.send_to(marker, to).expect("send the marker");
+    let from = poker.local_addr().expect("a bound socket has an address");
+    received_before(member, from, marker)
 }
 
 fn show(datagrams: &[Vec<u8>]) -> String {
@@ -117,15 +168,13 @@ fn envelope(room: &str, token: &[u8], message: &[u8]) -> Vec<u8> {
         message,
     }
     .encode()
-    .unwrap()
+    .expect("a datagram within the limits")
 }
 
 /// Like [`envelope`], without the encoder's size limit, for oversized datagrams.
 fn raw_envelope(room: &[u8], token: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![
-        u8::try_from(room.len()).unwrap(),
-        u8::try_from(token.len()).unwrap(),
-    ];
+    let size = |field: &[u8]| u8::try_from(field.len()).expect("a field of at most 255 bytes");
+    let mut bytes = vec![size(room), size(token)];
     bytes.extend_from_slice(room);
     bytes.extend_from_slice(token);
     bytes.extend_from_slice(message);
@@ -261,7 +310,7 @@ fn unknown_and_malformed_tokens_are_never_relayed() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
     let room = pair(&server, "den", "alice", "bob");
-    let mut rng = XorShift(0x5eed_0f_70_4e45);
+    let mut rng = XorShift(0x5eed_f00d_0bad_cafe);
     let bob = room.guest_token.as_bytes();
     let mut not_hex = bob.to_vec();
     not_hex[0] = b'g';
@@ -359,7 +408,7 @@ fn garbage_and_oversized_datagrams_are_dropped_and_relaying_goes_on() {
             String::from_utf8_lossy(&datagram[..datagram.len().min(40)])
         ));
     }
-    let mut rng = XorShift(0x0ddb_a11_c0ffee);
+    let mut rng = XorShift(0x0ddb_a11c_0ffe_e000);
     for batch in 0..12 {
         for _ in 0..25 {
             let len = rng.below(600);
@@ -391,10 +440,9 @@ fn a_datagram_of_exactly_4096_bytes_is_relayed_intact_and_4097_is_not() {
     let datagram = envelope("den", alice, fits.as_bytes());
     assert_eq!(datagram.len(), 4096);
     room.host.send_raw(&datagram);
-    let relayed = room
-        .guest
-        .recv_matching(|d| d.starts_with(b"\x05alice"))
-        .expect("a 4096-byte datagram is relayed");
+    let relayed = next_from_server(&room.guest, "the 4096-byte datagram, relayed", |d| {
+        d.starts_with(b"\x05alice")
+    });
     let text = &relayed[1 + "alice".len()..];
     assert_eq!(
         text.len(),
@@ -425,13 +473,13 @@ fn the_sender_never_receives_its_own_message() {
     let room = pair(&server, "den", "alice", "bob");
     let carol_token = join(server.tcp, "den", "carol").token();
     let carol = UdpMember::new(server.udp, "den", &carol_token);
-    carol.register();
-    room.host.expect_chat("*", "carol joined");
-    room.guest.expect_chat("*", "carol joined");
+    register(&carol);
+    expect_chat(&room.host, "*", "carol joined");
+    expect_chat(&room.guest, "*", "carol joined");
 
     room.host.send(b"hello everyone");
-    room.guest.expect_chat("alice", "hello everyone");
-    carol.expect_chat("alice", "hello everyone");
+    expect_chat(&room.guest, "alice", "hello everyone");
+    expect_chat(&carol, "alice", "hello everyone");
     room.guest.send(b"hi alice");
     expect_only(
         &room.host,
@@ -439,10 +487,10 @@ fn the_sender_never_receives_its_own_message() {
         "hi alice",
         "alice got her own message back",
     );
-    carol.expect_chat("bob", "hi alice");
+    expect_chat(&carol, "bob", "hi alice");
     // The same from a guest.
     carol.send(b"carol here");
-    room.guest.expect_chat("carol", "carol here");
+    expect_chat(&room.guest, "carol", "carol here");
     room.host.send(b"welcome carol");
     expect_only(
         &carol,
@@ -459,7 +507,7 @@ fn a_member_that_roams_receives_at_its_new_address_only() {
     let room = pair(&server, "den", "alice", "bob");
     let old_bob = &room.guest;
     let new_bob = UdpMember::new(server.udp, "den", &room.guest_token);
-    let welcome = new_bob.register();
+    let welcome = register(&new_bob);
     assert!(
         welcome.starts_with(b"\x01*welcome to den, bob"),
         "{:?}",
@@ -467,9 +515,9 @@ fn a_member_that_roams_receives_at_its_new_address_only() {
     );
 
     room.host.send(b"where are you now?");
-    new_bob.expect_chat("alice", "where are you now?");
+    expect_chat(&new_bob, "alice", "where are you now?");
     room.host.send(b"found you");
-    new_bob.expect_chat("alice", "found you");
+    expect_chat(&new_bob, "alice", "found you");
     let to_old = received_from_server_so_far(old_bob);
     assert!(
         to_old.is_empty(),

@@ -1,7 +1,7 @@
 //! The reference Python client's conversation, byte for byte: JSON-string username, JSON
 //! replies, `__REGISTER__`, `[len][name][text]` relay, `__LEAVE__`, bare `__ROOM_CLOSED__`.
 
-use chat_tests::{ServerProcess, UdpMember, create, join, raw_exchange, v1_frame};
+use chat_tests::{ServerProcess, UdpMember, join, raw_exchange, v1_frame};
 use std::time::Duration;
 
 #[test]

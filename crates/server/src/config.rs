@@ -40,6 +40,10 @@ pub struct Config {
     /// Most TCP handshakes handled at once; more are refused with server_busy.
     #[arg(long, default_value_t = 256)]
     pub max_handshakes: usize,
+    /// TCP connections one source address may open per minute (a burst of that many, then a
+    /// steady rate); more are refused with server_busy. 0 turns the limit off.
+    #[arg(long, default_value_t = 120)]
+    pub handshakes_per_ip: u32,
     /// Most rooms at once.
     #[arg(long, default_value_t = 10_000)]
     pub max_rooms: usize,
@@ -79,6 +83,7 @@ impl Config {
             max_rooms: self.max_rooms,
             max_members_per_room: self.max_members,
             join_history: self.join_history,
+            retention: self.history_limit,
             idle_timeout: self.idle_timeout,
             v1_idle_timeout: self.v1_idle_timeout,
         }
@@ -120,6 +125,7 @@ mod tests {
         assert_eq!(config.udp_port, 9091);
         assert_eq!(config.state, PathBuf::from("room_manager.json"));
         assert_eq!(config.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(config.handshakes_per_ip, 120);
         assert_eq!(
             config.flood_policy(),
             FloodPolicy {

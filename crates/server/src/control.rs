@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
+use crate::ip_limit::{Admission, HandshakeRateLimiter};
 use crate::manager::{JoinError, Membership, SharedManager, lock};
 use crate::password;
 use crate::room::RoomKind;
@@ -46,6 +47,9 @@ pub struct ControlContext {
     pub request_timeout: Duration,
     /// Most handshakes handled at once; more are refused with `server_busy`.
     pub max_handshakes: usize,
+    /// Connections one source address may open per minute; more are refused with
+    /// `server_busy`. 0 turns the limit off.
+    pub handshakes_per_ip: u32,
 }
 
 /// Accepts connections until `stop` turns true, then waits for the handshakes in flight.
@@ -55,6 +59,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(context.max_handshakes));
+    // Only this loop touches the per-address buckets, so they need no lock.
+    let mut per_address = HandshakeRateLimiter::new(context.handshakes_per_ip);
     // Every handler holds a clone of `in_flight`; when all are dropped, `finished` yields None.
     let (in_flight, mut finished) = mpsc::channel::<()>(1);
     loop {
@@ -71,12 +77,22 @@ pub async fn serve(
                 continue;
             }
         };
+        // Checked before the semaphore, so that one address over its allowance cannot hold
+        // the slots everyone else needs.
+        match per_address.check(peer.ip(), std::time::Instant::now()) {
+            Admission::Admitted | Admission::Untracked => {}
+            Admission::Refused { first } => {
+                refuse_over_address_limit(&stream, peer, &per_address, first);
+                continue;
+            }
+        }
         match Arc::clone(&permits).try_acquire_owned() {
             Ok(permit) => {
                 let context = Arc::clone(&context);
                 let in_flight = in_flight.clone();
+                let stop = stop.clone();
                 tokio::spawn(async move {
-                    handle_connection(stream, peer, &context).await;
+                    handle_connection(stream, peer, &context, stop).await;
                     drop(permit);
                     drop(in_flight);
                 });
@@ -102,9 +118,52 @@ fn refuse_when_overloaded(stream: TcpStream, peer: SocketAddr) {
     let _ = stream.try_write(&reply.encode());
 }
 
-async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, context: &ControlContext) {
+/// Like [`refuse_when_overloaded`], for an address that connects too often. Only the first
+/// refusal in a row is logged above debug level, so a flood of connections cannot flood the log.
+fn refuse_over_address_limit(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    limiter: &HandshakeRateLimiter,
+    first: bool,
+) {
+    if first {
+        tracing::warn!(ip = %peer.ip(), "too many requests from one address; refusing its requests for now");
+    } else {
+        tracing::debug!(%peer, "too many requests from this address; refusing");
+    }
+    let wait = match limiter.retry_after().as_secs_f64().ceil() {
+        seconds if seconds <= 1.0 => "a second".to_owned(),
+        seconds => format!("{seconds} seconds"),
+    };
+    let reply = Reply::refused(
+        0,
+        String::new(),
+        ErrorCode::ServerBusy,
+        format!("too many requests from your address; try again in {wait}"),
+    );
+    let _ = stream.try_write(&reply.encode());
+}
+
+async fn handle_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    context: &ControlContext,
+    mut stop: watch::Receiver<bool>,
+) {
     let deadline = Instant::now() + context.request_timeout;
-    let reply = match read_request(&mut stream, deadline).await {
+    // A request still arriving when the server stops is refused rather than waited for: a
+    // slow or stalled client must not hold up shutdown for the whole request timeout. Nothing
+    // was promised to it yet, and server_busy tells it to try again.
+    let read = tokio::select! {
+        read = read_request(&mut stream, deadline) => read,
+        _ = stop.wait_for(|stop| *stop) => Err(ReadFailure::Answer(Reply::refused(
+            0,
+            String::new(),
+            ErrorCode::ServerBusy,
+            "the server is shutting down; try again shortly".into(),
+        ))),
+    };
+    let reply = match read {
         Ok(frame) => {
             match timeout(PROCESSING_TIMEOUT, process(frame.clone(), peer, context)).await {
                 Ok(reply) => reply,

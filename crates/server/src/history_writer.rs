@@ -22,6 +22,10 @@ use crate::room::{MemberId, RoomId};
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 1024;
+/// How long the thread gathers work after the first job before committing. A transaction
+/// costs far more than a row, so a few milliseconds of gathering make a busy room cheap; only
+/// version-2 acks and relays wait for it (version-1 text is relayed at once).
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// Longest wait between retries of a failed commit (disk full, I/O error).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
@@ -96,6 +100,11 @@ fn run(
 ) {
     let mut out = Outbox::default();
     while let Ok(first) = queue.recv() {
+        // Sleep out the window instead of waiting on the channel: while this thread is not
+        // parked, the relay's sends wake nobody, so a busy room costs one wake-up per batch.
+        if !matches!(first, HistoryJob::Stop) {
+            thread::sleep(BATCH_WINDOW);
+        }
         let mut batch = Vec::new();
         let mut reads = Vec::new();
         let mut stopping = false;
@@ -130,10 +139,9 @@ fn run(
 /// up would leave a gap every member waits on. When stopping, one failure is final (the
 /// senders were never acked and will retransmit to the restarted server).
 fn commit(store: &mut HistoryStore, batch: &[PendingMessage], retention: u64, stopping: bool) {
-    let rows: Vec<StoredMessage> = batch.iter().map(|p| p.stored.clone()).collect();
     let mut delay = Duration::from_millis(50);
     loop {
-        match store.store(&rows, retention) {
+        match store.store(batch.iter().map(|pending| &pending.stored), retention) {
             Ok(()) => return,
             Err(error) if stopping => {
                 tracing::error!(%error, "history write failed during shutdown; unacked messages will be retransmitted");
@@ -160,7 +168,7 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, socket: &UdpSocket) {
                 let mut frame = Vec::new();
                 for stored in messages {
                     frame.clear();
-                    ucrp::encode_v2(&ServerV2::Msg(stored.message), &mut frame);
+                    ucrp::encode_v2_msg(&stored.message, &mut frame);
                     send(socket, &frame, to);
                 }
             }

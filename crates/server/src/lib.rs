@@ -3,14 +3,17 @@
 //!
 //! Layout: [`control`] is the TCP handshake front end, [`relay`] the UDP data plane; both drive
 //! the [`manager::RoomManager`], the one place where rooms, members and tokens change.
-//! [`writer`] makes those changes durable in the state file ([`persist`]); chat history lives
-//! in SQLite ([`history`]), written only by the [`history_writer`] thread.
+//! [`writer`] makes those changes durable in the state file ([`persist`]) and its
+//! [`journal`]; chat history lives in SQLite ([`history`]), written only by the
+//! [`history_writer`] thread.
 
 pub mod config;
 pub mod control;
 pub mod flood;
 pub mod history;
 pub mod history_writer;
+pub mod ip_limit;
+pub mod journal;
 pub mod manager;
 pub mod outbox;
 pub mod password;

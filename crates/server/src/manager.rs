@@ -22,6 +22,7 @@ use thiserror::Error;
 use crate::flood::FloodPolicy;
 use crate::history::{HistoryError, HistoryStore, StoredMessage};
 use crate::history_writer::{HistoryJob, PendingMessage};
+use crate::journal::{JournalRecord, StateChange};
 use crate::outbox::Outbox;
 use crate::persist::{PersistedMember, PersistedRoom, PersistedState, StateProblem};
 use crate::room::{
@@ -33,6 +34,9 @@ use crate::token::{RandomError, Token};
 
 /// Most stored messages replayed in answer to one register or ping; the client asks again.
 pub const MAX_REPLAY: u64 = 256;
+/// How many of a room's newest messages are read at start-up to rebuild deduplication windows:
+/// well beyond what clients keep unacknowledged.
+const RESTORE_SCAN: usize = 4 * SEQ_WINDOW;
 /// Default page size of a `history` request without `limit`.
 pub const DEFAULT_HISTORY_PAGE: usize = 50;
 
@@ -61,6 +65,8 @@ pub struct Limits {
     pub max_members_per_room: usize,
     /// Messages a version-2 member gets when it registers without `last_id`.
     pub join_history: u64,
+    /// Messages kept per room (`--history-limit`); replays never reach further back.
+    pub retention: u64,
     /// A version-2 (or never registered) member silent this long is removed.
     pub idle_timeout: Duration,
     /// A registered version-1 member silent this long is removed. Longer, because the
@@ -74,6 +80,7 @@ impl Default for Limits {
             max_rooms: 10_000,
             max_members_per_room: 256,
             join_history: 20,
+            retention: 10_000,
             idle_timeout: Duration::from_secs(60),
             v1_idle_timeout: Duration::from_secs(3600),
         }
@@ -191,9 +198,11 @@ pub struct RoomManager {
     room_ids: HashMap<String, RoomId>,
     tokens: HashMap<Token, (RoomId, MemberId)>,
     next_id: u64,
-    /// Increases with every change the state file records; the writer compares it with what it
-    /// last wrote.
+    /// Increases by one with every change the state file records: it is the `seq` of the
+    /// latest change, and the writer compares it with what it last wrote.
     generation: u64,
+    /// Changes not yet taken by the writer, for its journal.
+    unsaved: Vec<JournalRecord>,
     limits: Limits,
     flood: FloodPolicy,
     /// Where chat goes to be stored; None keeps history in memory only (unit tests).
@@ -209,6 +218,7 @@ impl RoomManager {
             tokens: HashMap::new(),
             next_id: 1,
             generation: 0,
+            unsaved: Vec::new(),
             limits,
             flood,
             history: None,
@@ -246,8 +256,18 @@ impl RoomManager {
         id
     }
 
-    fn changed(&mut self) {
+    fn changed(&mut self, change: StateChange) {
         self.generation += 1;
+        self.unsaved.push(JournalRecord {
+            seq: self.generation,
+            change,
+        });
+    }
+
+    /// The changes made since the last call, in order, for the state writer's journal. Taken
+    /// under the lock, so it costs what changed, not what the state holds.
+    pub fn take_changes(&mut self) -> Vec<JournalRecord> {
+        std::mem::take(&mut self.unsaved)
     }
 
     /// Creates a room with `username` as its host.
@@ -306,10 +326,13 @@ impl RoomManager {
             recent: VecDeque::new(),
         };
         room.rebuild_recipients();
+        let created = StateChange::RoomCreated {
+            room: persisted_room(&room),
+        };
         self.rooms.insert(room_id, room);
         self.room_ids.insert(room_name.to_owned(), room_id);
         self.tokens.insert(token, (room_id, member_id));
-        self.changed();
+        self.changed(created);
         Ok(Membership {
             token,
             room: room_name.to_owned(),
@@ -390,13 +413,15 @@ impl RoomManager {
                 username: username.to_owned(),
             });
         }
-        room.members.insert(
-            member_id,
-            Member::new(member_id, uid, token, username.to_owned(), &flood, now),
-        );
+        let member = Member::new(member_id, uid, token, username.to_owned(), &flood, now);
+        let joined = StateChange::MemberJoined {
+            room: room.name.clone(),
+            member: persisted_member(&member, false),
+        };
+        room.members.insert(member_id, member);
         let room_name = room.name.clone();
         self.tokens.insert(token, (room_id, member_id));
-        self.changed();
+        self.changed(joined);
         Ok(Membership {
             token,
             room: room_name,
@@ -485,8 +510,8 @@ impl RoomManager {
         let message = ClientMessage::decode(message).map_err(|_| DropReason::Malformed)?;
         match message {
             ClientMessage::Register => {
-                if register(room, member_id, src, WireVersion::V1, now, out) {
-                    self.changed();
+                if let Some(moved) = register(room, member_id, src, WireVersion::V1, now, out) {
+                    self.changed(moved);
                 }
                 return Ok(());
             }
@@ -494,7 +519,16 @@ impl RoomManager {
                 let moved = register(room, member_id, src, WireVersion::V2, now, out);
                 let after = last_id
                     .unwrap_or_else(|| room.committed_id.saturating_sub(self.limits.join_history));
-                replay(room, member_id, after, src, now, self.history.as_ref(), out);
+                replay(
+                    room,
+                    member_id,
+                    after,
+                    self.limits.retention,
+                    src,
+                    now,
+                    self.history.as_ref(),
+                    out,
+                );
                 unicast_v2(
                     out,
                     src,
@@ -502,8 +536,8 @@ impl RoomManager {
                         id: room.committed_id,
                     },
                 );
-                if moved {
-                    self.changed();
+                if let Some(moved) = moved {
+                    self.changed(moved);
                 }
                 return Ok(());
             }
@@ -529,7 +563,16 @@ impl RoomManager {
             }
             ClientMessage::V2(ClientV2::Ping { last_id }) => {
                 let after = last_id.unwrap_or(room.committed_id);
-                replay(room, member_id, after, src, now, self.history.as_ref(), out);
+                replay(
+                    room,
+                    member_id,
+                    after,
+                    self.limits.retention,
+                    src,
+                    now,
+                    self.history.as_ref(),
+                    out,
+                );
                 unicast_v2(
                     out,
                     src,
@@ -583,11 +626,57 @@ impl RoomManager {
         }
     }
 
-    /// Accepts a chat message: deduplicates, applies flood control, assigns the next room id
+    /// Accepts a chat message. Version-2 messages go through the member's [`SeqWindow`]
+    /// first: a retransmission is answered again, and an early arrival waits for the messages
+    /// before it, so a person's lines keep the order they were typed in.
+    ///
+    /// [`SeqWindow`]: crate::seq_window::SeqWindow
+    fn accept_chat(
+        &mut self,
+        room_id: RoomId,
+        member_id: MemberId,
+        seq: Option<u64>,
+        text: &str,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), DropReason> {
+        let Some(seq) = seq else {
+            return self.accept_one(room_id, member_id, None, text, now, out);
+        };
+        let member = self
+            .rooms
+            .get_mut(&room_id)
+            .and_then(|room| room.members.get_mut(&member_id))
+            .ok_or(DropReason::UnknownToken)?;
+        let addr = member.addr.ok_or(DropReason::WrongAddress)?;
+        match member.seqs.status(seq) {
+            SeqStatus::New => {}
+            SeqStatus::Stored(id) => {
+                unicast_v2(out, addr, &ServerV2::Ack { seq, id });
+                return Ok(());
+            }
+            SeqStatus::Refused(code) => {
+                refuse_v2(out, addr, code, seq, refusal_text(code));
+                return Ok(());
+            }
+            SeqStatus::Pending | SeqStatus::Forgotten => return Ok(()),
+        }
+        let mut result = Ok(());
+        for (ready_seq, ready_text) in member.seqs.admit(seq, text, now) {
+            let accepted =
+                self.accept_one(room_id, member_id, Some(ready_seq), &ready_text, now, out);
+            if ready_seq == seq {
+                result = accepted;
+            }
+        }
+        result
+    }
+
+    /// Accepts one chat message in order: applies flood control, assigns the next room id
     /// and hands it to the history thread. Version-1 text goes to version-1 members at once;
     /// everything else (the ack, the version-2 relay) waits for the commit, so an id a member
     /// has seen is never handed out again after a crash.
-    fn accept_chat(
+    fn accept_one(
         &mut self,
         room_id: RoomId,
         member_id: MemberId,
@@ -610,35 +699,26 @@ impl RoomManager {
             .get_mut(&member_id)
             .ok_or(DropReason::UnknownToken)?;
         let addr = member.addr.ok_or(DropReason::WrongAddress)?;
-        if let Some(seq) = seq {
-            match member.seqs.status(seq) {
-                SeqStatus::New => {}
-                SeqStatus::Stored(id) => {
-                    unicast_v2(out, addr, &ServerV2::Ack { seq, id });
-                    return Ok(());
-                }
-                SeqStatus::Pending | SeqStatus::Forgotten => return Ok(()),
-            }
-            if text.is_empty() {
-                refuse_v2(
-                    out,
-                    addr,
-                    V2ErrorCode::Invalid,
-                    seq,
-                    "empty messages are not sent",
-                );
-                return Err(DropReason::Malformed);
-            }
+        if let Some(seq) = seq
+            && text.is_empty()
+        {
+            member.seqs.refused(seq, V2ErrorCode::Invalid);
+            refuse_v2(
+                out,
+                addr,
+                V2ErrorCode::Invalid,
+                seq,
+                refusal_text(V2ErrorCode::Invalid),
+            );
+            return Err(DropReason::Malformed);
         }
         if !member.flood.allow(&flood, now) {
             match seq {
-                Some(seq) => refuse_v2(
-                    out,
-                    addr,
-                    V2ErrorCode::RateLimited,
-                    seq,
-                    "you are sending too fast; this message was dropped",
-                ),
+                Some(seq) => {
+                    member.seqs.refused(seq, V2ErrorCode::RateLimited);
+                    let text = refusal_text(V2ErrorCode::RateLimited);
+                    refuse_v2(out, addr, V2ErrorCode::RateLimited, seq, text);
+                }
                 None => warn_rate_limited(member, now, out),
             }
             return Err(DropReason::RateLimited);
@@ -650,7 +730,7 @@ impl RoomManager {
             ts: unix_ms(),
         };
         let mut v2_frame = Vec::with_capacity(text.len() + 96);
-        ucrp::encode_v2(&ServerV2::Msg(message.clone()), &mut v2_frame);
+        ucrp::encode_v2_msg(&message, &mut v2_frame);
         if seq.is_none() {
             // Version 1: relay now, on the hot path, as the reference server does.
             out.fanout(v1_recipients, Some(member_id), |buf| {
@@ -659,13 +739,9 @@ impl RoomManager {
         }
         if v2_frame.len() > MAX_DATAGRAM {
             if let Some(seq) = seq {
-                refuse_v2(
-                    out,
-                    addr,
-                    V2ErrorCode::TooLarge,
-                    seq,
-                    "this message is too long to send in one datagram",
-                );
+                member.seqs.refused(seq, V2ErrorCode::TooLarge);
+                let text = refusal_text(V2ErrorCode::TooLarge);
+                refuse_v2(out, addr, V2ErrorCode::TooLarge, seq, text);
                 return Err(DropReason::Malformed);
             }
             // Version-1 text that only fits the version-1 frame: relayed above, not stored.
@@ -780,6 +856,10 @@ impl RoomManager {
         let Some(member) = room.members.remove(&member_id) else {
             return;
         };
+        let left = StateChange::MemberLeft {
+            room: room.name.clone(),
+            uid: member.uid,
+        };
         self.tokens.remove(&member.token);
         room.rebuild_recipients();
         if room.kind == RoomKind::Pair {
@@ -808,7 +888,7 @@ impl RoomManager {
                 out,
             );
         }
-        self.changed();
+        self.changed(left);
     }
 
     /// Closes a room: every registered member except the host is told, then the room, its
@@ -834,35 +914,18 @@ impl RoomManager {
         if let Some(history) = &self.history {
             let _ = history.send(HistoryJob::DeleteRoom(room.uid));
         }
-        self.changed();
+        self.changed(StateChange::RoomClosed { room: room.name });
     }
 
-    /// The durable part of the state: rooms, members, tokens, registered addresses.
+    /// The durable part of the state: rooms, members, tokens, registered addresses, as of the
+    /// latest change.
     pub fn snapshot(&self) -> PersistedState {
-        let mut rooms: Vec<PersistedRoom> = self
-            .rooms
-            .values()
-            .map(|room| PersistedRoom {
-                name: room.name.clone(),
-                uid: room.uid,
-                kind: room.kind.clone(),
-                created_at_ms: room.created_at_ms,
-                members: room
-                    .members
-                    .values()
-                    .map(|member| PersistedMember {
-                        username: member.username.clone(),
-                        uid: member.uid,
-                        token: member.token.to_hex(),
-                        host: member.id == room.host,
-                        addr: member.addr,
-                        version: member.version,
-                    })
-                    .collect(),
-            })
-            .collect();
+        let mut rooms: Vec<PersistedRoom> = self.rooms.values().map(persisted_room).collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
-        PersistedState::new(rooms)
+        PersistedState {
+            journal_seq: self.generation,
+            ..PersistedState::new(rooms)
+        }
     }
 
     /// Rebuilds the manager from a state file's contents, checking every rule the manager
@@ -876,6 +939,9 @@ impl RoomManager {
         now: Instant,
     ) -> Result<Self, RestoreError> {
         let mut manager = Self::new(limits, flood);
+        // New changes carry on the numbering of the saved ones, so that their journal records
+        // are told apart from older ones a crash may have left behind.
+        manager.generation = state.journal_seq;
         let mut seen_uids = std::collections::HashSet::new();
         for persisted in state.rooms {
             let problem =
@@ -892,6 +958,12 @@ impl RoomManager {
                 return Err(problem("shares its uid with another room".into()).into());
             }
             let room_id = manager.fresh_id();
+            // The room's recent messages rebuild each member's deduplication window, so a
+            // retransmission of something stored just before a crash is acked, not stored twice.
+            let recent = match history {
+                Some(history) => history.recent(room_uid, RESTORE_SCAN)?,
+                None => Vec::new(),
+            };
             let mut members = BTreeMap::new();
             let mut host = None;
             for entry in &persisted.members {
@@ -938,15 +1010,9 @@ impl RoomManager {
                 );
                 member.addr = entry.addr;
                 member.version = entry.version;
-                if let Some(history) = history {
-                    for stored in history
-                        .recent_by_member(room_uid, member_uid, SEQ_WINDOW)?
-                        .into_iter()
-                        .rev()
-                    {
-                        if let Some(seq) = stored.seq {
-                            member.seqs.stored(seq, stored.message.id);
-                        }
+                for stored in recent.iter().rev().filter(|s| s.member_uid == member_uid) {
+                    if let Some(seq) = stored.seq {
+                        member.seqs.stored(seq, stored.message.id);
                     }
                 }
                 members.insert(member_id, member);
@@ -978,7 +1044,7 @@ impl RoomManager {
                 let first = latest.saturating_sub(REPLAY_CACHE as u64);
                 for stored in history.range(room_uid, first, latest, REPLAY_CACHE)? {
                     let mut frame = Vec::new();
-                    ucrp::encode_v2(&ServerV2::Msg(stored.message.clone()), &mut frame);
+                    ucrp::encode_v2_msg(&stored.message, &mut frame);
                     room.cache(CachedMessage {
                         id: stored.message.id,
                         v2_frame: frame.into(),
@@ -1004,8 +1070,33 @@ pub enum RestoreError {
     History(#[from] HistoryError),
 }
 
+fn persisted_room(room: &Room) -> PersistedRoom {
+    PersistedRoom {
+        name: room.name.clone(),
+        uid: room.uid,
+        kind: room.kind.clone(),
+        created_at_ms: room.created_at_ms,
+        members: room
+            .members
+            .values()
+            .map(|member| persisted_member(member, member.id == room.host))
+            .collect(),
+    }
+}
+
+fn persisted_member(member: &Member, host: bool) -> PersistedMember {
+    PersistedMember {
+        username: member.username.clone(),
+        uid: member.uid,
+        token: member.token.to_hex(),
+        host,
+        addr: member.addr,
+        version: member.version,
+    }
+}
+
 /// Binds a member's address (first registration, re-registration or roaming) and welcomes it.
-/// Returns whether the binding changed (and so the state file should be rewritten).
+/// Returns the change to save when the binding changed.
 fn register(
     room: &mut Room,
     member_id: MemberId,
@@ -1013,16 +1104,20 @@ fn register(
     version: WireVersion,
     now: Instant,
     out: &mut Outbox,
-) -> bool {
-    let Some(member) = room.members.get_mut(&member_id) else {
-        return false;
-    };
+) -> Option<StateChange> {
+    let member = room.members.get_mut(&member_id)?;
     let first_time = member.addr.is_none();
     let moved = member.addr != Some(src) || member.version != version;
     member.addr = Some(src);
     member.version = version;
     member.last_seen = now;
     let username = member.username.clone();
+    let change = moved.then(|| StateChange::MemberRegistered {
+        room: room.name.clone(),
+        uid: member.uid,
+        addr: src,
+        version,
+    });
     if moved {
         room.rebuild_recipients();
     }
@@ -1047,22 +1142,26 @@ fn register(
         }
         WireVersion::V2 => unicast_v2(out, src, &members_of(room)),
     }
-    moved
+    change
 }
 
 /// Queues stored messages after `after` for one member: from the in-memory cache when it
 /// reaches back that far, otherwise from the database on the history thread. At most
 /// [`MAX_REPLAY`] at a time, and no more than the member's replay budget allows; the client
 /// asks again with its new `last_id`.
+#[allow(clippy::too_many_arguments)] // who, from where, how far back, to where, when, and the store
 fn replay(
     room: &mut Room,
     member_id: MemberId,
     after: u64,
+    retention: u64,
     to: SocketAddr,
     now: Instant,
     history: Option<&Sender<HistoryJob>>,
     out: &mut Outbox,
 ) {
+    // What retention has deleted is not replayed from memory either.
+    let after = after.max(room.committed_id.saturating_sub(retention));
     if after >= room.committed_id {
         return;
     }
@@ -1106,6 +1205,15 @@ fn unicast_v2(out: &mut Outbox, to: SocketAddr, message: &ServerV2) {
         ucrp::encode_v2(message, buf);
         Ok(())
     });
+}
+
+/// The sentence that goes with a refusal of a chat message.
+fn refusal_text(code: V2ErrorCode) -> &'static str {
+    match code {
+        V2ErrorCode::RateLimited => "you are sending too fast; this message was dropped",
+        V2ErrorCode::TooLarge => "this message is too long to send in one datagram",
+        V2ErrorCode::Invalid => "empty messages are not sent",
+    }
 }
 
 fn refuse_v2(out: &mut Outbox, to: SocketAddr, code: V2ErrorCode, seq: u64, message: &str) {

@@ -2,7 +2,8 @@
 //!
 //! A reader of the file sees either the previous state or the new one, never a mix: the new
 //! state goes to a temporary file in the same directory, is flushed to disk, renamed over the
-//! old one, and the directory entry is flushed too.
+//! old one, and the directory entry is flushed too. The file is a snapshot: the changes made
+//! after it are in the journal next to it ([`crate::journal`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -23,15 +24,20 @@ pub const STATE_FORMAT: u32 = 1;
 pub struct PersistedState {
     /// Always [`STATE_FORMAT`].
     pub format: u32,
+    /// The `seq` of the last journal record this state includes (0 in files from before the
+    /// journal existed): on load, only later records are applied.
+    #[serde(default)]
+    pub journal_seq: u64,
     /// Every room, by name.
     pub rooms: Vec<PersistedRoom>,
 }
 
 impl PersistedState {
-    /// A state of the current format.
+    /// A state of the current format that includes no journal record.
     pub fn new(rooms: Vec<PersistedRoom>) -> Self {
         Self {
             format: STATE_FORMAT,
+            journal_seq: 0,
             rooms,
         }
     }
@@ -122,6 +128,17 @@ pub enum StateError {
         /// What is wrong.
         problem: StateProblem,
     },
+    /// A journal line other than the last is not a valid record (the last one may be torn by
+    /// a crash, and is then ignored).
+    #[error("the journal {path} is corrupt at line {line}: {reason}")]
+    CorruptJournal {
+        /// The journal file.
+        path: PathBuf,
+        /// The line, counted from 1.
+        line: usize,
+        /// What the parser said.
+        reason: String,
+    },
 }
 
 /// Reads the state file; a missing file is an empty state. The file is only ever read here.
@@ -153,10 +170,7 @@ pub fn load(path: &Path) -> Result<Option<PersistedState>, StateError> {
 /// Replaces `path` with `contents` atomically and durably. On error the previous file is
 /// untouched and the temporary file is removed.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
+    let directory = directory_of(path);
     let file_name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -178,12 +192,24 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         file.sync_all()?;
         fs::rename(&temp_path, path)?;
         // The rename is durable only once the directory itself is flushed.
-        File::open(directory)?.sync_all()
+        sync_directory_of(path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp_path);
     }
     result
+}
+
+/// Flushes the directory holding `path`, which makes a rename or a new file there durable.
+pub fn sync_directory_of(path: &Path) -> io::Result<()> {
+    File::open(directory_of(path))?.sync_all()
+}
+
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
 }
 
 #[cfg(test)]

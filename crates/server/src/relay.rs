@@ -5,15 +5,18 @@
 //! disk or logs above debug level per datagram.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
 
 use chat_protocol::limits::MAX_DATAGRAM;
 use chat_protocol::ucrp::Datagram;
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 
 use crate::manager::{DropReason, SharedManager, lock};
 use crate::outbox::Outbox;
@@ -54,25 +57,50 @@ impl RelayStats {
     }
 }
 
-/// Relays until `stop` turns true.
-pub async fn serve(
-    socket: Arc<UdpSocket>,
+/// How often the relay thread looks up from a quiet socket to see whether it should stop.
+pub const STOP_POLL: Duration = Duration::from_millis(200);
+
+/// Starts the relay thread on `socket`, which must be blocking with a read timeout of about
+/// [`STOP_POLL`]. It relays until `stop` is set.
+///
+/// A plain thread rather than an async task: the relay never waits on anything but the socket,
+/// and a blocking receive costs one system call per datagram where readiness polling costs
+/// three (measured in docs/performance.md).
+pub fn spawn(
+    socket: UdpSocket,
     manager: SharedManager,
     writer: StateWriter,
     stats: Arc<RelayStats>,
-    mut stop: watch::Receiver<bool>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("relay".into())
+        .spawn(move || serve(&socket, &manager, &writer, &stats, &stop))
+}
+
+fn serve(
+    socket: &UdpSocket,
+    manager: &SharedManager,
+    writer: &StateWriter,
+    stats: &RelayStats,
+    stop: &AtomicBool,
 ) {
     // One byte more than the limit, so an oversized datagram shows as oversized rather than
     // silently truncated to a valid-looking one.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut out = Outbox::default();
-    loop {
-        let received = tokio::select! {
-            received = socket.recv_from(&mut buf) => received,
-            _ = stop.wait_for(|stop| *stop) => break,
-        };
-        let (len, src) = match received {
+    let mut sender = BatchSender::default();
+    while !stop.load(Ordering::Relaxed) {
+        let (len, src) = match socket.recv_from(&mut buf) {
             Ok(received) => received,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
             Err(error) => {
                 // ICMP errors from earlier sends surface here on some systems; not fatal.
                 tracing::debug!(%error, "UDP receive error");
@@ -80,11 +108,11 @@ pub async fn serve(
             }
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
-        if let Err(reason) = decide(&buf[..len], src, &manager, &writer, &mut out) {
+        if let Err(reason) = decide(&buf[..len], src, manager, writer, &mut out) {
             stats.count_drop(reason);
             tracing::debug!(%src, ?reason, token = %token_prefix(&buf[..len]), "datagram dropped");
         }
-        send_all(&socket, &out, &stats).await;
+        sender.send_all(socket, &out, stats);
         out.clear();
     }
 }
@@ -117,21 +145,94 @@ fn decide(
     result
 }
 
-async fn send_all(socket: &UdpSocket, out: &Outbox, stats: &RelayStats) {
+/// Sends queued datagrams one system call each: for the rare paths (idle sweeps), where
+/// keeping a [`BatchSender`] (not `Send`) inside an async task is not worth it.
+pub fn send_each(socket: &UdpSocket, out: &Outbox, stats: &RelayStats) {
     for (frame, addr) in out.datagrams() {
-        // Try without yielding first: the socket is almost always writable, and awaiting
-        // readiness per recipient would cost a trip through the scheduler each time.
-        let sent = match socket.try_send_to(frame, addr) {
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                socket.send_to(frame, addr).await
-            }
-            other => other,
-        };
-        match sent {
+        match socket.send_to(frame, addr) {
             Ok(_) => {
                 stats.sent.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => tracing::debug!(%addr, %error, "UDP send failed"),
+        }
+    }
+}
+
+/// Most datagrams handed to the kernel in one `sendmmsg` call.
+const SEND_BATCH: usize = 64;
+
+/// Sends queued datagrams with as few system calls as possible: one `sendmmsg` per
+/// [`SEND_BATCH`] datagrams instead of one `sendto` each, which is most of what a fan-out costs
+/// beyond the kernel's own work (measured in docs/performance.md).
+pub struct BatchSender {
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl Default for BatchSender {
+    fn default() -> Self {
+        Self {
+            headers: MultiHeaders::preallocate(SEND_BATCH, None),
+        }
+    }
+}
+
+impl std::fmt::Debug for BatchSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchSender")
+    }
+}
+
+impl BatchSender {
+    /// Sends every queued datagram. A failed send concerns one recipient (gone, unreachable)
+    /// and never stops the others.
+    pub fn send_all(&mut self, socket: &UdpSocket, out: &Outbox, stats: &RelayStats) {
+        let mut datagrams = out.datagrams().peekable();
+        while datagrams.peek().is_some() {
+            let mut slices = [[IoSlice::new(&[])]; SEND_BATCH];
+            let mut addrs: [Option<SockaddrStorage>; SEND_BATCH] = [None; SEND_BATCH];
+            let mut count = 0;
+            for ((frame, addr), (slice, slot)) in datagrams
+                .by_ref()
+                .zip(slices.iter_mut().zip(addrs.iter_mut()))
+            {
+                *slice = [IoSlice::new(frame)];
+                *slot = Some(SockaddrStorage::from(addr));
+                count += 1;
+            }
+            self.send_batch(socket, &slices[..count], &addrs[..count], stats);
+        }
+    }
+
+    fn send_batch(
+        &mut self,
+        socket: &UdpSocket,
+        slices: &[[IoSlice<'_>; 1]],
+        addrs: &[Option<SockaddrStorage>],
+        stats: &RelayStats,
+    ) {
+        let mut start = 0;
+        while start < slices.len() {
+            let sent = sendmmsg(
+                socket.as_raw_fd(),
+                &mut self.headers,
+                &slices[start..],
+                &addrs[start..],
+                [] as [ControlMessage<'_>; 0],
+                MsgFlags::empty(),
+            )
+            .map(Iterator::count);
+            match sent {
+                Ok(sent) if sent > 0 => {
+                    stats.sent.fetch_add(sent as u64, Ordering::Relaxed);
+                    start += sent;
+                }
+                // The datagram at `start` failed (the kernel reports the first failure of a
+                // batch); skip it and carry on with the rest.
+                Ok(_) | Err(_) => {
+                    tracing::debug!(to = ?addrs[start], error = ?sent.err(), "UDP send failed");
+                    start += 1;
+                }
+            }
         }
     }
 }

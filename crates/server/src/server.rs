@@ -4,23 +4,25 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::{self, ControlContext};
 use crate::history::{HistoryError, HistoryStore};
 use crate::history_writer::{self, HistoryJob};
+use crate::journal;
 use crate::manager::{RestoreError, RoomManager, SharedManager, lock};
 use crate::outbox::Outbox;
-use crate::persist::{self, StateError};
+use crate::persist::StateError;
 use crate::relay::{self, RelayStats};
 use crate::writer::StateWriter;
 
@@ -55,7 +57,7 @@ pub struct Server {
     config: Config,
     manager: SharedManager,
     tcp: TcpListener,
-    udp: Arc<UdpSocket>,
+    udp: UdpSocket,
     stats: Arc<RelayStats>,
     history_jobs: Sender<HistoryJob>,
     history_thread: JoinHandle<()>,
@@ -66,7 +68,7 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         // The state file first: a server that refuses to start should not have created a
         // history database on its way out.
-        let saved = persist::load(&config.state)?;
+        let saved = journal::load(&config.state)?;
         let history = HistoryStore::open(&config.history)?;
         let manager = match saved {
             None => RoomManager::new(config.limits(), config.flood_policy()),
@@ -97,13 +99,14 @@ impl Server {
                 source,
             })?;
         let udp_addr = SocketAddr::new(config.bind, config.udp_port);
-        let bind_udp = || -> io::Result<(UdpSocket, std::net::UdpSocket)> {
-            let socket = std::net::UdpSocket::bind(udp_addr)?;
-            socket.set_nonblocking(true)?;
+        let bind_udp = || -> io::Result<(UdpSocket, UdpSocket)> {
+            let socket = UdpSocket::bind(udp_addr)?;
+            // Blocking, with a timeout so the relay thread notices a shutdown.
+            socket.set_read_timeout(Some(relay::STOP_POLL))?;
             // The history thread sends acks and relays from a clone of the same socket, so
             // members see one server address.
             let for_history = socket.try_clone()?;
-            Ok((UdpSocket::from_std(socket)?, for_history))
+            Ok((socket, for_history))
         };
         let (udp, history_socket) = bind_udp().map_err(|source| StartError::Bind {
             protocol: "UDP",
@@ -124,7 +127,7 @@ impl Server {
             config,
             manager,
             tcp,
-            udp: Arc::new(udp),
+            udp,
             stats: Arc::new(RelayStats::default()),
             history_jobs,
             history_thread,
@@ -167,17 +170,19 @@ impl Server {
             self.config.state.clone(),
             writer_stopped,
         );
-        let relay_task = tokio::spawn(relay::serve(
-            Arc::clone(&self.udp),
+        let stop_relay = Arc::new(AtomicBool::new(false));
+        let relay_thread = relay::spawn(
+            self.udp.try_clone()?,
             Arc::clone(&self.manager),
             writer.clone(),
             Arc::clone(&self.stats),
-            front_ends_stopped.clone(),
-        ));
+            Arc::clone(&stop_relay),
+        )?;
         let sweep_task = tokio::spawn(sweep_idle_members(
-            Arc::clone(&self.udp),
+            self.udp.try_clone()?,
             Arc::clone(&self.manager),
             writer.clone(),
+            Arc::clone(&self.stats),
             self.config.idle_timeout.min(self.config.v1_idle_timeout),
             front_ends_stopped.clone(),
         ));
@@ -187,6 +192,7 @@ impl Server {
             udp_port,
             request_timeout: self.config.handshake_timeout,
             max_handshakes: self.config.max_handshakes,
+            handshakes_per_ip: self.config.handshakes_per_ip,
         });
         let control_task = tokio::spawn(control::serve(self.tcp, context, front_ends_stopped));
 
@@ -195,7 +201,8 @@ impl Server {
         let _ = stop_front_ends.send(true);
         // Handshakes in flight still need the writer, so it stops last.
         let _ = control_task.await;
-        let _ = relay_task.await;
+        stop_relay.store(true, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || relay_thread.join()).await;
         let _ = sweep_task.await;
         let _ = self.history_jobs.send(HistoryJob::Stop);
         let history_thread = self.history_thread;
@@ -213,9 +220,10 @@ impl Server {
 
 /// Removes members that went silent, a few times per idle period.
 async fn sweep_idle_members(
-    socket: Arc<UdpSocket>,
+    socket: UdpSocket,
     manager: SharedManager,
     writer: StateWriter,
+    stats: Arc<RelayStats>,
     shortest_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -236,9 +244,8 @@ async fn sweep_idle_members(
         if changed {
             writer.schedule();
         }
-        for (frame, to) in out.datagrams() {
-            let _ = socket.send_to(frame, to).await;
-        }
+        // UDP sends do not wait on the network; a timed-out member's notices are a handful.
+        relay::send_each(&socket, &out, &stats);
         out.clear();
     }
 }

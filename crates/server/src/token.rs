@@ -38,7 +38,8 @@ impl Token {
         Ok(Self(bytes))
     }
 
-    /// Parses 64 lowercase or uppercase hex characters; anything else is not a token.
+    /// Parses 64 lowercase hex characters, the only form the contract gives tokens; anything
+    /// else is not a token.
     pub fn from_hex(hex: &[u8]) -> Option<Self> {
         if hex.len() != TOKEN_BYTES * 2 {
             return None;
@@ -66,7 +67,6 @@ fn hex_value(digit: u8) -> Option<u8> {
     match digit {
         b'0'..=b'9' => Some(digit - b'0'),
         b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
         _ => None,
     }
 }
@@ -140,5 +140,11 @@ mod tests {
         assert_eq!(Token::from_hex(b"abc"), None);
         assert_eq!(Token::from_hex(&[b'g'; 64]), None);
         assert_eq!(Token::from_hex(&[0xff; 64]), None);
+        let upper = Token::generate().unwrap().to_hex().to_uppercase();
+        assert_eq!(
+            Token::from_hex(upper.as_bytes()),
+            None,
+            "tokens are lowercase"
+        );
     }
 }

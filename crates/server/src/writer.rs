@@ -1,9 +1,13 @@
-//! The state writer: one task that turns room-manager changes into durable state-file writes.
+//! The state writer: one task that turns room-manager changes into durable writes.
 //!
 //! Handshakes change the manager, then wait until a write covering their change is on disk
 //! before they answer; several handshakes arriving together share one write (group commit).
-//! Changes made from the relay path (leaves, closes) only ask for a write and never wait, so the
-//! relay never touches the disk.
+//! Changes made from the relay path (leaves, closes, registrations) only ask for a write and
+//! never wait, so the relay never touches the disk.
+//!
+//! A write is normally an append of the new changes to the journal: its cost follows what
+//! changed, not the size of the state. Now and then the writer writes a full snapshot instead
+//! and empties the journal (see [`crate::journal`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,11 +17,17 @@ use thiserror::Error;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::journal::{self, JournalRecord};
 use crate::manager::{SharedManager, lock};
-use crate::persist;
+use crate::persist::PersistedState;
 
 /// How long to wait before retrying a write that failed (disk full, read-only directory).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// The journal is folded into a snapshot once it holds more records than this, or than twice
+/// the members: a snapshot costs in proportion to the members, so this keeps its share of
+/// each change small, and bounds how much a restart has to replay.
+const MIN_JOURNAL_BEFORE_SNAPSHOT: usize = 4096;
 
 /// The state write covering a change failed; the change must be taken back.
 #[derive(Debug, Clone, Error)]
@@ -31,6 +41,14 @@ struct Progress {
     /// Highest generation whose write failed, with the reason.
     failed: u64,
     reason: String,
+}
+
+/// What one round writes.
+enum Write {
+    /// These changes, at the end of the journal.
+    Append(Vec<JournalRecord>),
+    /// The whole state, replacing the state file and emptying the journal.
+    Snapshot(PersistedState),
 }
 
 /// Handle through which the front ends ask for writes and wait for durability.
@@ -57,22 +75,45 @@ impl StateWriter {
         let task = tokio::spawn(async move {
             let mut written = initial;
             let mut dirty = false;
+            // The journal may end with a torn line or hold records the state file already
+            // has; nothing may be appended after those, so the first write is a snapshot. So
+            // is the one after a failed write, which may have left part of a line behind.
+            let mut snapshot_next = true;
+            let mut journal_records = 0;
             loop {
                 let stopping = tokio::select! {
                     () = task_wake.notified() => false,
                     () = tokio::time::sleep(RETRY_AFTER_FAILURE), if dirty => false,
                     _ = stop.wait_for(|stop| *stop) => true,
                 };
-                let (generation, snapshot) = {
-                    let manager = lock(&manager);
-                    (manager.generation(), manager.snapshot())
+                let (generation, write) = {
+                    let mut manager = lock(&manager);
+                    let generation = manager.generation();
+                    let changes = manager.take_changes();
+                    let journal_full = journal_records + changes.len()
+                        > MIN_JOURNAL_BEFORE_SNAPSHOT.max(2 * manager.member_count());
+                    // At shutdown the journal is folded in even if nothing changed, so that
+                    // the next start reads a snapshot alone.
+                    let fold_in = stopping && (snapshot_next || journal_records > 0);
+                    let write = if generation == written && !fold_in {
+                        None
+                    } else if snapshot_next || journal_full || stopping {
+                        // The one write that costs the whole state, under the lock: rare.
+                        Some(Write::Snapshot(manager.snapshot()))
+                    } else {
+                        Some(Write::Append(changes))
+                    };
+                    (generation, write)
                 };
-                if generation != written {
+                if let Some(write) = write {
                     let target = path.clone();
-                    let result = tokio::task::spawn_blocking(move || {
-                        let bytes = serde_json::to_vec_pretty(&snapshot)
-                            .map_err(|e| std::io::Error::other(e.to_string()))?;
-                        persist::write_atomic(&target, &bytes)
+                    let appended = match &write {
+                        Write::Append(changes) => Some(changes.len()),
+                        Write::Snapshot(_) => None,
+                    };
+                    let result = tokio::task::spawn_blocking(move || match write {
+                        Write::Append(changes) => journal::append(&target, &changes),
+                        Write::Snapshot(state) => journal::compact(&target, &state),
                     })
                     .await
                     .unwrap_or_else(|join_error| {
@@ -82,11 +123,14 @@ impl StateWriter {
                         Ok(()) => {
                             written = generation;
                             dirty = false;
+                            snapshot_next = false;
+                            journal_records = appended.map_or(0, |n| journal_records + n);
                             progress_tx.send_modify(|p| p.durable = generation);
                         }
                         Err(error) => {
                             tracing::error!(%error, path = %path.display(), "state file write failed; handshakes are refused until it succeeds");
                             dirty = true;
+                            snapshot_next = true;
                             progress_tx.send_modify(|p| {
                                 p.failed = generation;
                                 p.reason = error.to_string();
@@ -122,5 +166,184 @@ impl StateWriter {
                 }
             });
         outcome.unwrap_or_else(|_| Err(WriteFailed("the server is shutting down".into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::Path;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::flood::FloodPolicy;
+    use crate::manager::{Limits, Membership, RoomManager};
+    use crate::persist;
+    use crate::room::RoomKind;
+
+    struct Running {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        manager: SharedManager,
+        writer: StateWriter,
+        stop: watch::Sender<bool>,
+        task: Option<JoinHandle<()>>,
+    }
+
+    fn start() -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let manager = Arc::new(Mutex::new(RoomManager::new(
+            Limits::default(),
+            FloodPolicy::OFF,
+        )));
+        let (stop, stopped) = watch::channel(false);
+        let (writer, task) = StateWriter::spawn(Arc::clone(&manager), path.clone(), stopped);
+        Running {
+            _dir: dir,
+            path,
+            manager,
+            writer,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    impl Running {
+        /// A join as the control plane makes it: change, then wait until it is durable.
+        async fn join(&self, name: &str) -> (Membership, Result<(), WriteFailed>) {
+            let (membership, generation) = {
+                let mut manager = lock(&self.manager);
+                let membership = manager.join("den", name, None, Instant::now()).unwrap();
+                (membership, manager.generation())
+            };
+            (membership, self.writer.durable(generation).await)
+        }
+
+        async fn shut_down(&mut self) {
+            self.stop.send(true).unwrap();
+            if let Some(task) = self.task.take() {
+                task.await.unwrap();
+            }
+        }
+
+        async fn create(&self) {
+            let generation = {
+                let mut manager = lock(&self.manager);
+                manager
+                    .create("den", "host", RoomKind::Public, 1, Instant::now())
+                    .unwrap();
+                manager.generation()
+            };
+            self.writer.durable(generation).await.unwrap();
+        }
+
+        fn journal_lines(&self) -> usize {
+            fs::read_to_string(journal::journal_path(&self.path))
+                .unwrap()
+                .lines()
+                .count()
+        }
+
+        fn snapshot_on_disk(&self) -> PersistedState {
+            persist::load(&self.path).unwrap().unwrap()
+        }
+
+        fn names_on_disk(&self) -> Vec<String> {
+            let state = journal::load(&self.path).unwrap().unwrap();
+            state.rooms[0]
+                .members
+                .iter()
+                .map(|m| m.username.clone())
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn handshakes_are_appended_and_shutdown_writes_a_snapshot() {
+        let mut running = start();
+        running.create().await;
+        // The first write is a snapshot, and starts an empty journal.
+        assert_eq!(running.snapshot_on_disk().rooms.len(), 1);
+        assert_eq!(running.journal_lines(), 0);
+
+        running.join("bob").await.1.unwrap();
+        running.join("carol").await.1.unwrap();
+        assert_eq!(running.journal_lines(), 2);
+        assert_eq!(running.snapshot_on_disk().rooms[0].members.len(), 1);
+        assert_eq!(running.names_on_disk(), ["host", "bob", "carol"]);
+
+        running.shut_down().await;
+        assert_eq!(running.journal_lines(), 0);
+        assert_eq!(
+            running.snapshot_on_disk(),
+            lock(&running.manager).snapshot()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_journal_is_folded_into_a_snapshot() {
+        let running = start();
+        running.create().await;
+        running.join("bob").await.1.unwrap();
+        assert_eq!(running.journal_lines(), 1);
+        // Churn: many records, few members.
+        let generation = {
+            let mut manager = lock(&running.manager);
+            for _ in 0..MIN_JOURNAL_BEFORE_SNAPSHOT / 2 + 1 {
+                let guest = manager.join("den", "guest", None, Instant::now()).unwrap();
+                manager.revoke(&guest.token);
+            }
+            manager.generation()
+        };
+        running.writer.durable(generation).await.unwrap();
+        assert_eq!(running.journal_lines(), 0);
+        assert_eq!(running.snapshot_on_disk().journal_seq, generation);
+        assert_eq!(running.names_on_disk(), ["host", "bob"]);
+    }
+
+    /// Makes every write fail: the journal path is a directory, and so is the snapshot's
+    /// temporary file. Returns how to undo it.
+    fn break_writes(path: &Path) -> impl FnOnce() {
+        let journal = journal::journal_path(path);
+        let temporary = path.with_file_name(".state.json.tmp");
+        fs::remove_file(&journal).unwrap();
+        fs::create_dir(&journal).unwrap();
+        fs::create_dir(&temporary).unwrap();
+        move || {
+            fs::remove_dir(&journal).unwrap();
+            fs::remove_dir(&temporary).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_is_refused_and_the_next_write_is_a_snapshot() {
+        let running = start();
+        running.create().await;
+        running.join("bob").await.1.unwrap();
+        let before = fs::read(&running.path).unwrap();
+
+        let repair = break_writes(&running.path);
+        let (refused, outcome) = running.join("carol").await;
+        assert!(outcome.is_err(), "the append failed");
+        let revoked = {
+            let mut manager = lock(&running.manager);
+            manager.revoke(&refused.token);
+            manager.generation()
+        };
+        running.writer.schedule();
+        assert_eq!(
+            fs::read(&running.path).unwrap(),
+            before,
+            "the state file is intact"
+        );
+
+        repair();
+        running.join("dave").await.1.unwrap();
+        // No line may follow what the failed append left: the write after it was a snapshot
+        // (which also brought back the journal the failure had lost).
+        assert!(running.snapshot_on_disk().journal_seq >= revoked);
+        assert_eq!(running.names_on_disk(), ["host", "bob", "dave"]);
     }
 }

@@ -1,0 +1,713 @@
+//! The journal, `room_manager.json.journal`: the changes made since the state file was last
+//! written, one JSON line each, so that making a handshake durable costs a small append
+//! instead of a rewrite of the whole state.
+//!
+//! Every line is a [`JournalRecord`]: a [`StateChange`] and its `seq`, one above the previous
+//! change's. The state file (the snapshot) says which record it includes last
+//! (`journal_seq`); on load, only later records are applied. That makes a crash between
+//! writing a snapshot and emptying the journal harmless. A crash during an append can leave a
+//! torn last line, whose batch was never acknowledged: it is ignored. Any other line that does
+//! not parse or does not apply is an inconsistent state, and the server refuses to start.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::persist::{
+    self, PersistedMember, PersistedRoom, PersistedState, STATE_FORMAT, StateError, StateProblem,
+};
+use crate::room::WireVersion;
+
+/// Longest line accepted: a record holds at most one room with one member, far below this.
+const MAX_LINE: usize = 64 * 1024;
+
+/// One change to rooms, members, tokens or registered addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum StateChange {
+    /// A room was created, with its host as its only member.
+    RoomCreated {
+        /// The whole room.
+        room: PersistedRoom,
+    },
+    /// Someone joined a room.
+    MemberJoined {
+        /// The room's name.
+        room: String,
+        /// The new member.
+        member: PersistedMember,
+    },
+    /// A member other than the host left, timed out or was revoked.
+    MemberLeft {
+        /// The room's name.
+        room: String,
+        /// The member's stable id.
+        uid: u64,
+    },
+    /// A room closed, with all its members.
+    RoomClosed {
+        /// The room's name.
+        room: String,
+    },
+    /// A member registered its address for the first time, or from a new one.
+    MemberRegistered {
+        /// The room's name.
+        room: String,
+        /// The member's stable id.
+        uid: u64,
+        /// Where its datagrams go now.
+        addr: SocketAddr,
+        /// The wire format it registered with.
+        version: WireVersion,
+    },
+}
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    /// One above the previous change's, across snapshots and restarts.
+    pub seq: u64,
+    /// What changed.
+    #[serde(flatten)]
+    pub change: StateChange,
+}
+
+/// The journal that goes with a state file: `room_manager.json.journal`.
+pub fn journal_path(state_path: &Path) -> PathBuf {
+    let mut name = state_path.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
+/// A state being brought up to date by journal records. Rooms are kept by name and tokens in
+/// a set, so that each record applies without a scan of the whole state.
+#[derive(Debug)]
+pub struct Replay {
+    rooms: BTreeMap<String, PersistedRoom>,
+    tokens: HashSet<String>,
+    seq: u64,
+}
+
+impl Replay {
+    /// Starts from a snapshot.
+    pub fn new(state: PersistedState) -> Result<Self, StateProblem> {
+        let mut rooms = BTreeMap::new();
+        let mut tokens = HashSet::new();
+        for room in state.rooms {
+            tokens.extend(room.members.iter().map(|member| member.token.clone()));
+            if let Some(twice) = rooms.insert(room.name.clone(), room) {
+                return Err(StateProblem(format!(
+                    "room \"{}\": appears twice",
+                    twice.name
+                )));
+            }
+        }
+        Ok(Self {
+            rooms,
+            tokens,
+            seq: state.journal_seq,
+        })
+    }
+
+    /// Applies the next record, which must carry the next seq: a gap means lost changes.
+    pub fn apply(&mut self, record: JournalRecord) -> Result<(), StateProblem> {
+        let expected = self.seq + 1;
+        if record.seq != expected {
+            return Err(StateProblem(format!(
+                "expected seq {expected}, found {}: the changes in between are missing",
+                record.seq
+            )));
+        }
+        self.apply_change(record.change)?;
+        self.seq = record.seq;
+        Ok(())
+    }
+
+    fn apply_change(&mut self, change: StateChange) -> Result<(), StateProblem> {
+        let problem = |room: &str, what: String| StateProblem(format!("room \"{room}\": {what}"));
+        match change {
+            StateChange::RoomCreated { room } => {
+                if self.rooms.contains_key(&room.name) {
+                    return Err(problem(&room.name, "is created but already exists".into()));
+                }
+                for member in &room.members {
+                    claim_token(&mut self.tokens, &room.name, member)?;
+                }
+                self.rooms.insert(room.name.clone(), room);
+            }
+            StateChange::MemberJoined { room, member } => {
+                let target = self
+                    .rooms
+                    .get_mut(&room)
+                    .ok_or_else(|| unknown_room(&room))?;
+                if target.members.iter().any(|m| m.uid == member.uid) {
+                    return Err(problem(
+                        &room,
+                        format!("member uid {} joins twice", member.uid),
+                    ));
+                }
+                claim_token(&mut self.tokens, &room, &member)?;
+                target.members.push(member);
+            }
+            StateChange::MemberLeft { room, uid } => {
+                let target = self
+                    .rooms
+                    .get_mut(&room)
+                    .ok_or_else(|| unknown_room(&room))?;
+                let index = member_index(target, uid)?;
+                if target.members[index].host {
+                    // The manager records a host's departure as the room closing.
+                    return Err(problem(&room, "its host leaves without closing it".into()));
+                }
+                let member = target.members.remove(index);
+                self.tokens.remove(&member.token);
+            }
+            StateChange::RoomClosed { room } => {
+                let closed = self
+                    .rooms
+                    .remove(&room)
+                    .ok_or_else(|| unknown_room(&room))?;
+                for member in closed.members {
+                    self.tokens.remove(&member.token);
+                }
+            }
+            StateChange::MemberRegistered {
+                room,
+                uid,
+                addr,
+                version,
+            } => {
+                let target = self
+                    .rooms
+                    .get_mut(&room)
+                    .ok_or_else(|| unknown_room(&room))?;
+                let index = member_index(target, uid)?;
+                let member = &mut target.members[index];
+                member.addr = Some(addr);
+                member.version = version;
+            }
+        }
+        Ok(())
+    }
+
+    /// The state with every applied record.
+    pub fn finish(self) -> PersistedState {
+        PersistedState {
+            format: STATE_FORMAT,
+            journal_seq: self.seq,
+            rooms: self.rooms.into_values().collect(),
+        }
+    }
+}
+
+fn unknown_room(room: &str) -> StateProblem {
+    StateProblem(format!("there is no room named \"{room}\""))
+}
+
+fn member_index(room: &PersistedRoom, uid: u64) -> Result<usize, StateProblem> {
+    room.members
+        .iter()
+        .position(|member| member.uid == uid)
+        .ok_or_else(|| {
+            StateProblem(format!(
+                "room \"{}\": there is no member with uid {uid}",
+                room.name
+            ))
+        })
+}
+
+fn claim_token(
+    tokens: &mut HashSet<String>,
+    room: &str,
+    member: &PersistedMember,
+) -> Result<(), StateProblem> {
+    if tokens.insert(member.token.clone()) {
+        Ok(())
+    } else {
+        Err(StateProblem(format!(
+            "room \"{room}\": member \"{}\" reuses a token",
+            member.username
+        )))
+    }
+}
+
+/// Loads the state as the last run left it: the state file with the journal's later records
+/// applied; None when neither file exists. Both files are only read, so a state that is
+/// refused stays as it was for someone to look at.
+pub fn load(state_path: &Path) -> Result<Option<PersistedState>, StateError> {
+    let snapshot = persist::load(state_path)?;
+    let path = journal_path(state_path);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(snapshot),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    let records = read_records(BufReader::new(file), &path)?;
+    let had_snapshot = snapshot.is_some();
+    let base = snapshot.unwrap_or_else(|| PersistedState::new(Vec::new()));
+    let included = base.journal_seq;
+    let mut later = records
+        .into_iter()
+        .filter(|(_, record)| record.seq > included)
+        .peekable();
+    if later.peek().is_none() {
+        // Nothing after the snapshot: an empty journal, or a crash between writing the
+        // snapshot and emptying the journal.
+        return Ok(had_snapshot.then_some(base));
+    }
+    let mut replay = Replay::new(base).map_err(|problem| StateError::Inconsistent {
+        path: state_path.to_owned(),
+        problem,
+    })?;
+    for (line, record) in later {
+        let seq = record.seq;
+        replay
+            .apply(record)
+            .map_err(|problem| StateError::Inconsistent {
+                path: path.clone(),
+                problem: StateProblem(format!("line {line} (seq {seq}): {problem}")),
+            })?;
+    }
+    Ok(Some(replay.finish()))
+}
+
+/// Parses every line with its number (from 1), checking that seqs increase. A last line that
+/// does not parse was torn by a crash in the middle of an append and is skipped.
+fn read_records(
+    mut reader: impl BufRead,
+    path: &Path,
+) -> Result<Vec<(usize, JournalRecord)>, StateError> {
+    let read_error = |source| StateError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut records: Vec<(usize, JournalRecord)> = Vec::new();
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let limit = u64::try_from(MAX_LINE + 1).unwrap_or(u64::MAX);
+        let read = (&mut reader)
+            .take(limit)
+            .read_until(b'\n', &mut line)
+            .map_err(read_error)?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let parsed = if line.len() > MAX_LINE {
+            Err(format!("the line is longer than {MAX_LINE} bytes"))
+        } else {
+            serde_json::from_slice::<JournalRecord>(&line).map_err(|e| e.to_string())
+        };
+        match parsed {
+            Ok(record) => {
+                if let Some((_, previous)) = records.last()
+                    && record.seq <= previous.seq
+                {
+                    return Err(StateError::Inconsistent {
+                        path: path.to_owned(),
+                        problem: StateProblem(format!(
+                            "line {number}: seq {} does not follow seq {}",
+                            record.seq, previous.seq
+                        )),
+                    });
+                }
+                records.push((number, record));
+            }
+            Err(reason) => {
+                let last = reader.fill_buf().map_err(read_error)?.is_empty();
+                if last && line.len() <= MAX_LINE {
+                    tracing::warn!(
+                        path = %path.display(),
+                        line = number,
+                        %reason,
+                        "ignoring the journal's torn last line: the server stopped while \
+                         writing it, before the handshakes it records were answered"
+                    );
+                    break;
+                }
+                return Err(StateError::CorruptJournal {
+                    path: path.to_owned(),
+                    line: number,
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Appends records to the journal in one write and flushes them to disk. The journal must
+/// already exist (a snapshot creates it): if it vanished behind the server's back, recreating
+/// it would lose what it held, so the append fails and the next write is a snapshot. On error
+/// the journal is cut back to its previous length when possible, so that a refused batch
+/// leaves no line behind.
+pub fn append(state_path: &Path, records: &[JournalRecord]) -> io::Result<()> {
+    let mut lines = Vec::with_capacity(records.len() * 256);
+    for record in records {
+        serde_json::to_writer(&mut lines, record)?;
+        lines.push(b'\n');
+    }
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(journal_path(state_path))?;
+    let before = file.metadata()?.len();
+    let written = file.write_all(&lines).and_then(|()| file.sync_data());
+    if written.is_err() {
+        let _ = file.set_len(before).and_then(|()| file.sync_data());
+    }
+    written
+}
+
+/// Replaces the state file with `snapshot` atomically, then empties the journal. In that
+/// order: until the snapshot is on disk the records are still needed, and once it is they are
+/// skipped on load by their seq, so a crash between the two steps loses nothing.
+pub fn compact(state_path: &Path, snapshot: &PersistedState) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(snapshot)?;
+    persist::write_atomic(state_path, &bytes)?;
+    let path = journal_path(state_path);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?
+        .sync_all()?;
+    // The journal may have just been created: its directory entry must be durable too.
+    persist::sync_directory_of(&path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::flood::FloodPolicy;
+    use crate::manager::{Limits, RoomManager};
+    use crate::outbox::Outbox;
+    use crate::room::RoomKind;
+
+    fn member(name: &str, uid: u64, host: bool) -> PersistedMember {
+        PersistedMember {
+            username: name.into(),
+            uid,
+            token: format!("{uid:064x}"),
+            host,
+            addr: None,
+            version: WireVersion::V1,
+        }
+    }
+
+    fn room_created(seq: u64, name: &str, host_uid: u64) -> JournalRecord {
+        JournalRecord {
+            seq,
+            change: StateChange::RoomCreated {
+                room: PersistedRoom {
+                    name: name.into(),
+                    uid: seq,
+                    kind: RoomKind::Public,
+                    created_at_ms: 5,
+                    members: vec![member("host", host_uid, true)],
+                },
+            },
+        }
+    }
+
+    fn joined(seq: u64, room: &str, name: &str, uid: u64) -> JournalRecord {
+        JournalRecord {
+            seq,
+            change: StateChange::MemberJoined {
+                room: room.into(),
+                member: member(name, uid, false),
+            },
+        }
+    }
+
+    /// A state file and its journal in a fresh directory.
+    struct Files {
+        _dir: tempfile::TempDir,
+        state: PathBuf,
+    }
+
+    impl Files {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let state = dir.path().join("state.json");
+            Self { _dir: dir, state }
+        }
+
+        fn journal(&self) -> PathBuf {
+            journal_path(&self.state)
+        }
+
+        fn write_journal(&self, bytes: &[u8]) {
+            fs::write(self.journal(), bytes).unwrap();
+        }
+    }
+
+    fn lines(records: &[JournalRecord]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for record in records {
+            bytes.extend(serde_json::to_vec(record).unwrap());
+            bytes.push(b'\n');
+        }
+        bytes
+    }
+
+    fn names(state: &PersistedState, room: &str) -> Vec<String> {
+        let room = state.rooms.iter().find(|r| r.name == room).unwrap();
+        room.members.iter().map(|m| m.username.clone()).collect()
+    }
+
+    #[test]
+    fn a_record_is_one_json_line_with_its_seq_and_kind() {
+        let line = serde_json::to_string(&JournalRecord {
+            seq: 7,
+            change: StateChange::MemberLeft {
+                room: "lobby".into(),
+                uid: 3,
+            },
+        })
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"seq":7,"change":"member_left","room":"lobby","uid":3}"#
+        );
+    }
+
+    #[test]
+    fn appended_records_round_trip_through_the_files() {
+        let files = Files::new();
+        compact(&files.state, &PersistedState::new(Vec::new())).unwrap();
+        let registered = JournalRecord {
+            seq: 3,
+            change: StateChange::MemberRegistered {
+                room: "den".into(),
+                uid: 20,
+                addr: "127.0.0.1:4000".parse().unwrap(),
+                version: WireVersion::V2,
+            },
+        };
+        append(
+            &files.state,
+            &[room_created(1, "den", 10), joined(2, "den", "bob", 20)],
+        )
+        .unwrap();
+        append(&files.state, std::slice::from_ref(&registered)).unwrap();
+        append(
+            &files.state,
+            &[
+                room_created(4, "attic", 30),
+                joined(5, "attic", "eve", 40),
+                JournalRecord {
+                    seq: 6,
+                    change: StateChange::RoomClosed {
+                        room: "attic".into(),
+                    },
+                },
+                joined(7, "den", "carol", 50),
+                JournalRecord {
+                    seq: 8,
+                    change: StateChange::MemberLeft {
+                        room: "den".into(),
+                        uid: 50,
+                    },
+                },
+            ],
+        )
+        .unwrap();
+
+        let state = load(&files.state).unwrap().unwrap();
+        assert_eq!(state.journal_seq, 8);
+        assert_eq!(state.rooms.len(), 1, "the attic was closed");
+        assert_eq!(names(&state, "den"), ["host", "bob"]);
+        let bob = &state.rooms[0].members[1];
+        assert_eq!(bob.addr, Some("127.0.0.1:4000".parse().unwrap()));
+        assert_eq!(bob.version, WireVersion::V2);
+
+        // A snapshot of that state empties the journal and loads the same.
+        compact(&files.state, &state).unwrap();
+        assert!(fs::read(files.journal()).unwrap().is_empty());
+        assert_eq!(load(&files.state).unwrap(), Some(state));
+    }
+
+    #[test]
+    fn the_changes_a_manager_records_rebuild_its_snapshot() {
+        let mut manager = RoomManager::new(Limits::default(), FloodPolicy::OFF);
+        let now = Instant::now();
+        let before = manager.snapshot();
+        let host = manager
+            .create("den", "alice", RoomKind::Public, 1, now)
+            .unwrap();
+        let bob = manager.join("den", "bob", None, now).unwrap();
+        let carol = manager.join("den", "carol", None, now).unwrap();
+        let mut out = Outbox::default();
+        for (member, port) in [(&bob, 4001), (&carol, 4002), (&carol, 4003)] {
+            let hex = member.token.to_hex();
+            let from = SocketAddr::from(([127, 0, 0, 1], port));
+            manager
+                .handle_datagram("den", hex.as_bytes(), b"__REGISTER__", from, now, &mut out)
+                .unwrap();
+        }
+        manager.revoke(&bob.token);
+        let pair = manager.pair("dave", 2, now).unwrap();
+        manager
+            .create("attic", "erin", RoomKind::Public, 3, now)
+            .unwrap();
+        let middle = manager.snapshot();
+        let first = manager.take_changes();
+        assert_eq!(first.len(), 9, "one record per change: {first:?}");
+
+        manager.revoke(&pair.token);
+        manager.join("den", "frank", None, now).unwrap();
+        manager.revoke(&host.token);
+        let second = manager.take_changes();
+        assert!(manager.take_changes().is_empty(), "drained");
+
+        let mut replay = Replay::new(before).unwrap();
+        for record in first {
+            replay.apply(record).unwrap();
+        }
+        assert_eq!(replay.finish(), middle);
+        let mut replay = Replay::new(middle).unwrap();
+        for record in second {
+            replay.apply(record).unwrap();
+        }
+        assert_eq!(replay.finish(), manager.snapshot());
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored() {
+        let files = Files::new();
+        compact(&files.state, &PersistedState::new(Vec::new())).unwrap();
+        let mut bytes = lines(&[room_created(1, "den", 10), joined(2, "den", "bob", 20)]);
+        let whole = lines(&[joined(3, "den", "carol", 30)]);
+        bytes.extend_from_slice(&whole[..whole.len() / 2]);
+        files.write_journal(&bytes);
+
+        let state = load(&files.state).unwrap().unwrap();
+        assert_eq!(state.journal_seq, 2);
+        assert_eq!(names(&state, "den"), ["host", "bob"]);
+        assert_eq!(fs::read(files.journal()).unwrap(), bytes, "only read");
+    }
+
+    #[test]
+    fn a_bad_line_before_the_last_refuses_the_state() {
+        let files = Files::new();
+        compact(&files.state, &PersistedState::new(Vec::new())).unwrap();
+        let mut bytes = lines(&[room_created(1, "den", 10)]);
+        bytes.extend_from_slice(b"{\"seq\":2,\"chan\n");
+        bytes.extend(lines(&[joined(3, "den", "carol", 30)]));
+        files.write_journal(&bytes);
+
+        let error = load(&files.state).unwrap_err();
+        assert!(matches!(error, StateError::CorruptJournal { line: 2, .. }));
+        let message = error.to_string();
+        assert!(message.contains("state.json.journal"), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+        assert_eq!(fs::read(files.journal()).unwrap(), bytes, "left as it was");
+    }
+
+    #[test]
+    fn records_the_snapshot_already_has_are_skipped() {
+        // A crash after the new snapshot was renamed into place, before the journal was
+        // emptied: every record is in the snapshot already, and applying them again would
+        // create the room twice.
+        let files = Files::new();
+        let records = [room_created(1, "den", 10), joined(2, "den", "bob", 20)];
+        let mut replay = Replay::new(PersistedState::new(Vec::new())).unwrap();
+        for record in records.clone() {
+            replay.apply(record).unwrap();
+        }
+        let snapshot = replay.finish();
+        persist::write_atomic(&files.state, &serde_json::to_vec(&snapshot).unwrap()).unwrap();
+        files.write_journal(&lines(&records));
+        assert_eq!(load(&files.state).unwrap(), Some(snapshot.clone()));
+
+        // The same, with later records appended after a restart's snapshot: only those apply.
+        let mut bytes = lines(&records);
+        bytes.extend(lines(&[joined(3, "den", "carol", 30)]));
+        files.write_journal(&bytes);
+        let state = load(&files.state).unwrap().unwrap();
+        assert_eq!(state.journal_seq, 3);
+        assert_eq!(names(&state, "den"), ["host", "bob", "carol"]);
+    }
+
+    #[test]
+    fn records_that_do_not_apply_refuse_the_state_naming_the_line() {
+        let cases: [(&[JournalRecord], &str); 4] = [
+            (
+                &[joined(1, "nowhere", "bob", 20)],
+                "no room named \"nowhere\"",
+            ),
+            (
+                &[room_created(1, "den", 10), joined(2, "den", "bob", 10)],
+                "joins twice",
+            ),
+            (
+                &[room_created(1, "den", 10), room_created(2, "attic", 10)],
+                "reuses a token",
+            ),
+            (
+                &[room_created(1, "den", 10), joined(3, "den", "bob", 20)],
+                "expected seq 2, found 3",
+            ),
+        ];
+        for (records, expected) in cases {
+            let files = Files::new();
+            compact(&files.state, &PersistedState::new(Vec::new())).unwrap();
+            files.write_journal(&lines(records));
+            let error = load(&files.state).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                matches!(error, StateError::Inconsistent { .. }),
+                "{message}"
+            );
+            assert!(message.contains("state.json.journal"), "{message}");
+            assert!(message.contains(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn seqs_must_increase() {
+        let files = Files::new();
+        compact(&files.state, &PersistedState::new(Vec::new())).unwrap();
+        files.write_journal(&lines(&[
+            room_created(2, "den", 10),
+            joined(2, "den", "bob", 20),
+        ]));
+        let message = load(&files.state).unwrap_err().to_string();
+        assert!(message.contains("seq 2 does not follow seq 2"), "{message}");
+    }
+
+    #[test]
+    fn a_journal_without_its_snapshot_is_refused() {
+        let files = Files::new();
+        files.write_journal(&lines(&[joined(41, "den", "bob", 20)]));
+        let message = load(&files.state).unwrap_err().to_string();
+        assert!(message.contains("expected seq 1, found 41"), "{message}");
+    }
+
+    #[test]
+    fn the_example_state_file_loads_without_a_journal() {
+        let files = Files::new();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../room_manager.json.example");
+        fs::copy(example, &files.state).unwrap();
+        let state = load(&files.state).unwrap().unwrap();
+        assert_eq!(state.journal_seq, 0);
+        assert!(state.rooms.iter().any(|room| room.name == "lobby"));
+    }
+
+    #[test]
+    fn a_failed_append_leaves_the_journal_as_it_was() {
+        let files = Files::new();
+        // No journal yet (no snapshot was written): appending must not create one.
+        assert!(append(&files.state, &[room_created(1, "den", 10)]).is_err());
+        assert!(!files.journal().exists());
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The full abuse run of tests/tests/abuse.rs, in release mode, with its figures: an abusive
+# client sends random and mutated datagrams (from its own registered member and from an address
+# the server never saw) and random TCP requests while two honest version-2 members chat.
+#
+#   bash scripts/abuse.sh
+#
+# Environment: ABUSE_DATAGRAMS (at least this many datagrams, default 100000), ABUSE_TCP_REQUESTS
+# (at least this many TCP requests, default 10000), ABUSE_MESSAGES (honest messages, default
+# 300), ABUSE_SECONDS (cut-off for the whole run, default 900). The abuse goes on for as long
+# as the conversation does, so the counts printed can exceed the quotas.
+#
+# Prints the datagrams sent and what the server counted as received and dropped, the bytes
+# sent to the unknown address (must be 0), the TCP outcomes, and the server's resident memory
+# (baseline, highest sample, and the kernel's peak VmHWM). Exits non-zero if the honest
+# conversation was disturbed or the unknown address was answered.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds="${ABUSE_SECONDS:-900}"
+echo "== building (release)"
+cargo build --release -p chat-server
+cargo test --release -p chat-tests --test abuse --no-run
+
+# The whole output is kept for a post-mortem; only the figures are printed.
+output="target/abuse.log"
+mkdir -p target
+echo "== abuse: ${ABUSE_DATAGRAMS:-100000} datagrams, ${ABUSE_TCP_REQUESTS:-10000} TCP requests, ${ABUSE_MESSAGES:-300} honest messages"
+status=0
+timeout "$seconds" \
+    cargo test --release -p chat-tests --test abuse -- \
+        --ignored --nocapture --test-threads 1 long_abuse >"$output" 2>&1 || status=$?
+grep -E "^FIGURES|^test result|panicked" "$output" || true
+if [ "$status" -ne 0 ]; then
+    echo "abuse.sh: FAILED (exit $status); the last lines of $output follow" >&2
+    tail -n 60 "$output" >&2
+    exit 1
+fi
+echo "abuse.sh: the honest conversation was complete and the unknown address heard nothing"
