@@ -264,6 +264,10 @@ pub struct HandshakeArgs {
     /// Stop after this many operations even if time remains.
     #[arg(long, default_value_t = 100_000)]
     pub operations: u64,
+    /// Guests that join each room after its host creates it (at most 255, under the server's
+    /// default 256 members per room); more guests make the run mostly joins.
+    #[arg(long, default_value_t = 1)]
+    pub joins_per_room: u32,
 }
 
 /// Checks that an integer option lies in `min..=max`.

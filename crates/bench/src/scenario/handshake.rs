@@ -179,6 +179,8 @@ fn attempt(
 pub fn run(context: &Context, args: &HandshakeArgs) -> Result<()> {
     in_range("--connections", args.connections, 1, 1024)?;
     in_range("--operations", args.operations, 1, 10_000_000)?;
+    in_range("--joins-per-room", args.joins_per_room, 1, 255)?;
+    let joins_per_room = args.joins_per_room;
     let duration = seconds("--duration", args.duration)?;
     let server = context.server()?;
     let tag = run_tag();
@@ -203,10 +205,14 @@ pub fn run(context: &Context, args: &HandshakeArgs) -> Result<()> {
                         while take() {
                             let room = format!("{tag}-{worker}-{round}");
                             round += 1;
-                            if attempt(server, Operation::Create, &room, "host", &mut create)
-                                && take()
-                            {
-                                attempt(server, Operation::Join, &room, "guest", &mut join);
+                            if attempt(server, Operation::Create, &room, "host", &mut create) {
+                                for guest in 0..joins_per_room {
+                                    if !take() {
+                                        break;
+                                    }
+                                    let name = format!("guest{guest}");
+                                    attempt(server, Operation::Join, &room, &name, &mut join);
+                                }
                             }
                         }
                         (create, join)
