@@ -519,23 +519,11 @@ impl RoomManager {
                 let moved = register(room, member_id, src, WireVersion::V2, now, out);
                 let after = last_id
                     .unwrap_or_else(|| room.committed_id.saturating_sub(self.limits.join_history));
-                replay(
-                    room,
-                    member_id,
-                    after,
-                    self.limits.retention,
-                    src,
-                    now,
-                    self.history.as_ref(),
-                    out,
-                );
-                unicast_v2(
-                    out,
-                    src,
-                    &ServerV2::Pong {
-                        id: room.committed_id,
-                    },
-                );
+                let source = ReplaySource {
+                    history: self.history.as_ref(),
+                    retention: self.limits.retention,
+                };
+                catch_up(room, member_id, after, src, now, &source, out);
                 if let Some(moved) = moved {
                     self.changed(moved);
                 }
@@ -563,23 +551,11 @@ impl RoomManager {
             }
             ClientMessage::V2(ClientV2::Ping { last_id }) => {
                 let after = last_id.unwrap_or(room.committed_id);
-                replay(
-                    room,
-                    member_id,
-                    after,
-                    self.limits.retention,
-                    src,
-                    now,
-                    self.history.as_ref(),
-                    out,
-                );
-                unicast_v2(
-                    out,
-                    src,
-                    &ServerV2::Pong {
-                        id: room.committed_id,
-                    },
-                );
+                let source = ReplaySource {
+                    history: self.history.as_ref(),
+                    retention: self.limits.retention,
+                };
+                catch_up(room, member_id, after, src, now, &source, out);
                 Ok(())
             }
             ClientMessage::V2(ClientV2::Typing) => {
@@ -1145,23 +1121,50 @@ fn register(
     change
 }
 
+/// Where replayed messages come from, and how far back they may reach.
+struct ReplaySource<'a> {
+    /// The history thread, for messages older than the in-memory cache.
+    history: Option<&'a Sender<HistoryJob>>,
+    /// Messages kept per room: nothing older is replayed.
+    retention: u64,
+}
+
+/// Brings a version-2 member up to date after a register or ping: the stored messages after
+/// `after`, then a `pong` with the newest stored id.
+fn catch_up(
+    room: &mut Room,
+    member_id: MemberId,
+    after: u64,
+    to: SocketAddr,
+    now: Instant,
+    source: &ReplaySource<'_>,
+    out: &mut Outbox,
+) {
+    replay(room, member_id, after, to, now, source, out);
+    unicast_v2(
+        out,
+        to,
+        &ServerV2::Pong {
+            id: room.committed_id,
+        },
+    );
+}
+
 /// Queues stored messages after `after` for one member: from the in-memory cache when it
 /// reaches back that far, otherwise from the database on the history thread. At most
 /// [`MAX_REPLAY`] at a time, and no more than the member's replay budget allows; the client
 /// asks again with its new `last_id`.
-#[allow(clippy::too_many_arguments)] // who, from where, how far back, to where, when, and the store
 fn replay(
     room: &mut Room,
     member_id: MemberId,
     after: u64,
-    retention: u64,
     to: SocketAddr,
     now: Instant,
-    history: Option<&Sender<HistoryJob>>,
+    source: &ReplaySource<'_>,
     out: &mut Outbox,
 ) {
     // What retention has deleted is not replayed from memory either.
-    let after = after.max(room.committed_id.saturating_sub(retention));
+    let after = after.max(room.committed_id.saturating_sub(source.retention));
     if after >= room.committed_id {
         return;
     }
@@ -1183,7 +1186,7 @@ fn replay(
                 Ok(())
             });
         }
-    } else if let Some(history) = history {
+    } else if let Some(history) = source.history {
         let _ = history.send(HistoryJob::Replay {
             room_uid: room.uid,
             after,
