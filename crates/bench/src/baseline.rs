@@ -146,7 +146,9 @@ mod tests {
             .map(|i| Member::new(format!("m{i}"), 0, "lobby", &token, buffers).unwrap())
             .collect();
         for member in &members {
-            member.register(relay.addr(), "lobby").unwrap();
+            member
+                .register(relay.addr(), "lobby", crate::wire::Protocol::V1)
+                .unwrap();
         }
         let mut datagram = Vec::new();
         members[0].frame_into(b"hello", &mut datagram);

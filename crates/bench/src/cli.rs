@@ -9,6 +9,7 @@ use crate::error::{BenchError, Result};
 use crate::load::LoadSpec;
 use crate::member::BufferSizes;
 use crate::payload::MIN_PAYLOAD_LEN;
+use crate::wire::Protocol;
 
 /// Longest run any single duration option may ask for.
 const MAX_SECONDS: f64 = 3600.0;
@@ -149,6 +150,13 @@ pub struct RelayArgs {
     /// Run the same load against the bare relay and print the ratio.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub compare_baseline: bool,
+    /// Datagram version the members speak to the server (the bare relay always gets v1).
+    #[arg(long, value_enum, default_value_t = Protocol::V1)]
+    pub protocol: Protocol,
+    /// With `--protocol v2`: first run the same load in version 1 against a server started
+    /// (or found) the same way, then print the v2/v1 ratio row.
+    #[arg(long)]
+    pub compare_v1: bool,
     /// Load knobs.
     #[command(flatten)]
     pub tuning: LoadTuning,
@@ -207,6 +215,9 @@ pub struct RampArgs {
     /// Ramp the bare relay too and print the ratio.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub compare_baseline: bool,
+    /// Datagram version the members speak to the server (the bare relay always gets v1).
+    #[arg(long, value_enum, default_value_t = Protocol::V1)]
+    pub protocol: Protocol,
     /// Load knobs.
     #[command(flatten)]
     pub tuning: LoadTuning,
@@ -227,6 +238,9 @@ pub struct RoomsArgs {
     /// Run the same load against the bare relay and print the ratio.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub compare_baseline: bool,
+    /// Datagram version the members speak to the server (the bare relay always gets v1).
+    #[arg(long, value_enum, default_value_t = Protocol::V1)]
+    pub protocol: Protocol,
     /// Load knobs.
     #[command(flatten)]
     pub tuning: LoadTuning,
@@ -336,12 +350,43 @@ mod tests {
         };
         assert!(relay.compare_baseline);
         assert_eq!(relay.members, 3);
+        assert_eq!(relay.protocol, Protocol::V1, "version 1 unless asked");
+        assert!(!relay.compare_v1);
         let cli =
             Cli::try_parse_from(["chat-bench", "relay", "--compare-baseline", "false"]).unwrap();
         let Scenario::Relay(relay) = cli.scenario else {
             panic!("expected relay");
         };
         assert!(!relay.compare_baseline);
+    }
+
+    #[test]
+    fn the_protocol_is_chosen_per_scenario() {
+        let cli = Cli::try_parse_from([
+            "chat-bench",
+            "relay",
+            "--spawn",
+            "--protocol",
+            "v2",
+            "--compare-v1",
+        ])
+        .unwrap();
+        let Scenario::Relay(relay) = cli.scenario else {
+            panic!("expected relay");
+        };
+        assert_eq!(relay.protocol, Protocol::V2);
+        assert!(relay.compare_v1);
+        for scenario in ["ramp", "rooms"] {
+            let cli = Cli::try_parse_from(["chat-bench", scenario, "--protocol", "v2"]).unwrap();
+            let protocol = match cli.scenario {
+                Scenario::Ramp(args) => args.protocol,
+                Scenario::Rooms(args) => args.protocol,
+                _ => panic!("expected {scenario}"),
+            };
+            assert_eq!(protocol, Protocol::V2);
+        }
+        assert!(Cli::try_parse_from(["chat-bench", "relay", "--protocol", "v3"]).is_err());
+        assert!(Cli::try_parse_from(["chat-bench", "baseline", "--protocol", "v2"]).is_err());
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //! leaves from sender `k % S`. Receiver threads (a few, each polling a share of the member
 //! sockets with mio) stamp every arrival against the same base `Instant`, de-duplicate by
 //! (member, sender, sequence), and feed an hdrhistogram. After the last send the run waits a
-//! drain period (ending early once every expected delivery arrived); anything later counts
-//! as missing.
+//! drain period (ending early once every expected delivery, and in version 2 every ack,
+//! arrived); anything later counts as missing.
+//!
+//! In version 2 each sender numbers its messages with its own `seq`, and the receivers also
+//! count the acks that come back to the senders. Nothing is retransmitted: the run measures
+//! the server, not the protocol's recovery, so a lost datagram is loss as in version 1.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use chat_protocol::limits::MAX_DATAGRAM;
 use chat_protocol::ucrp::{NOTICE_SENDER, ServerDatagram};
+use chat_protocol::v2::ServerV2;
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
 
@@ -24,6 +29,7 @@ use crate::error::{BenchError, Result};
 use crate::member::{Member, quiesce};
 use crate::payload::{Stamp, parse_payload, write_payload};
 use crate::procfs::CpuSource;
+use crate::wire::{Protocol, append_v2_chat};
 
 /// Latencies are recorded in nanoseconds, resolved to 3 significant figures, up to a minute.
 const LATENCY_MAX_NANOS: u64 = 60_000_000_000;
@@ -72,6 +78,8 @@ pub struct Fabric<'a> {
     pub relay: SocketAddr,
     /// Whose CPU time the run charges.
     pub cpu: CpuSource,
+    /// The version the members speak.
+    pub protocol: Protocol,
 }
 
 /// The figures of one load run.
@@ -93,9 +101,14 @@ pub struct LoadOutcome {
     pub delivered: u64,
     /// Deliveries of a message a member already had.
     pub duplicates: u64,
+    /// Version-2 acks of this run's messages that reached their senders.
+    pub acks: u64,
+    /// Version-2 `error` events: messages the server refused (flood control, size).
+    pub refused: u64,
     /// Datagrams from an earlier run.
     pub stale: u64,
-    /// `*` notices and room-closed signals seen during the run.
+    /// `*` notices, room-closed signals and version-2 presence events (joins, pongs, ...)
+    /// seen during the run.
     pub notices: u64,
     /// Anything else (foreign sources, undecodable datagrams).
     pub other: u64,
@@ -117,6 +130,14 @@ impl LoadOutcome {
     /// Distinct deliveries per second over the sending period.
     pub fn delivered_per_second(&self) -> f64 {
         per_second(self.delivered, self.send_elapsed)
+    }
+
+    /// Acked messages as a percentage of the sent ones.
+    pub fn acked_percent(&self) -> f64 {
+        if self.sent == 0 {
+            return 0.0;
+        }
+        self.acks as f64 * 100.0 / self.sent as f64
     }
 
     /// Missing deliveries as a percentage of the expected ones.
@@ -178,6 +199,9 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
     let own_process = CpuSource::Process(std::process::id());
     let stop = AtomicBool::new(false);
     let delivered_so_far = AtomicU64::new(0);
+    let acks_so_far = AtomicU64::new(0);
+    // Acks below a member's first seq of this run belong to an earlier run.
+    let first_seqs: Vec<u64> = fabric.members.iter().map(Member::next_v2_seq).collect();
     let base = Instant::now();
     let context = ReceiveContext {
         relay: fabric.relay,
@@ -187,6 +211,8 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
         base,
         stop: &stop,
         delivered_so_far: &delivered_so_far,
+        first_seqs: &first_seqs,
+        acks_so_far: &acks_so_far,
     };
 
     let result = std::thread::scope(|scope| {
@@ -210,8 +236,13 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
             let cpu_before = fabric.cpu.cpu_time()?;
             let sent = pace(fabric, spec, planned, base)?;
             let drain_deadline = Instant::now() + spec.drain;
+            let acks_expected = match fabric.protocol {
+                Protocol::V1 => 0,
+                Protocol::V2 => sent.sent,
+            };
             while Instant::now() < drain_deadline
-                && delivered_so_far.load(Ordering::Relaxed) < sent.expected
+                && (delivered_so_far.load(Ordering::Relaxed) < sent.expected
+                    || acks_so_far.load(Ordering::Relaxed) < acks_expected)
             {
                 std::thread::sleep(DRAIN_CHECK);
             }
@@ -260,6 +291,8 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
         expected: sent.expected,
         delivered: tally.delivered,
         duplicates: tally.duplicates,
+        acks: tally.acks,
+        refused: tally.refused,
         stale: tally.stale,
         notices: tally.notices,
         other: tally.other,
@@ -327,8 +360,25 @@ fn pace(fabric: &Fabric<'_>, spec: &LoadSpec, planned: u64, base: Instant) -> Re
             &mut payload,
         );
         buf.clear();
-        sender.frame_into(&payload, &mut buf);
+        let v2_seq = match fabric.protocol {
+            Protocol::V1 => {
+                sender.frame_into(&payload, &mut buf);
+                None
+            }
+            Protocol::V2 => {
+                let seq = sender.next_v2_seq();
+                buf.extend_from_slice(&sender.envelope);
+                // The payload is ASCII by construction.
+                let text = std::str::from_utf8(&payload).unwrap_or_default();
+                append_v2_chat(seq, text, &mut buf);
+                Some(seq)
+            }
+        };
         if send_with_retry(&sender.socket, &buf, fabric.relay) {
+            if let Some(seq) = v2_seq {
+                sender.v2_seq_sent(seq);
+                sender.last_send().touch();
+            }
             sent.sent += 1;
             let room_size = fabric
                 .room_sizes
@@ -376,6 +426,9 @@ struct ReceiveContext<'a> {
     base: Instant,
     stop: &'a AtomicBool,
     delivered_so_far: &'a AtomicU64,
+    /// Per member, the first version-2 seq it sends in this run.
+    first_seqs: &'a [u64],
+    acks_so_far: &'a AtomicU64,
 }
 
 /// Member sockets dealt round-robin to a few receiver threads.
@@ -504,6 +557,8 @@ struct Tally {
     seen: HashMap<(usize, u64), Vec<u64>>,
     delivered: u64,
     duplicates: u64,
+    acks: u64,
+    refused: u64,
     stale: u64,
     notices: u64,
     other: u64,
@@ -518,6 +573,8 @@ impl Tally {
             seen: HashMap::new(),
             delivered: 0,
             duplicates: 0,
+            acks: 0,
+            refused: 0,
             stale: 0,
             notices: 0,
             other: 0,
@@ -532,22 +589,55 @@ impl Tally {
             self.other += 1;
             return false;
         }
-        let text = match ServerDatagram::decode(arrival.datagram) {
+        match ServerDatagram::decode(arrival.datagram) {
             Ok(ServerDatagram::Chat { sender, .. }) if sender == NOTICE_SENDER => {
                 self.notices += 1;
-                return false;
+                false
             }
-            Ok(ServerDatagram::Chat { text, .. }) => text,
-            Ok(ServerDatagram::RoomClosed) => {
+            Ok(ServerDatagram::Chat { text, .. }) => self.record_chat(text, arrival, context),
+            Ok(ServerDatagram::V2(ServerV2::Msg(message))) => {
+                self.record_chat(&message.text, arrival, context)
+            }
+            Ok(ServerDatagram::V2(ServerV2::Ack { seq, .. })) => {
+                let first = context.first_seqs.get(arrival.member).copied();
+                if first.is_some_and(|first| seq >= first) {
+                    self.acks += 1;
+                    context.acks_so_far.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stale += 1;
+                }
+                false
+            }
+            Ok(ServerDatagram::V2(ServerV2::Error { code, seq, .. })) => {
+                tracing::debug!(member = arrival.member, ?code, ?seq, "message refused");
+                self.refused += 1;
+                false
+            }
+            Ok(ServerDatagram::RoomClosed | ServerDatagram::V2(ServerV2::RoomClosed { .. })) => {
                 tracing::warn!(member = arrival.member, "room closed during the run");
                 self.notices += 1;
-                return false;
+                false
             }
-            Ok(ServerDatagram::V2(_)) | Err(_) => {
+            // Joins, leaves, pongs, typing, member lists: presence, not chat.
+            Ok(ServerDatagram::V2(_)) => {
+                self.notices += 1;
+                false
+            }
+            Err(_) => {
                 self.other += 1;
-                return false;
+                false
             }
-        };
+        }
+    }
+
+    /// Counts one chat text (a version-1 frame's or a version-2 `msg` event's); true when it
+    /// is a new delivery of this run.
+    fn record_chat(
+        &mut self,
+        text: &str,
+        arrival: &Arrival<'_>,
+        context: &ReceiveContext<'_>,
+    ) -> bool {
         let Some(stamp) = parse_payload(text) else {
             self.other += 1;
             return false;
@@ -583,6 +673,8 @@ impl Tally {
     fn merge(&mut self, other: Tally) -> Result<()> {
         self.delivered += other.delivered;
         self.duplicates += other.duplicates;
+        self.acks += other.acks;
+        self.refused += other.refused;
         self.stale += other.stale;
         self.notices += other.notices;
         self.other += other.other;

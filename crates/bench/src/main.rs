@@ -1,10 +1,11 @@
 //! chat-bench: drives a chat-server over loopback through the real wire protocol (TCRP
-//! handshakes over TCP, UCRP version-1 datagrams over UDP) and measures it beside a bare UDP
-//! relay built into the tool. Only ever addresses 127.0.0.1.
+//! handshakes over TCP, UCRP version-1 or version-2 datagrams over UDP) and measures it beside
+//! a bare UDP relay built into the tool. Only ever addresses 127.0.0.1.
 
 mod baseline;
 mod cli;
 mod error;
+mod keepalive;
 mod load;
 mod member;
 mod payload;
@@ -14,6 +15,7 @@ mod scenario;
 mod setup;
 mod target;
 mod tcrp_client;
+mod wire;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

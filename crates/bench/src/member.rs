@@ -1,19 +1,25 @@
 //! A benchmark member: one UDP socket on 127.0.0.1 with its UCRP envelope (room and token)
-//! already encoded, and the version-1 registration dance (`__REGISTER__` until the server's
-//! `welcome to` notice arrives).
+//! already encoded, and the registration dance: version 1 sends `__REGISTER__` until the
+//! server's `welcome to` notice arrives, version 2 sends `register` until both the `members`
+//! confirmation and the closing `pong` arrived.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_protocol::limits::MAX_DATAGRAM;
 use chat_protocol::ucrp::{Datagram, NOTICE_SENDER, REGISTER, ServerDatagram};
-use socket2::{Domain, Protocol, Socket, Type};
+use chat_protocol::v2::{ClientV2, ServerV2};
+use socket2::{Domain, Socket, Type};
 
 use crate::error::{BenchError, Result};
+use crate::keepalive::LastSend;
+use crate::wire::{Protocol, append_v2};
 
-/// How long to wait for a welcome before sending `__REGISTER__` again.
+/// How long to wait for the confirmation before registering again.
 const REGISTER_RETRY: Duration = Duration::from_millis(250);
-/// How many `__REGISTER__` datagrams to send before giving up.
+/// How many register datagrams to send before giving up.
 const REGISTER_ATTEMPTS: u32 = 20;
 /// The text a registration notice starts with.
 pub const WELCOME_PREFIX: &str = "welcome to";
@@ -38,6 +44,11 @@ pub struct Member {
     pub socket: UdpSocket,
     /// `[room len][token len][room][token]`, the prefix of every datagram it sends.
     pub envelope: Vec<u8>,
+    /// The last version-2 `seq` it sent (0: none yet). It counts on across runs: the server
+    /// acks a repeated seq again but never relays it twice.
+    v2_seq: AtomicU64,
+    /// When it last sent anything, shared with the keepalive.
+    last_send: Arc<LastSend>,
 }
 
 impl Member {
@@ -61,7 +72,26 @@ impl Member {
             room_index,
             socket: loopback_socket(Some(buffers))?,
             envelope,
+            v2_seq: AtomicU64::new(0),
+            last_send: Arc::new(LastSend::now()),
         })
+    }
+
+    /// The `seq` its next version-2 chat message carries.
+    pub fn next_v2_seq(&self) -> u64 {
+        // Only the pacer thread sends chat, so the counter needs no stronger ordering.
+        self.v2_seq.load(Ordering::Relaxed) + 1
+    }
+
+    /// Records that the message with `seq` left; a send that failed does not use up its seq,
+    /// so the server never waits on a gap this tool made.
+    pub fn v2_seq_sent(&self, seq: u64) {
+        self.v2_seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// When it last sent anything.
+    pub fn last_send(&self) -> &Arc<LastSend> {
+        &self.last_send
     }
 
     /// Appends this member's envelope followed by `message` to `out`.
@@ -70,17 +100,24 @@ impl Member {
         out.extend_from_slice(message);
     }
 
-    /// Sends `__REGISTER__` to `relay` until a `*` notice starting with `welcome to` comes
-    /// back. Any other datagram before it is ignored (there should be none: until the server
-    /// knows this address it cannot send anything to it).
-    pub fn register(&self, relay: SocketAddr, room: &str) -> Result<()> {
-        let mut datagram = Vec::with_capacity(self.envelope.len() + REGISTER.len());
-        self.frame_into(REGISTER, &mut datagram);
+    /// Registers with `relay` in `protocol`, resending the register datagram until the
+    /// server confirmed it: version 1 by the `*` notice starting with `welcome to`, version 2 by
+    /// the `members` reply and the `pong` that ends the answer (they may come in reply to
+    /// different attempts). Other datagrams in between (replayed history, join notices of
+    /// others) are ignored.
+    pub fn register(&self, relay: SocketAddr, room: &str, protocol: Protocol) -> Result<()> {
+        let mut datagram = self.envelope.clone();
+        let mut answer = RegisterAnswer::default();
+        match protocol {
+            Protocol::V1 => datagram.extend_from_slice(REGISTER),
+            Protocol::V2 => append_v2(&ClientV2::Register { last_id: None }, &mut datagram),
+        }
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         for attempt in 1..=REGISTER_ATTEMPTS {
             self.socket
                 .send_to(&datagram, relay)
-                .map_err(BenchError::socket("sending __REGISTER__"))?;
+                .map_err(BenchError::socket("sending a register"))?;
+            self.last_send.touch();
             let deadline = Instant::now() + REGISTER_RETRY;
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {
                 if left.is_zero() {
@@ -90,9 +127,11 @@ impl Member {
                     .set_read_timeout(Some(left))
                     .map_err(BenchError::socket("setting a read timeout"))?;
                 match self.socket.recv_from(&mut buf) {
-                    Ok((len, from)) if from == relay && is_welcome(&buf[..len]) => {
-                        tracing::trace!(member = %self.username, attempt, "registered");
-                        return Ok(());
+                    Ok((len, from)) if from == relay => {
+                        if answer.confirms(protocol, &buf[..len]) {
+                            tracing::trace!(member = %self.username, attempt, "registered");
+                            return Ok(());
+                        }
                     }
                     Ok(_) => {}
                     Err(e)
@@ -100,7 +139,7 @@ impl Member {
                             e.kind(),
                             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                         ) => {}
-                    Err(e) => return Err(BenchError::socket("waiting for the welcome")(e)),
+                    Err(e) => return Err(BenchError::socket("waiting for the confirmation")(e)),
                 }
             }
         }
@@ -109,6 +148,30 @@ impl Member {
             room: room.to_owned(),
             attempts: REGISTER_ATTEMPTS,
         })
+    }
+}
+
+/// What a registering member has heard back so far.
+#[derive(Debug, Default)]
+struct RegisterAnswer {
+    members: bool,
+    pong: bool,
+}
+
+impl RegisterAnswer {
+    /// Takes one datagram from the server; true once registration is confirmed.
+    fn confirms(&mut self, protocol: Protocol, datagram: &[u8]) -> bool {
+        match protocol {
+            Protocol::V1 => is_welcome(datagram),
+            Protocol::V2 => {
+                match ServerDatagram::decode(datagram) {
+                    Ok(ServerDatagram::V2(ServerV2::Members { .. })) => self.members = true,
+                    Ok(ServerDatagram::V2(ServerV2::Pong { .. })) => self.pong = true,
+                    _ => {}
+                }
+                self.members && self.pong
+            }
+        }
     }
 }
 
@@ -123,7 +186,7 @@ pub fn is_welcome(datagram: &[u8]) -> bool {
 /// A UDP socket bound to an ephemeral port on 127.0.0.1, with the given buffers or the
 /// kernel's defaults.
 pub fn loopback_socket(buffers: Option<BufferSizes>) -> Result<UdpSocket> {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(socket2::Protocol::UDP))
         .map_err(BenchError::socket("creating a UDP socket"))?;
     if let Some(buffers) = buffers {
         // Asking for more than the kernel's maximum is not an error; it silently caps.
@@ -224,10 +287,66 @@ mod tests {
             relay.send_to(b"\x01*welcome to lobby, m0", from).unwrap();
             first
         });
-        member.register(relay_addr, "lobby").unwrap();
+        member.register(relay_addr, "lobby", Protocol::V1).unwrap();
         let datagram = responder.join().unwrap();
         let parsed = Datagram::decode(&datagram).unwrap();
         assert_eq!(parsed.room, "lobby");
         assert_eq!(parsed.message, REGISTER);
+    }
+
+    #[test]
+    fn v2_registration_waits_for_members_and_pong_across_attempts() {
+        let buffers = BufferSizes {
+            receive: 1 << 16,
+            send: 1 << 16,
+        };
+        let relay = loopback_socket(None).unwrap();
+        let relay_addr = relay.local_addr().unwrap();
+        let member = Member::new("m1".into(), 0, "lobby", &[b'a'; 64], buffers).unwrap();
+        let responder = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // The first answer loses its pong, as a lossy network would; a replayed message
+            // and someone's join in between must not confirm anything.
+            let (len, from) = relay.recv_from(&mut buf).unwrap();
+            let first = buf[..len].to_vec();
+            relay
+                .send_to(
+                    b"\xff{\"t\":\"members\",\"names\":[\"m0\",\"m1\"],\"host\":\"m0\"}",
+                    from,
+                )
+                .unwrap();
+            relay
+                .send_to(
+                    b"\xff{\"t\":\"msg\",\"id\":1,\"from\":\"m0\",\"text\":\"hi\",\"ts\":5}",
+                    from,
+                )
+                .unwrap();
+            let (len, from) = relay.recv_from(&mut buf).unwrap();
+            assert_eq!(first, &buf[..len], "the same register is sent again");
+            relay
+                .send_to(b"\xff{\"t\":\"joined\",\"name\":\"m2\"}", from)
+                .unwrap();
+            relay
+                .send_to(b"\xff{\"t\":\"pong\",\"id\":1}", from)
+                .unwrap();
+            first
+        });
+        member.register(relay_addr, "lobby", Protocol::V2).unwrap();
+        let datagram = responder.join().unwrap();
+        let parsed = Datagram::decode(&datagram).unwrap();
+        assert_eq!(parsed.message, b"\xff{\"t\":\"register\"}");
+    }
+
+    #[test]
+    fn the_v2_seq_counts_from_one_and_only_past_sent_messages() {
+        let buffers = BufferSizes {
+            receive: 1 << 16,
+            send: 1 << 16,
+        };
+        let member = Member::new("m0".into(), 0, "lobby", &[b'a'; 64], buffers).unwrap();
+        assert_eq!(member.next_v2_seq(), 1);
+        assert_eq!(member.next_v2_seq(), 1, "asking does not use it up");
+        member.v2_seq_sent(1);
+        assert_eq!(member.next_v2_seq(), 2);
     }
 }

@@ -73,6 +73,15 @@ impl Row {
         self
     }
 
+    /// Replaces the cell named `key` in place, or adds it.
+    pub fn set(mut self, key: &'static str, cell: Cell) -> Self {
+        match self.cells.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, slot)) => *slot = cell,
+            None => self.cells.push((key, cell)),
+        }
+        self
+    }
+
     /// The cell named `key`.
     pub fn get(&self, key: &str) -> Option<&Cell> {
         self.cells
@@ -118,17 +127,17 @@ pub struct Column {
 #[derive(Debug)]
 pub struct Printer {
     scenario: &'static str,
-    columns: &'static [Column],
+    columns: Vec<Column>,
     json: bool,
     header_printed: bool,
 }
 
 impl Printer {
     /// A printer for `scenario` showing `columns`.
-    pub fn new(scenario: &'static str, columns: &'static [Column], json: bool) -> Self {
+    pub fn new(scenario: &'static str, columns: &[Column], json: bool) -> Self {
         Self {
             scenario,
-            columns,
+            columns: columns.to_vec(),
             json,
             header_printed: false,
         }
@@ -143,7 +152,7 @@ impl Printer {
         let mut human = String::new();
         if !self.header_printed {
             self.header_printed = true;
-            for column in self.columns {
+            for column in &self.columns {
                 human.push_str(&format!(
                     "{:>width$} ",
                     column.header,
@@ -152,7 +161,7 @@ impl Printer {
             }
             human.push('\n');
         }
-        for column in self.columns {
+        for column in &self.columns {
             let text = row
                 .get(column.key)
                 .map_or_else(|| "-".to_owned(), Cell::human);
@@ -204,6 +213,22 @@ mod tests {
             "no division by zero"
         );
         assert_eq!(ratio.get("cpu"), Some(&Cell::Missing));
+    }
+
+    #[test]
+    fn set_replaces_a_cell_in_place() {
+        let row = Row::new()
+            .with("target", Cell::Text("ratio".into()))
+            .with("members", Cell::Int(10))
+            .set("target", Cell::Text("v2/v1".into()))
+            .set("acks", Cell::Int(3));
+        assert_eq!(
+            row,
+            Row::new()
+                .with("target", Cell::Text("v2/v1".into()))
+                .with("members", Cell::Int(10))
+                .with("acks", Cell::Int(3))
+        );
     }
 
     #[test]

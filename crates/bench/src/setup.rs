@@ -1,6 +1,6 @@
 //! Populating rooms for a load run: on the chat server through real TCRP handshakes (the
-//! first member creates, the rest join) and version-1 registration; on the baseline with a
-//! placeholder token, since the bare relay checks none.
+//! first member creates, the rest join) and registration in the run's protocol; on the
+//! baseline with a placeholder token, since the bare relay checks none, and always version 1.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,10 +10,12 @@ use chat_protocol::tcrp::Operation;
 
 use crate::baseline::BareRelay;
 use crate::error::Result;
+use crate::keepalive::Keepalive;
 use crate::member::{BufferSizes, Member, quiesce};
 use crate::procfs::CpuSource;
 use crate::target::ServerTarget;
 use crate::tcrp_client::must_grant;
+use crate::wire::Protocol;
 
 /// Longest a single create or join may keep being refused with `server_busy`.
 const BUSY_RETRY_LIMIT: Duration = Duration::from_secs(30);
@@ -23,25 +25,34 @@ const NOTICE_QUIET_LIMIT: Duration = Duration::from_secs(10);
 /// The relay a run measures: the chat server or the in-process baseline.
 #[derive(Debug, Clone, Copy)]
 pub enum RelayUnderTest<'a> {
-    /// The chat server, via TCRP and UCRP.
-    Server(&'a ServerTarget),
-    /// The bare relay inside this process.
+    /// The chat server, via TCRP and UCRP, its members speaking the given version.
+    Server(&'a ServerTarget, Protocol),
+    /// The bare relay inside this process; it speaks version 1 only.
     Baseline(&'a BareRelay),
 }
 
 impl RelayUnderTest<'_> {
-    /// The label of its report rows.
+    /// The label of its report rows: version-1 rows keep the plain `server` they always had.
     pub fn label(self) -> &'static str {
         match self {
-            Self::Server(_) => "server",
+            Self::Server(_, Protocol::V1) => "server",
+            Self::Server(_, Protocol::V2) => "server-v2",
             Self::Baseline(_) => "baseline",
+        }
+    }
+
+    /// The version its members speak.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Self::Server(_, protocol) => protocol,
+            Self::Baseline(_) => Protocol::V1,
         }
     }
 
     /// Its UDP address.
     pub fn udp(self) -> SocketAddr {
         match self {
-            Self::Server(server) => server.udp,
+            Self::Server(server, _) => server.udp,
             Self::Baseline(relay) => relay.addr(),
         }
     }
@@ -49,7 +60,7 @@ impl RelayUnderTest<'_> {
     /// Whose CPU time its runs are charged.
     pub fn cpu(self) -> CpuSource {
         match self {
-            Self::Server(server) => server.cpu_source(),
+            Self::Server(server, _) => server.cpu_source(),
             Self::Baseline(relay) => relay.cpu_source(),
         }
     }
@@ -62,6 +73,8 @@ pub struct Rooms {
     pub members: Vec<Member>,
     /// Members per room.
     pub sizes: Vec<usize>,
+    /// Pings silent version-2 members for as long as the rooms exist.
+    _keepalive: Option<Keepalive>,
 }
 
 /// A short tag that keeps this run's room names apart from anything already on the server.
@@ -82,13 +95,18 @@ pub fn populate(
     buffers: BufferSizes,
 ) -> Result<Rooms> {
     let placeholder_token = [b'0'; TOKEN_HEX_LEN];
+    let protocol = relay.protocol();
+    let keepalive = match protocol {
+        Protocol::V1 => None,
+        Protocol::V2 => Some(Keepalive::start(relay.udp())?),
+    };
     let mut members = Vec::with_capacity(sizes.iter().sum());
     for (room_index, &size) in sizes.iter().enumerate() {
         let room = format!("{tag}-{room_index}");
         for position in 0..size {
             let username = format!("m{position}");
             let member = match relay {
-                RelayUnderTest::Server(server) => {
+                RelayUnderTest::Server(server, _) => {
                     let operation = if position == 0 {
                         Operation::Create
                     } else {
@@ -114,7 +132,10 @@ pub fn populate(
                     Member::new(username, room_index, &room, &placeholder_token, buffers)?
                 }
             };
-            member.register(relay.udp(), &room)?;
+            member.register(relay.udp(), &room, protocol)?;
+            if let Some(keepalive) = &keepalive {
+                keepalive.watch(&member)?;
+            }
             members.push(member);
         }
     }
@@ -128,5 +149,6 @@ pub fn populate(
     Ok(Rooms {
         members,
         sizes: sizes.to_vec(),
+        _keepalive: keepalive,
     })
 }

@@ -131,6 +131,41 @@ fn relay_drives_a_spawned_server() {
 }
 
 #[test]
+fn relay_drives_a_spawned_server_in_version_2() {
+    let server = server_binary();
+    assert!(
+        server.is_file(),
+        "`chat-bench relay --spawn` needs the chat-server binary at {}; this test builds \
+         nothing, so build it first with `cargo build -p chat-server`",
+        server.display()
+    );
+    let (status, stdout, stderr) = run_bench(&[
+        "relay",
+        "--spawn",
+        "--protocol",
+        "v2",
+        "--duration",
+        "1",
+        "--rate",
+        "200",
+        "--members",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        status.success(),
+        "chat-bench relay --spawn --protocol v2 failed: {stderr}"
+    );
+    let row = rows(&stdout, "relay", "server-v2")
+        .next()
+        .unwrap_or_else(|| panic!("no server-v2 row in {stdout:?}"));
+    assert!(
+        row["delivered"].as_u64().unwrap() > 0,
+        "nothing delivered: {row}"
+    );
+}
+
+#[test]
 fn refuses_to_address_anything_but_loopback() {
     let (status, _, stderr) = run_bench(&["relay", "--server", "192.0.2.1", "--duration", "1"]);
     assert!(!status.success());

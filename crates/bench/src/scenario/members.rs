@@ -18,6 +18,7 @@ use crate::scenario::Context;
 use crate::setup::run_tag;
 use crate::target::ServerTarget;
 use crate::tcrp_client::must_grant;
+use crate::wire::Protocol;
 
 /// The server's default idle timeout; members registered longer ago than this without
 /// sending anything may already have been removed when memory is read.
@@ -212,7 +213,7 @@ fn populate_rooms(
                 grant.token.as_bytes(),
                 REGISTRATION_BUFFERS,
             )?;
-            member.register(server.udp, &room)?;
+            member.register(server.udp, &room, Protocol::V1)?;
             progress.registered.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::load::LoadOutcome;
 use crate::report::{Cell, Column, Row};
 use crate::target::{ServerTarget, default_server_binary, require_loopback};
+use crate::wire::Protocol;
 
 /// What every scenario needs besides its own options.
 #[derive(Debug)]
@@ -118,6 +119,34 @@ pub const LOAD_COLUMNS: &[Column] = &[
     },
 ];
 
+/// The column version-2 rows add after `loss%`.
+const ACKED_COLUMN: Column = Column {
+    key: "acked_pct",
+    header: "acked%",
+};
+
+/// The columns of a load table whose server rows speak `protocol`: version 2 adds `acked%`,
+/// so version-1 tables look as they always did.
+pub fn load_columns(protocol: Protocol) -> Vec<Column> {
+    with_acked_column(LOAD_COLUMNS, protocol)
+}
+
+/// `columns` with `acked%` after `loss%` when `protocol` is version 2.
+pub fn with_acked_column(columns: &[Column], protocol: Protocol) -> Vec<Column> {
+    let mut columns = columns.to_vec();
+    if protocol == Protocol::V2 {
+        let at = columns
+            .iter()
+            .position(|column| column.key == "loss_pct")
+            .map_or(columns.len(), |loss| loss + 1);
+        columns.insert(at, ACKED_COLUMN);
+    }
+    columns
+}
+
+/// The target label of a ratio row between two server runs in different protocols.
+pub const V2_OVER_V1: &str = "v2/v1";
+
 /// Columns divided in a ratio row.
 pub const LOAD_RATIO_KEYS: &[&str] = &[
     "sent_per_s",
@@ -131,16 +160,18 @@ pub const LOAD_RATIO_KEYS: &[&str] = &[
     "cpu_s",
 ];
 
-/// The row of one paced load run.
+/// The row of one paced load run; version-2 rows also carry the acks.
 pub fn load_row(
     label: &str,
+    protocol: Protocol,
     rooms: usize,
     members: usize,
     senders: usize,
     outcome: &LoadOutcome,
 ) -> Row {
-    Row::new()
+    let row = Row::new()
         .with("target", Cell::Text(label.to_owned()))
+        .with("protocol", Cell::Text(protocol.name().to_owned()))
         .with("rooms", Cell::Int(rooms as u64))
         .with("members", Cell::Int(members as u64))
         .with("senders", Cell::Int(senders as u64))
@@ -155,8 +186,12 @@ pub fn load_row(
             "delivered_per_s",
             Cell::Float(outcome.delivered_per_second(), 0),
         )
-        .with("loss_pct", Cell::Float(outcome.loss_percent(), 3))
-        .with("duplicates", Cell::Int(outcome.duplicates))
+        .with("loss_pct", Cell::Float(outcome.loss_percent(), 3));
+    let row = match protocol {
+        Protocol::V1 => row,
+        Protocol::V2 => with_acks(row, outcome),
+    };
+    row.with("duplicates", Cell::Int(outcome.duplicates))
         .with("stale", Cell::Int(outcome.stale))
         .with("notices", Cell::Int(outcome.notices))
         .with("other", Cell::Int(outcome.other))
@@ -176,6 +211,13 @@ pub fn load_row(
             "bench_cpu_s",
             Cell::opt(outcome.generator_cpu.map(|cpu| cpu.as_secs_f64()), 2),
         )
+}
+
+/// Adds a version-2 run's ack figures to its row.
+pub fn with_acks(row: Row, outcome: &LoadOutcome) -> Row {
+    row.with("acks", Cell::Int(outcome.acks))
+        .with("acked_pct", Cell::Float(outcome.acked_percent(), 3))
+        .with("refused", Cell::Int(outcome.refused))
 }
 
 /// Run ids: distinct per run within one process, so a late datagram of one run never

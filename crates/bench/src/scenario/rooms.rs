@@ -6,7 +6,7 @@ use crate::cli::{LoadTuning, RoomsArgs, in_range, rate, seconds};
 use crate::error::Result;
 use crate::load::{Fabric, run_load};
 use crate::report::{Printer, Row};
-use crate::scenario::{Context, LOAD_COLUMNS, LOAD_RATIO_KEYS, load_row, next_run_id};
+use crate::scenario::{Context, LOAD_RATIO_KEYS, load_columns, load_row, next_run_id};
 use crate::setup::{RelayUnderTest, populate, run_tag};
 
 fn measure(
@@ -25,10 +25,12 @@ fn measure(
         room_sizes: &rooms.sizes,
         relay: relay.udp(),
         cpu: relay.cpu(),
+        protocol: relay.protocol(),
     };
     let outcome = run_load(&fabric, &tuning.spec(next_run_id(), offered, duration))?;
     Ok(load_row(
         relay.label(),
+        relay.protocol(),
         sizes.len(),
         members,
         senders.len(),
@@ -48,11 +50,11 @@ pub fn run(context: &Context, args: &RoomsArgs) -> Result<()> {
     args.tuning.validate()?;
     let offered = rate("--rate", args.rate)?;
     let duration = seconds("--duration", args.duration)?;
-    let mut printer = Printer::new("rooms", LOAD_COLUMNS, context.json);
+    let mut printer = Printer::new("rooms", &load_columns(args.protocol), context.json);
     let ours = {
         let server = context.server()?;
         measure(
-            RelayUnderTest::Server(&server),
+            RelayUnderTest::Server(&server, args.protocol),
             args.members,
             offered,
             duration,

@@ -1,0 +1,130 @@
+//! Which version of the chat datagrams the load generator's members speak, and the version-2
+//! messages they send: `0xFF` + one JSON object (chat_protocol::v2::ClientV2).
+
+use std::io::Write;
+
+use chat_protocol::ucrp::V2_MARKER;
+use chat_protocol::v2::ClientV2;
+use clap::ValueEnum;
+
+/// The wire version of a load run's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// `__REGISTER__`, plain chat text, `[len][sender][text]` frames back.
+    V1,
+    /// Version-2 register, `msg` with a per-member `seq`, acks and `msg` events back.
+    V2,
+}
+
+impl Protocol {
+    /// Its name in report rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::V2 => "v2",
+        }
+    }
+}
+
+/// Appends a version-2 client message (marker and JSON) to `out`. For the rare messages
+/// (register, ping); chat goes through [`append_v2_chat`].
+pub fn append_v2(message: &ClientV2, out: &mut Vec<u8>) {
+    out.push(V2_MARKER);
+    // Serializing a plain enum into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, message);
+}
+
+/// Appends `0xFF{"t":"msg","seq":SEQ,"text":"TEXT"}` to `out`. The load generator's payloads
+/// are digits, colons and dots, which JSON carries as they are, so the message is written
+/// directly instead of through an owned `ClientV2` (an allocation and a serializer per
+/// message on the pacer thread, which must not be what limits the rate); any text that would
+/// need escaping goes through serde instead.
+pub fn append_v2_chat(seq: u64, text: &str, out: &mut Vec<u8>) {
+    if text.bytes().any(needs_json_escape) {
+        append_v2(
+            &ClientV2::Msg {
+                seq,
+                text: text.to_owned(),
+            },
+            out,
+        );
+        return;
+    }
+    out.push(V2_MARKER);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, r#"{{"t":"msg","seq":{seq},"text":""#);
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(br#""}"#);
+}
+
+/// Bytes JSON strings cannot hold as they are: the quote, the backslash and control
+/// characters.
+fn needs_json_escape(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || byte < 0x20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_protocol::ucrp::ClientMessage;
+
+    use crate::payload::{MIN_PAYLOAD_LEN, Stamp, write_payload};
+
+    fn decoded(bytes: &[u8]) -> ClientV2 {
+        match ClientMessage::decode(bytes).unwrap() {
+            ClientMessage::V2(message) => message,
+            other => panic!("not a version-2 message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_payload_chat_message_is_what_the_server_decodes() {
+        let mut payload = Vec::new();
+        let stamp = Stamp {
+            run: 3,
+            seq: 12_345,
+            sent_nanos: 987_654_321,
+        };
+        write_payload(stamp, MIN_PAYLOAD_LEN, &mut payload);
+        let text = std::str::from_utf8(&payload).unwrap();
+        let mut out = Vec::new();
+        append_v2_chat(42, text, &mut out);
+        assert_eq!(
+            decoded(&out),
+            ClientV2::Msg {
+                seq: 42,
+                text: text.to_owned()
+            }
+        );
+        let mut via_serde = Vec::new();
+        append_v2(
+            &ClientV2::Msg {
+                seq: 42,
+                text: text.to_owned(),
+            },
+            &mut via_serde,
+        );
+        assert_eq!(out, via_serde, "same bytes as the serde encoding");
+    }
+
+    #[test]
+    fn text_that_needs_escaping_still_round_trips() {
+        let text = "a \"quoted\" line\\ with\ta tab";
+        let mut out = Vec::new();
+        append_v2_chat(7, text, &mut out);
+        assert_eq!(
+            decoded(&out),
+            ClientV2::Msg {
+                seq: 7,
+                text: text.to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn register_is_the_bare_v2_register() {
+        let mut out = Vec::new();
+        append_v2(&ClientV2::Register { last_id: None }, &mut out);
+        assert_eq!(out, b"\xff{\"t\":\"register\"}");
+    }
+}
