@@ -5,10 +5,9 @@
 #
 #   bash scripts/abuse.sh
 #
-# Environment: ABUSE_DATAGRAMS (at least this many datagrams, default 100000), ABUSE_TCP_REQUESTS
-# (at least this many TCP requests, default 10000), ABUSE_MESSAGES (honest messages, default
-# 300), ABUSE_SECONDS (cut-off for the whole run, default 900). The abuse goes on for as long
-# as the conversation does, so the counts printed can exceed the quotas.
+# Environment: ABUSE_DATAGRAMS (default 100000), ABUSE_TCP_REQUESTS (default 10000),
+# ABUSE_MESSAGES (honest messages, default 300), ABUSE_SECONDS (cut-off for the whole run,
+# default 900). The abuse is spread over the conversation's planned length (30 ms a message).
 #
 # Prints the datagrams sent and what the server counted as received and dropped, the bytes
 # sent to the unknown address (must be 0), the TCP outcomes, and the server's resident memory

@@ -87,8 +87,8 @@ fn received_from_server_so_far(socket: &UdpSocket) -> Vec<Vec<u8>> {
 
 /// Sends `text` from `from` until `to` receives it (a flood-limited sender may need a few
 /// tries) and returns everything `to` received before the first copy. A retry comes only after
-/// a whole second without the text, so a duplicate copy is unlikely, never impossible: callers
-/// look past earlier sync texts.
+/// a whole second without the text, so a duplicate copy is unlikely, though not impossible;
+/// callers that sync repeatedly with one receiver look past earlier sync texts.
 fn sync_v1(from: &UdpMember, to: &UdpMember, sender: &str, text: &str) -> Vec<Vec<u8>> {
     let expected = v1_frame(sender, text);
     let deadline = Instant::now() + EVENT_TIMEOUT;
@@ -696,4 +696,31 @@ fn no_token_appears_in_full_in_the_log_even_at_trace_level() {
             "tokens are shown by their prefix"
         );
     }
+}
+
+#[test]
+fn a_room_list_longer_than_one_reply_is_cut_not_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), &["--handshakes-per-ip", "0"]);
+    // 64-byte names: about 100 bytes per room in the list, so 200 rooms exceed 16 KiB.
+    let names: Vec<String> = (0..200)
+        .map(|i| format!("{i:03}{}", "r".repeat(61)))
+        .collect();
+    for name in &names {
+        create(server.tcp, name, "host").token();
+    }
+    let listed = list(&server);
+    assert!(listed.complete.payload.len() <= 16 * 1024);
+    let rooms: Vec<String> = listed.complete_json()["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|room| room["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        (100..200).contains(&rooms.len()),
+        "{} rooms listed",
+        rooms.len()
+    );
+    assert_eq!(rooms[..], names[..rooms.len()], "the first rooms by name");
 }

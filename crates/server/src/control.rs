@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chat_protocol::limits::TCRP_HEADER_LEN;
+use chat_protocol::limits::{MAX_TCRP_PAYLOAD, TCRP_HEADER_LEN};
 use chat_protocol::names;
 use chat_protocol::tcrp::{
-    Compliance, ErrorCode, Frame, Grant, Header, Operation, State, TcrpError, UserRequest,
-    to_json_payload,
+    Compliance, ErrorCode, Frame, Grant, Header, Operation, RoomList, State, TcrpError,
+    UserRequest, to_json_payload,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -352,7 +352,7 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
     let result = match (operation, user) {
         (Operation::List, _) => {
             let list = lock(&context.manager).list();
-            return Reply::accepted(operation_byte, room_name, to_json_payload(&list));
+            return Reply::accepted(operation_byte, room_name, list_payload(list));
         }
         (_, Err(refusal)) => Err(refusal),
         (Operation::Create, Ok(user)) => create(&room_name, user, context).await,
@@ -499,5 +499,70 @@ async fn make_durable(
                 format!("the server cannot save its state right now ({failure}); try again later"),
             ))
         }
+    }
+}
+
+/// The room list as one reply payload. The contract caps a payload at 16 KiB (a couple of
+/// hundred rooms): a longer list is cut to the first rooms in name order, because a frame over
+/// the cap cannot be sent at all and the client would get one reply frame instead of two.
+fn list_payload(mut list: RoomList) -> Vec<u8> {
+    let payload = to_json_payload(&list);
+    if payload.len() <= MAX_TCRP_PAYLOAD {
+        return payload;
+    }
+    // `{"rooms":[` entries joined by `,` `]}`; counting a comma for every entry errs short.
+    let mut used = br#"{"rooms":[]}"#.len();
+    let fits = list
+        .rooms
+        .iter()
+        .take_while(|room| {
+            used += to_json_payload(room).len() + 1;
+            used <= MAX_TCRP_PAYLOAD
+        })
+        .count();
+    tracing::debug!(
+        rooms = list.rooms.len(),
+        listed = fits,
+        "room list cut to fit one reply"
+    );
+    list.rooms.truncate(fits);
+    to_json_payload(&list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_protocol::tcrp::RoomSummary;
+
+    #[test]
+    fn a_long_room_list_is_cut_to_fit_one_frame() {
+        let rooms: Vec<RoomSummary> = (0..10_000)
+            .map(|i| RoomSummary {
+                name: format!("{i:05}{}", "r".repeat(59)),
+                members: 256,
+                private: false,
+            })
+            .collect();
+        let payload = list_payload(RoomList {
+            rooms: rooms.clone(),
+        });
+        assert!(payload.len() <= MAX_TCRP_PAYLOAD, "{}", payload.len());
+        let listed: RoomList = serde_json::from_slice(&payload).unwrap();
+        assert!(listed.rooms.len() > 100, "{}", listed.rooms.len());
+        assert_eq!(listed.rooms[..], rooms[..listed.rooms.len()]);
+        // And the reply with it encodes as two whole frames.
+        let reply = Reply::accepted(4, String::new(), payload);
+        let bytes = reply.encode();
+        let (first, used) = Frame::decode(&bytes).unwrap().unwrap();
+        let (second, _) = Frame::decode(&bytes[used..]).unwrap().unwrap();
+        assert_eq!(
+            (first.state, second.state),
+            (State::Compliance, State::Complete)
+        );
+
+        let short = RoomList {
+            rooms: rooms[..3].to_vec(),
+        };
+        assert_eq!(list_payload(short.clone()), to_json_payload(&short));
     }
 }
