@@ -37,6 +37,8 @@ pub const MAX_REPLAY: u64 = 256;
 /// How many of a room's newest messages are read at start-up to rebuild deduplication windows:
 /// well beyond what clients keep unacknowledged.
 const RESTORE_SCAN: usize = 4 * SEQ_WINDOW;
+/// Most messages waiting for the history thread before chat stops being accepted.
+pub const MAX_UNSTORED: usize = 65_536;
 /// Default page size of a `history` request without `limit`.
 pub const DEFAULT_HISTORY_PAGE: usize = 50;
 
@@ -189,6 +191,8 @@ pub enum DropReason {
     WrongAddress,
     /// Over the member's flood limit.
     RateLimited,
+    /// The history store is too far behind to take more chat.
+    HistoryBacklog,
 }
 
 /// Every room and member.
@@ -207,6 +211,9 @@ pub struct RoomManager {
     flood: FloodPolicy,
     /// Where chat goes to be stored; None keeps history in memory only (unit tests).
     history: Option<Sender<HistoryJob>>,
+    /// Messages handed to the history thread and not yet committed; bounded by
+    /// [`MAX_UNSTORED`] so a disk that stops taking writes cannot grow memory without end.
+    unstored: usize,
 }
 
 impl RoomManager {
@@ -222,6 +229,7 @@ impl RoomManager {
             limits,
             flood,
             history: None,
+            unstored: 0,
         }
     }
 
@@ -571,6 +579,13 @@ impl RoomManager {
                 });
                 Ok(())
             }
+            // `who` and `history` cost work (`history` a database read), so they count
+            // against flood control like chat; only keepalives and leave never do.
+            ClientMessage::V2(ClientV2::Who | ClientV2::History { .. })
+                if !member.flood.allow(&self.flood, now) =>
+            {
+                Err(DropReason::RateLimited)
+            }
             ClientMessage::V2(ClientV2::Who) => {
                 unicast_v2(out, src, &members_of(room));
                 Ok(())
@@ -723,6 +738,12 @@ impl RoomManager {
             // Version-1 text that only fits the version-1 frame: relayed above, not stored.
             return Ok(());
         }
+        if self.unstored >= MAX_UNSTORED {
+            // The history cannot keep up (a failing disk): take no more until it does. A
+            // version-2 sender retransmits; version-1 text was relayed above, unstored, and
+            // no id was handed out, so nobody waits on a gap.
+            return Err(DropReason::HistoryBacklog);
+        }
         if let Some(seq) = seq {
             member.seqs.accept(seq);
         }
@@ -742,7 +763,9 @@ impl RoomManager {
         match &self.history {
             Some(history) => {
                 // Sent under the lock, so the history thread sees messages in id order.
-                let _ = history.send(HistoryJob::Store(pending));
+                if history.send(HistoryJob::Store(pending)).is_ok() {
+                    self.unstored += 1;
+                }
             }
             None => self.committed(std::slice::from_ref(&pending), out),
         }
@@ -752,6 +775,9 @@ impl RoomManager {
     /// Called once messages are stored: acks to their senders, relay to the other members,
     /// and the replay cache.
     pub fn committed(&mut self, batch: &[PendingMessage], out: &mut Outbox) {
+        if self.history.is_some() {
+            self.unstored = self.unstored.saturating_sub(batch.len());
+        }
         for pending in batch {
             let Some(room) = self.rooms.get_mut(&pending.room_id) else {
                 continue;

@@ -251,3 +251,79 @@ fn next_does_not_pair_you_back_with_the_partner_you_left() {
     let cy = manager.pair("cy", 0, now).unwrap();
     assert_eq!(cy.room, ann.room);
 }
+
+#[test]
+fn chat_stops_being_taken_while_the_history_cannot_keep_up() {
+    let (mut manager, members) = create_with_members(&["alice", "bob"]);
+    let (jobs, queue) = std::sync::mpsc::channel();
+    manager.attach_history(jobs);
+    let alice = addr(1);
+    send(
+        &mut manager,
+        &members[0],
+        alice,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    let say = |manager: &mut RoomManager, seq| {
+        send(
+            manager,
+            &members[0],
+            alice,
+            &v2(&ClientV2::Msg {
+                seq,
+                text: "x".into(),
+            }),
+        )
+        .result
+    };
+    for seq in 1..=MAX_UNSTORED as u64 {
+        assert_eq!(say(&mut manager, seq), Ok(()));
+    }
+    let over = MAX_UNSTORED as u64 + 1;
+    assert_eq!(say(&mut manager, over), Err(DropReason::HistoryBacklog));
+    // The history thread commits a batch: chat is taken again, the refused one included.
+    let batch: Vec<PendingMessage> = queue
+        .try_iter()
+        .take(10)
+        .filter_map(|job| match job {
+            HistoryJob::Store(pending) => Some(pending),
+            _ => None,
+        })
+        .collect();
+    manager.committed(&batch, &mut Outbox::default());
+    assert_eq!(say(&mut manager, over), Ok(()));
+}
+
+#[test]
+fn who_and_history_requests_count_against_flood_control() {
+    let mut manager = RoomManager::new(
+        Limits::default(),
+        FloodPolicy {
+            burst: 3,
+            rate: 0.001,
+        },
+    );
+    let host = manager
+        .create(ROOM, "alice", RoomKind::Public, 0, Instant::now())
+        .unwrap();
+    let alice = addr(1);
+    send(
+        &mut manager,
+        &host,
+        alice,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    let results: Vec<_> = (0..5)
+        .map(|_| send(&mut manager, &host, alice, &v2(&ClientV2::Who)).result)
+        .collect();
+    assert_eq!(&results[..3], &[Ok(()), Ok(()), Ok(())]);
+    assert_eq!(results[3], Err(DropReason::RateLimited));
+    // A ping is a keepalive: never limited.
+    let ping = send(
+        &mut manager,
+        &host,
+        alice,
+        &v2(&ClientV2::Ping { last_id: None }),
+    );
+    assert_eq!(ping.result, Ok(()));
+}

@@ -44,7 +44,7 @@ impl RelayStats {
             DropReason::UnknownToken | DropReason::WrongRoom | DropReason::WrongAddress => {
                 &self.unauthorized
             }
-            DropReason::RateLimited => &self.rate_limited,
+            DropReason::RateLimited | DropReason::HistoryBacklog => &self.rate_limited,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
