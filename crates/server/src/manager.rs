@@ -42,6 +42,10 @@ pub const MAX_UNSTORED: usize = 65_536;
 /// Default page size of a `history` request without `limit`.
 pub const DEFAULT_HISTORY_PAGE: usize = 50;
 
+/// How much later than its period an idle sweep may run before the server counts itself as
+/// stalled rather than busy.
+const STALL_GRACE: Duration = Duration::from_secs(2);
+
 /// Pair rooms hold two people.
 pub const PAIR_ROOM_CAPACITY: usize = 2;
 /// How long someone who left a pair room is kept out of it when pairing again.
@@ -214,6 +218,8 @@ pub struct RoomManager {
     /// Messages handed to the history thread and not yet committed; bounded by
     /// [`MAX_UNSTORED`] so a disk that stops taking writes cannot grow memory without end.
     unstored: usize,
+    /// When the idle sweep last ran, to notice a sweep that comes late (a stalled server).
+    last_sweep: Option<Instant>,
 }
 
 impl RoomManager {
@@ -230,6 +236,7 @@ impl RoomManager {
             flood,
             history: None,
             unstored: 0,
+            last_sweep: None,
         }
     }
 
@@ -650,7 +657,12 @@ impl RoomManager {
                 refuse_v2(out, addr, code, seq, refusal_text(code));
                 return Ok(());
             }
-            SeqStatus::Pending | SeqStatus::Forgotten => return Ok(()),
+            SeqStatus::Pending | SeqStatus::Forgotten => {
+                // A retransmission of a held message: its gap may have expired meanwhile.
+                let ready = member.seqs.release_expired(now);
+                self.accept_ready(room_id, member_id, ready, now, out);
+                return Ok(());
+            }
         }
         let mut result = Ok(());
         for (ready_seq, ready_text) in member.seqs.admit(seq, text, now) {
@@ -661,6 +673,23 @@ impl RoomManager {
             }
         }
         result
+    }
+
+    /// Accepts messages a [`SeqWindow`] released, in order.
+    ///
+    /// [`SeqWindow`]: crate::seq_window::SeqWindow
+    fn accept_ready(
+        &mut self,
+        room_id: RoomId,
+        member_id: MemberId,
+        ready: Vec<(u64, String)>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        for (seq, text) in ready {
+            // A refusal has already been sent to the member and counted there.
+            let _ = self.accept_one(room_id, member_id, Some(seq), &text, now, out);
+        }
     }
 
     /// Accepts one chat message in order: applies flood control, assigns the next room id
@@ -814,8 +843,19 @@ impl RoomManager {
     }
 
     /// Removes members that have been silent for longer than their idle timeout; a host's
-    /// timeout closes its room.
-    pub fn sweep_idle(&mut self, now: Instant, out: &mut Outbox) {
+    /// timeout closes its room. `period` is how often the caller sweeps: a sweep that comes
+    /// much later than that means the whole server was stalled (stopped, swapped out, starved),
+    /// and the members' keepalives from that time still wait unread in the socket buffer, so
+    /// the stall does not count against anyone's idle time.
+    pub fn sweep_idle(&mut self, now: Instant, period: Duration, out: &mut Outbox) {
+        if let Some(last) = self.last_sweep.replace(now) {
+            let late = now.saturating_duration_since(last).saturating_sub(period);
+            if late > STALL_GRACE {
+                self.forgive_stall(late, now);
+                return;
+            }
+        }
+        self.release_expired_gaps(now, out);
         let limits = self.limits;
         let expired: Vec<(RoomId, MemberId)> = self
             .rooms
@@ -833,6 +873,49 @@ impl RoomManager {
             .collect();
         for (room_id, member_id) in expired {
             self.remove_member(room_id, member_id, LeaveReason::Timeout, out);
+        }
+    }
+
+    /// Moves every member's last sign of life forward by the length of a server stall, so
+    /// that the stall is not taken for their silence. The relay reads what they sent meanwhile
+    /// before the next sweep.
+    fn forgive_stall(&mut self, stall: Duration, now: Instant) {
+        tracing::warn!(
+            stalled_for = ?stall,
+            "the server was stalled; idle timers are extended by as long"
+        );
+        for member in self
+            .rooms
+            .values_mut()
+            .flat_map(|room| room.members.values_mut())
+        {
+            member.last_seen = (member.last_seen + stall).min(now);
+        }
+    }
+
+    /// Lets go of messages held behind a gap that has expired, for members who have nothing
+    /// new to send that would notice it.
+    fn release_expired_gaps(&mut self, now: Instant, out: &mut Outbox) {
+        let holding: Vec<(RoomId, MemberId)> = self
+            .rooms
+            .values()
+            .flat_map(|room| {
+                room.members
+                    .values()
+                    .filter(|member| member.seqs.holds_any())
+                    .map(move |member| (room.id, member.id))
+            })
+            .collect();
+        for (room_id, member_id) in holding {
+            let Some(member) = self
+                .rooms
+                .get_mut(&room_id)
+                .and_then(|room| room.members.get_mut(&member_id))
+            else {
+                continue;
+            };
+            let ready = member.seqs.release_expired(now);
+            self.accept_ready(room_id, member_id, ready, now, out);
         }
     }
 
@@ -1017,6 +1100,7 @@ impl RoomManager {
                         member.seqs.stored(seq, stored.message.id);
                     }
                 }
+                member.seqs.restored();
                 members.insert(member_id, member);
             }
             let host = host.ok_or_else(|| problem("has no host".into()))?;

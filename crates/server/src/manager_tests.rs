@@ -327,3 +327,58 @@ fn who_and_history_requests_count_against_flood_control() {
     );
     assert_eq!(ping.result, Ok(()));
 }
+
+#[test]
+fn a_stalled_server_does_not_take_the_stall_for_its_members_silence() {
+    let (mut manager, _members) = create_with_members(&["host", "guest"]);
+    let start = Instant::now();
+    let period = Duration::from_secs(5);
+    let mut out = Outbox::default();
+    manager.sweep_idle(start, period, &mut out);
+    // SIGSTOP for 65 s: the members kept pinging, into the socket buffer. The first sweep
+    // after SIGCONT runs 60 s late and must not time anyone out.
+    let resumed = start + Duration::from_secs(65);
+    manager.sweep_idle(resumed, period, &mut out);
+    manager.sweep_idle(resumed + Duration::from_millis(1), period, &mut out);
+    assert_eq!(manager.room_count(), 1, "the room survives the stall");
+    assert_eq!(manager.member_count(), 2);
+    // Members that really stay silent still time out, on time after the stall.
+    let mut now = resumed;
+    while now < resumed + Duration::from_secs(62) {
+        now += period;
+        manager.sweep_idle(now, period, &mut out);
+    }
+    assert_eq!(
+        manager.room_count(),
+        0,
+        "silence after the stall still counts"
+    );
+}
+
+#[test]
+fn a_message_held_behind_a_gap_that_never_fills_is_accepted_by_the_sweep() {
+    let (mut manager, members) = create_with_members(&["alice", "bob"]);
+    let alice = addr(1);
+    send(
+        &mut manager,
+        &members[0],
+        alice,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    let early = v2(&ClientV2::Msg {
+        seq: 2,
+        text: "two".into(),
+    });
+    let held = send(&mut manager, &members[0], alice, &early);
+    assert!(v2_events(&held.sent, alice).is_empty(), "held for seq 1");
+    // Seq 1 never comes and alice has nothing new to send: the sweep lets seq 2 go.
+    let mut out = Outbox::default();
+    let period = Duration::from_secs(5);
+    let later = Instant::now() + crate::seq_window::HOLD_TIMEOUT + Duration::from_secs(1);
+    manager.sweep_idle(later, period, &mut out);
+    let sent: Vec<(SocketAddr, Vec<u8>)> = out
+        .datagrams()
+        .map(|(frame, to)| (to, frame.to_vec()))
+        .collect();
+    assert_eq!(v2_events(&sent, alice), [ServerV2::Ack { seq: 2, id: 1 }]);
+}

@@ -54,6 +54,10 @@ pub struct SeqWindow {
     held: BTreeMap<u64, (String, Instant)>,
     /// Bytes of text in `held`.
     held_bytes: usize,
+    /// Set after a restart: what the member sent before it is known only from stored
+    /// messages (refusals were never saved), so the first new seq sets where the window
+    /// starts instead of waiting for a gap that may never fill.
+    resync: bool,
 }
 
 impl Default for SeqWindow {
@@ -63,6 +67,7 @@ impl Default for SeqWindow {
             next: 1,
             held: BTreeMap::new(),
             held_bytes: 0,
+            resync: false,
         }
     }
 }
@@ -88,6 +93,9 @@ impl SeqWindow {
     /// when it is the next one, followed by any held ones it unblocks; nothing when it must
     /// wait for an earlier one.
     pub fn admit(&mut self, seq: u64, text: &str, now: Instant) -> Vec<(u64, String)> {
+        if std::mem::take(&mut self.resync) {
+            self.next = self.next.max(seq);
+        }
         if seq < self.next {
             // Its gap was given up on; late is better than never.
             return vec![(seq, text.to_owned())];
@@ -99,17 +107,40 @@ impl SeqWindow {
                 self.held_bytes += text.len();
                 self.held.insert(seq, (text.to_owned(), now));
             }
-            let oldest_wait = self.held.values().map(|(_, since)| *since).min();
-            if oldest_wait.is_some_and(|since| now.saturating_duration_since(since) < HOLD_TIMEOUT)
-            {
-                return Vec::new();
-            }
-            // The gap did not fill in time: skip it (what was skipped gets in late).
-            self.next = self.held.keys().next().copied().unwrap_or(self.next);
-        } else {
-            self.held_bytes += text.len();
-            self.held.insert(seq, (text.to_owned(), now));
+            return self.release_expired(now);
         }
+        self.held_bytes += text.len();
+        self.held.insert(seq, (text.to_owned(), now));
+        self.release_ready()
+    }
+
+    /// Gives up on a gap that has held messages back for [`HOLD_TIMEOUT`] and returns what
+    /// that releases. Called on every arrival, retransmissions of held messages included, and
+    /// by the periodic sweep, so nothing waits on a gap for long even when the sender has
+    /// nothing new to send.
+    pub fn release_expired(&mut self, now: Instant) -> Vec<(u64, String)> {
+        let oldest_wait = self.held.values().map(|(_, since)| *since).min();
+        match oldest_wait {
+            Some(since) if now.saturating_duration_since(since) >= HOLD_TIMEOUT => {
+                // The gap did not fill in time: skip it (what was skipped gets in late).
+                self.next = self.held.keys().next().copied().unwrap_or(self.next);
+                self.release_ready()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether early messages are held back.
+    pub fn holds_any(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Marks the window as rebuilt from stored messages after a restart (see `resync`).
+    pub fn restored(&mut self) {
+        self.resync = true;
+    }
+
+    fn release_ready(&mut self) -> Vec<(u64, String)> {
         let mut ready = Vec::new();
         while let Some((text, _)) = self.held.remove(&self.next) {
             self.held_bytes -= text.len();
@@ -195,6 +226,31 @@ mod tests {
         assert_eq!(seqs(&window.admit(6, "six", later)), [5, 6]);
         assert_eq!(window.status(2), SeqStatus::New);
         assert_eq!(seqs(&window.admit(2, "two", later)), [2]);
+    }
+
+    #[test]
+    fn a_retransmission_of_a_held_message_releases_it_once_the_gap_expires() {
+        let start = Instant::now();
+        let mut window = SeqWindow::default();
+        assert!(window.admit(5, "five", start).is_empty());
+        let later = start + HOLD_TIMEOUT;
+        assert_eq!(window.status(5), SeqStatus::Pending);
+        assert_eq!(seqs(&window.release_expired(later)), [5]);
+        assert!(!window.holds_any());
+    }
+
+    #[test]
+    fn after_a_restart_the_first_new_seq_goes_straight_in() {
+        let now = Instant::now();
+        let mut window = SeqWindow::default();
+        window.stored(10, 100);
+        window.restored();
+        // 11 to 15 were refused before the restart, which nobody saved.
+        assert_eq!(seqs(&window.admit(16, "sixteen", now)), [16]);
+        assert!(
+            window.admit(18, "eighteen", now).is_empty(),
+            "ordering resumes"
+        );
     }
 
     #[test]

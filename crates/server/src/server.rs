@@ -238,7 +238,7 @@ async fn sweep_idle_members(
         let changed = {
             let mut manager = lock(&manager);
             let generation = manager.generation();
-            manager.sweep_idle(Instant::now(), &mut out);
+            manager.sweep_idle(Instant::now(), period, &mut out);
             manager.generation() != generation
         };
         if changed {
