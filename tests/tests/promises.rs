@@ -7,7 +7,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chat_protocol::v2::{ClientV2, ServerV2, V2ErrorCode};
-use chat_tests::{EVENT_TIMEOUT, ServerProcess, V2Member, create, join};
+use chat_tests::{
+    EVENT_TIMEOUT, Replies, ServerProcess, UdpMember, V2Member, create, handshake, join,
+};
 
 fn signal(server: &ServerProcess, name: &str) {
     let status = Command::new("kill")
@@ -131,4 +133,178 @@ fn a_message_after_refused_ones_is_acked_after_a_restart() {
     let acked = say_retrying(pat, 16, "after the restart");
     assert_eq!(acked, 11, "seq 16 is acked as the room's next message");
     drop(server);
+}
+
+fn pair_request(server: &ServerProcess, name: &str) -> Replies {
+    let payload = serde_json::to_string(name).expect("a name is JSON");
+    handshake(server.tcp, 3, "", payload.as_bytes())
+}
+
+fn granted_room(replies: &Replies) -> String {
+    replies.complete_json()["room"]
+        .as_str()
+        .expect("a grant names its room")
+        .to_owned()
+}
+
+/// finn and gina chat in a pair room; `leaver` (0 = finn, who created it, 1 = gina) types
+/// `/next`. The one who stays is told, keeps the room, and the next stranger who pairs lands
+/// there with a fresh conversation: none of the earlier messages, live, replayed or paged.
+fn a_pair_partner_moves_on(leaver: usize, crash_after_leave: bool) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut server = ServerProcess::start(dir.path());
+    let grants = [pair_request(&server, "finn"), pair_request(&server, "gina")];
+    let room = granted_room(&grants[0]);
+    assert_eq!(granted_room(&grants[1]), room, "finn and gina are paired");
+    let pair: Vec<V2Member> = grants
+        .iter()
+        .map(|grant| {
+            let member = V2Member::new(server.udp, &room, &grant.token());
+            member.register(None);
+            member
+        })
+        .collect();
+    let first = pair[0].say(1, "our secret");
+    pair[1].expect_msg(first);
+    let second = pair[1].say(1, "keep it between us");
+    pair[0].expect_msg(second);
+
+    let stayer = &pair[1 - leaver];
+    let leaver_name = ["finn", "gina"][leaver];
+    pair[leaver].send(&ClientV2::Leave);
+    let (before, _) = stayer.expect(
+        "the partner's departure",
+        |event| matches!(event, ServerV2::Left { name, .. } if name == leaver_name),
+    );
+    assert!(
+        !before
+            .iter()
+            .any(|e| matches!(e, ServerV2::RoomClosed { .. })),
+        "the room stays open for the one who stayed: {before:?}"
+    );
+    if crash_after_leave {
+        // The handover is journaled: it survives kill -9 (after the writer's next append).
+        thread::sleep(Duration::from_secs(1));
+        let (tcp, udp) = (server.tcp, server.udp);
+        server.kill9();
+        server = ServerProcess::restart_same_ports(dir.path(), tcp, udp, &[]);
+    }
+
+    let hal = pair_request(&server, "hal");
+    assert_eq!(
+        granted_room(&hal),
+        room,
+        "the next stranger joins the one waiting"
+    );
+    let hal = V2Member::new(server.udp, &room, &hal.token());
+    let registration = hal.register(None);
+    assert!(
+        registration.messages.is_empty(),
+        "a newcomer is replayed nothing of the earlier conversation: {:?}",
+        registration.messages
+    );
+    let (page, _, _) = hal.history(None, None);
+    assert!(page.is_empty(), "nor paged: {page:?}");
+    // The new conversation works, with ids that go on from the old ones.
+    let hello = hal.say(1, "hello stranger");
+    assert!(
+        hello > second,
+        "ids never go backwards ({hello} after {second})"
+    );
+    let (_, message) = stayer.expect_msg(hello);
+    assert_eq!(message.text, "hello stranger");
+}
+
+#[test]
+fn a_pair_room_shows_nothing_of_the_last_conversation_to_the_next_stranger() {
+    a_pair_partner_moves_on(1, false);
+}
+
+#[test]
+fn when_the_pair_rooms_creator_moves_on_the_partner_stays_and_waits() {
+    a_pair_partner_moves_on(0, true);
+}
+
+#[test]
+fn ids_never_go_backwards_when_the_history_database_is_lost() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = ServerProcess::start(dir.path());
+    let members = v2_members(&server, "keepsake", &["ivy", "jon"]);
+    let mut newest = 0;
+    for seq in 1..=3 {
+        newest = members[0].say(seq, &format!("line {seq}"));
+        members[1].expect_msg(newest);
+    }
+    let (tcp, udp) = (server.tcp, server.udp);
+    assert!(server.terminate().success());
+    // The obvious repair after a corrupt database: delete it, keep the state file.
+    for name in [
+        "chat-history.sqlite3",
+        "chat-history.sqlite3-wal",
+        "chat-history.sqlite3-shm",
+    ] {
+        let _ = std::fs::remove_file(dir.path().join(name));
+    }
+    let server = ServerProcess::restart_same_ports(dir.path(), tcp, udp, &[]);
+    members[1].register(Some(newest));
+    let next = members[0].say(4, "after the repair");
+    assert!(
+        next > newest,
+        "id {next} after {newest}: ids went backwards"
+    );
+    let (_, message) = members[1].expect_msg(next);
+    assert_eq!(message.text, "after the repair");
+    drop(server);
+}
+
+#[test]
+fn version_one_text_too_long_for_a_version_two_frame_reaches_everyone_and_history() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = ServerProcess::start(dir.path());
+    let old = UdpMember::new(
+        server.udp,
+        "split",
+        &create(server.tcp, "split", "old").token(),
+    );
+    old.register();
+    let new = V2Member::new(
+        server.udp,
+        "split",
+        &join(server.tcp, "split", "new").token(),
+    );
+    new.register(None);
+    for seq in 1..=3 {
+        new.say(seq, &format!("short {seq}"));
+    }
+    // Fits the version-1 frame (3,000 bytes), but JSON escaping makes it 4,500 bytes.
+    let text = format!("{}{}", "\"".repeat(1500), "x".repeat(1500));
+    old.send(text.as_bytes());
+
+    let mut received = String::new();
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while received.len() < text.len() && Instant::now() < deadline {
+        if let Some(ServerV2::Msg(message)) = new.next_event_within(Duration::from_millis(200))
+            && message.from == "old"
+        {
+            received.push_str(&message.text);
+        }
+    }
+    assert_eq!(received, text, "a version-2 member reads all of it");
+
+    // History holds all of it and paging back reaches the oldest message.
+    let history = new.whole_history(100);
+    let ids: Vec<u64> = history.iter().map(|m| m.id).collect();
+    let expected: Vec<u64> = (1..=ids.len() as u64).collect();
+    assert_eq!(ids, expected, "every message, in order, with no gap");
+    let stored: String = history
+        .iter()
+        .filter(|m| m.from == "old")
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(stored, text);
+    // A page of one message always fits: the smallest pages still make progress.
+    let (page, more, size) = new.history(None, Some(1));
+    assert_eq!(page.len(), 1);
+    assert!(more);
+    assert!(size <= 4096);
 }

@@ -187,6 +187,48 @@ pub fn encode_v2_msg(message: &ChatMessage, out: &mut Vec<u8>) {
     let _ = serde_json::to_writer(&mut *out, &MsgEvent { t: "msg", message });
 }
 
+/// How many bytes a `history` page holding one message takes beyond that message's `msg`
+/// event: `{"t":"history","messages":[{` and `],"more":true}` instead of `{"t":"msg",`.
+pub const HISTORY_PAGE_OVERHEAD: usize = 31;
+
+/// The largest `msg` event the server stores: one that still fits a `history` page of its own
+/// in a datagram, so that paging back through history always makes progress.
+pub const MAX_STORED_MSG_FRAME: usize = MAX_DATAGRAM - HISTORY_PAGE_OVERHEAD;
+
+/// How many bytes `text` takes inside a JSON string as serde_json writes it.
+pub fn json_escaped_len(text: &str) -> usize {
+    text.chars().map(json_escaped_char_len).sum()
+}
+
+fn json_escaped_char_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\u{08}' | '\u{0C}' | '\n' | '\r' | '\t' => 2,
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Splits `text` at character boundaries into parts whose JSON-escaped length is at most
+/// `budget` bytes each (every part holds at least one character, whatever the budget).
+pub fn split_escaped(text: &str, budget: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut used = 0;
+    for (at, c) in text.char_indices() {
+        let len = json_escaped_char_len(c);
+        if used + len > budget && at > start {
+            parts.push(&text[start..at]);
+            start = at;
+            used = 0;
+        }
+        used += len;
+    }
+    if start < text.len() || parts.is_empty() {
+        parts.push(&text[start..]);
+    }
+    parts
+}
+
 /// What a client receives from the server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerDatagram<'a> {
@@ -233,6 +275,43 @@ impl<'a> ServerDatagram<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_history_page_overhead_is_exact() {
+        let message = ChatMessage {
+            id: 12,
+            from: "ann".into(),
+            text: "a \"quoted\" line".into(),
+            ts: 1_700_000_000_000,
+        };
+        let mut msg = Vec::new();
+        encode_v2_msg(&message, &mut msg);
+        let mut page = Vec::new();
+        encode_v2(
+            &ServerV2::History {
+                messages: vec![message],
+                more: true,
+            },
+            &mut page,
+        );
+        assert_eq!(page.len() - msg.len(), HISTORY_PAGE_OVERHEAD);
+    }
+
+    #[test]
+    fn escaped_lengths_match_serde_json_and_splits_respect_the_budget() {
+        let text = "plain \"quotes\" back\\slash\n\u{1}ctl é 😀".repeat(40);
+        let json = serde_json::to_string(&text).unwrap();
+        assert_eq!(json_escaped_len(&text), json.len() - 2);
+        let parts = split_escaped(&text, 100);
+        assert_eq!(parts.concat(), text);
+        assert!(parts.iter().all(|part| json_escaped_len(part) <= 100));
+        assert_eq!(split_escaped("", 10), [""]);
+        assert_eq!(
+            split_escaped("😀😀", 1),
+            ["😀", "😀"],
+            "a part holds one char at least"
+        );
+    }
 
     #[test]
     fn envelope_round_trip() {

@@ -202,6 +202,15 @@ impl HistoryStore {
         Ok(())
     }
 
+    /// Forgets a room's messages up to `upto` (a pair room's ended conversation).
+    pub fn delete_up_to(&self, room_uid: u64, upto: u64) -> Result<(), HistoryError> {
+        self.connection.execute(
+            "DELETE FROM messages WHERE room_uid = ?1 AND id <= ?2",
+            params![to_sql(room_uid), to_sql(upto)],
+        )?;
+        Ok(())
+    }
+
     /// Forgets the history of every room not in `live`: rooms closed while the server was
     /// down, or whose close was not written before a crash.
     pub fn retain_rooms(&self, live: &[u64]) -> Result<(), HistoryError> {

@@ -73,6 +73,13 @@ pub enum HistoryJob {
     },
     /// A room closed: forget its messages.
     DeleteRoom(u64),
+    /// A pair room's conversation ended: forget its messages up to `upto`.
+    Forget {
+        /// The room.
+        room_uid: u64,
+        /// Newest id to forget.
+        upto: u64,
+    },
     /// Finish what came before and stop.
     Stop,
 }
@@ -188,11 +195,18 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, socket: &UdpSocket) {
                 tracing::warn!(%error, "deleting a closed room's history failed");
             }
         }
+        HistoryJob::Forget { room_uid, upto } => {
+            if let Err(error) = store.delete_up_to(room_uid, upto) {
+                tracing::warn!(%error, "forgetting a pair room's conversation failed");
+            }
+        }
         HistoryJob::Store(_) | HistoryJob::Stop => {}
     }
 }
 
-/// One `history` datagram: the newest messages of the page that fit in a datagram.
+/// One `history` datagram: the newest messages of the page that fit in a datagram, and at
+/// least one, so that paging back always makes progress (a message stored before stored
+/// messages were bounded to fit a page is shortened to fit).
 fn history_frame(stored: Vec<StoredMessage>, more: bool) -> Vec<u8> {
     let mut messages: Vec<ChatMessage> = stored.into_iter().map(|s| s.message).collect();
     let mut more = more;
@@ -207,6 +221,13 @@ fn history_frame(stored: Vec<StoredMessage>, more: bool) -> Vec<u8> {
         );
         if frame.len() <= MAX_DATAGRAM || messages.is_empty() {
             return frame;
+        }
+        if let [only] = &mut messages[..] {
+            let excess = frame.len() - MAX_DATAGRAM;
+            let budget = ucrp::json_escaped_len(&only.text).saturating_sub(excess + 3);
+            let kept = ucrp::split_escaped(&only.text, budget.max(1))[0].to_owned();
+            only.text = kept + "…";
+            continue;
         }
         // Drop the oldest: the client asks again with `before` set to what it got.
         messages.remove(0);

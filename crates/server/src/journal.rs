@@ -53,6 +53,22 @@ pub enum StateChange {
         /// The room's name.
         room: String,
     },
+    /// Message ids up to `upto` may be handed out in the room. Recorded well before the room
+    /// gets there, so the state file always names an id at or above every id in use, and ids
+    /// never go backwards even when the history database is lost.
+    IdsReserved {
+        /// The room's name.
+        room: String,
+        /// The highest id that may be in use.
+        upto: u64,
+    },
+    /// The host role passed to another member (a pair room whose creator moved on).
+    HostChanged {
+        /// The room's name.
+        room: String,
+        /// The new host's stable id.
+        uid: u64,
+    },
     /// A member registered its address for the first time, or from a new one.
     MemberRegistered {
         /// The room's name.
@@ -173,6 +189,23 @@ impl Replay {
                     .ok_or_else(|| unknown_room(&room))?;
                 for member in closed.members {
                     self.tokens.remove(&member.token);
+                }
+            }
+            StateChange::IdsReserved { room, upto } => {
+                let target = self
+                    .rooms
+                    .get_mut(&room)
+                    .ok_or_else(|| unknown_room(&room))?;
+                target.ids_reserved = target.ids_reserved.max(upto);
+            }
+            StateChange::HostChanged { room, uid } => {
+                let target = self
+                    .rooms
+                    .get_mut(&room)
+                    .ok_or_else(|| unknown_room(&room))?;
+                let index = member_index(target, uid)?;
+                for (i, member) in target.members.iter_mut().enumerate() {
+                    member.host = i == index;
                 }
             }
             StateChange::MemberRegistered {
@@ -408,6 +441,7 @@ mod tests {
             seq,
             change: StateChange::RoomCreated {
                 room: PersistedRoom {
+                    ids_reserved: 0,
                     name: name.into(),
                     uid: seq,
                     kind: RoomKind::Public,

@@ -10,7 +10,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chat_protocol::limits::{MAX_DATAGRAM, MAX_HISTORY_PAGE};
+use chat_protocol::limits::MAX_HISTORY_PAGE;
 use chat_protocol::names::{self, NameError};
 use chat_protocol::tcrp::{ErrorCode, RoomList, RoomSummary};
 use chat_protocol::ucrp::{self, ClientMessage, NOTICE_SENDER, ROOM_CLOSED};
@@ -45,6 +45,10 @@ pub const DEFAULT_HISTORY_PAGE: usize = 50;
 /// How much later than its period an idle sweep may run before the server counts itself as
 /// stalled rather than busy.
 const STALL_GRACE: Duration = Duration::from_secs(2);
+
+/// How many message ids a room reserves in the durable state at a time; a new reservation
+/// is recorded when half of the current one is used, long before it runs out.
+pub const ID_RESERVATION: u64 = 1024;
 
 /// Pair rooms hold two people.
 pub const PAIR_ROOM_CAPACITY: usize = 2;
@@ -338,7 +342,10 @@ impl RoomManager {
             left_lately: VecDeque::new(),
             last_id: 0,
             committed_id: 0,
+            ids_reserved: 0,
             recent: VecDeque::new(),
+            forgotten_upto: 0,
+            new_members_from: 0,
         };
         room.rebuild_recipients();
         let created = StateChange::RoomCreated {
@@ -743,31 +750,35 @@ impl RoomManager {
             }
             return Err(DropReason::RateLimited);
         }
-        let message = ChatMessage {
-            id: room.last_id + 1,
-            from: member.username.clone(),
-            text: text.to_owned(),
-            ts: unix_ms(),
-        };
-        let mut v2_frame = Vec::with_capacity(text.len() + 96);
-        ucrp::encode_v2_msg(&message, &mut v2_frame);
+        let ts = unix_ms();
+        let whole = msg_event(room.last_id + 1, &member.username, text, ts);
         if seq.is_none() {
             // Version 1: relay now, on the hot path, as the reference server does.
             out.fanout(v1_recipients, Some(member_id), |buf| {
-                ucrp::encode_v1_chat(&message.from, &message.text, buf)
+                ucrp::encode_v1_chat(&whole.0.from, &whole.0.text, buf)
             });
         }
-        if v2_frame.len() > MAX_DATAGRAM {
-            if let Some(seq) = seq {
-                member.seqs.refused(seq, V2ErrorCode::TooLarge);
-                let text = refusal_text(V2ErrorCode::TooLarge);
-                refuse_v2(out, addr, V2ErrorCode::TooLarge, seq, text);
-                return Err(DropReason::Malformed);
-            }
-            // Version-1 text that only fits the version-1 frame: relayed above, not stored.
-            return Ok(());
-        }
-        if self.unstored >= MAX_UNSTORED {
+        let events = if whole.1.len() <= ucrp::MAX_STORED_MSG_FRAME {
+            vec![whole]
+        } else if let Some(seq) = seq {
+            member.seqs.refused(seq, V2ErrorCode::TooLarge);
+            let text = refusal_text(V2ErrorCode::TooLarge);
+            refuse_v2(out, addr, V2ErrorCode::TooLarge, seq, text);
+            return Err(DropReason::Malformed);
+        } else {
+            // Version-1 text that fits the version-1 frame but not a version-2 one (JSON
+            // escaping grows it): stored and shown to version-2 members in parts, each with
+            // its own id, so that everyone reads all of it.
+            let frame_without_text = whole.1.len() - ucrp::json_escaped_len(text);
+            // Room for the ids of later parts, which may have more digits.
+            let budget = ucrp::MAX_STORED_MSG_FRAME.saturating_sub(frame_without_text + 20);
+            ucrp::split_escaped(text, budget.max(1))
+                .into_iter()
+                .zip(room.last_id + 1..)
+                .map(|(part, id)| msg_event(id, &member.username, part, ts))
+                .collect()
+        };
+        if self.unstored + events.len() > MAX_UNSTORED {
             // The history cannot keep up (a failing disk): take no more until it does. A
             // version-2 sender retransmits; version-1 text was relayed above, unstored, and
             // no id was handed out, so nobody waits on a gap.
@@ -776,27 +787,43 @@ impl RoomManager {
         if let Some(seq) = seq {
             member.seqs.accept(seq);
         }
-        room.last_id = message.id;
-        let pending = PendingMessage {
-            room_id,
-            sender: member_id,
-            v1_relayed: seq.is_none(),
-            v2_frame: v2_frame.into(),
-            stored: StoredMessage {
-                room_uid: room.uid,
-                member_uid: member.uid,
-                seq,
-                message,
-            },
-        };
+        let mut pendings = Vec::with_capacity(events.len());
+        for (message, v2_frame) in events {
+            room.last_id = message.id;
+            pendings.push(PendingMessage {
+                room_id,
+                sender: member_id,
+                v1_relayed: seq.is_none(),
+                v2_frame: v2_frame.into(),
+                stored: StoredMessage {
+                    room_uid: room.uid,
+                    member_uid: member.uid,
+                    seq,
+                    message,
+                },
+            });
+        }
+        let reservation = (room.last_id + ID_RESERVATION / 2 > room.ids_reserved).then(|| {
+            room.ids_reserved = room.last_id + ID_RESERVATION;
+            StateChange::IdsReserved {
+                room: room.name.clone(),
+                upto: room.ids_reserved,
+            }
+        });
         match &self.history {
             Some(history) => {
-                // Sent under the lock, so the history thread sees messages in id order.
-                if history.send(HistoryJob::Store(pending)).is_ok() {
-                    self.unstored += 1;
+                for pending in pendings {
+                    // Sent under the lock, so the history thread sees messages in id order.
+                    if history.send(HistoryJob::Store(pending)).is_ok() {
+                        self.unstored += 1;
+                    }
                 }
             }
-            None => self.committed(std::slice::from_ref(&pending), out),
+            None => self.committed(&pendings, out),
+        }
+        if let Some(reservation) = reservation {
+            // Not waited for: it is recorded ID_RESERVATION / 2 messages before it is needed.
+            self.changed(reservation);
         }
         Ok(())
     }
@@ -816,10 +843,15 @@ impl RoomManager {
             }
             let id = pending.stored.message.id;
             room.committed_id = room.committed_id.max(id);
-            room.cache(CachedMessage {
-                id,
-                v2_frame: Arc::clone(&pending.v2_frame),
-            });
+            // A pair conversation that ended while this was being stored: its sender still
+            // gets the ack, but a newcomer never sees it.
+            let forgotten = id <= room.forgotten_upto;
+            if !forgotten {
+                room.cache(CachedMessage {
+                    id,
+                    v2_frame: Arc::clone(&pending.v2_frame),
+                });
+            }
             if let (Some(seq), Some(sender)) =
                 (pending.stored.seq, room.members.get_mut(&pending.sender))
             {
@@ -827,6 +859,9 @@ impl RoomManager {
                 if let Some(addr) = sender.addr {
                     unicast_v2(out, addr, &ServerV2::Ack { seq, id });
                 }
+            }
+            if forgotten && room.members.keys().any(|&m| m >= room.new_members_from) {
+                continue;
             }
             let skip = Some(pending.sender);
             out.fanout(&room.v2_recipients, skip, |buf| {
@@ -931,12 +966,27 @@ impl RoomManager {
             return;
         };
         if room.host == member_id {
-            let close_reason = match reason {
-                LeaveReason::Leave => CloseReason::HostLeft,
-                LeaveReason::Timeout => CloseReason::HostTimeout,
+            // A pair room belongs to both: when its creator moves on, the partner stays and
+            // waits for someone new, as the creator would have.
+            let heir = match room.kind {
+                RoomKind::Pair => room.members.keys().copied().find(|&id| id != member_id),
+                RoomKind::Public | RoomKind::Private { .. } => None,
             };
-            self.close_room(room_id, close_reason, out);
-            return;
+            let Some(heir) = heir.and_then(|heir| room.members.get(&heir)) else {
+                let close_reason = match reason {
+                    LeaveReason::Leave => CloseReason::HostLeft,
+                    LeaveReason::Timeout => CloseReason::HostTimeout,
+                };
+                self.close_room(room_id, close_reason, out);
+                return;
+            };
+            let handed_over = StateChange::HostChanged {
+                room: room.name.clone(),
+                uid: heir.uid,
+            };
+            room.host = heir.id;
+            self.changed(handed_over);
+            return self.remove_member(room_id, member_id, reason, out);
         }
         let Some(member) = room.members.remove(&member_id) else {
             return;
@@ -951,6 +1001,13 @@ impl RoomManager {
             // Back in the queue, behind whoever was already waiting.
             room.waiting_since = self.next_id;
             self.next_id += 1;
+            let upto = room.end_conversation(self.next_id);
+            if let Some(history) = &self.history {
+                let _ = history.send(HistoryJob::Forget {
+                    room_uid: room.uid,
+                    upto,
+                });
+            }
             room.left_lately
                 .push_back((names::username_key(&member.username), Instant::now()));
             if room.left_lately.len() > PAIR_MEMORY {
@@ -1121,10 +1178,13 @@ impl RoomManager {
                 left_lately: VecDeque::new(),
                 last_id: 0,
                 committed_id: 0,
+                ids_reserved: persisted.ids_reserved,
                 recent: VecDeque::new(),
+                forgotten_upto: 0,
+                new_members_from: 0,
             };
             if let Some(history) = history {
-                let latest = history.latest_id(room_uid)?;
+                let latest = continue_ids_from(history.latest_id(room_uid)?, room.ids_reserved);
                 room.last_id = latest;
                 room.committed_id = latest;
                 let first = latest.saturating_sub(REPLAY_CACHE as u64);
@@ -1156,8 +1216,20 @@ pub enum RestoreError {
     History(#[from] HistoryError),
 }
 
+/// Where a restored room's ids go on from: the newest stored id, unless the history looks
+/// lost (nothing stored, or far behind the reservation), in which case the reservation, so
+/// that no id a member has already seen is handed out again.
+fn continue_ids_from(latest_stored: u64, reserved: u64) -> u64 {
+    if latest_stored == 0 || latest_stored + 2 * ID_RESERVATION < reserved {
+        reserved.max(latest_stored)
+    } else {
+        latest_stored
+    }
+}
+
 fn persisted_room(room: &Room) -> PersistedRoom {
     PersistedRoom {
+        ids_reserved: room.ids_reserved,
         name: room.name.clone(),
         uid: room.uid,
         kind: room.kind.clone(),
@@ -1273,8 +1345,11 @@ fn replay(
     source: &ReplaySource<'_>,
     out: &mut Outbox,
 ) {
-    // What retention has deleted is not replayed from memory either.
-    let after = after.max(room.committed_id.saturating_sub(source.retention));
+    // What retention has deleted is not replayed from memory either, nor an earlier pair
+    // conversation.
+    let after = after
+        .max(room.committed_id.saturating_sub(source.retention))
+        .max(room.forgotten_upto);
     if after >= room.committed_id {
         return;
     }
@@ -1304,6 +1379,19 @@ fn replay(
             to,
         });
     }
+}
+
+/// A chat message and its version-2 `msg` event, encoded once for every recipient.
+fn msg_event(id: u64, from: &str, text: &str, ts: u64) -> (ChatMessage, Vec<u8>) {
+    let message = ChatMessage {
+        id,
+        from: from.to_owned(),
+        text: text.to_owned(),
+        ts,
+    };
+    let mut frame = Vec::with_capacity(text.len() + 96);
+    ucrp::encode_v2_msg(&message, &mut frame);
+    (message, frame)
 }
 
 fn members_of(room: &Room) -> ServerV2 {

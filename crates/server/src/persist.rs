@@ -59,6 +59,14 @@ pub struct PersistedRoom {
     pub created_at_ms: u64,
     /// Members in join order.
     pub members: Vec<PersistedMember>,
+    /// No message id handed out in this room is above this (see `StateChange::IdsReserved`):
+    /// if the history database is lost, ids go on from here rather than start again at 1.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ids_reserved: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// One member in the file.
@@ -227,6 +235,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let state = PersistedState::new(vec![PersistedRoom {
+            ids_reserved: 0,
             name: "lobby".into(),
             uid: 9,
             kind: RoomKind::Public,

@@ -128,8 +128,16 @@ pub struct Room {
     pub last_id: u64,
     /// Newest message id known to be stored.
     pub committed_id: u64,
+    /// Ids up to here are reserved in the durable state (see `StateChange::IdsReserved`).
+    pub ids_reserved: u64,
     /// The most recent stored messages, oldest first, contiguous ids.
     pub recent: VecDeque<CachedMessage>,
+    /// For pair rooms: messages up to this id belong to an earlier conversation, whose
+    /// partner has left; nobody is shown them again.
+    pub forgotten_upto: u64,
+    /// For pair rooms: members with this id or above joined after the last conversation
+    /// ended, so the earlier conversation's late commits are not relayed to them.
+    pub new_members_from: MemberId,
 }
 
 impl Room {
@@ -171,6 +179,16 @@ impl Room {
         while self.recent.len() > REPLAY_CACHE {
             self.recent.pop_front();
         }
+    }
+
+    /// Ends a pair room's conversation: what was said so far stays between the two who said
+    /// it, and whoever joins next starts afresh. `next_member` is the next member id to be
+    /// handed out. Returns the newest forgotten id, for deleting it from the history.
+    pub fn end_conversation(&mut self, next_member: MemberId) -> u64 {
+        self.forgotten_upto = self.last_id;
+        self.new_members_from = next_member;
+        self.recent.clear();
+        self.forgotten_upto
     }
 
     /// Whether someone of this name left this room less than `window` ago.
