@@ -185,6 +185,13 @@ impl ServerProcess {
         wait_with_timeout(&mut self.child, EVENT_TIMEOUT).expect("chat-server exits after SIGTERM")
     }
 
+    /// Waits (up to [`EVENT_TIMEOUT`]) for the process to exit after a signal sent otherwise;
+    /// returns its status and everything it logged.
+    pub fn wait_exit(mut self) -> (ExitStatus, String) {
+        let status = wait_with_timeout(&mut self.child, EVENT_TIMEOUT).expect("chat-server exits");
+        (status, self.log())
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

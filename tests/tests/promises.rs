@@ -308,3 +308,114 @@ fn version_one_text_too_long_for_a_version_two_frame_reaches_everyone_and_histor
     assert!(more);
     assert!(size <= 4096);
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped; None where mounting is not
+/// allowed (not root, or no mount namespace rights), and the test says so and skips.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).expect("a mount point");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then(|| Self {
+            path: at.to_owned(),
+        })
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.path.join("filler")).expect("create filler");
+        let block = vec![0u8; 4096];
+        for _ in 0..100_000 {
+            if filler.write_all(&block).is_err() {
+                break;
+            }
+        }
+        let _ = filler.sync_all();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn sigterm_finishes_promptly_while_the_history_disk_is_full() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let Some(disk) = SmallDisk::mount(&dir.path().join("history"), "2m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let history = disk.path.join("chat-history.sqlite3");
+    let history = history.to_str().expect("a UTF-8 path");
+    let server = ServerProcess::start_with(dir.path(), &["--history", history]);
+    let members = v2_members(&server, "fullness", &["kim"]);
+    members[0].say(1, "stored before the disk filled");
+    disk.fill();
+    let long = "x".repeat(3000);
+    for seq in 2..=20 {
+        members[0].send_msg(seq, &long);
+    }
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while !server.log().contains("history write failed") && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        server.log().contains("history write failed"),
+        "the disk is full"
+    );
+    // Shutdown must end within its bound (terminate() waits EVENT_TIMEOUT at most), say what
+    // it could not store, and still write the state file (which is on another disk).
+    signal(&server, "TERM");
+    let (status, log) = server.wait_exit();
+    assert!(status.success(), "exits 0: {status:?}");
+    assert!(log.contains("not stored"), "says what it could not store");
+    assert!(log.contains("goodbye"), "and still writes the state file");
+    drop(disk);
+}
+
+#[test]
+fn sighup_and_sigquit_stop_gracefully_and_keep_every_room() {
+    for name in ["HUP", "QUIT", "USR1"] {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let server = ServerProcess::start(dir.path());
+        let token = create(server.tcp, "kept", "lee").token();
+        let (tcp, udp) = (server.tcp, server.udp);
+        signal(&server, name);
+        if name == "USR1" {
+            // A status line, and the server goes on.
+            let deadline = Instant::now() + EVENT_TIMEOUT;
+            while !server.log().contains("status") && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(50));
+            }
+            assert!(
+                server.log().contains("status"),
+                "SIGUSR1 logs a status line"
+            );
+            assert_eq!(
+                join(server.tcp, "kept", "lee").error_code().as_deref(),
+                Some("name_taken")
+            );
+            continue;
+        }
+        let (status, log) = server.wait_exit();
+        assert!(status.success(), "SIG{name} is a graceful stop: {status:?}");
+        assert!(log.contains("goodbye"), "with the final state write");
+        let server = ServerProcess::restart_same_ports(dir.path(), tcp, udp, &[]);
+        let member = V2Member::new(server.udp, "kept", &token);
+        let registration = member.register(None);
+        assert!(
+            registration.members.is_some(),
+            "the room and its token survived SIG{name}"
+        );
+    }
+}

@@ -7,6 +7,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -84,17 +85,20 @@ pub enum HistoryJob {
     Stop,
 }
 
-/// Starts the history thread. It sends from `socket`, a clone of the data-plane socket.
+/// Starts the history thread. It sends from `socket`, a clone of the data-plane socket. Once
+/// `stopping` is set, a failing commit is no longer retried, so that a full disk cannot hold
+/// up shutdown; the thread's result is how many accepted messages it could not store.
 pub fn spawn(
     store: HistoryStore,
     retention: u64,
     manager: SharedManager,
     socket: UdpSocket,
-) -> std::io::Result<(Sender<HistoryJob>, JoinHandle<()>)> {
+    stopping: Arc<AtomicBool>,
+) -> std::io::Result<(Sender<HistoryJob>, JoinHandle<u64>)> {
     let (jobs, queue) = mpsc::channel();
     let thread = thread::Builder::new()
         .name("history".into())
-        .spawn(move || run(store, retention, &manager, &socket, &queue))?;
+        .spawn(move || run(store, retention, &manager, &socket, &queue, &stopping))?;
     Ok((jobs, thread))
 }
 
@@ -104,8 +108,10 @@ fn run(
     manager: &SharedManager,
     socket: &UdpSocket,
     queue: &Receiver<HistoryJob>,
-) {
+    shutting_down: &AtomicBool,
+) -> u64 {
     let mut out = Outbox::default();
+    let mut not_stored = 0;
     while let Ok(first) = queue.recv() {
         // Sleep out the window instead of waiting on the channel: while this thread is not
         // parked, the relay's sends wake nobody, so a busy room costs one wake-up per batch.
@@ -128,10 +134,13 @@ fn run(
             next = queue.try_recv().ok();
         }
         if !batch.is_empty() {
-            commit(&mut store, &batch, retention, stopping);
-            out.clear();
-            lock(manager).committed(&batch, &mut out);
-            send_all(socket, &out);
+            if commit(&mut store, &batch, retention, shutting_down) {
+                out.clear();
+                lock(manager).committed(&batch, &mut out);
+                send_all(socket, &out);
+            } else {
+                not_stored += batch.len() as u64;
+            }
         }
         for job in reads {
             serve_read(&store, job, socket);
@@ -140,19 +149,26 @@ fn run(
             break;
         }
     }
+    not_stored
 }
 
 /// Stores a batch, retrying until it succeeds: the ids in it are already promised, so giving
-/// up would leave a gap every member waits on. When stopping, one failure is final (the
-/// senders were never acked and will retransmit to the restarted server).
-fn commit(store: &mut HistoryStore, batch: &[PendingMessage], retention: u64, stopping: bool) {
+/// up would leave a gap every member waits on. Once the server is shutting down, a failure is
+/// final (the senders were never acked and will retransmit to the restarted server), and the
+/// batch is reported as not stored.
+fn commit(
+    store: &mut HistoryStore,
+    batch: &[PendingMessage],
+    retention: u64,
+    shutting_down: &AtomicBool,
+) -> bool {
     let mut delay = Duration::from_millis(50);
     loop {
         match store.store(batch.iter().map(|pending| &pending.stored), retention) {
-            Ok(()) => return,
-            Err(error) if stopping => {
-                tracing::error!(%error, "history write failed during shutdown; unacked messages will be retransmitted");
-                return;
+            Ok(()) => return true,
+            Err(error) if shutting_down.load(Ordering::Relaxed) => {
+                tracing::error!(%error, messages = batch.len(), "history write failed during shutdown; these messages were never acknowledged and are not stored");
+                return false;
             }
             Err(error) => {
                 tracing::error!(%error, retry_in = ?delay, "history write failed; retrying");

@@ -62,22 +62,30 @@ async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("stopped with an error: {e}"))
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+/// Completes on SIGINT (Ctrl-C), SIGTERM, SIGHUP or SIGQUIT: each is a graceful stop, so no
+/// signal an operator or a closing terminal sends skips the final state write.
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        async fn next(stream: &mut Option<Signal>) {
+            match stream {
+                Some(stream) => {
+                    stream.recv().await;
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                None => std::future::pending().await,
             }
         }
+        let mut terminate = signal(SignalKind::terminate()).ok();
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        let mut quit = signal(SignalKind::quit()).ok();
+        let name = tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            () = next(&mut terminate) => "SIGTERM",
+            () = next(&mut hangup) => "SIGHUP",
+            () = next(&mut quit) => "SIGQUIT",
+        };
+        tracing::info!(signal = name, "stop requested");
     }
     #[cfg(not(unix))]
     {

@@ -60,8 +60,14 @@ pub struct Server {
     udp: UdpSocket,
     stats: Arc<RelayStats>,
     history_jobs: Sender<HistoryJob>,
-    history_thread: JoinHandle<()>,
+    history_thread: JoinHandle<u64>,
+    /// Tells the history thread to stop retrying failed commits.
+    history_stopping: Arc<AtomicBool>,
 }
+
+/// The longest shutdown waits for the history thread (which stops retrying failed commits as
+/// soon as shutdown starts, so this is reached only if the disk itself hangs).
+pub const HISTORY_SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 
 impl Server {
     /// Loads the state file and the history, binds the sockets, starts the history thread.
@@ -115,11 +121,13 @@ impl Server {
         })?;
 
         let manager = Arc::new(Mutex::new(manager));
+        let history_stopping = Arc::new(AtomicBool::new(false));
         let (history_jobs, history_thread) = history_writer::spawn(
             history,
             config.history_limit,
             Arc::clone(&manager),
             history_socket,
+            Arc::clone(&history_stopping),
         )
         .map_err(StartError::Thread)?;
         lock(&manager).attach_history(history_jobs.clone());
@@ -131,6 +139,7 @@ impl Server {
             stats: Arc::new(RelayStats::default()),
             history_jobs,
             history_thread,
+            history_stopping,
         })
     }
 
@@ -194,7 +203,17 @@ impl Server {
             max_handshakes: self.config.max_handshakes,
             handshakes_per_ip: self.config.handshakes_per_ip,
         });
-        let control_task = tokio::spawn(control::serve(self.tcp, context, front_ends_stopped));
+        let control_task = tokio::spawn(control::serve(
+            self.tcp,
+            context,
+            front_ends_stopped.clone(),
+        ));
+        #[cfg(unix)]
+        let status_task = tokio::spawn(log_status_on_sigusr1(
+            Arc::clone(&self.manager),
+            Arc::clone(&self.stats),
+            front_ends_stopped,
+        ));
 
         shutdown.await;
         tracing::info!("shutting down: finishing handshakes in flight");
@@ -204,9 +223,28 @@ impl Server {
         stop_relay.store(true, Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || relay_thread.join()).await;
         let _ = sweep_task.await;
+        #[cfg(unix)]
+        let _ = status_task.await;
+        self.history_stopping.store(true, Ordering::Relaxed);
         let _ = self.history_jobs.send(HistoryJob::Stop);
         let history_thread = self.history_thread;
-        let _ = tokio::task::spawn_blocking(move || history_thread.join()).await;
+        let joined = tokio::time::timeout(
+            HISTORY_SHUTDOWN_LIMIT,
+            tokio::task::spawn_blocking(move || history_thread.join()),
+        )
+        .await;
+        match joined {
+            Ok(Ok(Ok(0))) => {}
+            Ok(Ok(Ok(not_stored))) => tracing::error!(
+                not_stored,
+                "messages accepted but not stored before shutdown (never acknowledged: version-2 senders retransmit them to the next start)"
+            ),
+            Ok(_) => tracing::error!("the history thread failed during shutdown"),
+            Err(_) => tracing::error!(
+                limit = ?HISTORY_SHUTDOWN_LIMIT,
+                "the history database did not finish in time; stopping without it"
+            ),
+        }
         let _ = stop_writer.send(true);
         let _ = writer_task.await;
         tracing::info!(
@@ -215,6 +253,37 @@ impl Server {
             "state written; goodbye"
         );
         Ok(())
+    }
+}
+
+/// SIGUSR1 logs one status line (it would otherwise kill the process without a final state
+/// write).
+#[cfg(unix)]
+async fn log_status_on_sigusr1(
+    manager: SharedManager,
+    stats: Arc<RelayStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = usr1.recv() => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+        let (rooms, members) = {
+            let manager = lock(&manager);
+            (manager.room_count(), manager.member_count())
+        };
+        tracing::info!(
+            rooms,
+            members,
+            received = stats.received.load(Ordering::Relaxed),
+            dropped = stats.dropped(),
+            "status"
+        );
     }
 }
 
