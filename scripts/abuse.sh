@@ -20,6 +20,7 @@ seconds="${ABUSE_SECONDS:-900}"
 echo "== building (release)"
 cargo build --release -p chat-server
 cargo test --release -p chat-tests --test abuse --no-run
+cargo test --release -p chat-tests --test memory_budget --no-run
 
 # The whole output is kept for a post-mortem; only the figures are printed.
 output="target/abuse.log"
@@ -36,3 +37,17 @@ if [ "$status" -ne 0 ]; then
     exit 1
 fi
 echo "abuse.sh: the honest conversation was complete and the unknown address heard nothing"
+
+# Rooms that fill their replay caches with the largest messages: resident memory against the
+# budget (MEMORY_ROOMS, default 300; MEMORY_BUDGET_MIB, default 256).
+echo "== memory budget: ${MEMORY_ROOMS:-300} rooms of 256 messages of 3,900 bytes, budget ${MEMORY_BUDGET_MIB:-256} MiB"
+memory_output="target/memory-budget.log"
+status=0
+timeout "$seconds" \
+    cargo test --release -p chat-tests --test memory_budget -- \
+        --ignored --nocapture --test-threads 1 long_full_replay_caches >"$memory_output" 2>&1 || status=$?
+grep -E "^FIGURES|^test result|panicked" "$memory_output" || true
+if [ "$status" -ne 0 ]; then
+    echo "abuse.sh: the memory budget run FAILED (exit $status); see $memory_output" >&2
+    exit 1
+fi

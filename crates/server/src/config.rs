@@ -66,6 +66,10 @@ pub struct Config {
     /// client sends no keepalive, so this is long).
     #[arg(long, default_value = "3600", value_parser = parse_seconds)]
     pub v1_idle_timeout: Duration,
+    /// MiB that replay caches, held-back messages and the history backlog may use together
+    /// (a quarter, a quarter and a half of it).
+    #[arg(long, default_value_t = crate::memory::DEFAULT_BUDGET_MIB, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub memory_budget: u64,
 }
 
 impl Config {
@@ -86,6 +90,7 @@ impl Config {
             retention: self.history_limit,
             idle_timeout: self.idle_timeout,
             v1_idle_timeout: self.v1_idle_timeout,
+            memory_budget: usize::try_from(self.memory_budget << 20).unwrap_or(usize::MAX),
         }
     }
 }

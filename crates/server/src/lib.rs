@@ -15,6 +15,7 @@ pub mod history_writer;
 pub mod ip_limit;
 pub mod journal;
 pub mod manager;
+pub mod memory;
 pub mod outbox;
 pub mod password;
 pub mod persist;

@@ -23,6 +23,7 @@ use crate::flood::FloodPolicy;
 use crate::history::{HistoryError, HistoryStore, StoredMessage};
 use crate::history_writer::{HistoryJob, PendingMessage};
 use crate::journal::{JournalRecord, StateChange};
+use crate::memory::{self, MemoryBudget};
 use crate::outbox::Outbox;
 use crate::persist::{PersistedMember, PersistedRoom, PersistedState, StateProblem};
 use crate::room::{
@@ -82,6 +83,9 @@ pub struct Limits {
     /// A registered version-1 member silent this long is removed. Longer, because the
     /// reference client sends no keepalives: a reader who never types is still there.
     pub v1_idle_timeout: Duration,
+    /// Bytes that replay caches, held-back messages and the history backlog may use together
+    /// (`--memory-budget`; see [`crate::memory`]).
+    pub memory_budget: usize,
 }
 
 impl Default for Limits {
@@ -93,6 +97,7 @@ impl Default for Limits {
             retention: 10_000,
             idle_timeout: Duration::from_secs(60),
             v1_idle_timeout: Duration::from_secs(3600),
+            memory_budget: usize::try_from(memory::DEFAULT_BUDGET_MIB << 20).unwrap_or(usize::MAX),
         }
     }
 }
@@ -224,6 +229,8 @@ pub struct RoomManager {
     unstored: usize,
     /// When the idle sweep last ran, to notice a sweep that comes late (a stalled server).
     last_sweep: Option<Instant>,
+    /// What caches and queues use of `--memory-budget`.
+    memory: MemoryBudget,
 }
 
 impl RoomManager {
@@ -241,6 +248,7 @@ impl RoomManager {
             history: None,
             unstored: 0,
             last_sweep: None,
+            memory: MemoryBudget::new(limits.memory_budget),
         }
     }
 
@@ -666,13 +674,22 @@ impl RoomManager {
             }
             SeqStatus::Pending | SeqStatus::Forgotten => {
                 // A retransmission of a held message: its gap may have expired meanwhile.
+                let held_before = member.seqs.held_bytes();
                 let ready = member.seqs.release_expired(now);
+                self.memory
+                    .release_held(held_before, member.seqs.held_bytes());
                 self.accept_ready(room_id, member_id, ready, now, out);
                 return Ok(());
             }
         }
+        let held_before = member.seqs.held_bytes();
+        let ready = member
+            .seqs
+            .admit(seq, text, now, self.memory.hold_allowance());
+        self.memory
+            .release_held(held_before, member.seqs.held_bytes());
         let mut result = Ok(());
-        for (ready_seq, ready_text) in member.seqs.admit(seq, text, now) {
+        for (ready_seq, ready_text) in ready {
             let accepted =
                 self.accept_one(room_id, member_id, Some(ready_seq), &ready_text, now, out);
             if ready_seq == seq {
@@ -778,7 +795,8 @@ impl RoomManager {
                 .map(|(part, id)| msg_event(id, &member.username, part, ts))
                 .collect()
         };
-        if self.unstored + events.len() > MAX_UNSTORED {
+        let backlog_bytes: usize = events.iter().map(|(_, frame)| backlog_cost(frame)).sum();
+        if self.unstored + events.len() > MAX_UNSTORED || !self.memory.backlog_fits(backlog_bytes) {
             // The history cannot keep up (a failing disk): take no more until it does. A
             // version-2 sender retransmits; version-1 text was relayed above, unstored, and
             // no id was handed out, so nobody waits on a gap.
@@ -814,8 +832,10 @@ impl RoomManager {
             Some(history) => {
                 for pending in pendings {
                     // Sent under the lock, so the history thread sees messages in id order.
+                    let cost = backlog_cost(&pending.v2_frame);
                     if history.send(HistoryJob::Store(pending)).is_ok() {
                         self.unstored += 1;
+                        self.memory.unstored += cost;
                     }
                 }
             }
@@ -833,6 +853,8 @@ impl RoomManager {
     pub fn committed(&mut self, batch: &[PendingMessage], out: &mut Outbox) {
         if self.history.is_some() {
             self.unstored = self.unstored.saturating_sub(batch.len());
+            let cost: usize = batch.iter().map(|p| backlog_cost(&p.v2_frame)).sum();
+            self.memory.unstored = self.memory.unstored.saturating_sub(cost);
         }
         for pending in batch {
             let Some(room) = self.rooms.get_mut(&pending.room_id) else {
@@ -847,10 +869,13 @@ impl RoomManager {
             // gets the ack, but a newcomer never sees it.
             let forgotten = id <= room.forgotten_upto;
             if !forgotten {
-                room.cache(CachedMessage {
+                let freed = room.cache(CachedMessage {
                     id,
                     v2_frame: Arc::clone(&pending.v2_frame),
                 });
+                self.memory.uncached(freed);
+                self.memory
+                    .cached_message(room.id, id, pending.v2_frame.len());
             }
             if let (Some(seq), Some(sender)) =
                 (pending.stored.seq, room.members.get_mut(&pending.sender))
@@ -875,6 +900,35 @@ impl RoomManager {
                 });
             }
         }
+        self.evict_cached();
+    }
+
+    /// Evicts the oldest cached messages across rooms while the caches exceed their share of
+    /// the memory budget; replays of those come from the database instead.
+    fn evict_cached(&mut self) {
+        while let Some((room_id, id)) = self.memory.next_to_evict() {
+            let Some(room) = self.rooms.get_mut(&room_id) else {
+                continue;
+            };
+            if room.recent.front().is_some_and(|oldest| oldest.id == id)
+                && let Some(evicted) = room.recent.pop_front()
+            {
+                self.memory.uncached(evicted.v2_frame.len());
+            }
+        }
+        let live: usize = self.rooms.values().map(|room| room.recent.len()).sum();
+        let rooms = &self.rooms;
+        self.memory.compact_cache_order(live, |room_id, id| {
+            rooms.get(&room_id).is_some_and(|room| {
+                room.recent.front().is_some_and(|oldest| oldest.id <= id)
+                    && room.recent.back().is_some_and(|newest| newest.id >= id)
+            })
+        });
+    }
+
+    /// Memory the caches and queues use, for the status line and tests.
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.memory
     }
 
     /// Removes members that have been silent for longer than their idle timeout; a host's
@@ -949,7 +1003,10 @@ impl RoomManager {
             else {
                 continue;
             };
+            let held_before = member.seqs.held_bytes();
             let ready = member.seqs.release_expired(now);
+            self.memory
+                .release_held(held_before, member.seqs.held_bytes());
             self.accept_ready(room_id, member_id, ready, now, out);
         }
     }
@@ -991,6 +1048,7 @@ impl RoomManager {
         let Some(member) = room.members.remove(&member_id) else {
             return;
         };
+        self.memory.release_held(member.seqs.held_bytes(), 0);
         let left = StateChange::MemberLeft {
             room: room.name.clone(),
             uid: member.uid,
@@ -1001,7 +1059,8 @@ impl RoomManager {
             // Back in the queue, behind whoever was already waiting.
             room.waiting_since = self.next_id;
             self.next_id += 1;
-            let upto = room.end_conversation(self.next_id);
+            let (upto, freed) = room.end_conversation(self.next_id);
+            self.memory.uncached(freed);
             if let Some(history) = &self.history {
                 let _ = history.send(HistoryJob::Forget {
                     room_uid: room.uid,
@@ -1039,6 +1098,8 @@ impl RoomManager {
         let Some(room) = self.rooms.remove(&room_id) else {
             return;
         };
+        self.memory.uncached(room.cached_bytes());
+        self.memory.release_held(room.held_bytes(), 0);
         self.room_ids.remove(&room.name);
         for member in room.members.values() {
             self.tokens.remove(&member.token);
@@ -1191,16 +1252,22 @@ impl RoomManager {
                 for stored in history.range(room_uid, first, latest, REPLAY_CACHE)? {
                     let mut frame = Vec::new();
                     ucrp::encode_v2_msg(&stored.message, &mut frame);
-                    room.cache(CachedMessage {
+                    let bytes = frame.len();
+                    let freed = room.cache(CachedMessage {
                         id: stored.message.id,
                         v2_frame: frame.into(),
                     });
+                    manager.memory.uncached(freed);
+                    manager
+                        .memory
+                        .cached_message(room_id, stored.message.id, bytes);
                 }
             }
             room.rebuild_recipients();
             manager.room_ids.insert(room.name.clone(), room_id);
             manager.rooms.insert(room_id, room);
         }
+        manager.evict_cached();
         Ok(manager)
     }
 }
@@ -1379,6 +1446,12 @@ fn replay(
             to,
         });
     }
+}
+
+/// What a message waiting for the history database costs the memory budget.
+fn backlog_cost(v2_frame: &[u8]) -> usize {
+    // The frame, the stored copy of its text and sender, and the bookkeeping around them.
+    2 * v2_frame.len() + memory::PER_MESSAGE_OVERHEAD
 }
 
 /// A chat message and its version-2 `msg` event, encoded once for every recipient.

@@ -382,3 +382,109 @@ fn a_message_held_behind_a_gap_that_never_fills_is_accepted_by_the_sweep() {
         .collect();
     assert_eq!(v2_events(&sent, alice), [ServerV2::Ack { seq: 2, id: 1 }]);
 }
+
+fn manager_with_budget(bytes: usize) -> RoomManager {
+    RoomManager::new(
+        Limits {
+            memory_budget: bytes,
+            ..Limits::default()
+        },
+        FloodPolicy::OFF,
+    )
+}
+
+/// A registered version-2 host of a new room.
+fn v2_host(manager: &mut RoomManager, room: &str, port: u16) -> Membership {
+    let host = manager
+        .create(room, "host", RoomKind::Public, 0, Instant::now())
+        .unwrap();
+    send(
+        manager,
+        &host,
+        addr(port),
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    host
+}
+
+#[test]
+fn replay_caches_across_rooms_stay_within_their_share_of_the_budget() {
+    let mut manager = manager_with_budget(64 * 1024);
+    let text = "c".repeat(1000);
+    for room in 0..20u16 {
+        let host = v2_host(&mut manager, &format!("room{room}"), 100 + room);
+        for seq in 1..=20 {
+            let msg = v2(&ClientV2::Msg {
+                seq,
+                text: text.clone(),
+            });
+            assert_eq!(
+                send(&mut manager, &host, addr(100 + room), &msg).result,
+                Ok(())
+            );
+        }
+    }
+    let memory = manager.memory();
+    assert!(memory.cached > 0);
+    assert!(
+        memory.cached <= memory.cache_limit(),
+        "{} cached bytes over a share of {}",
+        memory.cached,
+        memory.cache_limit()
+    );
+    let actually_cached: usize = manager.rooms.values().map(Room::cached_bytes).sum();
+    assert_eq!(actually_cached, memory.cached, "the accounting matches");
+}
+
+#[test]
+fn held_back_messages_across_members_stay_within_their_share_of_the_budget() {
+    let mut manager = manager_with_budget(64 * 1024);
+    let text = "h".repeat(1000);
+    for room in 0..4u16 {
+        let host = v2_host(&mut manager, &format!("held{room}"), 200 + room);
+        // Seq 1 never comes: everything after it is held, up to each member's own cap.
+        for seq in 2..=40 {
+            let msg = v2(&ClientV2::Msg {
+                seq,
+                text: text.clone(),
+            });
+            send(&mut manager, &host, addr(200 + room), &msg);
+        }
+    }
+    let memory = manager.memory().clone();
+    assert!(memory.held > 0);
+    assert!(memory.held <= 16 * 1024, "{} held bytes", memory.held);
+    // Closing the rooms gives it all back.
+    for room in 0..4 {
+        let host = manager
+            .rooms
+            .values()
+            .find(|r| r.name == format!("held{room}"))
+            .map(|r| r.members[&r.host].token)
+            .unwrap();
+        manager.revoke(&host);
+    }
+    assert_eq!(manager.memory().held, 0);
+}
+
+#[test]
+fn the_history_backlog_stays_within_its_share_of_the_budget() {
+    let mut manager = manager_with_budget(1 << 20);
+    let (jobs, _queue) = std::sync::mpsc::channel();
+    manager.attach_history(jobs);
+    let host = v2_host(&mut manager, "backlog", 300);
+    let text = "b".repeat(3000);
+    let mut refused = None;
+    for seq in 1..=1000 {
+        let msg = v2(&ClientV2::Msg {
+            seq,
+            text: text.clone(),
+        });
+        if send(&mut manager, &host, addr(300), &msg).result == Err(DropReason::HistoryBacklog) {
+            refused = Some(seq);
+            break;
+        }
+    }
+    assert!(refused.is_some(), "a stalled disk stops taking chat");
+    assert!(manager.memory().unstored <= (1 << 20) / 2);
+}

@@ -173,22 +173,37 @@ impl Room {
             .map_or("", |member| member.username.as_str())
     }
 
-    /// Remembers a stored message for replay, forgetting the oldest beyond the cache size.
-    pub fn cache(&mut self, message: CachedMessage) {
+    /// Remembers a stored message for replay, forgetting the oldest beyond the cache size;
+    /// returns the bytes forgotten.
+    pub fn cache(&mut self, message: CachedMessage) -> usize {
         self.recent.push_back(message);
+        let mut freed = 0;
         while self.recent.len() > REPLAY_CACHE {
-            self.recent.pop_front();
+            freed += self.recent.pop_front().map_or(0, |m| m.v2_frame.len());
         }
+        freed
+    }
+
+    /// Bytes of encoded messages in the replay cache.
+    pub fn cached_bytes(&self) -> usize {
+        self.recent.iter().map(|m| m.v2_frame.len()).sum()
+    }
+
+    /// Bytes of messages its members hold back for an earlier `seq`.
+    pub fn held_bytes(&self) -> usize {
+        self.members.values().map(|m| m.seqs.held_bytes()).sum()
     }
 
     /// Ends a pair room's conversation: what was said so far stays between the two who said
     /// it, and whoever joins next starts afresh. `next_member` is the next member id to be
-    /// handed out. Returns the newest forgotten id, for deleting it from the history.
-    pub fn end_conversation(&mut self, next_member: MemberId) -> u64 {
+    /// handed out. Returns the newest forgotten id, for deleting it from the history, and the
+    /// bytes the replay cache freed.
+    pub fn end_conversation(&mut self, next_member: MemberId) -> (u64, usize) {
         self.forgotten_upto = self.last_id;
         self.new_members_from = next_member;
+        let freed = self.cached_bytes();
         self.recent.clear();
-        self.forgotten_upto
+        (self.forgotten_upto, freed)
     }
 
     /// Whether someone of this name left this room less than `window` ago.

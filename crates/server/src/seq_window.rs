@@ -92,7 +92,14 @@ impl SeqWindow {
     /// Takes a new message and returns those that may be accepted now, in seq order: it alone
     /// when it is the next one, followed by any held ones it unblocks; nothing when it must
     /// wait for an earlier one.
-    pub fn admit(&mut self, seq: u64, text: &str, now: Instant) -> Vec<(u64, String)> {
+    /// `allowance` is how many more bytes the server-wide budget lets this member hold.
+    pub fn admit(
+        &mut self,
+        seq: u64,
+        text: &str,
+        now: Instant,
+        allowance: usize,
+    ) -> Vec<(u64, String)> {
         if std::mem::take(&mut self.resync) {
             self.next = self.next.max(seq);
         }
@@ -101,8 +108,9 @@ impl SeqWindow {
             return vec![(seq, text.to_owned())];
         }
         if seq > self.next {
-            let room_to_hold =
-                self.held.len() < HOLD_LIMIT && self.held_bytes + text.len() <= HOLD_BYTES;
+            let room_to_hold = self.held.len() < HOLD_LIMIT
+                && self.held_bytes + text.len() <= HOLD_BYTES
+                && text.len() <= allowance;
             if room_to_hold && !self.held.contains_key(&seq) {
                 self.held_bytes += text.len();
                 self.held.insert(seq, (text.to_owned(), now));
@@ -128,6 +136,11 @@ impl SeqWindow {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Bytes of text held back.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     /// Whether early messages are held back.
@@ -186,7 +199,7 @@ mod tests {
     fn tracks_new_pending_stored_and_refused() {
         let mut window = SeqWindow::default();
         assert_eq!(window.status(1), SeqStatus::New);
-        assert_eq!(seqs(&window.admit(1, "a", Instant::now())), [1]);
+        assert_eq!(seqs(&window.admit(1, "a", Instant::now(), usize::MAX)), [1]);
         window.accept(1);
         assert_eq!(window.status(1), SeqStatus::Pending);
         window.stored(1, 40);
@@ -202,15 +215,15 @@ mod tests {
     fn early_messages_wait_for_the_gap_and_then_go_in_order() {
         let now = Instant::now();
         let mut window = SeqWindow::default();
-        assert_eq!(seqs(&window.admit(1, "one", now)), [1]);
-        assert!(window.admit(3, "three", now).is_empty());
-        assert!(window.admit(4, "four", now).is_empty());
+        assert_eq!(seqs(&window.admit(1, "one", now, usize::MAX)), [1]);
+        assert!(window.admit(3, "three", now, usize::MAX).is_empty());
+        assert!(window.admit(4, "four", now, usize::MAX).is_empty());
         assert_eq!(
             window.status(3),
             SeqStatus::Pending,
             "held counts as pending"
         );
-        let ready = window.admit(2, "two", now);
+        let ready = window.admit(2, "two", now, usize::MAX);
         assert_eq!(seqs(&ready), [2, 3, 4]);
         assert_eq!(ready[1].1, "three");
         assert_eq!(window.held_bytes, 0);
@@ -220,19 +233,19 @@ mod tests {
     fn a_gap_that_never_fills_is_skipped_and_the_late_one_still_gets_in() {
         let start = Instant::now();
         let mut window = SeqWindow::default();
-        assert!(window.admit(5, "five", start).is_empty());
-        assert!(window.admit(6, "six", start).is_empty());
+        assert!(window.admit(5, "five", start, usize::MAX).is_empty());
+        assert!(window.admit(6, "six", start, usize::MAX).is_empty());
         let later = start + HOLD_TIMEOUT + Duration::from_millis(1);
-        assert_eq!(seqs(&window.admit(6, "six", later)), [5, 6]);
+        assert_eq!(seqs(&window.admit(6, "six", later, usize::MAX)), [5, 6]);
         assert_eq!(window.status(2), SeqStatus::New);
-        assert_eq!(seqs(&window.admit(2, "two", later)), [2]);
+        assert_eq!(seqs(&window.admit(2, "two", later, usize::MAX)), [2]);
     }
 
     #[test]
     fn a_retransmission_of_a_held_message_releases_it_once_the_gap_expires() {
         let start = Instant::now();
         let mut window = SeqWindow::default();
-        assert!(window.admit(5, "five", start).is_empty());
+        assert!(window.admit(5, "five", start, usize::MAX).is_empty());
         let later = start + HOLD_TIMEOUT;
         assert_eq!(window.status(5), SeqStatus::Pending);
         assert_eq!(seqs(&window.release_expired(later)), [5]);
@@ -246,9 +259,9 @@ mod tests {
         window.stored(10, 100);
         window.restored();
         // 11 to 15 were refused before the restart, which nobody saved.
-        assert_eq!(seqs(&window.admit(16, "sixteen", now)), [16]);
+        assert_eq!(seqs(&window.admit(16, "sixteen", now, usize::MAX)), [16]);
         assert!(
-            window.admit(18, "eighteen", now).is_empty(),
+            window.admit(18, "eighteen", now, usize::MAX).is_empty(),
             "ordering resumes"
         );
     }
@@ -258,13 +271,13 @@ mod tests {
         let now = Instant::now();
         let mut window = SeqWindow::default();
         for seq in 2..(2 + 3 * HOLD_LIMIT as u64) {
-            window.admit(seq, "x", now);
+            window.admit(seq, "x", now, usize::MAX);
         }
         assert_eq!(window.held.len(), HOLD_LIMIT);
         let mut big = SeqWindow::default();
         let kilobyte = "k".repeat(1024);
         for seq in 2..200 {
-            big.admit(seq, &kilobyte, now);
+            big.admit(seq, &kilobyte, now, usize::MAX);
         }
         assert!(big.held_bytes <= HOLD_BYTES);
         assert_eq!(big.held.len(), HOLD_BYTES / 1024);

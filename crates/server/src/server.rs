@@ -273,13 +273,21 @@ async fn log_status_on_sigusr1(
             _ = usr1.recv() => {}
             _ = stop.wait_for(|stop| *stop) => break,
         }
-        let (rooms, members) = {
+        let (rooms, members, memory_used, memory_budget) = {
             let manager = lock(&manager);
-            (manager.room_count(), manager.member_count())
+            let memory = manager.memory();
+            (
+                manager.room_count(),
+                manager.member_count(),
+                memory.used(),
+                memory.limit,
+            )
         };
         tracing::info!(
             rooms,
             members,
+            memory_used,
+            memory_budget,
             received = stats.received.load(Ordering::Relaxed),
             dropped = stats.dropped(),
             "status"

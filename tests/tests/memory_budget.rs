@@ -1,0 +1,128 @@
+//! The server-wide memory budget (`--memory-budget`): rooms that fill their replay caches with
+//! the largest messages must not grow the server beyond its budget. Before the budget each
+//! room could keep about 1 MB of cache for good (300 rooms: 317 MB).
+//!
+//! The suite runs a short version; `scripts/abuse.sh` runs the long one (the ignored test)
+//! and prints its figures.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chat_protocol::v2::ServerV2;
+use chat_tests::{EVENT_TIMEOUT, ServerProcess, V2Member, create, proc_status_kb};
+
+/// Sends a message until it is acked (the first copy can meet a full socket buffer).
+fn say_retrying(member: &V2Member, seq: u64, text: &str) {
+    let deadline = Instant::now() + 2 * EVENT_TIMEOUT;
+    while Instant::now() < deadline {
+        member.send_msg(seq, text);
+        let until = Instant::now() + Duration::from_secs(1);
+        while let Some(event) =
+            member.next_event_within(until.saturating_duration_since(Instant::now()))
+        {
+            if matches!(event, ServerV2::Ack { seq: acked, .. } if acked == seq) {
+                return;
+            }
+        }
+    }
+    panic!("seq {seq} was never acked");
+}
+
+#[derive(Debug)]
+struct Figures {
+    rooms: usize,
+    messages: usize,
+    budget_mib: u64,
+    baseline_kb: u64,
+    after_kb: u64,
+    peak_kb: u64,
+}
+
+/// `rooms` rooms, each filled with `per_room` messages of 3,900 bytes (a replay cache holds
+/// 256 per room), with the server's memory measured before and after.
+fn fill_rooms(rooms: usize, per_room: u64, budget_mib: u64) -> Figures {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let budget = budget_mib.to_string();
+    let server = ServerProcess::start_with(
+        dir.path(),
+        &[
+            "--memory-budget",
+            &budget,
+            "--flood-rate",
+            "0",
+            "--log-level",
+            "info",
+        ],
+    );
+    let mut hosts: Vec<V2Member> = (0..rooms)
+        .map(|room| {
+            let name = format!("cache{room}");
+            let member = V2Member::new(
+                server.udp,
+                &name,
+                &create(server.tcp, &name, "host").token(),
+            );
+            member.register(None);
+            member
+        })
+        .collect();
+    let pid = server.pid();
+    let baseline_kb = proc_status_kb(pid, "VmRSS").expect("the server's memory");
+    let text = "m".repeat(3900);
+    let per_thread = rooms.div_ceil(16);
+    let mut groups = Vec::new();
+    while !hosts.is_empty() {
+        let rest = hosts.split_off(per_thread.min(hosts.len()));
+        groups.push(std::mem::replace(&mut hosts, rest));
+    }
+    thread::scope(|scope| {
+        for group in groups {
+            let text = &text;
+            scope.spawn(move || {
+                for seq in 1..=per_room {
+                    for host in &group {
+                        say_retrying(host, seq, text);
+                    }
+                }
+            });
+        }
+    });
+    let after_kb = proc_status_kb(pid, "VmRSS").expect("the server's memory");
+    let peak_kb = proc_status_kb(pid, "VmHWM").expect("the server's peak memory");
+    let figures = Figures {
+        rooms,
+        messages: rooms * per_room as usize,
+        budget_mib,
+        baseline_kb,
+        after_kb,
+        peak_kb,
+    };
+    println!("FIGURES memory budget: {figures:?}");
+    figures
+}
+
+#[test]
+fn full_replay_caches_in_many_rooms_stay_within_the_memory_budget() {
+    // 40 rooms of 256 messages would cache about 40 MB; a 16 MiB budget allows 4 MiB of cache.
+    let figures = fill_rooms(40, 256, 16);
+    let growth_kb = figures.after_kb.saturating_sub(figures.baseline_kb);
+    assert!(
+        growth_kb < 24 * 1024,
+        "the server grew by {growth_kb} kB for a 16 MiB budget: {figures:?}"
+    );
+}
+
+#[test]
+#[ignore = "long; run by scripts/abuse.sh"]
+fn long_full_replay_caches() {
+    let rooms = std::env::var("MEMORY_ROOMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let budget = std::env::var("MEMORY_BUDGET_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let figures = fill_rooms(rooms, 256, budget);
+    assert!(figures.after_kb.saturating_sub(figures.baseline_kb) < (budget + 64) * 1024);
+}
