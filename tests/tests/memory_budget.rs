@@ -97,7 +97,16 @@ fn fill_rooms(rooms: usize, per_room: u64, budget_mib: u64) -> Figures {
         after_kb,
         peak_kb,
     };
-    println!("FIGURES memory budget: {figures:?}");
+    println!(
+        "FIGURES memory budget: {} rooms, {} messages, budget {} MiB: resident {} kB before, {} kB after (+{} kB), peak {} kB",
+        figures.rooms,
+        figures.messages,
+        figures.budget_mib,
+        figures.baseline_kb,
+        figures.after_kb,
+        figures.after_kb.saturating_sub(figures.baseline_kb),
+        figures.peak_kb
+    );
     figures
 }
 
