@@ -66,6 +66,10 @@ pub struct Config {
     /// client sends no keepalive, so this is long).
     #[arg(long, default_value = "3600", value_parser = parse_seconds)]
     pub v1_idle_timeout: Duration,
+    /// Bytes of receive buffer asked for the UDP socket, so bursts wait in the kernel instead
+    /// of being dropped (the kernel caps it at net.core.rmem_max; 0 keeps the system default).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub udp_recv_buffer: usize,
     /// MiB that replay caches, held-back messages and the history backlog may use together
     /// (a quarter, a quarter and a half of it).
     #[arg(long, default_value_t = crate::memory::DEFAULT_BUDGET_MIB, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]

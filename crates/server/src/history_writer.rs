@@ -1,7 +1,10 @@
 //! The history thread: the only code that touches the history database once the server runs.
 //!
 //! Chat arrives over a channel in id order; the thread stores whatever has queued up in one
-//! transaction (group commit), and only then acks the senders and relays to the other members.
+//! transaction, and only then acks the senders and relays to the other members. This is
+//! classic group commit: an idle thread commits the first message at once (a quiet room pays
+//! one commit of latency), and what arrives while a commit is in flight waits for the next one,
+//! so a busy room's batches grow with its rate and no time window is ever slept out.
 //! Replays that reach back beyond the in-memory cache, and `history` pages, are read here too,
 //! so the relay loop never waits for the disk.
 
@@ -19,14 +22,11 @@ use chat_protocol::v2::{ChatMessage, ServerV2};
 use crate::history::{HistoryStore, StoredMessage};
 use crate::manager::{SharedManager, lock};
 use crate::outbox::Outbox;
+use crate::relay::{BatchSender, RelayStats};
 use crate::room::{MemberId, RoomId};
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 1024;
-/// How long the thread gathers work after the first job before committing. A transaction
-/// costs far more than a row, so a few milliseconds of gathering make a busy room cheap; only
-/// version-2 acks and relays wait for it (version-1 text is relayed at once).
-const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// Longest wait between retries of a failed commit (disk full, I/O error).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
@@ -85,7 +85,8 @@ pub enum HistoryJob {
     Stop,
 }
 
-/// Starts the history thread. It sends from `socket`, a clone of the data-plane socket. Once
+/// Starts the history thread. It sends from `socket`, a clone of the data-plane socket,
+/// through the same batching path as the relay, and counts what it sends in `stats`. Once
 /// `stopping` is set, a failing commit is no longer retried, so that a full disk cannot hold
 /// up shutdown; the thread's result is how many accepted messages it could not store.
 pub fn spawn(
@@ -94,30 +95,50 @@ pub fn spawn(
     manager: SharedManager,
     socket: UdpSocket,
     stopping: Arc<AtomicBool>,
+    stats: Arc<RelayStats>,
 ) -> std::io::Result<(Sender<HistoryJob>, JoinHandle<u64>)> {
     let (jobs, queue) = mpsc::channel();
     let thread = thread::Builder::new()
         .name("history".into())
-        .spawn(move || run(store, retention, &manager, &socket, &queue, &stopping))?;
+        .spawn(move || {
+            let link = Link {
+                socket: &socket,
+                sender: BatchSender::default(),
+                stats: &stats,
+                out: Outbox::default(),
+            };
+            run(store, retention, &manager, link, &queue, &stopping)
+        })?;
     Ok((jobs, thread))
+}
+
+/// Where the history thread's datagrams go out: the relay's batching path, on a clone of its
+/// socket.
+struct Link<'a> {
+    socket: &'a UdpSocket,
+    sender: BatchSender,
+    stats: &'a RelayStats,
+    out: Outbox,
+}
+
+impl Link<'_> {
+    /// Sends everything queued in `out` and empties it.
+    fn flush(&mut self) {
+        self.sender.send_all(self.socket, &self.out, self.stats);
+        self.out.clear();
+    }
 }
 
 fn run(
     mut store: HistoryStore,
     retention: u64,
     manager: &SharedManager,
-    socket: &UdpSocket,
+    mut link: Link<'_>,
     queue: &Receiver<HistoryJob>,
     shutting_down: &AtomicBool,
 ) -> u64 {
-    let mut out = Outbox::default();
     let mut not_stored = 0;
     while let Ok(first) = queue.recv() {
-        // Sleep out the window instead of waiting on the channel: while this thread is not
-        // parked, the relay's sends wake nobody, so a busy room costs one wake-up per batch.
-        if !matches!(first, HistoryJob::Stop) {
-            thread::sleep(BATCH_WINDOW);
-        }
         let mut batch = Vec::new();
         let mut reads = Vec::new();
         let mut stopping = false;
@@ -135,16 +156,15 @@ fn run(
         }
         if !batch.is_empty() {
             if commit(&mut store, &batch, retention, shutting_down) {
-                out.clear();
-                lock(manager).committed(&batch, &mut out);
-                send_all(socket, &out);
+                lock(manager).committed(&batch, &mut link.out);
             } else {
                 not_stored += batch.len() as u64;
             }
         }
         for job in reads {
-            serve_read(&store, job, socket);
+            serve_read(&store, job, &mut link.out);
         }
+        link.flush();
         if stopping {
             break;
         }
@@ -179,7 +199,7 @@ fn commit(
     }
 }
 
-fn serve_read(store: &HistoryStore, job: HistoryJob, socket: &UdpSocket) {
+fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
     match job {
         HistoryJob::Replay {
             room_uid,
@@ -188,11 +208,11 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, socket: &UdpSocket) {
             to,
         } => match store.range(room_uid, after, upto, usize::MAX) {
             Ok(messages) => {
-                let mut frame = Vec::new();
                 for stored in messages {
-                    frame.clear();
-                    ucrp::encode_v2_msg(&stored.message, &mut frame);
-                    send(socket, &frame, to);
+                    out.unicast(to, |buf| {
+                        ucrp::encode_v2_msg(&stored.message, buf);
+                        Ok(())
+                    });
                 }
             }
             Err(error) => tracing::warn!(%error, "replay from history failed"),
@@ -203,7 +223,13 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, socket: &UdpSocket) {
             limit,
             to,
         } => match store.page(room_uid, before, limit) {
-            Ok((messages, more)) => send(socket, &history_frame(messages, more), to),
+            Ok((messages, more)) => {
+                let frame = history_frame(messages, more);
+                out.unicast(to, |buf| {
+                    buf.extend_from_slice(&frame);
+                    Ok(())
+                });
+            }
             Err(error) => tracing::warn!(%error, "history page failed"),
         },
         HistoryJob::DeleteRoom(room_uid) => {
@@ -248,29 +274,6 @@ fn history_frame(stored: Vec<StoredMessage>, more: bool) -> Vec<u8> {
         // Drop the oldest: the client asks again with `before` set to what it got.
         messages.remove(0);
         more = true;
-    }
-}
-
-fn send_all(socket: &UdpSocket, out: &Outbox) {
-    for (frame, to) in out.datagrams() {
-        send(socket, frame, to);
-    }
-}
-
-/// Sends on the (non-blocking) data-plane socket; if its buffer stays full, the datagram is
-/// dropped, which the protocol already survives (acks are re-sent, gaps are re-filled).
-fn send(socket: &UdpSocket, frame: &[u8], to: SocketAddr) {
-    for _ in 0..50 {
-        match socket.send_to(frame, to) {
-            Ok(_) => return,
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(1));
-            }
-            Err(error) => {
-                tracing::debug!(%to, %error, "history thread send failed");
-                return;
-            }
-        }
     }
 }
 

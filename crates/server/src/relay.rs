@@ -145,19 +145,6 @@ fn decide(
     result
 }
 
-/// Sends queued datagrams one system call each: for the rare paths (idle sweeps), where
-/// keeping a [`BatchSender`] (not `Send`) inside an async task is not worth it.
-pub fn send_each(socket: &UdpSocket, out: &Outbox, stats: &RelayStats) {
-    for (frame, addr) in out.datagrams() {
-        match socket.send_to(frame, addr) {
-            Ok(_) => {
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(error) => tracing::debug!(%addr, %error, "UDP send failed"),
-        }
-    }
-}
-
 /// Most datagrams handed to the kernel in one `sendmmsg` call.
 const SEND_BATCH: usize = 64;
 

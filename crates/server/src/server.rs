@@ -107,6 +107,16 @@ impl Server {
         let udp_addr = SocketAddr::new(config.bind, config.udp_port);
         let bind_udp = || -> io::Result<(UdpSocket, UdpSocket)> {
             let socket = UdpSocket::bind(udp_addr)?;
+            if config.udp_recv_buffer > 0 {
+                // The relay's own buffer is where loss at saturation starts (the members keep
+                // up): a larger one absorbs bursts.
+                nix::sys::socket::setsockopt(
+                    &socket,
+                    nix::sys::socket::sockopt::RcvBuf,
+                    &config.udp_recv_buffer,
+                )
+                .map_err(io::Error::from)?;
+            }
             // Blocking, with a timeout so the relay thread notices a shutdown.
             socket.set_read_timeout(Some(relay::STOP_POLL))?;
             // The history thread sends acks and relays from a clone of the same socket, so
@@ -122,12 +132,14 @@ impl Server {
 
         let manager = Arc::new(Mutex::new(manager));
         let history_stopping = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(RelayStats::default());
         let (history_jobs, history_thread) = history_writer::spawn(
             history,
             config.history_limit,
             Arc::clone(&manager),
             history_socket,
             Arc::clone(&history_stopping),
+            Arc::clone(&stats),
         )
         .map_err(StartError::Thread)?;
         lock(&manager).attach_history(history_jobs.clone());
@@ -136,7 +148,7 @@ impl Server {
             manager,
             tcp,
             udp,
-            stats: Arc::new(RelayStats::default()),
+            stats,
             history_jobs,
             history_thread,
             history_stopping,
@@ -164,7 +176,10 @@ impl Server {
         let udp_port = self.udp_addr()?.port();
         {
             let manager = lock(&self.manager);
+            let udp_recv_buffer =
+                nix::sys::socket::getsockopt(&self.udp, nix::sys::socket::sockopt::RcvBuf).ok();
             tracing::info!(
+                udp_recv_buffer,
                 rooms = manager.room_count(),
                 members = manager.member_count(),
                 state = %self.config.state.display(),
@@ -321,8 +336,9 @@ async fn sweep_idle_members(
         if changed {
             writer.schedule();
         }
-        // UDP sends do not wait on the network; a timed-out member's notices are a handful.
-        relay::send_each(&socket, &out, &stats);
+        // Through the same batching path as every other datagram. A `BatchSender` cannot be
+        // kept across an `.await`; making one per sweep costs one small allocation.
+        relay::BatchSender::default().send_all(&socket, &out, &stats);
         out.clear();
     }
 }
