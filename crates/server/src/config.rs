@@ -66,6 +66,10 @@ pub struct Config {
     /// client sends no keepalive, so this is long).
     #[arg(long, default_value = "3600", value_parser = parse_seconds)]
     pub v1_idle_timeout: Duration,
+    /// Most bytes sent in answer to one datagram from an address that has not proven it
+    /// receives there, as a multiple of that datagram's size (anti-amplification).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub reply_budget: u64,
 }
 
 impl Config {
@@ -86,6 +90,7 @@ impl Config {
             retention: self.history_limit,
             idle_timeout: self.idle_timeout,
             v1_idle_timeout: self.v1_idle_timeout,
+            reply_budget: usize::try_from(self.reply_budget).unwrap_or(usize::MAX),
         }
     }
 }
@@ -126,6 +131,7 @@ mod tests {
         assert_eq!(config.state, PathBuf::from("room_manager.json"));
         assert_eq!(config.handshake_timeout, Duration::from_secs(5));
         assert_eq!(config.handshakes_per_ip, 120);
+        assert_eq!(config.limits().reply_budget, 4);
         assert_eq!(
             config.flood_policy(),
             FloodPolicy {
