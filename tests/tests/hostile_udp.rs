@@ -734,3 +734,57 @@ fn a_full_room_of_long_names_is_joined_by_version_1_and_2_clients_who_chat() {
         line.starts_with("* here now: member-000") && line.ends_with(" more")
     });
 }
+
+/// The token the server granted `username`, read from its state file or journal (the client
+/// does not print it).
+fn granted_token(dir: &std::path::Path, username: &str) -> String {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while Instant::now() < deadline {
+        for file in ["room_manager.json.journal", "room_manager.json"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            let compact: String = text.split_whitespace().collect();
+            let Some(at) = compact.find(&format!("\"username\":\"{username}\"")) else {
+                continue;
+            };
+            let rest = &compact[at..];
+            if let Some(start) = rest.find("\"token\":\"") {
+                let token = &rest[start + 9..];
+                if let Some(token) = token.get(..64) {
+                    return token.to_owned();
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no token for {username} in the state files");
+}
+
+#[test]
+fn a_client_whose_token_is_taken_over_is_told_and_takes_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let host = V2Member::new(
+        server.udp,
+        "den",
+        &create(server.tcp, "den", "alice").token(),
+    );
+    host.register(None);
+    let mut modern = ClientProcess::start(&server, &["join", "den", "--name", "modern"]);
+    modern.wait_for("the welcome", |line| {
+        line.starts_with("* welcome to den, modern")
+    });
+
+    // Someone with modern's token, at an address of their own, answers the challenge.
+    let thief = V2Member::new(server.udp, "den", &granted_token(dir.path(), "modern"));
+    thief.register(None);
+    modern.wait_for("the notice that the token is used elsewhere", |line| {
+        line.contains("another address")
+    });
+    // The client registers again from its own address and answers the challenge: the thief
+    // is moved out, and the room reaches the client again.
+    thief.expect("the thief's notice that the binding moved", |e| {
+        matches!(e, ServerV2::Moved)
+    });
+    host.say(1, "are you back?");
+    modern.wait_for_line("alice: are you back?");
+}
