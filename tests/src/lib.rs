@@ -748,11 +748,26 @@ impl V2Member {
         self.collect_until_pong("the pong that answers a ping")
     }
 
+    /// Collects events up to the `pong`, answering a `challenge` on the way as a client
+    /// does: an address the server has not bound yet must echo one first.
     fn collect_until_pong(&self, what: &str) -> Replay {
-        let (before, pong) = self.expect(what, |event| matches!(event, ServerV2::Pong { .. }));
-        let ServerV2::Pong { id: latest } = pong else {
-            unreachable!("matched a pong")
-        };
+        let mut before = Vec::new();
+        let mut latest = None;
+        for _ in 0..8 {
+            let (mut earlier, event) = self.expect(what, |event| {
+                matches!(event, ServerV2::Pong { .. } | ServerV2::Challenge { .. })
+            });
+            before.append(&mut earlier);
+            match event {
+                ServerV2::Challenge { nonce } => self.send(&ClientV2::Echo { nonce }),
+                ServerV2::Pong { id } => {
+                    latest = Some(id);
+                    break;
+                }
+                _ => unreachable!("matched a pong or a challenge"),
+            }
+        }
+        let latest = latest.unwrap_or_else(|| panic!("challenged again and again: {what}"));
         let mut replay = Replay {
             members: None,
             messages: Vec::new(),
@@ -761,7 +776,7 @@ impl V2Member {
         };
         for event in before {
             match event {
-                ServerV2::Members { names, host } if replay.members.is_none() => {
+                ServerV2::Members { names, host, .. } if replay.members.is_none() => {
                     replay.members = Some((names, host));
                 }
                 ServerV2::Msg(message) => replay.messages.push(message),

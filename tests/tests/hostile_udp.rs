@@ -9,7 +9,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Instant;
 
 use chat_protocol::ucrp::Datagram;
-use chat_tests::{EVENT_TIMEOUT, ServerProcess, UdpMember, create, join, v1_frame};
+use chat_protocol::v2::{ClientV2, ServerV2};
+use chat_tests::{
+    ClientProcess, EVENT_TIMEOUT, ServerProcess, UdpMember, V2Member, create, decode_v2, join,
+    v1_frame,
+};
 
 /// A deterministic pseudo-random generator (xorshift64), so a failure can be replayed.
 struct XorShift(u64);
@@ -518,12 +522,9 @@ fn a_member_that_roams_receives_at_its_new_address_only() {
     expect_chat(&new_bob, "alice", "where are you now?");
     room.host.send(b"found you");
     expect_chat(&new_bob, "alice", "found you");
+    // The old address hears once that it no longer receives the room, then nothing.
     let to_old = received_from_server_so_far(old_bob);
-    assert!(
-        to_old.is_empty(),
-        "the old address still receives: {}",
-        show(&to_old)
-    );
+    assert_eq!(to_old, [v1_frame("*", MOVED_NOTICE)], "{}", show(&to_old));
 
     // The old address can no longer speak for bob, the new one can, and roaming is no new join.
     old_bob.send(b"from the old socket");
@@ -534,4 +535,256 @@ fn a_member_that_roams_receives_at_its_new_address_only() {
         "from the new socket",
         "the old address was relayed or bob re-joined",
     );
+}
+
+/// What a version-1 address hears when its member registered from another address.
+const MOVED_NOTICE: &str =
+    "your name is now used from another address; this one no longer receives the room";
+
+/// A room `name` of `count` members with 32-byte names, made over TCP; the first is the host.
+/// Returns the tokens in join order.
+fn crowd(server: &ServerProcess, room: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            let name = format!("member-{i:03}-{}", "x".repeat(21));
+            assert_eq!(name.len(), 32);
+            let replies = if i == 0 {
+                create(server.tcp, room, &name)
+            } else {
+                join(server.tcp, room, &name)
+            };
+            replies.token()
+        })
+        .collect()
+}
+
+#[test]
+fn a_sniffed_token_cannot_take_a_member_over_from_an_address_that_does_not_receive() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), &["--flood-rate", "0"]);
+    let alice_token = create(server.tcp, "vault", "alice").token();
+    let bob_token = join(server.tcp, "vault", "bob").token();
+    let alice = V2Member::new(server.udp, "vault", &alice_token);
+    let bob = V2Member::new(server.udp, "vault", &bob_token);
+    alice.register(None);
+    bob.register(None);
+    alice.expect("bob's join", |e| matches!(e, ServerV2::Joined { .. }));
+    let id = alice.say(1, "the plans");
+    bob.expect_msg(id);
+
+    // Mallory saw one of alice's datagrams: room and token. She sends from an address she
+    // does not read (a spoofed one): the register, a guessed echo, chat and the host's leave.
+    let spoofed = V2Member::new(server.udp, "vault", &alice_token);
+    spoofed.send(&ClientV2::Register { last_id: Some(0) });
+    spoofed.send(&ClientV2::Echo {
+        nonce: "0".repeat(32),
+    });
+    spoofed.send_msg(2, "forged by mallory");
+    spoofed.send(&ClientV2::Leave);
+
+    // Nothing moved: the room is open, its history whole, and alice still hears bob.
+    let id = bob.say(1, "still here?");
+    let (before, message) = alice.expect_msg(id);
+    assert_eq!(message.text, "still here?");
+    assert!(
+        !before.iter().any(|e| matches!(e, ServerV2::Moved)),
+        "alice was moved: {before:?}"
+    );
+    let history = bob.whole_history(100);
+    let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["the plans", "still here?"]);
+    // All the spoofed address got was one challenge per register, no member list, no replay.
+    let got: Vec<ServerV2> = spoofed
+        .udp
+        .drain(std::time::Duration::from_millis(300))
+        .iter()
+        .map(|d| decode_v2(d))
+        .collect();
+    assert!(
+        got.iter().all(|e| matches!(e, ServerV2::Challenge { .. })),
+        "{got:?}"
+    );
+
+    // An address that does receive and echoes the challenge takes over, and alice is told.
+    let roamed = V2Member::new(server.udp, "vault", &alice_token);
+    let replay = roamed.register(Some(0));
+    assert_eq!(replay.messages.len(), 2);
+    alice.expect("the notice that her address moved", |e| {
+        matches!(e, ServerV2::Moved)
+    });
+}
+
+#[test]
+fn a_version_1_token_is_not_registered_from_another_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let room = pair(&server, "den", "alice", "bob");
+    // 127.0.0.2 stands for another machine; the handshakes came from 127.0.0.1.
+    let socket = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    socket
+        .send_to(
+            &envelope("den", room.guest_token.as_bytes(), b"__REGISTER__"),
+            server.udp,
+        )
+        .expect("send the register");
+    socket
+        .send_to(
+            &envelope("den", room.guest_token.as_bytes(), b"__LEAVE__"),
+            server.udp,
+        )
+        .expect("send the leave");
+    // Bob is still bob, at his address: the host hears him and nothing about a leave.
+    room.guest.send(b"still me");
+    expect_only(&room.host, "bob", "still me", "the other IP moved bob");
+}
+
+/// Bytes a socket receives from the server within `window`.
+fn bytes_received(socket: &UdpSocket, server: SocketAddr, window: std::time::Duration) -> usize {
+    let deadline = Instant::now() + window;
+    let mut buf = vec![0u8; 65_536];
+    let mut total = 0;
+    while Instant::now() < deadline {
+        if let Ok((len, from)) = socket.recv_from(&mut buf)
+            && from == server
+        {
+            total += len;
+        }
+    }
+    total
+}
+
+#[test]
+fn one_register_from_an_unproven_address_is_answered_with_a_few_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(
+        dir.path(),
+        &["--flood-rate", "0", "--handshakes-per-ip", "0"],
+    );
+    // The issue's room: 255 members with long names and 300 long messages.
+    let tokens = crowd(&server, "big", 254);
+    let speaker_token = join(server.tcp, "big", "speaker").token();
+    let speaker = V2Member::new(server.udp, "big", &speaker_token);
+    speaker.register(None);
+    for seq in 1..=300 {
+        speaker.say(seq, &format!("{seq:04} {}", "y".repeat(3_900)));
+    }
+
+    let victim = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+    victim
+        .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+        .expect("set a read timeout");
+    let mut sent = 0;
+    // A register with last_id 0 for a member that never registered, for one that did, and
+    // a version-1 register; each from the victim's address.
+    for (token, message) in [
+        (&tokens[7], br#"{"t":"register","last_id":0}"#.as_slice()),
+        (
+            &speaker_token,
+            br#"{"t":"register","last_id":0}"#.as_slice(),
+        ),
+        (&tokens[8], b"__REGISTER__".as_slice()),
+    ] {
+        let body = if message.starts_with(b"{") {
+            [b"\xff".as_slice(), message].concat()
+        } else {
+            message.to_vec()
+        };
+        let datagram = envelope("big", token.as_bytes(), &body);
+        sent += datagram.len();
+        victim.send_to(&datagram, server.udp).expect("send");
+    }
+    let received = bytes_received(&victim, server.udp, std::time::Duration::from_secs(2));
+    let ratio = received as f64 / sent as f64;
+    eprintln!("amplification: {sent} bytes in, {received} bytes out, {ratio:.2}x");
+    assert!(
+        received <= 4 * sent,
+        "{sent} bytes in were answered with {received} bytes ({ratio:.0}x)"
+    );
+    assert!(received > 0, "registrations are still answered");
+}
+
+#[test]
+fn a_full_room_of_long_names_is_joined_by_version_1_and_2_clients_who_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), &["--handshakes-per-ip", "0"]);
+    crowd(&server, "full", 254);
+    let mut modern = ClientProcess::start(&server, &["join", "full", "--name", "modern"]);
+    modern.wait_for("the welcome", |line| {
+        line.starts_with("* welcome to full, modern; here now: member-000")
+            && line.ends_with(" more")
+    });
+    let mut classic = ClientProcess::start(&server, &["--v1", "join", "full", "--name", "classic"]);
+    classic.wait_for("the welcome", |line| {
+        line.starts_with("* welcome to full, classic; here now: ")
+    });
+    // The room is full now: 256 members.
+    assert_eq!(
+        join(server.tcp, "full", "latecomer")
+            .error_code()
+            .as_deref(),
+        Some("room_full")
+    );
+    modern.wait_for_line("* classic joined");
+    modern.send_line("hello from version 2");
+    classic.wait_for_line("modern: hello from version 2");
+    classic.send_line("hello from version 1");
+    modern.wait_for_line("classic: hello from version 1");
+    modern.send_line("/who");
+    modern.wait_for("the member list", |line| {
+        line.starts_with("* here now: member-000") && line.ends_with(" more")
+    });
+}
+
+/// The token the server granted `username`, read from its state file or journal (the client
+/// does not print it).
+fn granted_token(dir: &std::path::Path, username: &str) -> String {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while Instant::now() < deadline {
+        for file in ["room_manager.json.journal", "room_manager.json"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            let compact: String = text.split_whitespace().collect();
+            let Some(at) = compact.find(&format!("\"username\":\"{username}\"")) else {
+                continue;
+            };
+            let rest = &compact[at..];
+            if let Some(start) = rest.find("\"token\":\"") {
+                let token = &rest[start + 9..];
+                if let Some(token) = token.get(..64) {
+                    return token.to_owned();
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no token for {username} in the state files");
+}
+
+#[test]
+fn a_client_whose_token_is_taken_over_is_told_and_takes_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let host = V2Member::new(
+        server.udp,
+        "den",
+        &create(server.tcp, "den", "alice").token(),
+    );
+    host.register(None);
+    let mut modern = ClientProcess::start(&server, &["join", "den", "--name", "modern"]);
+    modern.wait_for("the welcome", |line| {
+        line.starts_with("* welcome to den, modern")
+    });
+
+    // Someone with modern's token, at an address of their own, answers the challenge.
+    let thief = V2Member::new(server.udp, "den", &granted_token(dir.path(), "modern"));
+    thief.register(None);
+    modern.wait_for("the notice that the token is used elsewhere", |line| {
+        line.contains("another address")
+    });
+    // The client registers again from its own address and answers the challenge: the thief
+    // is moved out, and the room reaches the client again.
+    thief.expect("the thief's notice that the binding moved", |e| {
+        matches!(e, ServerV2::Moved)
+    });
+    host.say(1, "are you back?");
+    modern.wait_for_line("alice: are you back?");
 }

@@ -395,7 +395,7 @@ fn typing_counts_against_flood_control() {
 }
 
 #[test]
-fn keepalives_register_and_leave_are_never_rate_limited() {
+fn keepalives_register_and_leave_survive_a_chat_flood() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let server = ServerProcess::start(dir.path());
     let (alice, bob) = v2_pair(&server, "den");
@@ -412,13 +412,14 @@ fn keepalives_register_and_leave_are_never_rate_limited() {
             }
         )
     });
-    // Every ping is answered, however many.
-    for _ in 0..50 {
+    // Pings draw on a budget of their own (the registration took one of ten): a chat flood
+    // does not silence them.
+    for _ in 0..5 {
         alice.send(&ClientV2::Ping { last_id: None });
     }
     let mut pongs = 0;
-    while pongs < 50 {
-        alice.expect("50 pongs", |event| matches!(event, ServerV2::Pong { .. }));
+    while pongs < 5 {
+        alice.expect("5 pongs", |event| matches!(event, ServerV2::Pong { .. }));
         pongs += 1;
     }
     // Registering again is answered too.

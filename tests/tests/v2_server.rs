@@ -440,7 +440,8 @@ fn who_lists_members_and_typing_reaches_the_others_without_being_stored() {
         members_event,
         ServerV2::Members {
             names: vec!["alice".into(), "bob".into(), "carol".into()],
-            host: "alice".into()
+            host: "alice".into(),
+            more: 0,
         }
     );
 
@@ -819,8 +820,8 @@ fn silent_members_time_out_and_a_silent_host_closes_the_room() {
     alice.send(&ClientV2::Ping { last_id: None });
     alice.send_msg(1, "anyone?");
     erin.send(&ClientV2::Register { last_id: None });
-    let (before, _) = erin.expect("erin's confirmation", |event| {
-        matches!(event, ServerV2::Members { .. })
+    let (before, _) = erin.expect("erin's challenge", |event| {
+        matches!(event, ServerV2::Challenge { .. })
     });
     assert!(
         before.is_empty(),

@@ -128,6 +128,18 @@ impl Member {
                     .map_err(BenchError::socket("setting a read timeout"))?;
                 match self.socket.recv_from(&mut buf) {
                     Ok((len, from)) if from == relay => {
+                        // A first registration is answered with a challenge: echo it from
+                        // this socket to prove the address.
+                        if let Ok(ServerDatagram::V2(ServerV2::Challenge { nonce })) =
+                            ServerDatagram::decode(&buf[..len])
+                        {
+                            let mut echo = self.envelope.clone();
+                            append_v2(&ClientV2::Echo { nonce }, &mut echo);
+                            self.socket
+                                .send_to(&echo, relay)
+                                .map_err(BenchError::socket("sending an echo"))?;
+                            continue;
+                        }
                         if answer.confirms(protocol, &buf[..len]) {
                             tracing::trace!(member = %self.username, attempt, "registered");
                             return Ok(());

@@ -108,7 +108,7 @@ pub struct Effects {
 struct Registration {
     attempts: u32,
     next_at: Instant,
-    members: Option<(Vec<String>, String)>,
+    members: Option<(Vec<String>, String, u64)>,
     /// Lines produced before the welcome, printed right after it.
     held: Vec<String>,
 }
@@ -248,12 +248,26 @@ impl Conversation {
                     self.say(&mut fx, format::typing(&name));
                 }
             }
-            ServerV2::Members { names, host } => {
+            ServerV2::Members { names, host, more } => {
                 if let Some(registration) = &mut self.registration {
-                    registration.members = Some((names, host));
+                    registration.members = Some((names, host, more));
                 } else if self.who.take().is_some() {
-                    self.say(&mut fx, format::here_now(&names, &host));
+                    self.say(&mut fx, format::here_now(&names, &host, more));
                 }
+            }
+            // This socket's address is not bound yet: prove that it receives here.
+            ServerV2::Challenge { nonce } => fx.send.push(ClientV2::Echo { nonce }),
+            ServerV2::Moved => {
+                // Either this client's own address changed (the register comes from the new
+                // one, which is bound already) or someone else holds the token: registering
+                // again from here takes it back, once this address answers the challenge.
+                let line = format::notice(
+                    "the server saw this membership at another address; registering again from here",
+                );
+                self.say(&mut fx, line);
+                fx.send.push(ClientV2::Register {
+                    last_id: self.order.last_id(),
+                });
             }
             ServerV2::Pong { id } => {
                 let released = if self.order.is_synced() {
@@ -545,7 +559,7 @@ impl Conversation {
         if !self.order.is_synced() {
             return;
         }
-        let Some((names, host)) = registration.members.take() else {
+        let Some((names, host, more)) = registration.members.take() else {
             return;
         };
         let held = std::mem::take(&mut registration.held);
@@ -555,7 +569,7 @@ impl Conversation {
         fx.lines.push(format::notice(&format!(
             "welcome to {}, {me}; here now: {}",
             self.settings.room,
-            format::member_list(&names, &host)
+            format::member_list(&names, &host, more)
         )));
         if self.settings.pair && names.iter().all(|name| name == me) {
             fx.lines

@@ -51,8 +51,8 @@ pub fn notice(text: &str) -> String {
 }
 
 /// `alice (host), bob`.
-pub fn member_list(names: &[String], host: &str) -> String {
-    names
+pub fn member_list(names: &[String], host: &str, more: u64) -> String {
+    let mut list = names
         .iter()
         .map(|name| {
             if name == host {
@@ -62,12 +62,17 @@ pub fn member_list(names: &[String], host: &str) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    // A big room's list is cut to fit one datagram.
+    if more > 0 {
+        list.push_str(&format!(" and {more} more"));
+    }
+    list
 }
 
 /// `* here now: alice (host), bob`.
-pub fn here_now(names: &[String], host: &str) -> String {
-    notice(&format!("here now: {}", member_list(names, host)))
+pub fn here_now(names: &[String], host: &str, more: u64) -> String {
+    notice(&format!("here now: {}", member_list(names, host, more)))
 }
 
 /// `* bob joined`.
@@ -201,7 +206,14 @@ mod tests {
     #[test]
     fn member_lists_mark_the_host() {
         let names = vec!["alice".to_owned(), "bob".to_owned()];
-        assert_eq!(here_now(&names, "alice"), "* here now: alice (host), bob");
+        assert_eq!(
+            here_now(&names, "alice", 0),
+            "* here now: alice (host), bob"
+        );
+        assert_eq!(
+            here_now(&names, "alice", 254),
+            "* here now: alice (host), bob and 254 more"
+        );
     }
 
     #[test]

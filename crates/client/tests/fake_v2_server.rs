@@ -138,6 +138,7 @@ impl FakeServer {
         self.send(&ServerV2::Members {
             names: names.iter().map(|name| (*name).to_owned()).collect(),
             host: names[0].to_owned(),
+            more: 0,
         });
         for message in history {
             self.send(&ServerV2::Msg(message.clone()));
@@ -390,6 +391,7 @@ fn commands_ask_the_server_and_print_its_answers() {
     server.send(&ServerV2::Members {
         names: vec!["alice".into(), "bob".into()],
         host: "alice".into(),
+        more: 0,
     });
     client.expect_line("* here now: alice (host), bob");
     client.type_line("/history 2");

@@ -48,6 +48,12 @@ pub enum ClientV2 {
     Who,
     /// Leave the room (closes it if sent by the host).
     Leave,
+    /// Answers a `challenge`: sent from the address the challenge reached, it proves that
+    /// this address receives there, and only then does the server bind it.
+    Echo {
+        /// The challenge's nonce, unchanged.
+        nonce: String,
+    },
 }
 
 /// A stored chat message as members see it.
@@ -134,13 +140,25 @@ pub enum ServerV2 {
         /// Their username.
         name: String,
     },
-    /// The member list.
+    /// The member list, cut to fit one datagram.
     Members {
-        /// Every member's username.
+        /// Members' usernames in join order, as many as fit.
         names: Vec<String>,
         /// The host's username.
         host: String,
+        /// How many members did not fit in `names`; 0 (and absent on the wire) when none.
+        #[serde(skip_serializing_if = "is_zero")]
+        more: u64,
     },
+    /// Before an address is bound to a token, it must show that it receives there: echo
+    /// `nonce` back in an `echo` from this address. Nothing else is sent to it until then.
+    Challenge {
+        /// Random, 32 lowercase hex characters.
+        nonce: String,
+    },
+    /// This token's address moved to another address, which proved it receives there; this
+    /// address gets nothing more. A client that did not move registers again to take it back.
+    Moved,
     /// Answer to `ping`, with the newest message id in the room.
     Pong {
         /// Newest message id.
@@ -174,6 +192,7 @@ struct ClientWire {
     text: Option<String>,
     before: Option<WireU64>,
     limit: Option<WireU64>,
+    nonce: Option<String>,
 }
 
 /// The `t` values of [`ClientV2`].
@@ -187,6 +206,7 @@ enum ClientKind {
     History,
     Who,
     Leave,
+    Echo,
     /// Refused after reading, without quoting: the derived refusal copies the unknown type
     /// name (attacker-chosen, up to a whole datagram) into the error message.
     #[serde(other)]
@@ -214,6 +234,9 @@ impl<'de> Deserialize<'de> for ClientV2 {
             },
             ClientKind::Who => Self::Who,
             ClientKind::Leave => Self::Leave,
+            ClientKind::Echo => Self::Echo {
+                nonce: required(wire.nonce, "nonce")?,
+            },
             ClientKind::Unknown => return Err(unknown_type()),
         })
     }
@@ -229,13 +252,51 @@ struct ServerWire {
     text: Option<String>,
     ts: Option<WireU64>,
     messages: Option<Vec<ChatMessage>>,
-    more: Option<bool>,
     name: Option<String>,
     reason: Option<WireReason>,
     names: Option<Vec<String>>,
     host: Option<String>,
     code: Option<V2ErrorCode>,
     message: Option<String>,
+    more: Option<WireMore>,
+    nonce: Option<String>,
+}
+
+/// `more` is a boolean in `history` and a count in `members`; the flat struct reads either
+/// and the message type picks. Read by hand, like [`WireU64`], so that nothing else is
+/// buffered or quoted.
+#[derive(Clone, Copy)]
+enum WireMore {
+    Flag(bool),
+    Count(u64),
+}
+
+impl<'de> Deserialize<'de> for WireMore {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MoreVisitor;
+
+        impl<'de> Visitor<'de> for MoreVisitor {
+            type Value = WireMore;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a boolean or an unsigned integer")
+            }
+
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<WireMore, E> {
+                Ok(WireMore::Flag(value))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<WireMore, E> {
+                Ok(WireMore::Count(value))
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<WireMore, E> {
+                Err(E::invalid_type(Unexpected::Other("a string"), &self))
+            }
+        }
+
+        deserializer.deserialize_any(MoreVisitor)
+    }
 }
 
 /// The `t` values of [`ServerV2`].
@@ -252,6 +313,8 @@ enum ServerKind {
     Pong,
     RoomClosed,
     Error,
+    Challenge,
+    Moved,
     /// Refused after reading, like [`ClientKind::Unknown`].
     #[serde(other)]
     Unknown,
@@ -317,7 +380,12 @@ impl<'de> Deserialize<'de> for ServerV2 {
             }),
             ServerKind::History => Self::History {
                 messages: required(wire.messages, "messages")?,
-                more: required(wire.more, "more")?,
+                more: match required(wire.more, "more")? {
+                    WireMore::Flag(more) => more,
+                    WireMore::Count(_) => {
+                        return Err(de::Error::custom("`more` must be a boolean"));
+                    }
+                },
             },
             ServerKind::Joined => Self::Joined {
                 name: required(wire.name, "name")?,
@@ -332,7 +400,18 @@ impl<'de> Deserialize<'de> for ServerV2 {
             ServerKind::Members => Self::Members {
                 names: required(wire.names, "names")?,
                 host: required(wire.host, "host")?,
+                more: match wire.more {
+                    None => 0,
+                    Some(WireMore::Count(more)) => more,
+                    Some(WireMore::Flag(_)) => {
+                        return Err(de::Error::custom("`more` must be a count"));
+                    }
+                },
             },
+            ServerKind::Challenge => Self::Challenge {
+                nonce: required(wire.nonce, "nonce")?,
+            },
+            ServerKind::Moved => Self::Moved,
             ServerKind::Pong => Self::Pong {
                 id: required(wire.id, "id")?.get(),
             },
@@ -374,6 +453,14 @@ fn read_object<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     }
 
     deserializer.deserialize_any(ObjectVisitor(PhantomData))
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 fn unknown_type<E: de::Error>() -> E {
@@ -451,6 +538,32 @@ mod tests {
                 name: "bob".into(),
                 reason: LeaveReason::Timeout
             }
+        );
+        let members = ServerV2::Members {
+            names: vec!["alice".into()],
+            host: "alice".into(),
+            more: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&members).unwrap(),
+            r#"{"t":"members","names":["alice"],"host":"alice"}"#
+        );
+        let cut: ServerV2 =
+            serde_json::from_str(r#"{"t":"members","names":["a"],"host":"a","more":255}"#).unwrap();
+        assert!(matches!(cut, ServerV2::Members { more: 255, .. }));
+        let challenge = ServerV2::Challenge { nonce: "0a".into() };
+        assert_eq!(
+            serde_json::to_string(&challenge).unwrap(),
+            r#"{"t":"challenge","nonce":"0a"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ServerV2::Moved).unwrap(),
+            r#"{"t":"moved"}"#
+        );
+        let echo: ClientV2 = serde_json::from_str(r#"{"t":"echo","nonce":"0a"}"#).unwrap();
+        assert_eq!(echo, ClientV2::Echo { nonce: "0a".into() });
+        assert!(
+            serde_json::from_str::<ServerV2>(r#"{"t":"history","messages":[],"more":3}"#).is_err()
         );
         let register: ClientV2 = serde_json::from_str(r#"{"t":"register"}"#).unwrap();
         assert_eq!(register, ClientV2::Register { last_id: None });

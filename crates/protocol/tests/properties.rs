@@ -85,6 +85,7 @@ fn client_v2() -> impl Strategy<Value = ClientV2> {
             .prop_map(|(before, limit)| ClientV2::History { before, limit }),
         Just(ClientV2::Who),
         Just(ClientV2::Leave),
+        text(40).prop_map(|nonce| ClientV2::Echo { nonce }),
     ]
 }
 
@@ -111,8 +112,14 @@ fn server_v2() -> impl Strategy<Value = ServerV2> {
         text(32).prop_map(|name| ServerV2::Joined { name }),
         (text(32), leave_reason).prop_map(|(name, reason)| ServerV2::Left { name, reason }),
         text(32).prop_map(|name| ServerV2::Typing { name }),
-        (proptest::collection::vec(text(32), 0..16), text(32))
-            .prop_map(|(names, host)| ServerV2::Members { names, host }),
+        (
+            proptest::collection::vec(text(32), 0..16),
+            text(32),
+            any::<u64>()
+        )
+            .prop_map(|(names, host, more)| ServerV2::Members { names, host, more }),
+        text(40).prop_map(|nonce| ServerV2::Challenge { nonce }),
+        Just(ServerV2::Moved),
         any::<u64>().prop_map(|id| ServerV2::Pong { id }),
         close_reason.prop_map(|reason| ServerV2::RoomClosed { reason }),
         (error_code, any::<Option<u64>>(), text(200))
@@ -143,9 +150,12 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 /// The version-2 field names of both directions, so that generated objects hit them.
 const V2_FIELDS: &[&str] = &[
     "last_id", "seq", "text", "before", "limit", "id", "from", "ts", "messages", "more", "name",
-    "reason", "names", "host", "code", "message",
+    "reason", "names", "host", "code", "message", "nonce",
 ];
 const V2_TYPES: &[&str] = &[
+    "echo",
+    "challenge",
+    "moved",
     "register",
     "msg",
     "ping",
@@ -169,7 +179,11 @@ fn v2_field_value(field: &'static str) -> BoxedStrategy<serde_json::Value> {
     match field {
         "last_id" | "seq" | "before" | "id" | "ts" => any::<u64>().prop_map(Value::from).boxed(),
         "limit" => any::<u32>().prop_map(Value::from).boxed(),
-        "more" => any::<bool>().prop_map(Value::Bool).boxed(),
+        "more" => prop_oneof![
+            any::<bool>().prop_map(Value::Bool),
+            any::<u64>().prop_map(Value::from)
+        ]
+        .boxed(),
         "messages" => proptest::collection::vec(chat_message(), 0..3)
             .prop_map(|messages| json!(messages))
             .boxed(),
@@ -545,6 +559,17 @@ enum DerivedClientV2 {
     },
     Who,
     Leave,
+    Echo {
+        nonce: String,
+    },
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// `ServerV2` with serde's derived decoder, as the crate first had it.
@@ -573,7 +598,13 @@ enum DerivedServerV2 {
     Members {
         names: Vec<String>,
         host: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more: u64,
     },
+    Challenge {
+        nonce: String,
+    },
+    Moved,
     Pong {
         id: u64,
     },

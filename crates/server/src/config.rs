@@ -74,6 +74,10 @@ pub struct Config {
     /// (a quarter, a quarter and a half of it).
     #[arg(long, default_value_t = crate::memory::DEFAULT_BUDGET_MIB, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub memory_budget: u64,
+    /// Most bytes sent in answer to one datagram from an address that has not proven it
+    /// receives there, as a multiple of that datagram's size (anti-amplification).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub reply_budget: u64,
 }
 
 impl Config {
@@ -95,6 +99,7 @@ impl Config {
             idle_timeout: self.idle_timeout,
             v1_idle_timeout: self.v1_idle_timeout,
             memory_budget: usize::try_from(self.memory_budget << 20).unwrap_or(usize::MAX),
+            reply_budget: usize::try_from(self.reply_budget).unwrap_or(usize::MAX),
         }
     }
 }
@@ -135,6 +140,7 @@ mod tests {
         assert_eq!(config.state, PathBuf::from("room_manager.json"));
         assert_eq!(config.handshake_timeout, Duration::from_secs(5));
         assert_eq!(config.handshakes_per_ip, 120);
+        assert_eq!(config.limits().reply_budget, 4);
         assert_eq!(
             config.flood_policy(),
             FloodPolicy {

@@ -361,6 +361,7 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
     };
     match result {
         Ok(membership) => {
+            lock(&context.manager).set_home_ip(&membership.token, peer.ip());
             tracing::info!(%peer, room = %membership.room, user = %membership.username, host = membership.host, token = %membership.token, ?operation, "handshake granted");
             let grant = Grant {
                 token: membership.token.to_hex(),

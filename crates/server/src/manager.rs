@@ -5,12 +5,12 @@
 //! send are written into an [`Outbox`] and sent after the lock is released.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chat_protocol::limits::MAX_HISTORY_PAGE;
+use chat_protocol::limits::{MAX_DATAGRAM, MAX_HISTORY_PAGE};
 use chat_protocol::names::{self, NameError};
 use chat_protocol::tcrp::{ErrorCode, RoomList, RoomSummary};
 use chat_protocol::ucrp::{self, ClientMessage, NOTICE_SENDER, ROOM_CLOSED};
@@ -27,8 +27,8 @@ use crate::memory::{self, MemoryBudget};
 use crate::outbox::Outbox;
 use crate::persist::{PersistedMember, PersistedRoom, PersistedState, StateProblem};
 use crate::room::{
-    CachedMessage, Member, MemberId, REPLAY_BUDGET, REPLAY_CACHE, Room, RoomId, RoomKind,
-    WireVersion,
+    CHALLENGE_LIFETIME, CachedMessage, Challenge, MAX_CHALLENGES, Member, MemberId, REPLAY_BUDGET,
+    REPLAY_CACHE, Room, RoomId, RoomKind, WireVersion,
 };
 use crate::seq_window::{SEQ_WINDOW, SeqStatus};
 use crate::token::{RandomError, Token};
@@ -86,6 +86,9 @@ pub struct Limits {
     /// Bytes that replay caches, held-back messages and the history backlog may use together
     /// (`--memory-budget`; see [`crate::memory`]).
     pub memory_budget: usize,
+    /// What the server may send in answer to one datagram from an address that has not
+    /// proven it receives there, as a multiple of that datagram's size (`--reply-budget`).
+    pub reply_budget: usize,
 }
 
 impl Default for Limits {
@@ -98,6 +101,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             v1_idle_timeout: Duration::from_secs(3600),
             memory_budget: usize::try_from(memory::DEFAULT_BUDGET_MIB << 20).unwrap_or(usize::MAX),
+            reply_budget: 4,
         }
     }
 }
@@ -518,6 +522,21 @@ impl RoomManager {
         self.remove_member(room_id, member_id, LeaveReason::Leave, &mut outbox);
     }
 
+    /// Records the IP that made the handshake for `token`: the only IP a version-1 client,
+    /// which cannot answer a challenge, may register from.
+    pub fn set_home_ip(&mut self, token: &Token, ip: IpAddr) {
+        let Some(&(room_id, member_id)) = self.tokens.get(token) else {
+            return;
+        };
+        if let Some(member) = self
+            .rooms
+            .get_mut(&room_id)
+            .and_then(|room| room.members.get_mut(&member_id))
+        {
+            member.home_ip = Some(ip.to_canonical());
+        }
+    }
+
     /// Handles one datagram's message from `src`, queueing what must be sent in `out`.
     pub fn handle_datagram(
         &mut self,
@@ -537,23 +556,76 @@ impl RoomManager {
         if room.name != room_name {
             return Err(DropReason::WrongRoom);
         }
+        // The whole datagram, for the budget of what an unproven address may be sent back.
+        let received = 2 + room_name.len() + token_hex.len() + message.len();
         let message = ClientMessage::decode(message).map_err(|_| DropReason::Malformed)?;
+        let flood = self.flood;
         match message {
             ClientMessage::Register => {
-                if let Some(moved) = register(room, member_id, src, WireVersion::V1, now, out) {
+                let member = room
+                    .members
+                    .get_mut(&member_id)
+                    .ok_or(DropReason::UnknownToken)?;
+                // Version 1 cannot answer a challenge: it may bind only from the IP that
+                // made the handshake (or, restored from a state file, the IP it is bound to).
+                let allowed = member.home_ip.or(member.addr.map(|addr| addr.ip()));
+                if member.addr != Some(src)
+                    && allowed.is_some_and(|ip| ip.to_canonical() != src.ip().to_canonical())
+                {
+                    return Err(DropReason::WrongAddress);
+                }
+                if !member.probes.allow(&flood, now) {
+                    return Err(DropReason::RateLimited);
+                }
+                let budget = received.saturating_mul(self.limits.reply_budget);
+                let moved = bind(room, member_id, src, WireVersion::V1, now, out);
+                welcome_v1(room, member_id, src, budget, out);
+                if let Some(moved) = moved {
                     self.changed(moved);
                 }
                 return Ok(());
             }
             ClientMessage::V2(ClientV2::Register { last_id }) => {
-                let moved = register(room, member_id, src, WireVersion::V2, now, out);
-                let after = last_id
-                    .unwrap_or_else(|| room.committed_id.saturating_sub(self.limits.join_history));
-                let source = ReplaySource {
-                    history: self.history.as_ref(),
-                    retention: self.limits.retention,
+                let member = room
+                    .members
+                    .get_mut(&member_id)
+                    .ok_or(DropReason::UnknownToken)?;
+                if !member.probes.allow(&flood, now) {
+                    return Err(DropReason::RateLimited);
+                }
+                if member.addr != Some(src) {
+                    // Not bound here yet: all this address gets is a challenge, smaller than
+                    // the register itself, until it echoes it from here.
+                    let nonce = challenge(member, src, last_id, now)?;
+                    unicast_v2(out, src, &ServerV2::Challenge { nonce });
+                    return Ok(());
+                }
+                let moved = bind(room, member_id, src, WireVersion::V2, now, out);
+                self.welcome_v2(room_id, member_id, last_id, src, now, out);
+                if let Some(moved) = moved {
+                    self.changed(moved);
+                }
+                return Ok(());
+            }
+            ClientMessage::V2(ClientV2::Echo { nonce }) => {
+                let member = room
+                    .members
+                    .get_mut(&member_id)
+                    .ok_or(DropReason::UnknownToken)?;
+                member
+                    .challenges
+                    .retain(|c| now.saturating_duration_since(c.sent_at) < CHALLENGE_LIFETIME);
+                let Some(position) = member
+                    .challenges
+                    .iter()
+                    .position(|c| c.addr == src && c.nonce == nonce)
+                else {
+                    return Err(DropReason::WrongAddress);
                 };
-                catch_up(room, member_id, after, src, now, &source, out);
+                let last_id = member.challenges.get(position).and_then(|c| c.last_id);
+                member.challenges.clear();
+                let moved = bind(room, member_id, src, WireVersion::V2, now, out);
+                self.welcome_v2(room_id, member_id, last_id, src, now, out);
                 if let Some(moved) = moved {
                     self.changed(moved);
                 }
@@ -570,7 +642,8 @@ impl RoomManager {
         }
         member.last_seen = now;
         match message {
-            ClientMessage::Register | ClientMessage::V2(ClientV2::Register { .. }) => Ok(()),
+            ClientMessage::Register
+            | ClientMessage::V2(ClientV2::Register { .. } | ClientV2::Echo { .. }) => Ok(()),
             ClientMessage::Leave | ClientMessage::V2(ClientV2::Leave) => {
                 self.remove_member(room_id, member_id, LeaveReason::Leave, out);
                 Ok(())
@@ -578,6 +651,9 @@ impl RoomManager {
             ClientMessage::Chat(text) => self.accept_chat(room_id, member_id, None, text, now, out),
             ClientMessage::V2(ClientV2::Msg { seq, text }) => {
                 self.accept_chat(room_id, member_id, Some(seq), &text, now, out)
+            }
+            ClientMessage::V2(ClientV2::Ping { .. }) if !member.probes.allow(&flood, now) => {
+                Err(DropReason::RateLimited)
             }
             ClientMessage::V2(ClientV2::Ping { last_id }) => {
                 let after = last_id.unwrap_or(room.committed_id);
@@ -637,6 +713,30 @@ impl RoomManager {
                 Ok(())
             }
         }
+    }
+
+    /// Confirms a version-2 registration at a proven address: the member list, then what
+    /// came after `last_id` (or the latest `--join-history` messages), then `pong`.
+    fn welcome_v2(
+        &mut self,
+        room_id: RoomId,
+        member_id: MemberId,
+        last_id: Option<u64>,
+        to: SocketAddr,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        unicast_v2(out, to, &members_of(room));
+        let after =
+            last_id.unwrap_or_else(|| room.committed_id.saturating_sub(self.limits.join_history));
+        let source = ReplaySource {
+            history: self.history.as_ref(),
+            retention: self.limits.retention,
+        };
+        catch_up(room, member_id, after, to, now, &source, out);
     }
 
     /// Accepts a chat message. Version-2 messages go through the member's [`SeqWindow`]
@@ -1320,9 +1420,10 @@ fn persisted_member(member: &Member, host: bool) -> PersistedMember {
     }
 }
 
-/// Binds a member's address (first registration, re-registration or roaming) and welcomes it.
-/// Returns the change to save when the binding changed.
-fn register(
+/// Binds a member's address (first registration, re-registration or a proven move), tells
+/// the room about a first registration and the old address about a move. Returns the change
+/// to save when the binding changed.
+fn bind(
     room: &mut Room,
     member_id: MemberId,
     src: SocketAddr,
@@ -1331,11 +1432,14 @@ fn register(
     out: &mut Outbox,
 ) -> Option<StateChange> {
     let member = room.members.get_mut(&member_id)?;
+    let old = member.addr.filter(|old| *old != src);
+    let old_version = member.version;
     let first_time = member.addr.is_none();
     let moved = member.addr != Some(src) || member.version != version;
     member.addr = Some(src);
     member.version = version;
     member.last_seen = now;
+    member.challenges.retain(|c| c.addr != src);
     let username = member.username.clone();
     let change = moved.then(|| StateChange::MemberRegistered {
         room: room.name.clone(),
@@ -1345,6 +1449,16 @@ fn register(
     });
     if moved {
         room.rebuild_recipients();
+    }
+    if let Some(old) = old {
+        // Whoever is at the old address learns that it no longer receives the room: if it
+        // did not move itself, someone else holds its token.
+        match old_version {
+            WireVersion::V1 => out.unicast(old, |buf| {
+                ucrp::encode_v1_chat(NOTICE_SENDER, MOVED_NOTICE, buf)
+            }),
+            WireVersion::V2 => unicast_v2(out, old, &ServerV2::Moved),
+        }
     }
     if first_time {
         notify(
@@ -1357,17 +1471,81 @@ fn register(
             out,
         );
     }
-    match version {
-        WireVersion::V1 => {
-            let here = room.usernames().join(", ");
-            let welcome = format!("welcome to {}, {username}; here now: {here}", room.name);
-            out.unicast(src, |buf| {
-                ucrp::encode_v1_chat(NOTICE_SENDER, &welcome, buf)
-            });
-        }
-        WireVersion::V2 => unicast_v2(out, src, &members_of(room)),
-    }
     change
+}
+
+/// What a version-1 address hears when its member registered from another address.
+const MOVED_NOTICE: &str =
+    "your name is now used from another address; this one no longer receives the room";
+
+/// Answers a version-1 registration with the notice that confirms it, within `budget` bytes
+/// (the reference protocol has no acknowledgement, and a version-1 address never proves it
+/// receives): as many names as fit, then how many more there are.
+fn welcome_v1(room: &Room, member_id: MemberId, to: SocketAddr, budget: usize, out: &mut Outbox) {
+    let Some(member) = room.members.get(&member_id) else {
+        return;
+    };
+    let names = room.usernames();
+    let mut text = format!("welcome to {}, {}; here now: ", room.name, member.username);
+    // The frame adds a length byte and the sender `*`.
+    let limit = budget.min(MAX_DATAGRAM).saturating_sub(2);
+    let all = names.join(", ");
+    if text.len() + all.len() <= limit {
+        text.push_str(&all);
+    } else {
+        let reserve = format!(" and {} more", names.len()).len();
+        let mut listed = 0;
+        for name in &names {
+            let separator = if listed == 0 { 0 } else { 2 };
+            if text.len() + separator + name.len() + reserve > limit {
+                break;
+            }
+            if listed > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(name);
+            listed += 1;
+        }
+        if listed == 0 {
+            text.push_str(&format!("{} members", names.len()));
+        } else {
+            text.push_str(&format!(" and {} more", names.len() - listed));
+        }
+    }
+    out.unicast(to, |buf| ucrp::encode_v1_chat(NOTICE_SENDER, &text, buf));
+}
+
+/// Sends (or sends again) a challenge to `src` for this member and returns its nonce. A
+/// retransmitted register gets the same nonce, so an echo of either attempt works.
+fn challenge(
+    member: &mut Member,
+    src: SocketAddr,
+    last_id: Option<u64>,
+    now: Instant,
+) -> Result<String, DropReason> {
+    member
+        .challenges
+        .retain(|c| now.saturating_duration_since(c.sent_at) < CHALLENGE_LIFETIME);
+    if let Some(pending) = member.challenges.iter_mut().find(|c| c.addr == src) {
+        pending.last_id = last_id;
+        return Ok(pending.nonce.clone());
+    }
+    // 128 random bits from the OS CSPRNG, as tokens are. Without randomness there is no
+    // challenge to send, and the register is dropped like any unanswerable datagram.
+    let nonce = Token::generate()
+        .map_err(|_| DropReason::Malformed)?
+        .to_hex()[..32]
+        .to_owned();
+    if member.challenges.len() >= MAX_CHALLENGES {
+        member.challenges.pop_front();
+    }
+    member.challenges.push_back(Challenge {
+        addr: src,
+        nonce: nonce.clone(),
+        last_id,
+        sent_at: now,
+    });
+    Ok(nonce)
 }
 
 /// Where replayed messages come from, and how far back they may reach.
@@ -1467,10 +1645,34 @@ fn msg_event(id: u64, from: &str, text: &str, ts: u64) -> (ChatMessage, Vec<u8>)
     (message, frame)
 }
 
+/// The member list as one datagram: as many names as fit in [`MAX_DATAGRAM`], and how many
+/// more there are.
 fn members_of(room: &Room) -> ServerV2 {
+    let mut names = room.usernames();
+    let host = room.host_name().to_owned();
+    let total = names.len();
+    // The frame without names, with the longest possible count.
+    let bare = ServerV2::Members {
+        names: Vec::new(),
+        host: host.clone(),
+        more: u64::MAX,
+    };
+    let mut used = 1 + serde_json::to_vec(&bare).map_or(MAX_DATAGRAM, |json| json.len());
+    let mut fits = 0;
+    for name in &names {
+        // The quoted name and a comma.
+        let cost = serde_json::to_vec(name).map_or(MAX_DATAGRAM, |json| json.len()) + 1;
+        if used + cost > MAX_DATAGRAM {
+            break;
+        }
+        used += cost;
+        fits += 1;
+    }
+    names.truncate(fits);
     ServerV2::Members {
-        names: room.usernames(),
-        host: room.host_name().to_owned(),
+        names,
+        host,
+        more: (total - fits) as u64,
     }
 }
 

@@ -44,6 +44,25 @@ fn send(manager: &mut RoomManager, member: &Membership, from: SocketAddr, body: 
     Handled { result, sent }
 }
 
+/// Registers a version-2 member at `from` the way a client does: register, then echo the
+/// challenge from the same address. Returns what the echo was answered with.
+fn register_v2(manager: &mut RoomManager, member: &Membership, from: SocketAddr) -> Handled {
+    let asked = send(
+        manager,
+        member,
+        from,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    let nonce = v2_events(&asked.sent, from)
+        .into_iter()
+        .find_map(|event| match event {
+            ServerV2::Challenge { nonce } => Some(nonce),
+            _ => None,
+        })
+        .expect("an unbound address is challenged");
+    send(manager, member, from, &v2(&ClientV2::Echo { nonce }))
+}
+
 fn v2_events(sent: &[(SocketAddr, Vec<u8>)], to: SocketAddr) -> Vec<ServerV2> {
     sent.iter()
         .filter(|(addr, _)| *addr == to)
@@ -72,18 +91,8 @@ fn create_with_members(names: &[&str]) -> (RoomManager, Vec<Membership>) {
 fn a_retransmission_is_acked_with_the_same_id_and_relayed_once() {
     let (mut manager, members) = create_with_members(&["alice", "bob"]);
     let (alice, bob) = (addr(1), addr(2));
-    send(
-        &mut manager,
-        &members[0],
-        alice,
-        &v2(&ClientV2::Register { last_id: None }),
-    );
-    send(
-        &mut manager,
-        &members[1],
-        bob,
-        &v2(&ClientV2::Register { last_id: None }),
-    );
+    register_v2(&mut manager, &members[0], alice);
+    register_v2(&mut manager, &members[1], bob);
     let msg = v2(&ClientV2::Msg {
         seq: 1,
         text: "hi".into(),
@@ -110,12 +119,7 @@ fn version_one_and_two_members_read_each_other() {
     let (mut manager, members) = create_with_members(&["old", "new"]);
     let (old, new) = (addr(1), addr(2));
     send(&mut manager, &members[0], old, b"__REGISTER__");
-    send(
-        &mut manager,
-        &members[1],
-        new,
-        &v2(&ClientV2::Register { last_id: None }),
-    );
+    register_v2(&mut manager, &members[1], new);
 
     let Handled { sent, .. } = send(&mut manager, &members[0], old, b"plain text");
     let to_new = v2_events(&sent, new);
@@ -142,18 +146,8 @@ fn version_one_and_two_members_read_each_other() {
 fn replays_are_bounded_by_the_members_budget() {
     let (mut manager, members) = create_with_members(&["alice", "bob"]);
     let (alice, bob) = (addr(1), addr(2));
-    send(
-        &mut manager,
-        &members[0],
-        alice,
-        &v2(&ClientV2::Register { last_id: None }),
-    );
-    send(
-        &mut manager,
-        &members[1],
-        bob,
-        &v2(&ClientV2::Register { last_id: None }),
-    );
+    register_v2(&mut manager, &members[0], alice);
+    register_v2(&mut manager, &members[1], bob);
     for seq in 1..=300 {
         send(
             &mut manager,
@@ -258,12 +252,7 @@ fn chat_stops_being_taken_while_the_history_cannot_keep_up() {
     let (jobs, queue) = std::sync::mpsc::channel();
     manager.attach_history(jobs);
     let alice = addr(1);
-    send(
-        &mut manager,
-        &members[0],
-        alice,
-        &v2(&ClientV2::Register { last_id: None }),
-    );
+    register_v2(&mut manager, &members[0], alice);
     let say = |manager: &mut RoomManager, seq| {
         send(
             manager,
@@ -307,18 +296,13 @@ fn who_and_history_requests_count_against_flood_control() {
         .create(ROOM, "alice", RoomKind::Public, 0, Instant::now())
         .unwrap();
     let alice = addr(1);
-    send(
-        &mut manager,
-        &host,
-        alice,
-        &v2(&ClientV2::Register { last_id: None }),
-    );
+    register_v2(&mut manager, &host, alice);
     let results: Vec<_> = (0..5)
         .map(|_| send(&mut manager, &host, alice, &v2(&ClientV2::Who)).result)
         .collect();
     assert_eq!(&results[..3], &[Ok(()), Ok(()), Ok(())]);
     assert_eq!(results[3], Err(DropReason::RateLimited));
-    // A ping is a keepalive: never limited.
+    // A ping draws on a bucket of its own: requests do not starve keepalives.
     let ping = send(
         &mut manager,
         &host,
@@ -359,12 +343,7 @@ fn a_stalled_server_does_not_take_the_stall_for_its_members_silence() {
 fn a_message_held_behind_a_gap_that_never_fills_is_accepted_by_the_sweep() {
     let (mut manager, members) = create_with_members(&["alice", "bob"]);
     let alice = addr(1);
-    send(
-        &mut manager,
-        &members[0],
-        alice,
-        &v2(&ClientV2::Register { last_id: None }),
-    );
+    register_v2(&mut manager, &members[0], alice);
     let early = v2(&ClientV2::Msg {
         seq: 2,
         text: "two".into(),
@@ -398,12 +377,7 @@ fn v2_host(manager: &mut RoomManager, room: &str, port: u16) -> Membership {
     let host = manager
         .create(room, "host", RoomKind::Public, 0, Instant::now())
         .unwrap();
-    send(
-        manager,
-        &host,
-        addr(port),
-        &v2(&ClientV2::Register { last_id: None }),
-    );
+    register_v2(manager, &host, addr(port));
     host
 }
 
@@ -487,4 +461,193 @@ fn the_history_backlog_stays_within_its_share_of_the_budget() {
     }
     assert!(refused.is_some(), "a stalled disk stops taking chat");
     assert!(manager.memory().unstored <= (1 << 20) / 2);
+}
+
+#[test]
+fn registers_and_pings_count_against_a_budget_of_their_own() {
+    let mut manager = RoomManager::new(
+        Limits::default(),
+        FloodPolicy {
+            burst: 3,
+            rate: 0.001,
+        },
+    );
+    let host = manager
+        .create(ROOM, "alice", RoomKind::Public, 0, Instant::now())
+        .unwrap();
+    let alice = addr(1);
+    register_v2(&mut manager, &host, alice);
+    let ping = v2(&ClientV2::Ping { last_id: None });
+    let results: Vec<_> = (0..4)
+        .map(|_| send(&mut manager, &host, alice, &ping).result)
+        .collect();
+    // The register took one of three.
+    assert_eq!(&results[..2], &[Ok(()), Ok(())]);
+    assert_eq!(results[2], Err(DropReason::RateLimited));
+    let register = v2(&ClientV2::Register { last_id: None });
+    assert_eq!(
+        send(&mut manager, &host, alice, &register).result,
+        Err(DropReason::RateLimited)
+    );
+    // Chat has its own bucket, untouched.
+    let said = send(
+        &mut manager,
+        &host,
+        alice,
+        &v2(&ClientV2::Msg {
+            seq: 1,
+            text: "still here".into(),
+        }),
+    );
+    assert_eq!(said.result, Ok(()));
+}
+
+#[test]
+fn an_address_is_bound_only_once_it_echoes_the_challenge_sent_there() {
+    let (mut manager, members) = create_with_members(&["alice", "bob"]);
+    let (alice, bob, mallory) = (addr(1), addr(2), addr(666));
+    register_v2(&mut manager, &members[0], alice);
+    register_v2(&mut manager, &members[1], bob);
+    for seq in 1..=30 {
+        let text = "x".repeat(1000);
+        send(
+            &mut manager,
+            &members[0],
+            alice,
+            &v2(&ClientV2::Msg { seq, text }),
+        );
+    }
+
+    // A register from an address that is not bound: a challenge and nothing else, smaller
+    // than the register, to that address only.
+    let register = v2(&ClientV2::Register { last_id: Some(0) });
+    let asked = send(&mut manager, &members[0], mallory, &register);
+    assert_eq!(asked.result, Ok(()));
+    let [(to, frame)] = &asked.sent[..] else {
+        panic!("one datagram expected: {:?}", asked.sent);
+    };
+    assert_eq!(*to, mallory);
+    assert!(frame.len() < register.len() + 2 + ROOM.len() + 64);
+    let [ServerV2::Challenge { nonce }] = &v2_events(&asked.sent, mallory)[..] else {
+        panic!("a challenge expected");
+    };
+
+    // The echo from another address, or with another nonce, binds nothing; the host's leave
+    // from the unproven address closes nothing.
+    let echo = v2(&ClientV2::Echo {
+        nonce: nonce.clone(),
+    });
+    let wrong_nonce = v2(&ClientV2::Echo {
+        nonce: "0".repeat(32),
+    });
+    assert_eq!(
+        send(&mut manager, &members[0], addr(667), &echo).result,
+        Err(DropReason::WrongAddress)
+    );
+    assert_eq!(
+        send(&mut manager, &members[0], mallory, &wrong_nonce).result,
+        Err(DropReason::WrongAddress)
+    );
+    let leave = send(&mut manager, &members[0], mallory, &v2(&ClientV2::Leave));
+    assert_eq!(leave.result, Err(DropReason::WrongAddress));
+    assert!(leave.sent.is_empty());
+    assert_eq!(manager.room_count(), 1);
+    let said = send(
+        &mut manager,
+        &members[1],
+        bob,
+        &v2(&ClientV2::Msg {
+            seq: 1,
+            text: "still the room".into(),
+        }),
+    );
+    assert!(
+        v2_events(&said.sent, alice)
+            .iter()
+            .any(|event| matches!(event, ServerV2::Msg(m) if m.text == "still the room"))
+    );
+
+    // The echo from the challenged address moves the binding; the old address is told.
+    let proven = send(&mut manager, &members[0], mallory, &echo);
+    assert_eq!(proven.result, Ok(()));
+    assert_eq!(v2_events(&proven.sent, alice), [ServerV2::Moved]);
+    assert!(
+        v2_events(&proven.sent, mallory)
+            .iter()
+            .any(|event| matches!(event, ServerV2::Members { .. }))
+    );
+    // A nonce is good once.
+    assert_eq!(
+        send(&mut manager, &members[0], addr(1), &echo).result,
+        Err(DropReason::WrongAddress)
+    );
+}
+
+#[test]
+fn a_version_1_member_registers_only_from_the_handshake_ip() {
+    let (mut manager, members) = create_with_members(&["alice", "bob"]);
+    let home = "127.0.0.1".parse().unwrap();
+    manager.set_home_ip(&members[1].token, home);
+    let elsewhere = SocketAddr::from(([127, 0, 0, 2], 2));
+    let refused = send(&mut manager, &members[1], elsewhere, b"__REGISTER__");
+    assert_eq!(refused.result, Err(DropReason::WrongAddress));
+    assert!(refused.sent.is_empty());
+    assert_eq!(
+        send(&mut manager, &members[1], addr(2), b"__REGISTER__").result,
+        Ok(())
+    );
+    // Another port of the same IP may take over (the reference client cannot prove
+    // anything); the old port is told. Another IP may not.
+    let moved = send(&mut manager, &members[1], addr(3), b"__REGISTER__");
+    assert_eq!(moved.result, Ok(()));
+    let notice = moved.sent.iter().find(|(to, _)| *to == addr(2));
+    let Some((_, frame)) = notice else {
+        panic!("the old address is told: {:?}", moved.sent);
+    };
+    assert!(matches!(
+        ServerDatagram::decode(frame),
+        Ok(ServerDatagram::Chat { sender: "*", text }) if text.contains("another address")
+    ));
+    let refused = send(&mut manager, &members[1], elsewhere, b"__REGISTER__");
+    assert_eq!(refused.result, Err(DropReason::WrongAddress));
+}
+
+#[test]
+fn a_full_room_of_long_names_fits_its_member_list_and_welcome_in_one_datagram() {
+    let names: Vec<String> = (0..256)
+        .map(|i| format!("{i:03}{}", "n".repeat(29)))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut manager, members) = create_with_members(&refs);
+    let last = &members[255];
+    let registered = register_v2(&mut manager, last, addr(9));
+    let listed = registered
+        .sent
+        .iter()
+        .find_map(|(to, frame)| match ServerDatagram::decode(frame) {
+            Ok(ServerDatagram::V2(ServerV2::Members { names, more, .. })) if *to == addr(9) => {
+                Some((frame.len(), names.len(), more))
+            }
+            _ => None,
+        })
+        .expect("the member list is sent");
+    assert!(listed.0 <= MAX_DATAGRAM, "{} bytes", listed.0);
+    assert_eq!(listed.1 as u64 + listed.2, 256);
+    assert!(listed.2 > 0);
+    // Version 1: the welcome is sent, within the reply budget.
+    let register = b"__REGISTER__";
+    let welcomed = send(&mut manager, &members[254], addr(10), register);
+    let frame = welcomed
+        .sent
+        .iter()
+        .find(|(to, _)| *to == addr(10))
+        .map(|(_, frame)| frame.clone())
+        .expect("the welcome is sent");
+    let received = 2 + ROOM.len() + 64 + register.len();
+    assert!(frame.len() <= 4 * received, "{} bytes", frame.len());
+    let Ok(ServerDatagram::Chat { text, .. }) = ServerDatagram::decode(&frame) else {
+        panic!("a notice");
+    };
+    assert!(text.starts_with("welcome to lobby, 254"), "{text}");
+    assert!(text.ends_with(" more"), "{text}");
 }

@@ -1,7 +1,7 @@
 //! Rooms and their members, as the room manager keeps them in memory.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,7 +66,35 @@ pub struct Member {
     pub seqs: SeqWindow,
     /// How many stored messages may still be replayed to this member (see [`REPLAY_BUDGET`]).
     pub replay_budget: TokenBucket,
+    /// Registers and pings: a bucket of its own, the size of the chat one, so that neither
+    /// starves the other.
+    pub probes: TokenBucket,
+    /// The address that made the TCP handshake (not kept across restarts): a version-1
+    /// client cannot answer a challenge, so it may register only from this IP.
+    pub home_ip: Option<IpAddr>,
+    /// Challenges sent to addresses that asked to be bound and have not echoed yet, oldest
+    /// first, at most [`MAX_CHALLENGES`].
+    pub challenges: VecDeque<Challenge>,
 }
+
+/// A nonce sent to an address that asked to be bound to a token.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    /// Where it went; the echo must come from there.
+    pub addr: SocketAddr,
+    /// 32 lowercase hex characters from the OS CSPRNG.
+    pub nonce: String,
+    /// The `last_id` of the register that asked, for the replay once proven.
+    pub last_id: Option<u64>,
+    /// When it was sent; it expires after [`CHALLENGE_LIFETIME`].
+    pub sent_at: Instant,
+}
+
+/// Pending challenges per member: a few addresses may be trying at once (a roaming client
+/// and its retransmissions), and more cannot pile up.
+pub const MAX_CHALLENGES: usize = 4;
+/// How long a challenge can be echoed.
+pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Replays per member, in messages: enough to catch up after minutes away at once, yet a
 /// token holder that registers someone else's address cannot aim an unbounded stream at it.
@@ -244,6 +272,9 @@ impl Member {
             warned_at: None,
             seqs: SeqWindow::default(),
             replay_budget: TokenBucket::new(&REPLAY_BUDGET, now),
+            probes: TokenBucket::new(policy, now),
+            home_ip: None,
+            challenges: VecDeque::new(),
         }
     }
 }

@@ -33,6 +33,7 @@ fn members(names: &[&str]) -> ServerV2 {
     ServerV2::Members {
         names: names.iter().map(|name| (*name).to_owned()).collect(),
         host: names[0].to_owned(),
+        more: 0,
     }
 }
 
@@ -434,4 +435,42 @@ fn joins_and_leaves_are_announced() {
         start,
     );
     assert_eq!(fx.lines, ["* carol timed out"]);
+}
+
+#[test]
+fn a_challenge_is_echoed_at_once_and_a_big_room_says_how_many_more() {
+    let start = Instant::now();
+    let (mut conversation, _) = Conversation::start(settings(), start);
+    let fx = conversation.on_server(
+        ServerV2::Challenge {
+            nonce: "00ff".into(),
+        },
+        start,
+    );
+    assert_eq!(
+        fx.send,
+        [ClientV2::Echo {
+            nonce: "00ff".into()
+        }]
+    );
+    let big = ServerV2::Members {
+        names: vec!["bob".into(), "alice".into()],
+        host: "bob".into(),
+        more: 254,
+    };
+    conversation.on_server(big, start);
+    let fx = conversation.on_server(ServerV2::Pong { id: 0 }, start);
+    assert_eq!(
+        fx.lines,
+        ["* welcome to lobby, alice; here now: bob (host), alice and 254 more"]
+    );
+}
+
+#[test]
+fn told_its_address_moved_it_registers_again_from_here() {
+    let start = Instant::now();
+    let mut conversation = registered(settings(), 7, start);
+    let fx = conversation.on_server(ServerV2::Moved, start);
+    assert_eq!(fx.send, [ClientV2::Register { last_id: Some(7) }]);
+    assert!(fx.lines[0].contains("another address"), "{:?}", fx.lines);
 }
