@@ -5,7 +5,7 @@ use crate::admission::{admit, build_request};
 use crate::chat_v1;
 use crate::chat_v2;
 use crate::cli::Cli;
-use crate::display::print_line;
+use crate::display::{print_line, print_problem};
 use crate::error::ClientError;
 use crate::handshake::{self, Timeouts};
 use crate::rooms;
@@ -34,8 +34,21 @@ pub async fn chat(cli: Cli) -> Result<(), ClientError> {
     };
     let admission = admit(&cli, &mut request).await?;
     if cli.v1 {
-        chat_v1::chat(&cli, &request, &admission).await
-    } else {
-        chat_v2::chat(&cli, &request, admission).await
+        return chat_v1::chat(&cli, &request, &admission).await;
     }
+    if admission.server_is_v1_only() {
+        // A version-2 register would go unanswered and look like a wrong UDP port. The
+        // username went as a JSON string, so the membership is right for version 1 as it is.
+        if request.user.password.is_some() {
+            chat_v1::abandon(&cli, &request, &admission).await?;
+            return Err(ClientError::V1OnlyPrivate);
+        }
+        print_problem(V1_FALLBACK);
+        return chat_v1::chat(&cli, &request, &admission).await;
+    }
+    chat_v2::chat(&cli, &request, admission).await
 }
+
+/// What the default client says when the server turns out to speak only version 1.
+pub const V1_FALLBACK: &str = "* the server speaks only version 1 of the chat protocol; \
+     continuing in version 1 (no history, no delivery confirmation, no /who)";

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chat_protocol::v2::{ChatMessage, ClientV2, ServerV2};
+use chat_protocol::v2::{ChatMessage, ClientV2, ServerV2, V2ErrorCode};
 
 use crate::commands::{self, COMMAND_LIST, HELP, Typed};
 use crate::format::{self, LineStyle};
@@ -15,6 +15,9 @@ use crate::keepalive::{Keepalive, KeepaliveTiming, Probe, Silence};
 use crate::ordering::Ordering;
 use crate::reliability::{Backoff, MAX_PENDING, Outbox};
 use crate::typing::TypingNotices;
+
+/// What the user is told when the server does not know the room any more.
+pub const ROOM_GONE: &str = "this room no longer exists";
 
 /// Every pace and patience of a conversation; the defaults are the product's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,8 @@ pub enum Ending {
     Next,
     /// The room was closed; there is nobody to tell.
     Closed,
+    /// The server no longer has the room (it expired, or the server restarted without it).
+    Gone,
     /// The server never confirmed the registration.
     Unregistered {
         /// How many `register` datagrams were sent.
@@ -267,6 +272,17 @@ impl Conversation {
                 self.say(&mut fx, format::closed(reason));
                 self.finish_registration_lines(&mut fx);
                 self.end(&mut fx, Ending::Closed);
+                return fx;
+            }
+            ServerV2::Error {
+                code: V2ErrorCode::NoRoom,
+                ..
+            } => {
+                // The server no longer knows this token: the room expired or the server
+                // restarted without it. Nothing will ever come; say so and stop.
+                self.say(&mut fx, format::notice(ROOM_GONE));
+                self.finish_registration_lines(&mut fx);
+                self.end(&mut fx, Ending::Gone);
                 return fx;
             }
             ServerV2::Error { code, seq, message } => match seq {

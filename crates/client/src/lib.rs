@@ -32,6 +32,7 @@
 //! - [`commands`]: `/` commands; [`format`]: the lines printed.
 //! - [`input`]: bounded lines from stdin; [`terminal`]: the line editor; [`screen`]: where
 //!   lines go; [`password`]: the password prompt.
+//! - [`signals`]: SIGINT, SIGTERM and SIGHUP, which leave like `/quit`.
 //! - [`error`]: failures and their exit codes; [`logging`]: diagnostics on stderr.
 
 pub mod admission;
@@ -55,6 +56,7 @@ pub mod room;
 pub mod rooms;
 pub mod screen;
 pub mod session;
+pub mod signals;
 pub mod terminal;
 pub mod transport;
 pub mod typing;

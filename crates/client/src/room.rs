@@ -152,7 +152,8 @@ async fn apply(
     Ok(effects.ending)
 }
 
-async fn leave(link: &Link) -> Result<(), ClientError> {
+/// Tells the server this member leaves: `leave`, [`LEAVE_COPIES`] times.
+pub async fn leave(link: &Link) -> Result<(), ClientError> {
     for copy in 0..LEAVE_COPIES {
         if copy > 0 {
             tokio::time::sleep(LEAVE_SPACING).await;

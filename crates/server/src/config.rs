@@ -66,6 +66,10 @@ pub struct Config {
     /// client sends no keepalive, so this is long).
     #[arg(long, default_value = "3600", value_parser = parse_seconds)]
     pub v1_idle_timeout: Duration,
+    /// Datagrams per second, server-wide, answered with "this room no longer exists" when
+    /// their token is unknown (never larger than the datagram answered); 0 answers none.
+    #[arg(long, default_value_t = 20)]
+    pub no_room_replies: u32,
 }
 
 impl Config {
@@ -74,6 +78,15 @@ impl Config {
         FloodPolicy {
             burst: self.flood_burst,
             rate: self.flood_rate,
+        }
+    }
+
+    /// The pace of "this room no longer exists" replies: a server-wide bucket of one
+    /// second's worth.
+    pub fn no_room_policy(&self) -> FloodPolicy {
+        FloodPolicy {
+            burst: self.no_room_replies,
+            rate: f64::from(self.no_room_replies),
         }
     }
 

@@ -1236,12 +1236,16 @@ fn unicast_v2(out: &mut Outbox, to: SocketAddr, message: &ServerV2) {
     });
 }
 
+/// What a datagram for a room the server does not have is answered with.
+pub const NO_ROOM_TEXT: &str = "this room no longer exists";
+
 /// The sentence that goes with a refusal of a chat message.
 fn refusal_text(code: V2ErrorCode) -> &'static str {
     match code {
         V2ErrorCode::RateLimited => "you are sending too fast; this message was dropped",
         V2ErrorCode::TooLarge => "this message is too long to send in one datagram",
         V2ErrorCode::Invalid => "empty messages are not sent",
+        V2ErrorCode::NoRoom => NO_ROOM_TEXT,
     }
 }
 

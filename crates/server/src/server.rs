@@ -177,6 +177,7 @@ impl Server {
             writer.clone(),
             Arc::clone(&self.stats),
             Arc::clone(&stop_relay),
+            self.config.no_room_policy(),
         )?;
         let sweep_task = tokio::spawn(sweep_idle_members(
             self.udp.try_clone()?,
