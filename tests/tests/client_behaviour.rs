@@ -34,3 +34,46 @@ fn history_beyond_the_server_limit_is_refused_with_the_limit() {
         line.contains("/history [N]") && line.contains("1 to 100")
     });
 }
+
+/// Pastes 15 lines at once into `sender` and checks that `reader` gets every one of them.
+fn pasted_lines_all_arrive(sender_flags: &[&str]) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = ServerProcess::start(dir.path());
+    let mut create = sender_flags.to_vec();
+    create.extend(["create", "lobby", "--name", "ana"]);
+    let mut ana = ClientProcess::start(&server, &create);
+    ana.wait_for("ana's welcome", |line| {
+        line.starts_with("* welcome to lobby")
+    });
+    let mut bob = ClientProcess::start(&server, &["join", "lobby", "--name", "bob"]);
+    bob.wait_for("bob's welcome", |line| {
+        line.starts_with("* welcome to lobby")
+    });
+    ana.wait_for("bob joining", |line| line == "* bob joined");
+
+    // More than the default burst of 10: without pacing, 5 of them are refused.
+    for n in 1..=15 {
+        ana.send_line(&format!("pasted line {n}"));
+    }
+    for n in 1..=15 {
+        let expected = format!("ana: pasted line {n}");
+        bob.wait_for(&expected, |line| line == expected);
+    }
+    let refused: Vec<&String> = ana
+        .seen
+        .iter()
+        .chain(bob.seen.iter())
+        .filter(|line| line.contains("too fast"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
+#[test]
+fn fifteen_pasted_lines_are_paced_not_lost() {
+    pasted_lines_all_arrive(&[]);
+}
+
+#[test]
+fn fifteen_pasted_lines_are_paced_not_lost_in_version_1() {
+    pasted_lines_all_arrive(&["--v1"]);
+}

@@ -7,12 +7,14 @@ use std::io::IsTerminal;
 use tokio::sync::mpsc;
 
 use crate::admission::{room_name, udp_server};
+use crate::chat_v2::announced_pace;
 use crate::cli::Cli;
 use crate::commands::{self, Typed};
 use crate::display::{print_line, print_problem, render};
 use crate::error::ClientError;
 use crate::handshake::{Admission, Request};
 use crate::input::{self, InputLine, MAX_INPUT_LINE};
+use crate::reliability::Pacer;
 use crate::session::{Incoming, RegisterPolicy, Session};
 use crate::signals;
 
@@ -83,9 +85,11 @@ async fn converse(session: &Session, admission: &Admission) -> Result<(), Client
     }
     let lines = input::spawn_stdin_reader().map_err(ClientError::Input)?;
     let interrupts = signals::leave_signals();
+    let pacer = announced_pace(admission)
+        .map(|(burst, interval)| Pacer::new(burst, interval, std::time::Instant::now()));
     tokio::select! {
         received = receive_until_closed(session) => received,
-        typed = send_until_quit(session, lines, interrupts) => typed,
+        typed = send_until_quit(session, lines, interrupts, pacer) => typed,
     }
 }
 
@@ -121,6 +125,7 @@ async fn send_until_quit(
     session: &Session,
     mut lines: mpsc::Receiver<std::io::Result<InputLine>>,
     mut interrupts: mpsc::Receiver<()>,
+    mut pacer: Option<Pacer>,
 ) -> Result<(), ClientError> {
     loop {
         let line = tokio::select! {
@@ -131,7 +136,7 @@ async fn send_until_quit(
         let Some(line) = line else { break };
         match line.map_err(ClientError::Input)? {
             InputLine::Text(text) => {
-                if !act_on(session, &text).await? {
+                if !act_on(session, &text, &mut pacer).await? {
                     break;
                 }
             }
@@ -147,7 +152,11 @@ async fn send_until_quit(
 }
 
 /// Sends a typed line or answers the command in it; `false` when the user leaves.
-async fn act_on(session: &Session, line: &str) -> Result<bool, ClientError> {
+async fn act_on(
+    session: &Session,
+    line: &str,
+    pacer: &mut Option<Pacer>,
+) -> Result<bool, ClientError> {
     let text = match commands::parse(line) {
         Typed::Blank => return Ok(true),
         Typed::Quit => return Ok(false),
@@ -179,7 +188,19 @@ async fn act_on(session: &Session, line: &str) -> Result<bool, ClientError> {
         }
     };
     match session.encode_chat(&text) {
-        Ok(datagram) => session.send_datagram(&datagram).await?,
+        Ok(datagram) => {
+            // Lines pasted faster than the server's flood control allows wait their turn:
+            // version 1 has no refusal to tell the user which ones were dropped.
+            if let Some(pacer) = pacer.as_mut() {
+                while !pacer.try_take(std::time::Instant::now()) {
+                    let wait = pacer
+                        .ready_at()
+                        .saturating_duration_since(std::time::Instant::now());
+                    tokio::time::sleep(wait.max(std::time::Duration::from_millis(1))).await;
+                }
+            }
+            session.send_datagram(&datagram).await?;
+        }
         Err(rejection) => print_problem(&rejection.to_string()),
     }
     Ok(true)

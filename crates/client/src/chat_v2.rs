@@ -71,6 +71,9 @@ async fn chat_in_rooms(
             screen.show(&banner(&settings, &admission))?;
         }
         let (mut conversation, first) = Conversation::start(settings, Instant::now());
+        if let Some((burst, interval)) = announced_pace(&admission) {
+            conversation.pace(burst, interval, Instant::now());
+        }
         let ending = match room::run(&link, &mut conversation, first, inputs, screen).await {
             Ok(ending) => ending,
             Err(error) => {
@@ -109,6 +112,13 @@ async fn chat_in_rooms(
             }
         }
     }
+}
+
+/// The flood control the grant announced, if any.
+pub fn announced_pace(admission: &Admission) -> Option<(u32, std::time::Duration)> {
+    let burst = admission.grant.send_burst?;
+    let interval = admission.grant.send_interval_ms?;
+    Some((burst, std::time::Duration::from_millis(interval)))
 }
 
 fn banner(settings: &Settings, admission: &Admission) -> String {

@@ -13,7 +13,7 @@ use crate::commands::{self, COMMAND_LIST, HELP, Typed};
 use crate::format::{self, LineStyle};
 use crate::keepalive::{Keepalive, KeepaliveTiming, Probe, Silence};
 use crate::ordering::Ordering;
-use crate::reliability::{Backoff, MAX_PENDING, Outbox};
+use crate::reliability::{Backoff, MAX_PENDING, Outbox, Pacer};
 use crate::typing::TypingNotices;
 
 /// What the user is told when the server does not know the room any more.
@@ -316,6 +316,8 @@ impl Conversation {
                 }
             }
             Typed::Who => {
+                // Counted by the server's flood control; never held back, it is one line.
+                self.outbox.try_spend(now);
                 let request = self.outstanding(ClientV2::Who, "/who", now);
                 fx.send.push(request.request.clone());
                 self.who = Some(request);
@@ -352,12 +354,25 @@ impl Conversation {
     }
 
     /// The user is editing a line (already paced by the caller).
-    pub fn on_typing(&mut self) -> Effects {
+    pub fn on_typing(&mut self, now: Instant) -> Effects {
         let mut fx = Effects::default();
-        if !self.ended && self.leaving.is_none() && self.is_registered() {
+        // An indicator counts against flood control too; it is skipped, never queued, when
+        // the pace leaves no room for it.
+        if !self.ended
+            && self.leaving.is_none()
+            && self.is_registered()
+            && self.outbox.try_spend(now)
+        {
             fx.send.push(ClientV2::Typing);
         }
         fx
+    }
+
+    /// Paces chat to the flood control the server announced (`burst` messages at once, then
+    /// one per `interval`), so that lines pasted at once wait their turn instead of being
+    /// refused.
+    pub fn pace(&mut self, burst: u32, interval: Duration, now: Instant) {
+        self.outbox.pace(Pacer::new(burst, interval, now));
     }
 
     /// Time passed: retries, retransmissions, keepalive, patience.
@@ -460,6 +475,7 @@ impl Conversation {
             before,
             limit: Some(limit),
         };
+        self.outbox.try_spend(now);
         let request = self.outstanding(request, "/history", now);
         fx.send.push(request.request.clone());
         self.history = Some(request);

@@ -369,6 +369,8 @@ mod tests {
                 username: Some("bob".into()),
                 host: Some(false),
                 udp_port: Some(9191),
+                send_burst: Some(10),
+                send_interval_ms: Some(200),
             };
             let mut bytes = reply(
                 State::Compliance,
@@ -409,6 +411,8 @@ mod tests {
                 username: Some("bob".into()),
                 host: Some(true),
                 udp_port: None,
+                send_burst: None,
+                send_interval_ms: None,
             };
             let mut bytes = reply(
                 State::Compliance,

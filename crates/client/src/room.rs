@@ -126,7 +126,7 @@ pub async fn run(
                 UserEvent::EndOfInput | UserEvent::Interrupted => {
                     conversation.on_end_of_input(Instant::now())
                 }
-                UserEvent::Typing => conversation.on_typing(),
+                UserEvent::Typing => conversation.on_typing(Instant::now()),
             },
             () = tokio::time::sleep_until(wakeup) => conversation.on_tick(Instant::now()),
         };

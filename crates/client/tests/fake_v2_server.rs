@@ -88,6 +88,8 @@ impl FakeServer {
                     .expect("the UDP socket has an address")
                     .port(),
             ),
+            send_burst: None,
+            send_interval_ms: None,
         };
         self.answer_handshake(&Compliance::accepted(), to_json_payload(&grant))
     }
@@ -477,9 +479,29 @@ fn rooms_prints_the_list_as_a_table() {
 }
 
 #[test]
-fn a_wrong_password_without_a_terminal_is_a_refusal() {
+fn a_missing_password_without_a_terminal_says_the_room_needs_one() {
     let server = FakeServer::new();
     let client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let refusal = Compliance::refused(ErrorCode::BadPassword, "the password is wrong");
+    server.answer_handshake(&refusal, to_json_payload(&Grant::failed()));
+    let (lines, status) = client.finish();
+    assert_eq!(status.code(), Some(3), "{}", lines.join("\n"));
+    assert_eq!(
+        lines,
+        [
+            "[stderr] refused: bad_password: the room \"lobby\" is private and needs a \
+             password: give it with --password PW"
+        ]
+    );
+}
+
+#[test]
+fn a_wrong_password_is_a_refusal_in_the_servers_words() {
+    let server = FakeServer::new();
+    let client = Client::start(
+        server.tcp_port(),
+        &["join", "lobby", "--name", "bob", "--password", "nope"],
+    );
     let refusal = Compliance::refused(ErrorCode::BadPassword, "the password is wrong");
     server.answer_handshake(&refusal, to_json_payload(&Grant::failed()));
     let (lines, status) = client.finish();

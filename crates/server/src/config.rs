@@ -81,6 +81,22 @@ impl Config {
         }
     }
 
+    /// Flood control as grants announce it: the burst and the milliseconds per message
+    /// (rounded up, so a client that follows it stays within the limit); `None` when off.
+    pub fn send_pace(&self) -> Option<(u32, u64)> {
+        if self.flood_rate <= 0.0 {
+            return None;
+        }
+        let interval_ms = (1000.0 / self.flood_rate).ceil();
+        // A rate too small to express in u64 milliseconds is paced as slowly as possible.
+        let interval_ms = if interval_ms < u64::MAX as f64 {
+            interval_ms as u64
+        } else {
+            u64::MAX
+        };
+        Some((self.flood_burst, interval_ms.max(1)))
+    }
+
     /// The pace of "this room no longer exists" replies: a server-wide bucket of one
     /// second's worth.
     pub fn no_room_policy(&self) -> FloodPolicy {

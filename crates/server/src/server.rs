@@ -191,6 +191,7 @@ impl Server {
             manager: Arc::clone(&self.manager),
             writer,
             udp_port,
+            send_pace: self.config.send_pace(),
             request_timeout: self.config.handshake_timeout,
             max_handshakes: self.config.max_handshakes,
             handshakes_per_ip: self.config.handshakes_per_ip,
