@@ -66,6 +66,11 @@ pub struct Config {
     /// client sends no keepalive, so this is long).
     #[arg(long, default_value = "3600", value_parser = parse_seconds)]
     pub v1_idle_timeout: Duration,
+    /// Seconds of silence after which a registered version-2 member (not the host) counts as
+    /// gone when someone joins under its name: the name is freed at once instead of after
+    /// --idle-timeout.
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub ghost_after: Duration,
     /// Datagrams per second, server-wide, answered with "this room no longer exists" when
     /// their token is unknown (never larger than the datagram answered); 0 answers none.
     #[arg(long, default_value_t = 20)]
@@ -115,6 +120,7 @@ impl Config {
             retention: self.history_limit,
             idle_timeout: self.idle_timeout,
             v1_idle_timeout: self.v1_idle_timeout,
+            ghost_after: self.ghost_after,
         }
     }
 }

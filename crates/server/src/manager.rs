@@ -74,6 +74,9 @@ pub struct Limits {
     /// A registered version-1 member silent this long is removed. Longer, because the
     /// reference client sends no keepalives: a reader who never types is still there.
     pub v1_idle_timeout: Duration,
+    /// A registered version-2 member (not the host) silent this long has missed several
+    /// pings and is proven gone: a join for its name frees the name at once.
+    pub ghost_after: Duration,
 }
 
 impl Default for Limits {
@@ -85,6 +88,7 @@ impl Default for Limits {
             retention: 10_000,
             idle_timeout: Duration::from_secs(60),
             v1_idle_timeout: Duration::from_secs(3600),
+            ghost_after: Duration::from_secs(10),
         }
     }
 }
@@ -214,6 +218,9 @@ pub struct RoomManager {
     /// Messages handed to the history thread and not yet committed; bounded by
     /// [`MAX_UNSTORED`] so a disk that stops taking writes cannot grow memory without end.
     unstored: usize,
+    /// Notices decided on the control plane (a ghost evicted by a join), which has no UDP
+    /// socket: the next datagram or idle sweep sends them. At most one per join.
+    deferred: Outbox,
 }
 
 impl RoomManager {
@@ -230,6 +237,7 @@ impl RoomManager {
             flood,
             history: None,
             unstored: 0,
+            deferred: Outbox::default(),
         }
     }
 
@@ -401,6 +409,7 @@ impl RoomManager {
         capacity: usize,
         now: Instant,
     ) -> Result<Membership, JoinError> {
+        self.evict_ghost(room_id, username, now);
         let token = Token::generate()?;
         let uid = random_uid()?;
         let member_id = self.fresh_id();
@@ -436,6 +445,30 @@ impl RoomManager {
             username: username.to_owned(),
             host: false,
         })
+    }
+
+    /// Frees `username` in the room when its holder is proven gone: a registered version-2
+    /// member, not the host (whose departure would close the room), that has sent nothing,
+    /// not even a ping, for [`Limits::ghost_after`]. It is removed as timed out, so the others
+    /// hear `left` with reason `timeout`. Version-1 members send no keepalive, so their
+    /// silence proves nothing.
+    fn evict_ghost(&mut self, room_id: RoomId, username: &str, now: Instant) {
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let Some(holder) = room.member_named(&names::username_key(username)) else {
+            return;
+        };
+        let gone = holder.id != room.host
+            && holder.addr.is_some()
+            && holder.version == WireVersion::V2
+            && now.saturating_duration_since(holder.last_seen) >= self.limits.ghost_after;
+        if gone {
+            let member_id = holder.id;
+            let mut notices = std::mem::take(&mut self.deferred);
+            self.remove_member(room_id, member_id, LeaveReason::Timeout, &mut notices);
+            self.deferred = notices;
+        }
     }
 
     /// Operation 3: the oldest pair room waiting for a partner (whose occupant has another
@@ -506,6 +539,7 @@ impl RoomManager {
         now: Instant,
         out: &mut Outbox,
     ) -> Result<(), DropReason> {
+        out.append(&mut self.deferred);
         let token = Token::from_hex(token_hex).ok_or(DropReason::UnknownToken)?;
         let &(room_id, member_id) = self.tokens.get(&token).ok_or(DropReason::UnknownToken)?;
         let room = self
@@ -816,6 +850,7 @@ impl RoomManager {
     /// Removes members that have been silent for longer than their idle timeout; a host's
     /// timeout closes its room.
     pub fn sweep_idle(&mut self, now: Instant, out: &mut Outbox) {
+        out.append(&mut self.deferred);
         let limits = self.limits;
         let expired: Vec<(RoomId, MemberId)> = self
             .rooms
