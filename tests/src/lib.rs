@@ -455,6 +455,8 @@ pub struct ClientProcess {
     lines: Receiver<String>,
     /// Every stdout line seen so far.
     pub seen: Vec<String>,
+    /// Its own data directory (saved memberships), unless the test chose one.
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl ClientProcess {
@@ -466,11 +468,21 @@ impl ClientProcess {
     /// Starts `chat-client` against the control-plane port `tcp_port` on 127.0.0.1, whether or
     /// not a server listens there.
     pub fn start_on_port(tcp_port: u16, args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("a data directory");
+        let mut client = Self::start_with_data_dir(tcp_port, data_dir.path(), args);
+        client._data_dir = Some(data_dir);
+        client
+    }
+
+    /// Starts `chat-client` with `data_dir` as its data directory (`XDG_DATA_HOME`), where it
+    /// saves its memberships: clients started with the same one are the same user.
+    pub fn start_with_data_dir(tcp_port: u16, data_dir: &Path, args: &[&str]) -> Self {
         let tcp_port = tcp_port.to_string();
         let mut command = Command::new(binary("chat-client"));
         command
             .args(["--server", "127.0.0.1", "--tcp-port", &tcp_port])
             .args(args)
+            .env("XDG_DATA_HOME", data_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -500,7 +512,14 @@ impl ClientProcess {
             stdin,
             lines: merged,
             seen: Vec::new(),
+            _data_dir: None,
         }
+    }
+
+    /// `kill -9`: the client gets no chance to leave.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Types a line.

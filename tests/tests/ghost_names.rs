@@ -89,3 +89,58 @@ fn a_silent_version_2_member_frees_its_name_for_a_join() {
         );
     }
 }
+
+#[test]
+fn a_killed_client_takes_its_place_back_with_its_saved_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (ana_home, bob_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let tcp = server.tcp.port();
+    let create = ["create", "lobby", "--name", "ana"];
+    let join = ["join", "lobby", "--name", "bob"];
+    let mut ana = ClientProcess::start_with_data_dir(tcp, ana_home.path(), &create);
+    ana.wait_for("ana's welcome", |line| {
+        line.starts_with("* welcome to lobby")
+    });
+    let mut bob = ClientProcess::start_with_data_dir(tcp, bob_home.path(), &join);
+    bob.wait_for("bob's welcome", |line| {
+        line.starts_with("* welcome to lobby")
+    });
+    ana.wait_for_line("* bob joined");
+
+    // The saved token is private to its user.
+    let saved = bob_home.path().join("chat-client/memberships.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // kill -9: no leave. The same command by the same user takes bob's place back.
+    bob.kill9();
+    let mut bob = ClientProcess::start_with_data_dir(tcp, bob_home.path(), &join);
+    bob.wait_for("bob's return", |line| {
+        line.contains("taking back your place")
+    });
+    bob.wait_for("bob's welcome", |line| {
+        line.starts_with("* welcome to lobby")
+    });
+    bob.send_line("back again");
+    ana.wait_for_line("bob: back again");
+
+    // The host too: its room stays open and it is host again.
+    ana.kill9();
+    let mut ana = ClientProcess::start_with_data_dir(tcp, ana_home.path(), &create);
+    ana.wait_for("ana's welcome", |line| {
+        line.starts_with("* welcome to lobby") && line.contains("ana (host)")
+    });
+    ana.send_line("still hosting");
+    bob.wait_for_line("ana: still hosting");
+
+    // A clean exit forgets the saved membership: the next run joins afresh.
+    bob.send_line("/quit");
+    assert_eq!(bob.wait_exit().code(), Some(0));
+    let left = std::fs::read_to_string(&saved).unwrap();
+    assert!(!left.contains("\"lobby\""), "{left}");
+}

@@ -167,13 +167,17 @@ struct Client {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     seen: Vec<String>,
+    /// Where the client saves its memberships, instead of the real home directory.
+    _data_dir: tempfile::TempDir,
 }
 
 impl Client {
     fn start(tcp_port: u16, args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("a data directory");
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
             .args(["--server", "127.0.0.1", "--tcp-port", &tcp_port.to_string()])
             .args(args)
+            .env("XDG_DATA_HOME", data_dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -203,6 +207,7 @@ impl Client {
             stdin,
             lines,
             seen: Vec::new(),
+            _data_dir: data_dir,
         }
     }
 
