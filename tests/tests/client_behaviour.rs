@@ -77,3 +77,35 @@ fn fifteen_pasted_lines_are_paced_not_lost() {
 fn fifteen_pasted_lines_are_paced_not_lost_in_version_1() {
     pasted_lines_all_arrive(&["--v1"]);
 }
+
+#[test]
+fn a_v1_client_tells_the_user_in_a_sentence_when_the_server_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    // The default log level, whatever RUST_LOG says where the test runs.
+    let args = [
+        "--log-level",
+        "warn",
+        "--v1",
+        "create",
+        "lobby",
+        "--name",
+        "ana",
+    ];
+    let mut ana = ClientProcess::start(&server, &args);
+    ana.wait_for("ana's welcome", |line| {
+        line.starts_with("* welcome to lobby")
+    });
+    server.kill9();
+    // Nothing listens on the UDP port any more: the kernel answers with an ICMP error.
+    ana.send_line("hello?");
+    ana.send_line("anyone?");
+    let line = ana.wait_for("the sentence", |line| line.contains("nothing is listening"));
+    assert!(line.starts_with("[stderr] * "), "{line}");
+    let logs: Vec<&String> = ana
+        .seen
+        .iter()
+        .filter(|line| line.contains("WARN"))
+        .collect();
+    assert!(logs.is_empty(), "log lines reached the chat: {logs:?}");
+}
