@@ -10,7 +10,11 @@ use std::net::TcpListener;
 use chat_tests::{ClientProcess, ServerProcess, join};
 
 /// The line the client prints when its host closes the room.
+/// What the version-2 client prints when the host closes the room.
 const ROOM_CLOSED_LINE: &str = "* the room was closed by its host";
+/// What the version-1 client prints then: `__ROOM_CLOSED__` is also its word for a room the
+/// server no longer has.
+const V1_ROOM_CLOSED_LINE: &str = "* the room was closed: this room no longer exists";
 
 /// Starts a client (extra flags such as `--v1` go first) and waits until it is registered:
 /// the server's welcome notice is shown.
@@ -314,8 +318,11 @@ fn when_the_host_quits_the_others_are_told_and_exit_zero() {
 
     alice.send_line("/quit");
     assert_eq!(alice.wait_exit_with_stdin_open().code(), Some(0));
-    for guest in [&mut bob, &mut carol] {
-        guest.wait_for_line(ROOM_CLOSED_LINE);
+    for (guest, line) in [
+        (&mut bob, ROOM_CLOSED_LINE),
+        (&mut carol, V1_ROOM_CLOSED_LINE),
+    ] {
+        guest.wait_for_line(line);
         // Their stdin is still open: the room closing is what ends them.
         assert_eq!(guest.wait_exit_with_stdin_open().code(), Some(0));
     }

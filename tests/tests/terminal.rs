@@ -119,8 +119,11 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-fn client_command(client: &Path, tcp_port: u16, args: &[&str]) -> String {
+/// The client's saved memberships go to `data_dir`, never to the real home directory.
+fn client_command(client: &Path, data_dir: &Path, tcp_port: u16, args: &[&str]) -> String {
     let mut words = vec![
+        "env".into(),
+        shell_quote(&format!("XDG_DATA_HOME={}", data_dir.display())),
         shell_quote(&client.display().to_string()),
         "--server".into(),
         "127.0.0.1".into(),
@@ -146,6 +149,7 @@ fn a_message_arriving_while_typing_leaves_the_typed_text_intact() {
 
     let command = client_command(
         &binary("chat-client"),
+        dir.path(),
         server.tcp.port(),
         &["join", "lobby", "--name", "bob"],
     );

@@ -59,6 +59,10 @@ pub struct TargetArgs {
     /// PID of an already running server, for its CPU and memory figures.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
+    /// Drive the already running server at --server/--tcp-port/--udp-port: it gets real rooms
+    /// and members, so without --spawn this must be said outright.
+    #[arg(long, global = true, conflicts_with_all = ["spawn", "server_bin"])]
+    pub target_live: bool,
 }
 
 /// The scenarios.

@@ -12,6 +12,13 @@ pub enum BenchError {
     /// The tool only ever talks to the local machine.
     #[error("refusing to address {0}: chat-bench only ever sends traffic to 127.0.0.1")]
     NotLoopback(String),
+    /// Neither --spawn nor --target-live: the tool will not load a server it did not start
+    /// unless told to.
+    #[error(
+        "refusing to load the running server at {0}: pass --spawn to start a throwaway one, \
+         or --target-live to drive that server (it gets real rooms and members)"
+    )]
+    LiveTargetNotConfirmed(String),
     /// A command-line value is out of range or inconsistent with another one.
     #[error("invalid arguments: {0}")]
     InvalidArguments(String),

@@ -208,6 +208,8 @@ mod tests {
             username: Some("alice".into()),
             host: Some(true),
             udp_port: Some(9091),
+            send_burst: None,
+            send_interval_ms: None,
         };
         let (addr, peer) = scripted_server(vec![
             Frame::new(

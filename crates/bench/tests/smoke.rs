@@ -171,3 +171,14 @@ fn refuses_to_address_anything_but_loopback() {
     assert!(!status.success());
     assert!(stderr.contains("127.0.0.1"), "unexpected message: {stderr}");
 }
+
+#[test]
+fn refuses_a_server_it_did_not_start_unless_told_target_live() {
+    // Nothing needs to listen: the refusal comes before any traffic.
+    let (status, _, stderr) = run_bench(&["handshake", "--tcp-port", "9", "--udp-port", "9"]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--target-live"),
+        "unexpected message: {stderr}"
+    );
+}

@@ -63,8 +63,23 @@ pub async fn admit(cli: &Cli, request: &mut Request) -> Result<Admission, Client
             request.user.password = Some(password::ask(&request.room).await?);
             handshake::perform(&cli.server, cli.tcp_port, request, Timeouts::default()).await
         }
+        // No password was given and there is no terminal to ask on: the password is not
+        // wrong, it is missing.
+        Err(ClientError::Refused { code, .. })
+            if code == ErrorCode::BadPassword.as_str() && request.user.password.is_none() =>
+        {
+            Err(ClientError::Refused {
+                code,
+                message: needs_password(&request.room),
+            })
+        }
         other => other,
     }
+}
+
+/// The sentence for a private room joined without a password.
+pub fn needs_password(room: &str) -> String {
+    format!("the room {room:?} is private and needs a password: give it with --password PW")
 }
 
 /// The UDP endpoint: the address that answered the handshake, on the port from the command

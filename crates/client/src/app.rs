@@ -1,14 +1,19 @@
 //! One run of the client: list the rooms, or get into a room and chat in it over the version
 //! of the data plane the command line asks for.
 
-use crate::admission::{admit, build_request};
+use chat_protocol::tcrp::Operation;
+
+use crate::admission::{admit, build_request, room_name, udp_server};
 use crate::chat_v1;
 use crate::chat_v2;
 use crate::cli::Cli;
-use crate::display::print_line;
+use crate::display::{print_line, print_problem};
 use crate::error::ClientError;
-use crate::handshake::{self, Timeouts};
+use crate::handshake::{self, Admission, Request, Timeouts};
+use crate::resume;
 use crate::rooms;
+use crate::saved::{Key, Saved, Store};
+use crate::transport::Link;
 
 /// Runs the client to its end on a runtime of its own. `Ok` is a normal end: the user quit,
 /// input ended, the room was closed, or the room list was printed.
@@ -32,10 +37,88 @@ pub async fn chat(cli: Cli) -> Result<(), ClientError> {
         }
         return Ok(());
     };
-    let admission = admit(&cli, &mut request).await?;
-    if cli.v1 {
-        chat_v1::chat(&cli, &request, &admission).await
+    let saved = saved_key(&cli, &request).and_then(|key| Some((Store::for_user()?, key)));
+    let admission = match resume(&cli, &request, saved.as_ref()).await? {
+        Some(admission) => admission,
+        None => admit(&cli, &mut request).await?,
+    };
+    if let Some((store, key)) = &saved
+        && let Err(error) = store.save(key, &admission)
+    {
+        tracing::info!(%error, "cannot save the membership; a crash would leave it behind");
+    }
+    let outcome = chat_in(&cli, &request, admission).await;
+    // Any end short of a crash: nothing is left to take back.
+    if let Some((store, key)) = &saved
+        && let Err(error) = store.forget(key)
+    {
+        tracing::info!(%error, "cannot forget the saved membership");
+    }
+    outcome
+}
+
+/// Which saved membership a create or join could take back.
+fn saved_key(cli: &Cli, request: &Request) -> Option<Key> {
+    matches!(request.operation, Operation::Create | Operation::Join).then(|| Key {
+        server: cli.server.clone(),
+        tcp_port: cli.tcp_port,
+        room: request.room.clone(),
+        username: request.user.username.clone(),
+    })
+}
+
+/// The saved membership for this room and name, when the server still knows its token: a
+/// client that crashed left it behind, and this one takes its place.
+async fn resume(
+    cli: &Cli,
+    request: &Request,
+    saved: Option<&(Store, Key)>,
+) -> Result<Option<Admission>, ClientError> {
+    let Some((store, key)) = saved else {
+        return Ok(None);
+    };
+    // A client that still runs holds its place; only a crashed one's is taken back.
+    let Some(found) = store.find(key).filter(Saved::holder_is_gone) else {
+        return Ok(None);
+    };
+    let admission = found.admission();
+    let link = Link::open(
+        udp_server(cli, &admission),
+        room_name(request, &admission),
+        admission.grant.token.clone(),
+    )
+    .await?;
+    let v1 = cli.v1 || admission.server_is_v1_only();
+    if resume::still_known(&link, v1).await? {
+        print_problem(&format!(
+            "* taking back your place in {:?} (an earlier chat-client left it without leaving)",
+            request.room
+        ));
+        Ok(Some(admission))
     } else {
-        chat_v2::chat(&cli, &request, admission).await
+        let _ = store.forget(key);
+        Ok(None)
     }
 }
+
+/// Chats in the room `admission` opened, in the version the command line and server allow.
+async fn chat_in(cli: &Cli, request: &Request, admission: Admission) -> Result<(), ClientError> {
+    if cli.v1 {
+        return chat_v1::chat(cli, request, &admission).await;
+    }
+    if admission.server_is_v1_only() {
+        // A version-2 register would go unanswered and look like a wrong UDP port. The
+        // username went as a JSON string, so the membership is right for version 1 as it is.
+        if request.user.password.is_some() {
+            chat_v1::abandon(cli, request, &admission).await?;
+            return Err(ClientError::V1OnlyPrivate);
+        }
+        print_problem(V1_FALLBACK);
+        return chat_v1::chat(cli, request, &admission).await;
+    }
+    chat_v2::chat(cli, request, admission).await
+}
+
+/// What the default client says when the server turns out to speak only version 1.
+pub const V1_FALLBACK: &str = "* the server speaks only version 1 of the chat protocol; \
+     continuing in version 1 (no history, no delivery confirmation, no /who)";

@@ -5,8 +5,6 @@
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-
 use crate::admission::{room_name, udp_server, username};
 use crate::cli::Cli;
 use crate::conversation::{Conversation, Ending, Settings, Timing};
@@ -16,6 +14,7 @@ use crate::handshake::{self, Admission, Request, Timeouts};
 use crate::input;
 use crate::room::{self, Inputs};
 use crate::screen::{PlainScreen, Screen};
+use crate::signals;
 use crate::terminal;
 use crate::transport::Link;
 
@@ -39,16 +38,11 @@ pub async fn chat(cli: &Cli, request: &Request, admission: Admission) -> Result<
     chat_in_rooms(cli, request, admission, &mut inputs, &PlainScreen, false).await
 }
 
-/// Standard input read line by line, and Ctrl-C, which leaves like `/quit`.
+/// Standard input read line by line, and Ctrl-C, SIGTERM and SIGHUP, which leave like
+/// `/quit`.
 fn plain_inputs() -> Result<Inputs, ClientError> {
     let lines = input::spawn_stdin_reader().map_err(ClientError::Input)?;
-    let (interrupt_sender, interrupt) = mpsc::channel(1);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = interrupt_sender.send(()).await;
-        }
-    });
-    Ok(Inputs::new(lines, None, Some(interrupt)))
+    Ok(Inputs::new(lines, None, Some(signals::leave_signals())))
 }
 
 async fn chat_in_rooms(
@@ -77,10 +71,27 @@ async fn chat_in_rooms(
             screen.show(&banner(&settings, &admission))?;
         }
         let (mut conversation, first) = Conversation::start(settings, Instant::now());
-        let ending = room::run(&link, &mut conversation, first, inputs, screen).await?;
+        if let Some((burst, interval)) = announced_pace(&admission) {
+            conversation.pace(burst, interval, Instant::now());
+        }
+        let ending = match room::run(&link, &mut conversation, first, inputs, screen).await {
+            Ok(ending) => ending,
+            Err(error) => {
+                // Best effort, so that the name (or, for a host, the room) is not left behind.
+                let _ = room::leave(&link).await;
+                return Err(error);
+            }
+        };
         tracing::info!(?ending, room = link.room(), "conversation over");
+        if matches!(
+            ending,
+            Ending::Unregistered { .. } | Ending::ServerSilent { .. }
+        ) {
+            // The server may hear without being heard; leaving costs nothing if it is gone.
+            room::leave(&link).await?;
+        }
         match ending {
-            Ending::Quit | Ending::Closed => return Ok(()),
+            Ending::Quit | Ending::Closed | Ending::Gone => return Ok(()),
             Ending::Next => {
                 screen.show(&format::notice("looking for someone new…"))?;
                 admission =
@@ -101,6 +112,13 @@ async fn chat_in_rooms(
             }
         }
     }
+}
+
+/// The flood control the grant announced, if any.
+pub fn announced_pace(admission: &Admission) -> Option<(u32, std::time::Duration)> {
+    let burst = admission.grant.send_burst?;
+    let interval = admission.grant.send_interval_ms?;
+    Some((burst, std::time::Duration::from_millis(interval)))
 }
 
 fn banner(settings: &Settings, admission: &Admission) -> String {

@@ -42,7 +42,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: Option<String>,
     /// Speak version 1 of the chat protocol (for the reference server): no acks, no
-    /// history, no typing indicators, no commands but /quit.
+    /// history, no typing indicators; /who, /history and /next need version 2. The default
+    /// client falls back to version 1 by itself on a version-1-only server.
     #[arg(long, global = true)]
     pub v1: bool,
     /// What to do.

@@ -65,9 +65,10 @@ pub fn parse(line: &str) -> Typed {
         ("quit" | "exit", None) => Typed::Quit,
         ("history", None) => Typed::History(DEFAULT_HISTORY),
         ("history", Some(count)) if !extra => match count.parse::<u32>() {
-            Ok(0) | Err(_) => Typed::Misused(HISTORY_USAGE),
-            // The server serves at most a page of 100 per request.
-            Ok(count) => Typed::History(count.min(MAX_HISTORY_PAGE as u32)),
+            // The server serves at most a page of 100 per request: more is refused, not
+            // silently cut.
+            Ok(count) if (1..=MAX_HISTORY_PAGE as u32).contains(&count) => Typed::History(count),
+            Ok(_) | Err(_) => Typed::Misused(HISTORY_USAGE),
         },
         ("history", Some(_)) => Typed::Misused(HISTORY_USAGE),
         ("help" | "who" | "next" | "quit" | "exit", Some(_)) => {
@@ -77,7 +78,8 @@ pub fn parse(line: &str) -> Typed {
     }
 }
 
-const HISTORY_USAGE: &str = "usage: /history [N], with N a number from 1 to 100";
+const HISTORY_USAGE: &str =
+    "usage: /history [N], with N a number from 1 to 100 (the most the server sends at once)";
 
 #[cfg(test)]
 mod tests {
@@ -105,10 +107,12 @@ mod tests {
     }
 
     #[test]
-    fn history_takes_an_optional_count_capped_at_a_page() {
+    fn history_takes_an_optional_count_up_to_a_page() {
         assert_eq!(parse("/history"), Typed::History(20));
         assert_eq!(parse("/history 5"), Typed::History(5));
-        assert_eq!(parse("/history 1000"), Typed::History(100));
+        assert_eq!(parse("/history 100"), Typed::History(100));
+        assert!(matches!(parse("/history 101"), Typed::Misused(_)));
+        assert!(matches!(parse("/history 500"), Typed::Misused(_)));
         assert!(matches!(parse("/history 0"), Typed::Misused(_)));
         assert!(matches!(parse("/history ten"), Typed::Misused(_)));
         assert!(matches!(parse("/history 1 2"), Typed::Misused(_)));

@@ -7,14 +7,17 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chat_protocol::v2::{ChatMessage, ClientV2, ServerV2};
+use chat_protocol::v2::{ChatMessage, ClientV2, ServerV2, V2ErrorCode};
 
 use crate::commands::{self, COMMAND_LIST, HELP, Typed};
 use crate::format::{self, LineStyle};
 use crate::keepalive::{Keepalive, KeepaliveTiming, Probe, Silence};
 use crate::ordering::Ordering;
-use crate::reliability::{Backoff, MAX_PENDING, Outbox};
+use crate::reliability::{Backoff, MAX_PENDING, Outbox, Pacer};
 use crate::typing::TypingNotices;
+
+/// What the user is told when the server does not know the room any more.
+pub const ROOM_GONE: &str = "this room no longer exists";
 
 /// Every pace and patience of a conversation; the defaults are the product's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,8 @@ pub enum Ending {
     Next,
     /// The room was closed; there is nobody to tell.
     Closed,
+    /// The server no longer has the room (it expired, or the server restarted without it).
+    Gone,
     /// The server never confirmed the registration.
     Unregistered {
         /// How many `register` datagrams were sent.
@@ -283,6 +288,17 @@ impl Conversation {
                 self.end(&mut fx, Ending::Closed);
                 return fx;
             }
+            ServerV2::Error {
+                code: V2ErrorCode::NoRoom,
+                ..
+            } => {
+                // The server no longer knows this token: the room expired or the server
+                // restarted without it. Nothing will ever come; say so and stop.
+                self.say(&mut fx, format::notice(ROOM_GONE));
+                self.finish_registration_lines(&mut fx);
+                self.end(&mut fx, Ending::Gone);
+                return fx;
+            }
             ServerV2::Error { code, seq, message } => match seq {
                 Some(seq) => {
                     if let Some(text) = self.outbox.refused(seq) {
@@ -314,6 +330,8 @@ impl Conversation {
                 }
             }
             Typed::Who => {
+                // Counted by the server's flood control; never held back, it is one line.
+                self.outbox.try_spend(now);
                 let request = self.outstanding(ClientV2::Who, "/who", now);
                 fx.send.push(request.request.clone());
                 self.who = Some(request);
@@ -350,12 +368,25 @@ impl Conversation {
     }
 
     /// The user is editing a line (already paced by the caller).
-    pub fn on_typing(&mut self) -> Effects {
+    pub fn on_typing(&mut self, now: Instant) -> Effects {
         let mut fx = Effects::default();
-        if !self.ended && self.leaving.is_none() && self.is_registered() {
+        // An indicator counts against flood control too; it is skipped, never queued, when
+        // the pace leaves no room for it.
+        if !self.ended
+            && self.leaving.is_none()
+            && self.is_registered()
+            && self.outbox.try_spend(now)
+        {
             fx.send.push(ClientV2::Typing);
         }
         fx
+    }
+
+    /// Paces chat to the flood control the server announced (`burst` messages at once, then
+    /// one per `interval`), so that lines pasted at once wait their turn instead of being
+    /// refused.
+    pub fn pace(&mut self, burst: u32, interval: Duration, now: Instant) {
+        self.outbox.pace(Pacer::new(burst, interval, now));
     }
 
     /// Time passed: retries, retransmissions, keepalive, patience.
@@ -458,6 +489,7 @@ impl Conversation {
             before,
             limit: Some(limit),
         };
+        self.outbox.try_spend(now);
         let request = self.outstanding(request, "/history", now);
         fx.send.push(request.request.clone());
         self.history = Some(request);

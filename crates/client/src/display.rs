@@ -7,8 +7,10 @@ use std::io::Write;
 use crate::error::ClientError;
 use crate::session::Incoming;
 
-/// The line printed when the host closes the room.
-pub const ROOM_CLOSED_LINE: &str = "* the room was closed by its host";
+/// The line printed on `__ROOM_CLOSED__`: version 1 has only this one word for a room its
+/// host closed and for one the server no longer has (it restarted elsewhere, or the room
+/// expired), so the sentence covers both.
+pub const ROOM_CLOSED_LINE: &str = "* the room was closed: this room no longer exists";
 
 /// The line shown for an incoming event: `NAME: TEXT` for chat, `* TEXT` for notices.
 pub fn render(incoming: &Incoming) -> String {
@@ -71,7 +73,7 @@ mod tests {
     fn room_closed_has_its_own_sentence() {
         assert_eq!(
             render(&Incoming::RoomClosed),
-            "* the room was closed by its host"
+            "* the room was closed: this room no longer exists"
         );
     }
 

@@ -94,6 +94,20 @@ pub enum ClientError {
         /// The server's sentence for the user.
         message: String,
     },
+    /// The server was reached but cannot list rooms (a version-1-only server closes the
+    /// connection on the list operation; ours would refuse it as unsupported).
+    #[error(
+        "the server does not support listing rooms (a version-1-only server, such as the \
+         reference server, has no room list); join a room by its name instead"
+    )]
+    ListUnsupported,
+    /// A private room was asked of a server that speaks only version 1, which has no
+    /// passwords; the membership it granted was left at once.
+    #[error(
+        "the server speaks only version 1 of the chat protocol, which has no private rooms: \
+         nothing was kept; try again without --password"
+    )]
+    V1OnlyPrivate,
     /// The UDP socket for the data plane could not be opened or connected.
     #[error("cannot open a UDP socket towards {addr}: {source}")]
     UdpSetup {
@@ -160,7 +174,8 @@ impl ClientError {
     /// - 1 ([`EXIT_FAILURE`]): any error not listed below;
     /// - 2 ([`EXIT_USAGE`]): an invalid room name or username (clap also exits 2 on bad
     ///   arguments);
-    /// - 3 ([`EXIT_REFUSED`]): the server refused the handshake;
+    /// - 3 ([`EXIT_REFUSED`]): the server refused the handshake, cannot list rooms, or speaks
+    ///   only version 1 when a private room was asked for;
     /// - 4 ([`EXIT_UNREACHABLE`]): the server cannot be reached (name not resolved, connection
     ///   refused or timed out, connection closed or silent before replying, no answer on UDP,
     ///   or silent on UDP for minutes in the middle of a chat).
@@ -169,7 +184,7 @@ impl ClientError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::InvalidRoomName { .. } | Self::InvalidUsername { .. } => EXIT_USAGE,
-            Self::Refused { .. } => EXIT_REFUSED,
+            Self::Refused { .. } | Self::ListUnsupported | Self::V1OnlyPrivate => EXIT_REFUSED,
             Self::Resolve { .. }
             | Self::NoAddress { .. }
             | Self::Connect { .. }

@@ -112,7 +112,9 @@ pub fn refused(code: V2ErrorCode, server_message: &str, text: &str) -> String {
     let why = match code {
         V2ErrorCode::RateLimited => "you are sending too fast".to_owned(),
         V2ErrorCode::TooLarge => "the message is too long".to_owned(),
-        V2ErrorCode::Invalid => format!("the server refused it ({server_message})"),
+        V2ErrorCode::Invalid | V2ErrorCode::NoRoom => {
+            format!("the server refused it ({server_message})")
+        }
     };
     notice(&format!("not sent, {why}: {}", quote(text)))
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_protocol::limits::{MAX_TCRP_PAYLOAD, TCRP_HEADER_LEN};
-use chat_protocol::tcrp::{Frame, Grant, Operation, RoomList, State, UserRequest};
+use chat_protocol::tcrp::{ErrorCode, Frame, Grant, Operation, RoomList, State, UserRequest};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -56,12 +56,24 @@ pub struct Request {
 }
 
 impl Request {
+    /// The username as a JSON string, exactly as the reference client sends it, so that a
+    /// version-1-only server stores the name itself; the object form only when a password
+    /// has to travel with it (our server reads both).
+    pub fn payload(&self) -> Vec<u8> {
+        match &self.user.password {
+            None => serde_json::Value::from(self.user.username.as_str())
+                .to_string()
+                .into_bytes(),
+            Some(_) => self.user.to_payload(),
+        }
+    }
+
     fn encode(&self) -> Result<Vec<u8>, ClientError> {
         Frame::new(
             self.operation as u8,
             State::Request,
             &self.room,
-            self.user.to_payload(),
+            self.payload(),
         )
         .encode()
         .map_err(ClientError::Request)
@@ -114,6 +126,19 @@ pub async fn perform(
     Ok(Admission { server, grant })
 }
 
+impl Admission {
+    /// Whether the server answered like a version-1-only server (the reference server): its
+    /// grant is a bare token, without the room, username, role and UDP port that every server
+    /// speaking version 2 announces.
+    pub fn server_is_v1_only(&self) -> bool {
+        let grant = &self.grant;
+        grant.room.is_none()
+            && grant.username.is_none()
+            && grant.host.is_none()
+            && grant.udp_port.is_none()
+    }
+}
+
 /// Asks the server at `host:port` for its room list (operation 4, empty room name).
 pub async fn list_rooms(
     host: &str,
@@ -123,8 +148,18 @@ pub async fn list_rooms(
     let frame = Frame::new(Operation::List as u8, State::Request, "", Vec::new())
         .encode()
         .map_err(ClientError::Request)?;
-    let (_, payload) = ask(host, port, &frame, timeouts).await?;
-    parse_json(&payload, "room list")
+    match ask(host, port, &frame, timeouts).await {
+        Ok((_, payload)) => parse_json(&payload, "room list"),
+        // The reference server closes the connection without a word on an operation it does
+        // not know; ours refuses it by name. Either way the server was reached.
+        Err(ClientError::ClosedEarly) => Err(ClientError::ListUnsupported),
+        Err(ClientError::Refused { code, .. })
+            if code == ErrorCode::UnsupportedOperation.as_str() =>
+        {
+            Err(ClientError::ListUnsupported)
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// One exchange: the accepted request's complete payload, with the address that answered.
@@ -334,6 +369,8 @@ mod tests {
                 username: Some("bob".into()),
                 host: Some(false),
                 udp_port: Some(9191),
+                send_burst: Some(10),
+                send_interval_ms: Some(200),
             };
             let mut bytes = reply(
                 State::Compliance,
@@ -361,7 +398,8 @@ mod tests {
             UserRequest::parse(&request.payload).unwrap(),
             join_bob().user
         );
-        assert_eq!(request.payload, br#"{"username":"bob"}"#);
+        // The reference client's form: a JSON string.
+        assert_eq!(request.payload, br#""bob""#);
     }
 
     #[tokio::test]
@@ -373,6 +411,8 @@ mod tests {
                 username: Some("bob".into()),
                 host: Some(true),
                 udp_port: None,
+                send_burst: None,
+                send_interval_ms: None,
             };
             let mut bytes = reply(
                 State::Compliance,

@@ -32,6 +32,9 @@
 //! - [`commands`]: `/` commands; [`format`]: the lines printed.
 //! - [`input`]: bounded lines from stdin; [`terminal`]: the line editor; [`screen`]: where
 //!   lines go; [`password`]: the password prompt.
+//! - [`saved`], [`resume`]: memberships saved so that a crashed client's place can be taken
+//!   back.
+//! - [`signals`]: SIGINT, SIGTERM and SIGHUP, which leave like `/quit`.
 //! - [`error`]: failures and their exit codes; [`logging`]: diagnostics on stderr.
 
 pub mod admission;
@@ -51,10 +54,13 @@ pub mod logging;
 pub mod ordering;
 pub mod password;
 pub mod reliability;
+pub mod resume;
 pub mod room;
 pub mod rooms;
+pub mod saved;
 pub mod screen;
 pub mod session;
+pub mod signals;
 pub mod terminal;
 pub mod transport;
 pub mod typing;

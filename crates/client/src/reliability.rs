@@ -44,10 +44,70 @@ pub struct OutboxFull {
     pub pending: usize,
 }
 
+/// The longest per-message interval a grant may impose; a larger one is read as this.
+pub const MAX_PACE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The server's flood control as its grant announced it, modelled on this side so that lines
+/// typed or pasted faster than it allows wait their turn instead of being refused.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    burst: f64,
+    interval: Duration,
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl Pacer {
+    /// A bucket a little stricter than the server's (one message less of burst, 10% slower),
+    /// so that the two clocks drifting apart never tips a message over the limit.
+    pub fn new(burst: u32, interval: Duration, now: Instant) -> Self {
+        let burst = f64::from(burst.saturating_sub(1).max(1));
+        let interval = interval
+            .clamp(Duration::from_millis(1), MAX_PACE_INTERVAL)
+            .mul_f64(1.1);
+        Self {
+            burst,
+            interval,
+            tokens: burst,
+            refilled_at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled_at);
+        self.tokens =
+            (self.tokens + elapsed.as_secs_f64() / self.interval.as_secs_f64()).min(self.burst);
+        self.refilled_at = self.refilled_at.max(now);
+    }
+
+    /// Takes the right to send one message now, if the pace allows it.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        // Float rounding must not make a message wait one more tick than its turn.
+        if self.tokens >= 1.0 - 1e-9 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the next message may go.
+    pub fn ready_at(&self) -> Instant {
+        if self.tokens >= 1.0 - 1e-9 {
+            self.refilled_at
+        } else {
+            self.refilled_at + self.interval.mul_f64(1.0 - self.tokens)
+        }
+    }
+}
+
 /// A message waiting for its ack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pending {
     text: String,
+    /// Whether it went out at least once (only first sends are paced).
+    sent: bool,
     /// When to send it (again).
     next_send: Instant,
     /// The delay to wait after that send.
@@ -62,6 +122,7 @@ pub struct Outbox {
     pending: BTreeMap<u64, Pending>,
     capacity: usize,
     backoff: Backoff,
+    pacer: Option<Pacer>,
 }
 
 impl Default for Outbox {
@@ -78,7 +139,20 @@ impl Outbox {
             pending: BTreeMap::new(),
             capacity,
             backoff,
+            pacer: None,
         }
+    }
+
+    /// Paces first sends from now on (retransmissions are not paced: the server does not
+    /// count a seq it already has).
+    pub fn pace(&mut self, pacer: Pacer) {
+        self.pacer = Some(pacer);
+    }
+
+    /// Takes the right to send one other flood-counted message (typing, /who, /history)
+    /// now; always `true` without a pacer.
+    pub fn try_spend(&mut self, now: Instant) -> bool {
+        self.pacer.as_mut().is_none_or(|pacer| pacer.try_take(now))
     }
 
     /// Queues `text` under the next seq, to be sent at once: [`Outbox::due`] returns it for
@@ -95,6 +169,7 @@ impl Outbox {
             seq,
             Pending {
                 text,
+                sent: false,
                 next_send: now,
                 interval: self.backoff.first,
             },
@@ -103,14 +178,26 @@ impl Outbox {
     }
 
     /// The messages to send now, oldest first, each rescheduled with a longer delay.
+    /// First sends wait for the pacer, in seq order: once one has to wait, later ones do too.
     pub fn due(&mut self, now: Instant) -> Vec<(u64, String)> {
         let mut out = Vec::new();
+        let mut first_sends_wait = false;
         for (&seq, pending) in &mut self.pending {
-            if pending.next_send <= now {
-                out.push((seq, pending.text.clone()));
-                pending.next_send = now + pending.interval;
-                pending.interval = self.backoff.after(pending.interval);
+            if pending.next_send > now {
+                continue;
             }
+            if !pending.sent {
+                let allowed = !first_sends_wait
+                    && self.pacer.as_mut().is_none_or(|pacer| pacer.try_take(now));
+                if !allowed {
+                    first_sends_wait = true;
+                    continue;
+                }
+                pending.sent = true;
+            }
+            out.push((seq, pending.text.clone()));
+            pending.next_send = now + pending.interval;
+            pending.interval = self.backoff.after(pending.interval);
         }
         out
     }
@@ -137,7 +224,24 @@ impl Outbox {
 
     /// When the next (re)transmission is due, if any message is pending.
     pub fn next_due(&self) -> Option<Instant> {
-        self.pending.values().map(|pending| pending.next_send).min()
+        let paced = self.pacer.as_ref().map(Pacer::ready_at);
+        let mut first_unsent = true;
+        self.pending
+            .values()
+            .map(|pending| {
+                if pending.sent {
+                    return pending.next_send;
+                }
+                let at = match paced {
+                    // Only the oldest unsent message can be next; the rest follow it.
+                    Some(ready) if first_unsent => pending.next_send.max(ready),
+                    Some(_) => Instant::now().max(pending.next_send) + MAX_PACE_INTERVAL,
+                    None => pending.next_send,
+                };
+                first_unsent = false;
+                at
+            })
+            .min()
     }
 
     /// How many messages wait for an ack.
@@ -241,6 +345,38 @@ mod tests {
         );
         outbox.acked(1);
         assert_eq!(outbox.submit("c".into(), now), Ok(3));
+    }
+
+    #[test]
+    fn a_paced_outbox_sends_the_burst_then_one_per_interval_without_refusing() {
+        let start = Instant::now();
+        let mut outbox = Outbox::default();
+        // The server allows 10 at once, then one per 200 ms: we send 9, then one per 220 ms.
+        outbox.pace(Pacer::new(10, ms(200), start));
+        for line in 0..15 {
+            outbox.submit(format!("line {line}"), start).unwrap();
+        }
+        let first: Vec<u64> = outbox.due(start).into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(first, (1..=9).collect::<Vec<_>>());
+        for seq in first {
+            outbox.acked(seq);
+        }
+        assert_eq!(outbox.next_due(), Some(start + ms(220)));
+        assert!(outbox.due(start + ms(219)).is_empty());
+        let mut sent_at = Vec::new();
+        let mut now = start;
+        while now <= start + Duration::from_secs(3) {
+            for (seq, _) in outbox.due(now) {
+                if seq > 9 {
+                    sent_at.push((seq, now - start));
+                }
+                outbox.acked(seq);
+            }
+            now += ms(10);
+        }
+        let expected: Vec<(u64, Duration)> =
+            (10..=15).map(|seq| (seq, ms(220 * (seq - 9)))).collect();
+        assert_eq!(sent_at, expected);
     }
 
     #[test]

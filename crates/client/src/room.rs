@@ -126,7 +126,7 @@ pub async fn run(
                 UserEvent::EndOfInput | UserEvent::Interrupted => {
                     conversation.on_end_of_input(Instant::now())
                 }
-                UserEvent::Typing => conversation.on_typing(),
+                UserEvent::Typing => conversation.on_typing(Instant::now()),
             },
             () = tokio::time::sleep_until(wakeup) => conversation.on_tick(Instant::now()),
         };
@@ -152,7 +152,8 @@ async fn apply(
     Ok(effects.ending)
 }
 
-async fn leave(link: &Link) -> Result<(), ClientError> {
+/// Tells the server this member leaves: `leave`, [`LEAVE_COPIES`] times.
+pub async fn leave(link: &Link) -> Result<(), ClientError> {
     for copy in 0..LEAVE_COPIES {
         if copy > 0 {
             tokio::time::sleep(LEAVE_SPACING).await;

@@ -2,12 +2,14 @@
 //! receive what the server relays, leave. The socket itself is a [`Link`].
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use chat_protocol::ucrp::{LEAVE, NOTICE_SENDER, REGISTER, ROOM_CLOSED, ServerDatagram};
 use thiserror::Error;
 use tokio::time::Instant;
 
+use crate::display::print_problem;
 use crate::error::ClientError;
 use crate::transport::{Link, receive_buffer};
 
@@ -15,6 +17,11 @@ use crate::transport::{Link, receive_buffer};
 pub const REGISTER_ATTEMPTS: u32 = 5;
 /// How long to wait for an answer before sending `__REGISTER__` again.
 pub const REGISTER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `__REGISTER__` copies sent to a server that never confirms a registration.
+pub const BLIND_REGISTER_COPIES: u32 = 2;
+/// Spacing of those copies.
+pub const BLIND_REGISTER_SPACING: Duration = Duration::from_millis(50);
 
 /// Texts that the server acts on instead of relaying; sending one as chat would, for example,
 /// drop the member from the room without the client knowing.
@@ -99,6 +106,8 @@ impl Default for RegisterPolicy {
 #[derive(Debug)]
 pub struct Session {
     link: Link,
+    /// Whether the user was told that the server's port is closed.
+    told_unreachable: AtomicBool,
 }
 
 impl Session {
@@ -110,6 +119,7 @@ impl Session {
     ) -> Result<Self, ClientError> {
         Ok(Self {
             link: Link::open(server, room, token).await?,
+            told_unreachable: AtomicBool::new(false),
         })
     }
 
@@ -157,6 +167,20 @@ impl Session {
         })
     }
 
+    /// Registers with a server that never answers a registration (the reference server):
+    /// `__REGISTER__` is sent [`BLIND_REGISTER_COPIES`] times, spaced a little, since UDP may
+    /// drop one, and nothing is waited for.
+    pub async fn register_blind(&self) -> Result<(), ClientError> {
+        let register = self.link.envelope(REGISTER)?;
+        for copy in 0..BLIND_REGISTER_COPIES {
+            if copy > 0 {
+                tokio::time::sleep(BLIND_REGISTER_SPACING).await;
+            }
+            self.send_datagram(&register).await?;
+        }
+        Ok(())
+    }
+
     /// Frames `text` as a chat datagram, or says why it cannot be sent.
     pub fn encode_chat(&self, text: &str) -> Result<Vec<u8>, ChatRejection> {
         if RESERVED_TEXTS.contains(&text.as_bytes()) {
@@ -179,7 +203,22 @@ impl Session {
 
     /// Sends a datagram built by [`Session::encode_chat`].
     pub async fn send_datagram(&self, datagram: &[u8]) -> Result<(), ClientError> {
-        self.link.send(datagram).await
+        if self.link.send_reporting_refusal(datagram).await? {
+            self.tell_unreachable();
+        }
+        Ok(())
+    }
+
+    /// Tells the user, once, that nothing listens at the server's address: a sentence, not a
+    /// log line in the middle of the chat. The kernel reports it to whichever socket call comes
+    /// next, a send or a receive, so both paths end here.
+    fn tell_unreachable(&self) {
+        if !self.told_unreachable.swap(true, AtomicOrdering::Relaxed) {
+            print_problem(&format!(
+                "* nothing is listening at {} any more; the server may have stopped",
+                self.server()
+            ));
+        }
     }
 
     /// Tells the server this member leaves (which closes the room when it is the host).
@@ -198,10 +237,7 @@ impl Session {
                         return Ok(incoming);
                     }
                 }
-                None => tracing::warn!(
-                    server = %self.server(),
-                    "the server did not receive a datagram; it may have stopped"
-                ),
+                None => self.tell_unreachable(),
             }
         }
     }

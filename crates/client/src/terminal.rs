@@ -64,7 +64,10 @@ pub fn start() -> Result<(Terminal, Inputs), ClientError> {
         printer: Mutex::new(printer),
         saved_mode,
     };
-    Ok((terminal, Inputs::new(lines, Some(typing), None)))
+    // Ctrl-C reaches the editor as a key; SIGTERM and SIGHUP (the terminal closed) arrive
+    // as signals and leave the room the same way.
+    let interrupt = crate::signals::leave_signals();
+    Ok((terminal, Inputs::new(lines, Some(typing), Some(interrupt))))
 }
 
 impl Terminal {

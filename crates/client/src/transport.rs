@@ -89,11 +89,18 @@ impl Link {
     /// Sends a framed datagram. An ICMP error left by an earlier datagram is not a failure:
     /// UDP has no connection to lose, and the receive side notices the silence.
     pub async fn send(&self, datagram: &[u8]) -> Result<(), ClientError> {
+        self.send_reporting_refusal(datagram).await.map(|_| ())
+    }
+
+    /// Sends a framed datagram; `Ok(true)` when the kernel reported instead that nothing
+    /// listens at the server's address (an ICMP error left by an earlier datagram, which this
+    /// send consumed, so the receive side will not see it).
+    pub async fn send_reporting_refusal(&self, datagram: &[u8]) -> Result<bool, ClientError> {
         match self.socket.send(datagram).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(false),
             Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
                 tracing::debug!(server = %self.server, "the server is not receiving datagrams");
-                Ok(())
+                Ok(true)
             }
             Err(source) => Err(ClientError::Udp {
                 addr: self.server,

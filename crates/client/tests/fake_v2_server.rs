@@ -88,6 +88,8 @@ impl FakeServer {
                     .expect("the UDP socket has an address")
                     .port(),
             ),
+            send_burst: None,
+            send_interval_ms: None,
         };
         self.answer_handshake(&Compliance::accepted(), to_json_payload(&grant))
     }
@@ -166,13 +168,17 @@ struct Client {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     seen: Vec<String>,
+    /// Where the client saves its memberships, instead of the real home directory.
+    _data_dir: tempfile::TempDir,
 }
 
 impl Client {
     fn start(tcp_port: u16, args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("a data directory");
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
             .args(["--server", "127.0.0.1", "--tcp-port", &tcp_port.to_string()])
             .args(args)
+            .env("XDG_DATA_HOME", data_dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -202,6 +208,7 @@ impl Client {
             stdin,
             lines,
             seen: Vec::new(),
+            _data_dir: data_dir,
         }
     }
 
@@ -479,9 +486,29 @@ fn rooms_prints_the_list_as_a_table() {
 }
 
 #[test]
-fn a_wrong_password_without_a_terminal_is_a_refusal() {
+fn a_missing_password_without_a_terminal_says_the_room_needs_one() {
     let server = FakeServer::new();
     let client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let refusal = Compliance::refused(ErrorCode::BadPassword, "the password is wrong");
+    server.answer_handshake(&refusal, to_json_payload(&Grant::failed()));
+    let (lines, status) = client.finish();
+    assert_eq!(status.code(), Some(3), "{}", lines.join("\n"));
+    assert_eq!(
+        lines,
+        [
+            "[stderr] refused: bad_password: the room \"lobby\" is private and needs a \
+             password: give it with --password PW"
+        ]
+    );
+}
+
+#[test]
+fn a_wrong_password_is_a_refusal_in_the_servers_words() {
+    let server = FakeServer::new();
+    let client = Client::start(
+        server.tcp_port(),
+        &["join", "lobby", "--name", "bob", "--password", "nope"],
+    );
     let refusal = Compliance::refused(ErrorCode::BadPassword, "the password is wrong");
     server.answer_handshake(&refusal, to_json_payload(&Grant::failed()));
     let (lines, status) = client.finish();

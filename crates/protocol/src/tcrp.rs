@@ -545,6 +545,13 @@ pub struct Grant {
     /// The UDP port of the data plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_port: Option<u16>,
+    /// Flood control's burst: messages a member may send at once after a quiet spell. Absent
+    /// when the server has flood control off. Clients pace themselves to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_burst: Option<u32>,
+    /// Flood control's steady pace after the burst, in milliseconds per message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_interval_ms: Option<u64>,
 }
 
 impl Grant {
@@ -556,6 +563,8 @@ impl Grant {
             username: None,
             host: None,
             udp_port: None,
+            send_burst: None,
+            send_interval_ms: None,
         }
     }
 }

@@ -101,6 +101,9 @@ pub enum V2ErrorCode {
     TooLarge,
     /// The message is not one the server understands.
     Invalid,
+    /// The server knows no such token in that room: the room closed, expired, or the server
+    /// restarted without it. The member should stop.
+    NoRoom,
 }
 
 /// What the server sends a version-2 member.

@@ -78,6 +78,15 @@ pub struct Config {
     /// receives there, as a multiple of that datagram's size (anti-amplification).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub reply_budget: u64,
+    /// Seconds of silence after which a registered version-2 member (not the host) counts as
+    /// gone when someone joins under its name: the name is freed at once instead of after
+    /// --idle-timeout.
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub ghost_after: Duration,
+    /// Datagrams per second, server-wide, answered with "this room no longer exists" when
+    /// their token is unknown (never larger than the datagram answered); 0 answers none.
+    #[arg(long, default_value_t = 20)]
+    pub no_room_replies: u32,
 }
 
 impl Config {
@@ -86,6 +95,31 @@ impl Config {
         FloodPolicy {
             burst: self.flood_burst,
             rate: self.flood_rate,
+        }
+    }
+
+    /// Flood control as grants announce it: the burst and the milliseconds per message
+    /// (rounded up, so a client that follows it stays within the limit); `None` when off.
+    pub fn send_pace(&self) -> Option<(u32, u64)> {
+        if self.flood_rate <= 0.0 {
+            return None;
+        }
+        let interval_ms = (1000.0 / self.flood_rate).ceil();
+        // A rate too small to express in u64 milliseconds is paced as slowly as possible.
+        let interval_ms = if interval_ms < u64::MAX as f64 {
+            interval_ms as u64
+        } else {
+            u64::MAX
+        };
+        Some((self.flood_burst, interval_ms.max(1)))
+    }
+
+    /// The pace of "this room no longer exists" replies: a server-wide bucket of one
+    /// second's worth.
+    pub fn no_room_policy(&self) -> FloodPolicy {
+        FloodPolicy {
+            burst: self.no_room_replies,
+            rate: f64::from(self.no_room_replies),
         }
     }
 
@@ -100,6 +134,7 @@ impl Config {
             v1_idle_timeout: self.v1_idle_timeout,
             memory_budget: usize::try_from(self.memory_budget << 20).unwrap_or(usize::MAX),
             reply_budget: usize::try_from(self.reply_budget).unwrap_or(usize::MAX),
+            ghost_after: self.ghost_after,
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct ControlContext {
     pub writer: StateWriter,
     /// The UDP port announced in grants.
     pub udp_port: u16,
+    /// Flood control's burst and milliseconds per message, announced in grants so that
+    /// clients pace themselves; `None` when flood control is off.
+    pub send_pace: Option<(u32, u64)>,
     /// How long a client has to send its whole request.
     pub request_timeout: Duration,
     /// Most handshakes handled at once; more are refused with `server_busy`.
@@ -369,6 +372,8 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
                 username: Some(membership.username),
                 host: Some(membership.host),
                 udp_port: Some(context.udp_port),
+                send_burst: context.send_pace.map(|(burst, _)| burst),
+                send_interval_ms: context.send_pace.map(|(_, interval)| interval),
             };
             // Pair rooms get their name from the server; echo it so the client learns it.
             Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))

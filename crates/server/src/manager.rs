@@ -89,6 +89,9 @@ pub struct Limits {
     /// What the server may send in answer to one datagram from an address that has not
     /// proven it receives there, as a multiple of that datagram's size (`--reply-budget`).
     pub reply_budget: usize,
+    /// A registered version-2 member (not the host) silent this long has missed several
+    /// pings and is proven gone: a join for its name frees the name at once.
+    pub ghost_after: Duration,
 }
 
 impl Default for Limits {
@@ -102,6 +105,7 @@ impl Default for Limits {
             v1_idle_timeout: Duration::from_secs(3600),
             memory_budget: usize::try_from(memory::DEFAULT_BUDGET_MIB << 20).unwrap_or(usize::MAX),
             reply_budget: 4,
+            ghost_after: Duration::from_secs(10),
         }
     }
 }
@@ -235,6 +239,9 @@ pub struct RoomManager {
     last_sweep: Option<Instant>,
     /// What caches and queues use of `--memory-budget`.
     memory: MemoryBudget,
+    /// Notices decided on the control plane (a ghost evicted by a join), which has no UDP
+    /// socket: the next datagram or idle sweep sends them. At most one per join.
+    deferred: Outbox,
 }
 
 impl RoomManager {
@@ -253,6 +260,7 @@ impl RoomManager {
             unstored: 0,
             last_sweep: None,
             memory: MemoryBudget::new(limits.memory_budget),
+            deferred: Outbox::default(),
         }
     }
 
@@ -427,6 +435,7 @@ impl RoomManager {
         capacity: usize,
         now: Instant,
     ) -> Result<Membership, JoinError> {
+        self.evict_ghost(room_id, username, now);
         let token = Token::generate()?;
         let uid = random_uid()?;
         let member_id = self.fresh_id();
@@ -462,6 +471,30 @@ impl RoomManager {
             username: username.to_owned(),
             host: false,
         })
+    }
+
+    /// Frees `username` in the room when its holder is proven gone: a registered version-2
+    /// member, not the host (whose departure would close the room), that has sent nothing,
+    /// not even a ping, for [`Limits::ghost_after`]. It is removed as timed out, so the others
+    /// hear `left` with reason `timeout`. Version-1 members send no keepalive, so their
+    /// silence proves nothing.
+    fn evict_ghost(&mut self, room_id: RoomId, username: &str, now: Instant) {
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let Some(holder) = room.member_named(&names::username_key(username)) else {
+            return;
+        };
+        let gone = holder.id != room.host
+            && holder.addr.is_some()
+            && holder.version == WireVersion::V2
+            && now.saturating_duration_since(holder.last_seen) >= self.limits.ghost_after;
+        if gone {
+            let member_id = holder.id;
+            let mut notices = std::mem::take(&mut self.deferred);
+            self.remove_member(room_id, member_id, LeaveReason::Timeout, &mut notices);
+            self.deferred = notices;
+        }
     }
 
     /// Operation 3: the oldest pair room waiting for a partner (whose occupant has another
@@ -547,6 +580,7 @@ impl RoomManager {
         now: Instant,
         out: &mut Outbox,
     ) -> Result<(), DropReason> {
+        out.append(&mut self.deferred);
         let token = Token::from_hex(token_hex).ok_or(DropReason::UnknownToken)?;
         let &(room_id, member_id) = self.tokens.get(&token).ok_or(DropReason::UnknownToken)?;
         let room = self
@@ -1037,6 +1071,7 @@ impl RoomManager {
     /// and the members' keepalives from that time still wait unread in the socket buffer, so
     /// the stall does not count against anyone's idle time.
     pub fn sweep_idle(&mut self, now: Instant, period: Duration, out: &mut Outbox) {
+        out.append(&mut self.deferred);
         if let Some(last) = self.last_sweep.replace(now) {
             let late = now.saturating_duration_since(last).saturating_sub(period);
             if late > STALL_GRACE {
@@ -1683,12 +1718,16 @@ fn unicast_v2(out: &mut Outbox, to: SocketAddr, message: &ServerV2) {
     });
 }
 
+/// What a datagram for a room the server does not have is answered with.
+pub const NO_ROOM_TEXT: &str = "this room no longer exists";
+
 /// The sentence that goes with a refusal of a chat message.
 fn refusal_text(code: V2ErrorCode) -> &'static str {
     match code {
         V2ErrorCode::RateLimited => "you are sending too fast; this message was dropped",
         V2ErrorCode::TooLarge => "this message is too long to send in one datagram",
         V2ErrorCode::Invalid => "empty messages are not sent",
+        V2ErrorCode::NoRoom => NO_ROOM_TEXT,
     }
 }
 

@@ -91,6 +91,18 @@ impl Outbox {
         }
     }
 
+    /// Moves everything queued in `other` to the end of this outbox.
+    pub fn append(&mut self, other: &mut Outbox) {
+        let offset = self.bytes.len();
+        self.bytes.append(&mut other.bytes);
+        self.sends.extend(
+            other
+                .sends
+                .drain(..)
+                .map(|(range, target)| (range.start + offset..range.end + offset, target)),
+        );
+    }
+
     /// Every (frame, address) pair to send, in the order queued.
     pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
         self.sends.iter().flat_map(move |(range, target)| {

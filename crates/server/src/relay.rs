@@ -15,10 +15,12 @@ use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 
 use chat_protocol::limits::MAX_DATAGRAM;
-use chat_protocol::ucrp::Datagram;
+use chat_protocol::ucrp::{Datagram, ROOM_CLOSED, V2_MARKER, encode_v2};
+use chat_protocol::v2::{ServerV2, V2ErrorCode};
 use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 
-use crate::manager::{DropReason, SharedManager, lock};
+use crate::flood::{FloodPolicy, TokenBucket};
+use crate::manager::{DropReason, NO_ROOM_TEXT, SharedManager, lock};
 use crate::outbox::Outbox;
 use crate::writer::StateWriter;
 
@@ -35,6 +37,8 @@ pub struct RelayStats {
     pub unauthorized: AtomicU64,
     /// Chat dropped by flood control.
     pub rate_limited: AtomicU64,
+    /// Datagrams with an unknown token answered "this room no longer exists".
+    pub no_room_replies: AtomicU64,
 }
 
 impl RelayStats {
@@ -72,10 +76,11 @@ pub fn spawn(
     writer: StateWriter,
     stats: Arc<RelayStats>,
     stop: Arc<AtomicBool>,
+    no_room: FloodPolicy,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("relay".into())
-        .spawn(move || serve(&socket, &manager, &writer, &stats, &stop))
+        .spawn(move || serve(&socket, &manager, &writer, &stats, &stop, no_room))
 }
 
 fn serve(
@@ -84,7 +89,9 @@ fn serve(
     writer: &StateWriter,
     stats: &RelayStats,
     stop: &AtomicBool,
+    no_room: FloodPolicy,
 ) {
+    let mut no_room_budget = TokenBucket::new(&no_room, Instant::now());
     // One byte more than the limit, so an oversized datagram shows as oversized rather than
     // silently truncated to a valid-looking one.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
@@ -111,6 +118,13 @@ fn serve(
         if let Err(reason) = decide(&buf[..len], src, manager, writer, &mut out) {
             stats.count_drop(reason);
             tracing::debug!(%src, ?reason, token = %token_prefix(&buf[..len]), "datagram dropped");
+            if reason == DropReason::UnknownToken
+                && no_room.burst > 0
+                && no_room_budget.allow(&no_room, Instant::now())
+                && answer_no_room(&buf[..len], src, &mut out)
+            {
+                stats.no_room_replies.fetch_add(1, Ordering::Relaxed);
+            }
         }
         sender.send_all(socket, &out, stats);
         out.clear();
@@ -143,6 +157,38 @@ fn decide(
         writer.schedule();
     }
     result
+}
+
+/// Tells the sender of a datagram whose token the server does not know that its room is gone,
+/// in the version the datagram speaks: a version-2 `error` with code `no_room`, or the bare
+/// `__ROOM_CLOSED__` of version 1 (the only word version 1 has for it). The answer is never
+/// larger than the datagram, so a forged source address gains an attacker nothing; a
+/// datagram too short for it gets none. `true` when an answer was queued.
+fn answer_no_room(bytes: &[u8], src: SocketAddr, out: &mut Outbox) -> bool {
+    let Ok(datagram) = Datagram::decode(bytes) else {
+        return false;
+    };
+    let mut reply = Vec::new();
+    if datagram.message.first() == Some(&V2_MARKER) {
+        encode_v2(
+            &ServerV2::Error {
+                code: V2ErrorCode::NoRoom,
+                seq: None,
+                message: NO_ROOM_TEXT.to_owned(),
+            },
+            &mut reply,
+        );
+    } else {
+        reply.extend_from_slice(ROOM_CLOSED);
+    }
+    if reply.len() > bytes.len() {
+        return false;
+    }
+    out.unicast(src, |buf| {
+        buf.extend_from_slice(&reply);
+        Ok(())
+    });
+    true
 }
 
 /// Most datagrams handed to the kernel in one `sendmmsg` call.

@@ -201,6 +201,7 @@ impl Server {
             writer.clone(),
             Arc::clone(&self.stats),
             Arc::clone(&stop_relay),
+            self.config.no_room_policy(),
         )?;
         let sweep_task = tokio::spawn(sweep_idle_members(
             self.udp.try_clone()?,
@@ -214,6 +215,7 @@ impl Server {
             manager: Arc::clone(&self.manager),
             writer,
             udp_port,
+            send_pace: self.config.send_pace(),
             request_timeout: self.config.handshake_timeout,
             max_handshakes: self.config.max_handshakes,
             handshakes_per_ip: self.config.handshakes_per_ip,

@@ -8,7 +8,7 @@ pub mod relay;
 pub mod rooms;
 
 use crate::cli::TargetArgs;
-use crate::error::Result;
+use crate::error::{BenchError, Result};
 use crate::load::LoadOutcome;
 use crate::report::{Cell, Column, Row};
 use crate::target::{ServerTarget, default_server_binary, require_loopback};
@@ -40,6 +40,12 @@ impl Context {
             return ServerTarget::spawn(&binary, &self.target.server_arg);
         }
         let ip = require_loopback(&self.target.server)?;
+        if !self.target.target_live {
+            return Err(BenchError::LiveTargetNotConfirmed(format!(
+                "{ip}:{}",
+                self.target.tcp_port
+            )));
+        }
         tracing::info!(
             "driving the running server at {ip} (tcp {}, udp {}); its flood control, if on, \
              will show up as loss",

@@ -377,7 +377,7 @@ fn typing_indicators_show_only_where_wanted_and_paced() {
     let typing = ServerV2::Typing { name: "bob".into() };
     let mut plain = registered(settings(), 0, start);
     assert!(plain.on_server(typing.clone(), start).lines.is_empty());
-    assert_eq!(plain.on_typing().send, [ClientV2::Typing]);
+    assert_eq!(plain.on_typing(Instant::now()).send, [ClientV2::Typing]);
 
     let terminal = Settings {
         typing_notices: true,
