@@ -471,6 +471,8 @@ impl ClientProcess {
         command
             .args(["--server", "127.0.0.1", "--tcp-port", &tcp_port])
             .args(args)
+            // The user's own client configuration must not change what a test runs.
+            .env("XDG_CONFIG_HOME", "/nonexistent/chat-tests")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

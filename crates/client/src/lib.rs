@@ -33,6 +33,7 @@
 //! - [`input`]: bounded lines from stdin; [`terminal`]: the line editor; [`screen`]: where
 //!   lines go; [`password`]: the password prompt.
 //! - [`error`]: failures and their exit codes; [`logging`]: diagnostics on stderr.
+//! - [`settings`]: the configuration file, `completions`, `man` and `--version`.
 
 pub mod admission;
 pub mod app;
@@ -55,6 +56,7 @@ pub mod room;
 pub mod rooms;
 pub mod screen;
 pub mod session;
+pub mod settings;
 pub mod terminal;
 pub mod transport;
 pub mod typing;

@@ -7,7 +7,10 @@
 //! [`journal`]; chat history lives in SQLite ([`history`]), written only by the
 //! [`history_writer`] thread.
 
+pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod control;
 pub mod flood;
 pub mod history;
@@ -18,6 +21,7 @@ pub mod manager;
 pub mod outbox;
 pub mod password;
 pub mod persist;
+pub mod preflight;
 pub mod relay;
 pub mod room;
 pub mod seq_window;
