@@ -294,6 +294,7 @@ fn an_unwritable_state_path_stops_the_server_at_start() {
 fn an_unknown_log_level_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
+    let history = dir.path().join("history.sqlite3");
     let args = [
         "--bind",
         "127.0.0.1",
@@ -303,6 +304,8 @@ fn an_unknown_log_level_is_refused() {
         "0",
         "--state",
         state.to_str().unwrap(),
+        "--history",
+        history.to_str().unwrap(),
         "--log-level",
         "loud",
     ];
