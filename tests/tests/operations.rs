@@ -708,14 +708,97 @@ fn the_client_takes_its_defaults_from_its_configuration_file() {
     let home = [("XDG_CONFIG_HOME", config_home.to_str().unwrap())];
     let listed = run("chat-client", &["rooms"], &home);
     assert!(listed.status.success(), "{}", text(&listed.stderr));
-    assert!(text(&listed.stdout).contains("lobby"), "{}", text(&listed.stdout));
+    assert!(
+        text(&listed.stdout).contains("lobby"),
+        "{}",
+        text(&listed.stdout)
+    );
 
     std::fs::write(&config, "server = \"127.0.0.1\"\nport = 9090\n").unwrap();
     let refused = run("chat-client", &["rooms"], &home);
     assert_eq!(refused.status.code(), Some(2));
     let said = text(&refused.stderr);
     assert!(
-        said.contains(&format!("{} line 2: unknown key \"port\"", config.display())),
+        said.contains(&format!(
+            "{} line 2: unknown key \"port\"",
+            config.display()
+        )),
         "{said}"
+    );
+}
+
+/// Waits until the server's log has a line with every one of `parts`; returns that line.
+fn log_line(server: &ServerProcess, parts: &[&str]) -> String {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let log = server.log();
+        if let Some(line) = log
+            .lines()
+            .find(|line| parts.iter().all(|part| line.contains(part)))
+        {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {parts:?}; the log:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn refusals_leaves_and_timeouts_are_logged_at_info_with_escaped_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), &["--idle-timeout", "1"]);
+    create(server.tcp, "lobby", "alice").token();
+    let refused = join(server.tcp, "lobby", "eve\u{1b}[2J");
+    assert!(refused.error_code().is_some());
+    let line = log_line(&server, &["handshake refused", "room=lobby"]);
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(line.contains("user=eve\\u{1b}[2J"), "{line}");
+    assert!(!line.contains('\u{1b}'), "{line}");
+    let refused = join(server.tcp, "no\nsuch room", "bob");
+    assert!(refused.error_code().is_some());
+    let line = log_line(&server, &["handshake refused", "user=bob"]);
+    assert!(line.contains("room=no\\nsuch room"), "{line}");
+
+    let bob = V2Member::new(
+        server.udp,
+        "lobby",
+        &join(server.tcp, "lobby", "bob").token(),
+    );
+    bob.register(None);
+    bob.send(&ClientV2::Leave);
+    let line = log_line(&server, &["member left", "user=bob"]);
+    assert!(
+        line.contains(" INFO ") && line.contains("reason=Leave"),
+        "{line}"
+    );
+
+    // Silent past the idle timeout: carol times out while dave, the host, pings; then dave
+    // goes silent and his room closes.
+    let dave = create(server.tcp, "quiet", "dave").token();
+    let dave = V2Member::new(server.udp, "quiet", &dave);
+    dave.register(None);
+    let carol = V2Member::new(
+        server.udp,
+        "quiet",
+        &join(server.tcp, "quiet", "carol").token(),
+    );
+    carol.register(None);
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while !server.log().contains("user=carol reason=Timeout") && Instant::now() < deadline {
+        dave.send(&ClientV2::Ping { last_id: None });
+        thread::sleep(Duration::from_millis(200));
+    }
+    let line = log_line(&server, &["member left", "user=carol"]);
+    assert!(
+        line.contains(" INFO ") && line.contains("reason=Timeout"),
+        "{line}"
+    );
+    let line = log_line(&server, &["room closed", "room=quiet"]);
+    assert!(
+        line.contains(" INFO ") && line.contains("reason=HostTimeout"),
+        "{line}"
     );
 }

@@ -17,6 +17,7 @@ pub mod history;
 pub mod history_writer;
 pub mod ip_limit;
 pub mod journal;
+pub mod log_text;
 pub mod manager;
 pub mod outbox;
 pub mod password;

@@ -23,6 +23,7 @@ use crate::flood::FloodPolicy;
 use crate::history::{HistoryError, HistoryStore, StoredMessage};
 use crate::history_writer::{HistoryJob, PendingMessage};
 use crate::journal::{JournalRecord, StateChange};
+use crate::log_text::for_log;
 use crate::outbox::Outbox;
 use crate::persist::{PersistedMember, PersistedRoom, PersistedState, StateProblem};
 use crate::room::{
@@ -858,6 +859,7 @@ impl RoomManager {
         let Some(member) = room.members.remove(&member_id) else {
             return;
         };
+        tracing::info!(room = %for_log(&room.name), user = %for_log(&member.username), ?reason, "member left");
         let left = StateChange::MemberLeft {
             room: room.name.clone(),
             uid: member.uid,
@@ -899,6 +901,7 @@ impl RoomManager {
         let Some(room) = self.rooms.remove(&room_id) else {
             return;
         };
+        tracing::info!(room = %for_log(&room.name), ?reason, "room closed");
         self.room_ids.remove(&room.name);
         for member in room.members.values() {
             self.tokens.remove(&member.token);
