@@ -217,12 +217,15 @@ fn a_bad_configuration_file_is_refused_at_start_naming_file_and_line() {
 #[test]
 fn the_example_configuration_file_is_valid_and_names_every_flag() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../chat-server.toml.example");
-    let checked = run(
-        "chat-server",
-        &["check-config", example.to_str().unwrap()],
-        &[],
-    );
-    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/chat-server.toml");
+    for file in [&example, &packaged] {
+        let checked = run(
+            "chat-server",
+            &["check-config", file.to_str().unwrap()],
+            &[],
+        );
+        assert!(checked.status.success(), "{}", text(&checked.stderr));
+    }
     let written = std::fs::read_to_string(&example).unwrap();
     let help = text(&run("chat-server", &["--help"], &[]).stdout);
     let flags: Vec<&str> = help

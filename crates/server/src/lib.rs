@@ -6,6 +6,10 @@
 //! [`writer`] makes those changes durable in the state file ([`persist`]) and its
 //! [`journal`]; chat history lives in SQLite ([`history`]), written only by the
 //! [`history_writer`] thread.
+//!
+//! The binary's side: [`cli`] and [`config_file`] read the settings (flags, environment,
+//! TOML file), [`preflight`] checks the state can be written before starting, and [`admin`]
+//! holds the operator's commands (backup, restore, export).
 
 pub mod admin;
 pub mod cli;
