@@ -517,6 +517,70 @@ fn sync_directory(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::{JournalRecord, StateChange};
+    use crate::persist::{PersistedMember, PersistedRoom};
+    use crate::room::{RoomKind, WireVersion};
+
+    fn room(n: u64) -> PersistedRoom {
+        PersistedRoom {
+            name: format!("room-{n}"),
+            uid: n,
+            kind: RoomKind::Public,
+            created_at_ms: n,
+            members: vec![PersistedMember {
+                username: "host".into(),
+                uid: n,
+                token: format!("{n:064x}"),
+                host: true,
+                addr: None,
+                version: WireVersion::V1,
+            }],
+        }
+    }
+
+    /// A writer appends one room per record and folds the journal into a snapshot every few
+    /// records, as the server does, while the state is captured again and again: every
+    /// capture must be the state exactly as of its journal_seq, never older than the last.
+    #[test]
+    fn captures_are_consistent_while_the_journal_is_folded() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let scratch = dir.path().join("scratch");
+        fs::create_dir(&scratch).unwrap();
+        journal::compact(&state, &PersistedState::new(Vec::new())).unwrap();
+        let writer_state = state.clone();
+        let writer = std::thread::spawn(move || {
+            let mut snapshot = PersistedState::new(Vec::new());
+            for n in 1..=600u64 {
+                let record = JournalRecord {
+                    seq: n,
+                    change: StateChange::RoomCreated { room: room(n) },
+                };
+                journal::append(&writer_state, &[record]).unwrap();
+                snapshot.rooms.push(room(n));
+                snapshot.journal_seq = n;
+                if n % 7 == 0 {
+                    journal::compact(&writer_state, &snapshot).unwrap();
+                }
+            }
+        });
+        let mut last_seq = 0;
+        let mut captures = 0;
+        while !writer.is_finished() || captures == 0 {
+            let captured = capture_state(&state, &scratch).unwrap();
+            let seq = captured.journal_seq;
+            assert!(seq >= last_seq, "seq {seq} after {last_seq}");
+            let mut names: Vec<String> = captured.rooms.iter().map(|r| r.name.clone()).collect();
+            names.sort();
+            let mut expected: Vec<String> = (1..=seq).map(|n| format!("room-{n}")).collect();
+            expected.sort();
+            assert_eq!(names, expected, "the capture at seq {seq}");
+            last_seq = seq;
+            captures += 1;
+        }
+        writer.join().unwrap();
+        assert!(captures > 1, "{captures}");
+    }
 
     #[test]
     fn text_lines_are_one_line_and_escaped() {
