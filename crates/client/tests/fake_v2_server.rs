@@ -172,6 +172,8 @@ impl Client {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
             .args(["--server", "127.0.0.1", "--tcp-port", &tcp_port.to_string()])
             .args(args)
+            // The user's own client configuration must not change what a test runs.
+            .env("XDG_CONFIG_HOME", "/nonexistent/chat-tests")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
