@@ -268,18 +268,24 @@ pub fn export(
             text: row.get(2).map_err(failed)?,
             ts: row.get::<_, i64>(3).map_err(failed)? as u64,
         };
-        match format {
+        let line = match format {
             ExportFormat::Jsonl => {
                 serde_json::to_writer(&mut *out, &message).map_err(io::Error::from)
             }
             ExportFormat::Text => write!(out, "{}", text_line(&message)),
         }
-        .and_then(|()| out.write_all(b"\n"))
-        .map_err(write_failed)?;
-        written += 1;
+        .and_then(|()| out.write_all(b"\n"));
+        match line {
+            Ok(()) => written += 1,
+            // The reader stopped (`export ROOM | head`): that is the end, not a failure.
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => return Ok(written),
+            Err(error) => return Err(write_failed(error)),
+        }
     }
-    out.flush().map_err(write_failed)?;
-    Ok(written)
+    match out.flush() {
+        Err(error) if error.kind() != io::ErrorKind::BrokenPipe => Err(write_failed(error)),
+        _ => Ok(written),
+    }
 }
 
 /// `2026-12-01T10:00:00.000Z <alice> hello`, with control characters escaped so that one
@@ -580,6 +586,76 @@ mod tests {
         }
         writer.join().unwrap();
         assert!(captures > 1, "{captures}");
+    }
+
+    /// A reader that has gone away, as `export ROOM | head -1` leaves it.
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[test]
+    fn export_writes_a_rooms_history_and_stops_quietly_when_the_reader_goes() {
+        use clap::Parser;
+
+        use crate::history::{HistoryStore, StoredMessage};
+
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let history = dir.path().join("history.sqlite3");
+        journal::compact(&state, &PersistedState::new(vec![room(7), room(8)])).unwrap();
+        let stored: Vec<StoredMessage> = (1..=3)
+            .map(|id| StoredMessage {
+                room_uid: if id == 2 { 8 } else { 7 },
+                member_uid: 7,
+                seq: Some(id),
+                message: ChatMessage {
+                    id,
+                    from: "host".into(),
+                    text: format!("text {id}"),
+                    ts: 1_764_583_200_000,
+                },
+            })
+            .collect();
+        HistoryStore::open(&history)
+            .unwrap()
+            .store(&stored, 100)
+            .unwrap();
+        let config = Config::parse_from([
+            "chat-server",
+            "--state",
+            state.to_str().unwrap(),
+            "--history",
+            history.to_str().unwrap(),
+        ]);
+        let mut out = Vec::new();
+        assert_eq!(
+            export(&config, "room-7", ExportFormat::Jsonl, &mut out).unwrap(),
+            2
+        );
+        let lines: Vec<ChatMessage> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            [stored[0].message.clone(), stored[2].message.clone()]
+        );
+        assert_eq!(
+            export(&config, "room-7", ExportFormat::Text, &mut ClosedPipe).unwrap(),
+            0
+        );
+        assert!(matches!(
+            export(&config, "room-9", ExportFormat::Text, &mut Vec::new()),
+            Err(AdminError::Refused(_))
+        ));
     }
 
     #[test]
