@@ -490,6 +490,8 @@ impl ClientProcess {
             .args(["--server", "127.0.0.1", "--tcp-port", &tcp_port])
             .args(args)
             .env("XDG_DATA_HOME", data_dir)
+            // The user's own client configuration must not change what a test runs.
+            .env("XDG_CONFIG_HOME", "/nonexistent/chat-tests")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -36,6 +36,7 @@
 //!   back.
 //! - [`signals`]: SIGINT, SIGTERM and SIGHUP, which leave like `/quit`.
 //! - [`error`]: failures and their exit codes; [`logging`]: diagnostics on stderr.
+//! - [`settings`]: the configuration file, `completions`, `man` and `--version`.
 
 pub mod admission;
 pub mod app;
@@ -60,6 +61,7 @@ pub mod rooms;
 pub mod saved;
 pub mod screen;
 pub mod session;
+pub mod settings;
 pub mod signals;
 pub mod terminal;
 pub mod transport;

@@ -5,10 +5,33 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use chat_client::settings::{self, Invocation, SettingsError};
 
 fn main() -> ExitCode {
-    let cli = chat_client::cli::Cli::parse();
+    let config = settings::config_path();
+    let cli = match settings::parse(std::env::args_os().collect(), config.as_deref()) {
+        Ok(Invocation::Chat(cli)) => cli,
+        Ok(Invocation::Completions(shell)) => {
+            let mut command = settings::command();
+            clap_complete::generate(shell, &mut command, "chat-client", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Man) => {
+            return match clap_mangen::Man::new(settings::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("chat-client: cannot write the manual page: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        // Prints the usage error, --help or --version, with clap's exit status.
+        Err(SettingsError::Usage(error)) => error.exit(),
+        Err(error @ SettingsError::File { .. }) => {
+            eprintln!("chat-client: {error}");
+            return ExitCode::from(2);
+        }
+    };
     chat_client::logging::init(cli.log_level.as_deref());
     match chat_client::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -179,6 +179,8 @@ impl Client {
             .args(["--server", "127.0.0.1", "--tcp-port", &tcp_port.to_string()])
             .args(args)
             .env("XDG_DATA_HOME", data_dir.path())
+            // The user's own client configuration must not change what a test runs.
+            .env("XDG_CONFIG_HOME", "/nonexistent/chat-tests")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::flood::FloodPolicy;
 use crate::manager::Limits;
@@ -25,9 +25,13 @@ pub struct Config {
     /// Where rooms and tokens are kept across restarts.
     #[arg(long, default_value = "room_manager.json")]
     pub state: PathBuf,
-    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
-    #[arg(long, default_value = "info")]
+    /// Log level (off, error, warn, info, debug, trace) or a tracing filter such as
+    /// `info,chat_server::control=debug`; RUST_LOG overrides it.
+    #[arg(long, default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
+    /// Log lines as text, or as one JSON object per line for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Messages a member may send in a burst before flood control applies.
     #[arg(long, default_value_t = 10)]
     pub flood_burst: u32,
@@ -87,6 +91,15 @@ pub struct Config {
     /// their token is unknown (never larger than the datagram answered); 0 answers none.
     #[arg(long, default_value_t = 20)]
     pub no_room_replies: u32,
+}
+
+/// How log lines are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Config {
@@ -152,6 +165,35 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+const LEVEL_NAMES: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a `--log-level` value: a level name, or a filter whose every directive is a level or
+/// `target=level`. A bare word such as `loud` is refused: the tracing filter would read it as
+/// a target name and the server would then log nothing.
+pub fn parse_log_level(text: &str) -> Result<String, String> {
+    let is_level = |word: &str| {
+        LEVEL_NAMES
+            .iter()
+            .any(|name| name.eq_ignore_ascii_case(word))
+    };
+    let every_directive_ok = !text.is_empty()
+        && text
+            .split(',')
+            .all(|directive| match directive.rsplit_once('=') {
+                Some((target, level)) => !target.is_empty() && is_level(level),
+                None => is_level(directive),
+            });
+    if every_directive_ok && tracing_subscriber::EnvFilter::try_new(text).is_ok() {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "\"{text}\" is not a log level: use one of {} or a filter such as \
+             `info,chat_server=debug`",
+            LEVEL_NAMES.join(", ")
+        ))
+    }
+}
+
 /// Parses a rate in messages per second: 0 (off) or more.
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text
@@ -183,6 +225,17 @@ mod tests {
                 rate: 5.0
             }
         );
+    }
+
+    #[test]
+    fn log_levels_are_levels_or_filters() {
+        assert!(parse_log_level("debug").is_ok());
+        assert!(parse_log_level("WARN").is_ok());
+        assert!(parse_log_level("info,chat_server::control=trace").is_ok());
+        for refused in ["loud", "", "info,loud", "chat_server=loud", "=debug"] {
+            let error = parse_log_level(refused).expect_err(refused);
+            assert!(error.contains("is not a log level"), "{error}");
+        }
     }
 
     #[test]

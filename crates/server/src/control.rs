@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::ip_limit::{Admission, HandshakeRateLimiter};
+use crate::log_text::for_log;
 use crate::manager::{JoinError, Membership, SharedManager, lock};
 use crate::password;
 use crate::room::RoomKind;
@@ -352,6 +353,10 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
     };
     let user = UserRequest::parse(&payload)
         .map_err(|error| Refusal::new(ErrorCode::InvalidRequest, error.to_string()));
+    // For the log of a refusal: who asked, as far as the payload says.
+    let username = user
+        .as_ref()
+        .map_or_else(|_| String::new(), |user| for_log(&user.username));
     let result = match (operation, user) {
         (Operation::List, _) => {
             let list = lock(&context.manager).list();
@@ -365,7 +370,7 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
     match result {
         Ok(membership) => {
             lock(&context.manager).set_home_ip(&membership.token, peer.ip());
-            tracing::info!(%peer, room = %membership.room, user = %membership.username, host = membership.host, token = %membership.token, ?operation, "handshake granted");
+            tracing::info!(%peer, room = %for_log(&membership.room), user = %for_log(&membership.username), host = membership.host, token = %membership.token, ?operation, "handshake granted");
             let grant = Grant {
                 token: membership.token.to_hex(),
                 room: Some(membership.room.clone()),
@@ -379,7 +384,7 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
             Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))
         }
         Err(refusal) => {
-            tracing::info!(%peer, room = %room_name, code = %refusal.code, "handshake refused");
+            tracing::info!(%peer, room = %for_log(&room_name), user = %username, code = %refusal.code, ?operation, "handshake refused");
             refuse(refusal.code, refusal.message)
         }
     }

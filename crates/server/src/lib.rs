@@ -6,19 +6,28 @@
 //! [`writer`] makes those changes durable in the state file ([`persist`]) and its
 //! [`journal`]; chat history lives in SQLite ([`history`]), written only by the
 //! [`history_writer`] thread.
+//!
+//! The binary's side: [`cli`] and [`config_file`] read the settings (flags, environment,
+//! TOML file), [`preflight`] checks the state can be written before starting, and [`admin`]
+//! holds the operator's commands (backup, restore, export).
 
+pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod control;
 pub mod flood;
 pub mod history;
 pub mod history_writer;
 pub mod ip_limit;
 pub mod journal;
+pub mod log_text;
 pub mod manager;
 pub mod memory;
 pub mod outbox;
 pub mod password;
 pub mod persist;
+pub mod preflight;
 pub mod relay;
 pub mod room;
 pub mod seq_window;

@@ -23,6 +23,7 @@ use crate::flood::FloodPolicy;
 use crate::history::{HistoryError, HistoryStore, StoredMessage};
 use crate::history_writer::{HistoryJob, PendingMessage};
 use crate::journal::{JournalRecord, StateChange};
+use crate::log_text::for_log;
 use crate::memory::{self, MemoryBudget};
 use crate::outbox::Outbox;
 use crate::persist::{PersistedMember, PersistedRoom, PersistedState, StateProblem};
@@ -1184,6 +1185,7 @@ impl RoomManager {
             return;
         };
         self.memory.release_held(member.seqs.held_bytes(), 0);
+        tracing::info!(room = %for_log(&room.name), user = %for_log(&member.username), ?reason, "member left");
         let left = StateChange::MemberLeft {
             room: room.name.clone(),
             uid: member.uid,
@@ -1235,6 +1237,7 @@ impl RoomManager {
         };
         self.memory.uncached(room.cached_bytes());
         self.memory.release_held(room.held_bytes(), 0);
+        tracing::info!(room = %for_log(&room.name), ?reason, "room closed");
         self.room_ids.remove(&room.name);
         for member in room.members.values() {
             self.tokens.remove(&member.token);

@@ -224,9 +224,12 @@ impl BatchSender {
             let mut slices = [[IoSlice::new(&[])]; SEND_BATCH];
             let mut addrs: [Option<SockaddrStorage>; SEND_BATCH] = [None; SEND_BATCH];
             let mut count = 0;
-            for ((frame, addr), (slice, slot)) in datagrams
-                .by_ref()
-                .zip(slices.iter_mut().zip(addrs.iter_mut()))
+            // The batch's slots first: `zip` takes from its first iterator before asking the
+            // second, so with the datagrams first the one after a full batch was taken and lost.
+            for ((slice, slot), (frame, addr)) in slices
+                .iter_mut()
+                .zip(addrs.iter_mut())
+                .zip(datagrams.by_ref())
             {
                 *slice = [IoSlice::new(frame)];
                 *slot = Some(SockaddrStorage::from(addr));
@@ -278,4 +281,41 @@ fn token_prefix(bytes: &[u8]) -> String {
             format!("{}…", String::from_utf8_lossy(shown))
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More datagrams than one `sendmmsg` batch: every one arrives.
+    #[test]
+    fn batches_beyond_the_first_lose_nothing() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let receivers: Vec<UdpSocket> = (0..3 * SEND_BATCH + 5)
+            .map(|_| {
+                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket
+                    .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                socket
+            })
+            .collect();
+        let mut out = Outbox::default();
+        for (index, receiver) in receivers.iter().enumerate() {
+            out.unicast(receiver.local_addr().unwrap(), |buf| {
+                buf.extend_from_slice(format!("datagram {index}").as_bytes());
+                Ok(())
+            });
+        }
+        let stats = RelayStats::default();
+        BatchSender::default().send_all(&sender, &out, &stats);
+        assert_eq!(stats.sent.load(Ordering::Relaxed), receivers.len() as u64);
+        for (index, receiver) in receivers.iter().enumerate() {
+            let mut buf = [0; 64];
+            let length = receiver
+                .recv(&mut buf)
+                .unwrap_or_else(|error| panic!("datagram {index} did not arrive: {error}"));
+            assert_eq!(&buf[..length], format!("datagram {index}").as_bytes());
+        }
+    }
 }

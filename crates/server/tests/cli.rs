@@ -54,7 +54,10 @@ fn an_unusable_state_path_stops_the_server_with_the_reason() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("cannot read the state file"), "{stderr}");
+    assert!(
+        stderr.contains("the state file") && stderr.contains("is a directory"),
+        "{stderr}"
+    );
 }
 
 #[test]
