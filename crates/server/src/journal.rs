@@ -371,7 +371,7 @@ pub fn compact(state_path: &Path, snapshot: &PersistedState) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(snapshot)?;
     persist::write_atomic(state_path, &bytes)?;
     let path = journal_path(state_path);
-    OpenOptions::new()
+    persist::private_file()
         .write(true)
         .create(true)
         .truncate(true)
@@ -478,6 +478,17 @@ mod tests {
             line,
             r#"{"seq":7,"change":"member_left","room":"lobby","uid":3}"#
         );
+    }
+
+    #[test]
+    fn the_state_file_and_journal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let files = Files::new();
+        compact(&files.state, &PersistedState::new(Vec::new())).unwrap();
+        for path in [files.state.clone(), journal_path(&files.state)] {
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} has mode {mode:o}", path.display());
+        }
     }
 
     #[test]
