@@ -199,6 +199,7 @@ pub enum DropReason {
 #[derive(Debug)]
 pub struct RoomManager {
     rooms: HashMap<RoomId, Room>,
+    /// Rooms by [`names::room_key`], so that `Lobby` and `LOBBY` are one room.
     room_ids: HashMap<String, RoomId>,
     tokens: HashMap<Token, (RoomId, MemberId)>,
     next_id: u64,
@@ -289,7 +290,7 @@ impl RoomManager {
     ) -> Result<Membership, JoinError> {
         names::validate_room_name(room_name).map_err(JoinError::InvalidRoomName)?;
         names::validate_username(username).map_err(JoinError::InvalidUsername)?;
-        if self.room_ids.contains_key(room_name) {
+        if self.room_ids.contains_key(&names::room_key(room_name)) {
             return Err(JoinError::RoomExists(room_name.to_owned()));
         }
         self.insert_room(room_name, username, kind, now_ms, now)
@@ -338,7 +339,7 @@ impl RoomManager {
             room: persisted_room(&room),
         };
         self.rooms.insert(room_id, room);
-        self.room_ids.insert(room_name.to_owned(), room_id);
+        self.room_ids.insert(names::room_key(room_name), room_id);
         self.tokens.insert(token, (room_id, member_id));
         self.changed(created);
         Ok(Membership {
@@ -352,7 +353,9 @@ impl RoomManager {
     /// The password hash a join must be checked against, with the room it belongs to (the room
     /// could be closed and re-created while the slow check runs outside the lock).
     pub fn password_hash(&self, room_name: &str) -> Option<(RoomId, String)> {
-        let room = self.rooms.get(self.room_ids.get(room_name)?)?;
+        let room = self
+            .rooms
+            .get(self.room_ids.get(&names::room_key(room_name))?)?;
         match &room.kind {
             RoomKind::Private { password_hash } => Some((room.id, password_hash.clone())),
             RoomKind::Public | RoomKind::Pair => None,
@@ -372,7 +375,7 @@ impl RoomManager {
         names::validate_username(username).map_err(JoinError::InvalidUsername)?;
         let room_id = *self
             .room_ids
-            .get(room_name)
+            .get(&names::room_key(room_name))
             .ok_or_else(|| JoinError::RoomNotFound(room_name.to_owned()))?;
         let (capacity, private) = {
             let room = self.room(room_id)?;
@@ -462,7 +465,7 @@ impl RoomManager {
         let name = loop {
             let suffix = Token::generate()?.to_hex();
             let candidate = format!("pair-{}", &suffix[..8]);
-            if !self.room_ids.contains_key(&candidate) {
+            if !self.room_ids.contains_key(&names::room_key(&candidate)) {
                 break candidate;
             }
         };
@@ -512,7 +515,9 @@ impl RoomManager {
             .rooms
             .get_mut(&room_id)
             .ok_or(DropReason::UnknownToken)?;
-        if room.name != room_name {
+        // The name as the member typed it may differ from the stored one in case or form;
+        // the key is computed only then, off the common path.
+        if room.name != room_name && names::room_key(&room.name) != names::room_key(room_name) {
             return Err(DropReason::WrongRoom);
         }
         let message = ClientMessage::decode(message).map_err(|_| DropReason::Malformed)?;
@@ -899,7 +904,7 @@ impl RoomManager {
         let Some(room) = self.rooms.remove(&room_id) else {
             return;
         };
-        self.room_ids.remove(&room.name);
+        self.room_ids.remove(&names::room_key(&room.name));
         for member in room.members.values() {
             self.tokens.remove(&member.token);
         }
@@ -949,7 +954,10 @@ impl RoomManager {
             let problem =
                 |what: String| StateProblem(format!("room \"{}\": {what}", persisted.name));
             names::validate_room_name(&persisted.name).map_err(|e| problem(e.to_string()))?;
-            if manager.room_ids.contains_key(&persisted.name) {
+            if manager
+                .room_ids
+                .contains_key(&names::room_key(&persisted.name))
+            {
                 return Err(problem("appears twice".into()).into());
             }
             let room_uid = match persisted.uid {
@@ -1054,7 +1062,9 @@ impl RoomManager {
                 }
             }
             room.rebuild_recipients();
-            manager.room_ids.insert(room.name.clone(), room_id);
+            manager
+                .room_ids
+                .insert(names::room_key(&room.name), room_id);
             manager.rooms.insert(room_id, room);
         }
         Ok(manager)
