@@ -68,3 +68,32 @@ fn names_that_look_the_same_are_one_name() {
     join(server.tcp, "den", "bob").token();
     join(server.tcp, "den", "Émilie").token();
 }
+
+#[test]
+fn names_from_the_network_cannot_forge_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let forged =
+        "x\n2026-01-01T00:00:00Z  INFO FORGED handshake granted user=root host=true\x1b[2J";
+    assert_refused(&create(server.tcp, forged, "alice"), "invalid_room_name");
+    // A name with spaces is quoted, so it cannot pose as more fields either.
+    create(server.tcp, "a user=root host=true", "bob").token();
+    // Refusals and grants are logged before the reply is sent.
+    let log = server.log();
+    assert!(log.contains("handshake refused"), "{log}");
+    assert!(log.contains("room=\"a user=root host=true\""), "{log}");
+    for line in log.lines() {
+        assert!(
+            !line.contains("FORGED") || line.contains("handshake refused"),
+            "{line}"
+        );
+        assert!(
+            !line.contains('\x1b'),
+            "an escape sequence reached the log: {line:?}"
+        );
+    }
+    assert!(
+        log.contains("\\n2026-01-01"),
+        "the newline is shown escaped: {log}"
+    );
+}

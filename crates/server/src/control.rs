@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
+use crate::escape::quoted;
 use crate::ip_limit::{Admission, HandshakeRateLimiter};
 use crate::manager::{JoinError, Membership, SharedManager, lock};
 use crate::password;
@@ -361,7 +362,7 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
     };
     match result {
         Ok(membership) => {
-            tracing::info!(%peer, room = %membership.room, user = %membership.username, host = membership.host, token = %membership.token, ?operation, "handshake granted");
+            tracing::info!(%peer, room = %quoted(&membership.room), user = %quoted(&membership.username), host = membership.host, token = %membership.token, ?operation, "handshake granted");
             let grant = Grant {
                 token: membership.token.to_hex(),
                 room: Some(membership.room.clone()),
@@ -373,7 +374,7 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
             Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))
         }
         Err(refusal) => {
-            tracing::info!(%peer, room = %room_name, code = %refusal.code, "handshake refused");
+            tracing::info!(%peer, room = %quoted(&room_name), code = %refusal.code, "handshake refused");
             refuse(refusal.code, refusal.message)
         }
     }

@@ -325,7 +325,8 @@ fn read_records(
                     tracing::warn!(
                         path = %path.display(),
                         line = number,
-                        %reason,
+                        // serde quotes what it could not parse, and names came from the network.
+                        reason = %crate::escape::quoted(&reason.to_string()),
                         "ignoring the journal's torn last line: the server stopped while \
                          writing it, before the handshakes it records were answered"
                     );

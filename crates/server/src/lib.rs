@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod control;
+pub mod escape;
 pub mod flood;
 pub mod history;
 pub mod history_writer;
