@@ -97,3 +97,84 @@ fn names_from_the_network_cannot_forge_log_lines() {
         "the newline is shown escaped: {log}"
     );
 }
+
+/// Sends a join with a password, as our client does.
+fn join_with_password(
+    tcp: std::net::SocketAddr,
+    room: &str,
+    name: &str,
+    password: &str,
+) -> Replies {
+    let payload = serde_json::json!({ "username": name, "password": password }).to_string();
+    chat_tests::handshake(tcp, 2, room, payload.as_bytes())
+}
+
+#[test]
+fn wrong_password_floods_neither_exhaust_memory_nor_go_unanswered() {
+    // 120 wrong-password joins at once from one address (the load that took the server from
+    // 7 MB to 2.2 GB resident). CHAT_PASSWORD_FLOOD changes the count for measurements.
+    let joins: usize = std::env::var("CHAT_PASSWORD_FLOOD")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(120);
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), &["--handshakes-per-ip", "0"]);
+    let payload = serde_json::json!({ "username": "host", "password": "right" }).to_string();
+    chat_tests::handshake(server.tcp, 1, "vault", payload.as_bytes()).token();
+    // Cheap checks come before the password: a hopeless join never costs a hash, nor counts
+    // as a wrong password.
+    assert_refused(
+        &join_with_password(server.tcp, "vault", "HOST", "wrong"),
+        "name_taken",
+    );
+    assert_refused(
+        &join_with_password(server.tcp, "vault\u{200B}", "x", "wrong"),
+        "invalid_room_name",
+    );
+    let pid = server.pid();
+    let baseline = chat_tests::proc_status_kb(pid, "VmRSS").unwrap_or(0);
+
+    let tcp = server.tcp;
+    let codes: Vec<String> = std::thread::scope(|scope| {
+        let guesses: Vec<_> = (0..joins)
+            .map(|n| {
+                scope.spawn(move || {
+                    join_with_password(tcp, "vault", &format!("guess{n}"), "wrong")
+                        .error_code()
+                        .unwrap_or_default()
+                })
+            })
+            .collect();
+        guesses
+            .into_iter()
+            .map(|guess| guess.join().expect("a guessing thread"))
+            .collect()
+    });
+    let peak = chat_tests::proc_status_kb(pid, "VmHWM").unwrap_or(0);
+    let count = |code: &str| codes.iter().filter(|c| *c == code).count();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    println!(
+        "{joins} wrong-password joins: bad_password {}, too_many_attempts {}, server_busy {}; \
+         server RSS {baseline} kB before, peak (VmHWM) {peak} kB; {cores} cores",
+        count("bad_password"),
+        count("too_many_attempts"),
+        count("server_busy"),
+    );
+    // Every guess is answered with a refusal a client understands; none gets in.
+    assert_eq!(
+        count("bad_password") + count("too_many_attempts") + count("server_busy"),
+        joins,
+        "{codes:?}"
+    );
+    // Argon2 takes 19 MiB per check: about one check per core may run at once.
+    let allowed_kb = 48 * 1024 + cores * 24 * 1024;
+    assert!(
+        peak < allowed_kb,
+        "peak RSS {peak} kB, allowed {allowed_kb} kB"
+    );
+    // The address is now refused without a check, even with the right password.
+    assert_refused(
+        &join_with_password(server.tcp, "vault", "late", "right"),
+        "too_many_attempts",
+    );
+}

@@ -463,6 +463,8 @@ pub enum ErrorCode {
     UnsupportedOperation,
     /// The server cannot take the request now (overload, state file not writable).
     ServerBusy,
+    /// Join: too many wrong passwords lately, for this room or from this address.
+    TooManyAttempts,
 }
 
 impl ErrorCode {
@@ -480,6 +482,7 @@ impl ErrorCode {
             Self::RoomFull => "room_full",
             Self::UnsupportedOperation => "unsupported_operation",
             Self::ServerBusy => "server_busy",
+            Self::TooManyAttempts => "too_many_attempts",
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::escape::quoted;
 use crate::ip_limit::{Admission, HandshakeRateLimiter};
 use crate::manager::{JoinError, Membership, SharedManager, lock};
 use crate::password;
+use crate::password_gate::{GateRefusal, PasswordGate};
 use crate::room::RoomKind;
 use crate::writer::StateWriter;
 
@@ -51,6 +52,8 @@ pub struct ControlContext {
     /// Connections one source address may open per minute; more are refused with
     /// `server_busy`. 0 turns the limit off.
     pub handshakes_per_ip: u32,
+    /// Bounds password hashing and counts wrong passwords.
+    pub passwords: PasswordGate,
 }
 
 /// Accepts connections until `stop` turns true, then waits for the handshakes in flight.
@@ -357,7 +360,7 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
         }
         (_, Err(refusal)) => Err(refusal),
         (Operation::Create, Ok(user)) => create(&room_name, user, context).await,
-        (Operation::Join, Ok(user)) => join(&room_name, user, context).await,
+        (Operation::Join, Ok(user)) => join(&room_name, user, peer, context).await,
         (Operation::Pair, Ok(user)) => pair(user, context).await,
     };
     match result {
@@ -404,22 +407,19 @@ async fn create(
     context: &ControlContext,
 ) -> Result<Membership, Refusal> {
     // Cheap checks first, so that a hopeless request never costs a password hash.
-    names::validate_room_name(room_name)
-        .map_err(|e| Refusal::from(JoinError::InvalidRoomName(e)))?;
-    names::validate_username(&user.username)
-        .map_err(|e| Refusal::from(JoinError::InvalidUsername(e)))?;
+    lock(&context.manager).check_create(room_name, &user.username)?;
     let kind = match user.password {
         None => RoomKind::Public,
         Some(password) => {
             check_password(&password)?;
-            let hashed = tokio::task::spawn_blocking(move || password::hash(&password))
+            let hashed = context
+                .passwords
+                .turn(Instant::now() + context.request_timeout)
                 .await
-                .map_err(|_| {
-                    Refusal::new(
-                        ErrorCode::ServerBusy,
-                        "the server could not hash the password",
-                    )
-                })?
+                .map_err(gate_refusal)?
+                .run(move || password::hash(&password))
+                .await
+                .map_err(gate_refusal)?
                 .map_err(|e| Refusal::new(ErrorCode::ServerBusy, e.to_string()))?;
             RoomKind::Private {
                 password_hash: hashed,
@@ -444,18 +444,33 @@ async fn create(
 async fn join(
     room_name: &str,
     user: UserRequest,
+    peer: SocketAddr,
     context: &ControlContext,
 ) -> Result<Membership, Refusal> {
-    let private = lock(&context.manager).password_hash(room_name);
+    // Cheap checks first (names, room, capacity, name taken), so that a hopeless request
+    // never costs a password check.
+    let private = lock(&context.manager).check_join(room_name, &user.username)?;
     let verified_for = match private {
         None => None,
         Some((room_id, stored_hash)) => {
+            let room_key = names::room_key(room_name);
+            let gate = &context.passwords;
+            gate.admit(peer.ip(), &room_key, std::time::Instant::now())
+                .map_err(gate_refusal)?;
+            let turn = gate
+                .turn(Instant::now() + context.request_timeout)
+                .await
+                .map_err(gate_refusal)?;
+            // Failures may have piled up while this request waited for its turn.
+            gate.admit(peer.ip(), &room_key, std::time::Instant::now())
+                .map_err(gate_refusal)?;
             let password = user.password.clone().unwrap_or_default();
-            let matches =
-                tokio::task::spawn_blocking(move || password::verify(&password, &stored_hash))
-                    .await
-                    .unwrap_or(false);
+            let matches = turn
+                .run(move || password::verify(&password, &stored_hash))
+                .await
+                .map_err(gate_refusal)?;
             if !matches {
+                gate.failed(peer.ip(), &room_key, std::time::Instant::now());
                 return Err(JoinError::BadPassword(room_name.to_owned()).into());
             }
             Some(room_id)
@@ -473,6 +488,24 @@ async fn join(
             .map(|membership| (membership, manager.generation()))
     };
     make_durable(granted?, context).await
+}
+
+/// The refusal for a password that may not be checked now.
+fn gate_refusal(refusal: GateRefusal) -> Refusal {
+    match refusal {
+        GateRefusal::Address => Refusal::new(
+            ErrorCode::TooManyAttempts,
+            "too many wrong passwords from your address; try again in a minute",
+        ),
+        GateRefusal::Room => Refusal::new(
+            ErrorCode::TooManyAttempts,
+            "too many wrong passwords for this room lately; try again in a minute",
+        ),
+        GateRefusal::Busy => Refusal::new(
+            ErrorCode::ServerBusy,
+            "the server is busy checking passwords; try again shortly",
+        ),
+    }
 }
 
 async fn pair(user: UserRequest, context: &ControlContext) -> Result<Membership, Refusal> {

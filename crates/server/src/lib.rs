@@ -18,6 +18,7 @@ pub mod journal;
 pub mod manager;
 pub mod outbox;
 pub mod password;
+pub mod password_gate;
 pub mod persist;
 pub mod relay;
 pub mod room;

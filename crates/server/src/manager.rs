@@ -350,18 +350,6 @@ impl RoomManager {
         })
     }
 
-    /// The password hash a join must be checked against, with the room it belongs to (the room
-    /// could be closed and re-created while the slow check runs outside the lock).
-    pub fn password_hash(&self, room_name: &str) -> Option<(RoomId, String)> {
-        let room = self
-            .rooms
-            .get(self.room_ids.get(&names::room_key(room_name))?)?;
-        match &room.kind {
-            RoomKind::Private { password_hash } => Some((room.id, password_hash.clone())),
-            RoomKind::Public | RoomKind::Pair => None,
-        }
-    }
-
     /// Adds `username` to an existing room. `password_verified_for` names the room whose
     /// password the caller checked, for private rooms.
     pub fn join(
@@ -1296,6 +1284,9 @@ fn notify(room: &Room, skip: Option<MemberId>, text: &str, v2: &ServerV2, out: &
         Ok(())
     });
 }
+
+#[path = "manager_checks.rs"]
+mod checks;
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]

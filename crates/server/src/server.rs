@@ -22,6 +22,7 @@ use crate::history_writer::{self, HistoryJob};
 use crate::journal;
 use crate::manager::{RestoreError, RoomManager, SharedManager, lock};
 use crate::outbox::Outbox;
+use crate::password_gate::{PasswordGate, PasswordPolicy};
 use crate::persist::StateError;
 use crate::relay::{self, RelayStats};
 use crate::writer::StateWriter;
@@ -193,6 +194,10 @@ impl Server {
             request_timeout: self.config.handshake_timeout,
             max_handshakes: self.config.max_handshakes,
             handshakes_per_ip: self.config.handshakes_per_ip,
+            passwords: PasswordGate::new(PasswordPolicy::for_this_machine(
+                self.config.password_failures_per_ip,
+                self.config.password_failures_per_room,
+            ))?,
         });
         let control_task = tokio::spawn(control::serve(self.tcp, context, front_ends_stopped));
 
