@@ -178,3 +178,100 @@ fn wrong_password_floods_neither_exhaust_memory_nor_go_unanswered() {
         "too_many_attempts",
     );
 }
+
+/// A state file with `rooms` public rooms of `members` members each (the first one hosts).
+fn hostile_state(rooms: usize, members: usize, username: impl Fn(usize) -> String) -> String {
+    let rooms: Vec<serde_json::Value> = (0..rooms)
+        .map(|r| {
+            let members: Vec<serde_json::Value> = (0..members)
+                .map(|m| {
+                    serde_json::json!({
+                        "username": username(m),
+                        "uid": r * members + m + 1,
+                        "token": format!("{:064x}", r * members + m + 1),
+                        "host": m == 0,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": format!("room{r}"),
+                "uid": r + 1,
+                "kind": "public",
+                "created_at_ms": 1,
+                "members": members,
+            })
+        })
+        .collect();
+    serde_json::json!({ "format": 1, "rooms": rooms }).to_string()
+}
+
+#[test]
+fn a_state_file_over_the_limits_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("room_manager.json");
+    std::fs::write(&state, hostile_state(1, 300, |m| format!("user{m}"))).unwrap();
+    let refused = ServerProcess::try_start(dir.path(), &[])
+        .err()
+        .expect("refused");
+    assert!(refused.contains("room_manager.json"), "{refused}");
+    assert!(refused.contains("more than its limit of 256"), "{refused}");
+
+    std::fs::write(&state, hostile_state(3, 1, |_| "host".into())).unwrap();
+    let refused = ServerProcess::try_start(dir.path(), &["--max-rooms", "2"])
+        .err()
+        .expect("refused");
+    assert!(refused.contains("room_manager.json"), "{refused}");
+    assert!(refused.contains("more than --max-rooms 2"), "{refused}");
+    // Within the limits the same file loads.
+    ServerProcess::start_with(dir.path(), &["--max-rooms", "3"]);
+}
+
+#[test]
+fn a_huge_name_in_the_state_file_makes_a_short_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("room_manager.json");
+    let huge = format!("{}\n\u{1b}[2J", "n".repeat(1 << 20));
+    std::fs::write(
+        &state,
+        hostile_state(1, 2, |m| if m == 1 { huge.clone() } else { "host".into() }),
+    )
+    .unwrap();
+    let refused = ServerProcess::try_start(dir.path(), &[])
+        .err()
+        .expect("refused");
+    let printed = refused
+        .lines()
+        .filter(|line| line.contains("room_manager.json"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        printed.len(),
+        1,
+        "one sentence naming the file: {refused:.2000}"
+    );
+    assert!(
+        printed[0].len() < 1000,
+        "the error is {} bytes: {:.2000}",
+        printed[0].len(),
+        printed[0]
+    );
+    assert!(
+        !refused.contains('\u{1b}'),
+        "an escape sequence reached the output"
+    );
+}
+
+#[test]
+fn a_room_of_many_members_restores_in_linear_time() {
+    // 40,000 members took 22.8 s to restore, one name compared with every earlier one; the
+    // harness waits 10 s for the server to start.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("room_manager.json");
+    std::fs::write(&state, hostile_state(1, 40_000, |m| format!("user{m}"))).unwrap();
+    let started = std::time::Instant::now();
+    let server = ServerProcess::start_with(dir.path(), &["--max-members", "40001"]);
+    println!(
+        "40,000 members restored and listening after {:?}",
+        started.elapsed()
+    );
+    assert_refused(&join(server.tcp, "room0", "USER39999"), "name_taken");
+}

@@ -12,29 +12,59 @@ use chat_protocol::names::is_invisible;
 /// Most characters of a value shown; the rest is summarised by its length.
 pub const MAX_SHOWN_CHARS: usize = 64;
 
+/// Most characters of a whole message shown by [`clipped`].
+pub const MAX_CLIPPED_CHARS: usize = 400;
+
 /// `value` for a log line or an error message, as `"text"` with `\n`, `\"`, `\\`, `\x1b` and
 /// the like escaped, and `…(N bytes in all)` after the first [`MAX_SHOWN_CHARS`] characters.
 /// Bytes that are not UTF-8 are shown as `\xNN`.
 pub fn quoted<T: AsRef<[u8]> + ?Sized>(value: &T) -> Quoted<'_> {
-    Quoted(value.as_ref())
+    Quoted {
+        bytes: value.as_ref(),
+        quotes: true,
+        max_chars: MAX_SHOWN_CHARS,
+    }
 }
 
-/// See [`quoted`].
+/// A message that may quote outside text (a parser's error, say) for an error line: escaped
+/// like [`quoted`] but without the quotes, and cut after [`MAX_CLIPPED_CHARS`] characters.
+pub fn clipped<T: AsRef<[u8]> + ?Sized>(message: &T) -> Quoted<'_> {
+    Quoted {
+        bytes: message.as_ref(),
+        quotes: false,
+        max_chars: MAX_CLIPPED_CHARS,
+    }
+}
+
+/// See [`quoted`] and [`clipped`].
 #[derive(Clone, Copy)]
-pub struct Quoted<'a>(&'a [u8]);
+pub struct Quoted<'a> {
+    bytes: &'a [u8],
+    quotes: bool,
+    max_chars: usize,
+}
+
+impl Quoted<'_> {
+    fn cut(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let quote = if self.quotes { "\"" } else { "" };
+        write!(f, "{quote}…({} bytes in all)", self.bytes.len())
+    }
+}
 
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"")?;
+        if self.quotes {
+            f.write_str("\"")?;
+        }
         let mut shown = 0;
-        for chunk in self.0.utf8_chunks() {
+        for chunk in self.bytes.utf8_chunks() {
             for c in chunk.valid().chars() {
-                if shown == MAX_SHOWN_CHARS {
-                    return write!(f, "\"…({} bytes in all)", self.0.len());
+                if shown == self.max_chars {
+                    return self.cut(f);
                 }
                 shown += 1;
                 match c {
-                    '"' => f.write_str("\\\"")?,
+                    '"' if self.quotes => f.write_str("\\\"")?,
                     '\\' => f.write_str("\\\\")?,
                     '\n' => f.write_str("\\n")?,
                     '\r' => f.write_str("\\r")?,
@@ -46,14 +76,17 @@ impl fmt::Display for Quoted<'_> {
                 }
             }
             for byte in chunk.invalid() {
-                if shown == MAX_SHOWN_CHARS {
-                    return write!(f, "\"…({} bytes in all)", self.0.len());
+                if shown == self.max_chars {
+                    return self.cut(f);
                 }
                 shown += 1;
                 write!(f, "\\x{byte:02x}")?;
             }
         }
-        f.write_str("\"")
+        if self.quotes {
+            f.write_str("\"")?;
+        }
+        Ok(())
     }
 }
 
@@ -87,6 +120,16 @@ mod tests {
     #[test]
     fn bytes_that_are_not_utf8_are_shown_as_hex() {
         assert_eq!(quoted(&b"ab\xff\xfe"[..]).to_string(), "\"ab\\xff\\xfe\"");
+    }
+
+    #[test]
+    fn clipped_messages_keep_their_quotes_and_lose_their_tail() {
+        let message = format!("invalid type: string \"{}\"\n", "x".repeat(1 << 20));
+        let shown = clipped(&message).to_string();
+        assert!(shown.starts_with("invalid type: string \"xx"), "{shown}");
+        assert!(shown.len() < 500, "{}", shown.len());
+        assert!(shown.ends_with("…(1048600 bytes in all)"), "{shown}");
+        assert_eq!(clipped("line\nbreak").to_string(), "line\\nbreak");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use rand::TryRng;
 use rand::rngs::SysRng;
 use thiserror::Error;
 
+use crate::escape::quoted;
 use crate::flood::FloodPolicy;
 use crate::history::{HistoryError, HistoryStore, StoredMessage};
 use crate::history_writer::{HistoryJob, PendingMessage};
@@ -937,10 +938,20 @@ impl RoomManager {
         // New changes carry on the numbering of the saved ones, so that their journal records
         // are told apart from older ones a crash may have left behind.
         manager.generation = state.journal_seq;
+        // The caps apply to a restored state too: a file that breaks them is refused rather
+        // than loaded past the limits the operator set.
+        if state.rooms.len() > limits.max_rooms {
+            return Err(StateProblem(format!(
+                "it holds {} rooms, more than --max-rooms {}; start with a larger --max-rooms",
+                state.rooms.len(),
+                limits.max_rooms
+            ))
+            .into());
+        }
         let mut seen_uids = std::collections::HashSet::new();
         for persisted in state.rooms {
             let problem =
-                |what: String| StateProblem(format!("room \"{}\": {what}", persisted.name));
+                |what: String| StateProblem(format!("room {}: {what}", quoted(&persisted.name)));
             names::validate_room_name(&persisted.name).map_err(|e| problem(e.to_string()))?;
             if manager
                 .room_ids
@@ -962,31 +973,42 @@ impl RoomManager {
                 Some(history) => history.recent(room_uid, RESTORE_SCAN)?,
                 None => Vec::new(),
             };
+            let capacity = match persisted.kind {
+                RoomKind::Pair => PAIR_ROOM_CAPACITY,
+                RoomKind::Public | RoomKind::Private { .. } => limits.max_members_per_room,
+            };
+            if persisted.members.len() > capacity {
+                return Err(problem(format!(
+                    "it has {} members, more than its limit of {capacity} (--max-members for \
+                     rooms other than pair rooms)",
+                    persisted.members.len()
+                ))
+                .into());
+            }
+            // Each member's own stored messages, gathered in one pass (newest first).
+            let mut recent_by_member: HashMap<u64, Vec<&StoredMessage>> = HashMap::new();
+            for stored in recent.iter().rev() {
+                recent_by_member
+                    .entry(stored.member_uid)
+                    .or_default()
+                    .push(stored);
+            }
             let mut members = BTreeMap::new();
+            // Keys seen so far: a set, so that a room of many members restores in linear time.
+            let mut keys = std::collections::HashSet::new();
             let mut host = None;
             for entry in &persisted.members {
+                let name = quoted(&entry.username);
                 names::validate_username(&entry.username)
-                    .map_err(|e| problem(format!("member \"{}\": {e}", entry.username)))?;
-                let token = Token::from_hex(entry.token.as_bytes()).ok_or_else(|| {
-                    problem(format!(
-                        "member \"{}\" has a malformed token",
-                        entry.username
-                    ))
-                })?;
-                let key = names::username_key(&entry.username);
-                if members
-                    .values()
-                    .any(|m: &Member| names::username_key(&m.username) == key)
-                {
-                    return Err(
-                        problem(format!("the name \"{}\" appears twice", entry.username)).into(),
-                    );
+                    .map_err(|e| problem(format!("member {name}: {e}")))?;
+                let token = Token::from_hex(entry.token.as_bytes())
+                    .ok_or_else(|| problem(format!("member {name} has a malformed token")))?;
+                if !keys.insert(names::username_key(&entry.username)) {
+                    return Err(problem(format!("the name {name} appears twice")).into());
                 }
                 let member_id = manager.fresh_id();
                 if manager.tokens.insert(token, (room_id, member_id)).is_some() {
-                    return Err(
-                        problem(format!("member \"{}\" reuses a token", entry.username)).into(),
-                    );
+                    return Err(problem(format!("member {name} reuses a token")).into());
                 }
                 if entry.host {
                     if host.is_some() {
@@ -1008,7 +1030,7 @@ impl RoomManager {
                 );
                 member.addr = entry.addr;
                 member.version = entry.version;
-                for stored in recent.iter().rev().filter(|s| s.member_uid == member_uid) {
+                for stored in recent_by_member.get(&member_uid).into_iter().flatten() {
                     if let Some(seq) = stored.seq {
                         member.seqs.stored(seq, stored.message.id);
                     }

@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use std::net::SocketAddr;
 
+use crate::escape::clipped;
 use crate::room::{RoomKind, WireVersion};
 
 /// The format number written in the file, bumped on incompatible changes.
@@ -105,7 +106,8 @@ pub enum StateError {
         source: io::Error,
     },
     /// The file is not valid JSON of the expected shape.
-    #[error("the state file {path} is corrupt: {source}")]
+    // serde quotes what it could not parse, which may be a megabyte of hostile name.
+    #[error("the state file {path} is corrupt: {}", clipped(&source.to_string()))]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -131,7 +133,7 @@ pub enum StateError {
     },
     /// A journal line other than the last is not a valid record (the last one may be torn by
     /// a crash, and is then ignored).
-    #[error("the journal {path} is corrupt at line {line}: {reason}")]
+    #[error("the journal {path} is corrupt at line {line}: {}", clipped(reason))]
     CorruptJournal {
         /// The journal file.
         path: PathBuf,
