@@ -275,3 +275,66 @@ fn a_room_of_many_members_restores_in_linear_time() {
     );
     assert_refused(&join(server.tcp, "room0", "USER39999"), "name_taken");
 }
+
+#[test]
+fn one_address_cannot_bury_the_room_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(
+        dir.path(),
+        &["--handshakes-per-ip", "0", "--rooms-per-ip", "5"],
+    );
+    // The attacker's junk rooms sort before the real one, and stop at the cap.
+    let tokens: Vec<String> = (0..5)
+        .map(|n| create(server.tcp, &format!("aaa junk {n:03}"), "spam").token())
+        .collect();
+    assert_refused(
+        &create(server.tcp, "aaa junk 999", "spam"),
+        "too_many_rooms",
+    );
+
+    // Paging reaches every room: one room per page here, following `next`.
+    let list = |payload: &str| {
+        let replies = chat_tests::handshake(server.tcp, 4, "", payload.as_bytes());
+        assert_eq!(replies.error_code(), None);
+        replies.complete_json()
+    };
+    let first = list(r#"{"limit":2}"#);
+    assert_eq!(first["rooms"].as_array().map(Vec::len), Some(2), "{first}");
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..20 {
+        let payload = match &after {
+            Some(after) => serde_json::json!({ "after": after, "limit": 1 }).to_string(),
+            None => r#"{"limit":1}"#.to_owned(),
+        };
+        let page = list(&payload);
+        for room in page["rooms"].as_array().cloned().unwrap_or_default() {
+            names.push(room["name"].as_str().unwrap_or("").to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(names.len(), 5, "{names:?}");
+    // The reference client's request (no payload) still gets the whole list, as before.
+    let whole = list("");
+    assert_eq!(whole["rooms"].as_array().map(Vec::len), Some(5), "{whole}");
+    assert!(whole.get("next").is_none(), "{whole}");
+    let bad = chat_tests::handshake(server.tcp, 4, "", br#"{"limit":0}"#);
+    assert_refused(&bad, "invalid_request");
+
+    // A closed room frees its place.
+    let host = UdpMember::new(server.udp, "aaa junk 000", &tokens[0]);
+    host.register();
+    host.send(b"__LEAVE__");
+    let deadline = std::time::Instant::now() + chat_tests::EVENT_TIMEOUT;
+    while list("")["rooms"].as_array().map(Vec::len) != Some(4) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the room never closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    create(server.tcp, "zzz", "x").token();
+}

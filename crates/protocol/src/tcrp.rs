@@ -465,6 +465,8 @@ pub enum ErrorCode {
     ServerBusy,
     /// Join: too many wrong passwords lately, for this room or from this address.
     TooManyAttempts,
+    /// Create: the source address already holds its cap of rooms.
+    TooManyRooms,
 }
 
 impl ErrorCode {
@@ -483,6 +485,7 @@ impl ErrorCode {
             Self::UnsupportedOperation => "unsupported_operation",
             Self::ServerBusy => "server_busy",
             Self::TooManyAttempts => "too_many_attempts",
+            Self::TooManyRooms => "too_many_rooms",
         }
     }
 }

@@ -55,6 +55,10 @@ pub struct Config {
     /// Most rooms at once.
     #[arg(long, default_value_t = 10_000)]
     pub max_rooms: usize,
+    /// Live rooms one source address may have created; more creates are refused with
+    /// too_many_rooms. 0 turns the limit off.
+    #[arg(long, default_value_t = 32)]
+    pub rooms_per_ip: usize,
     /// Most members in one room; more are refused with room_full.
     #[arg(long, default_value_t = 256)]
     pub max_members: usize,

@@ -9,11 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chat_protocol::limits::{MAX_TCRP_PAYLOAD, TCRP_HEADER_LEN};
+use chat_protocol::limits::TCRP_HEADER_LEN;
+use chat_protocol::listing::ListRequest;
 use chat_protocol::names;
 use chat_protocol::tcrp::{
-    Compliance, ErrorCode, Frame, Grant, Header, Operation, RoomList, State, TcrpError,
-    UserRequest, to_json_payload,
+    Compliance, ErrorCode, Frame, Grant, Header, Operation, State, TcrpError, UserRequest,
+    to_json_payload,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +27,8 @@ use crate::manager::{JoinError, Membership, SharedManager, lock};
 use crate::password;
 use crate::password_gate::{GateRefusal, PasswordGate};
 use crate::room::RoomKind;
+use crate::room_list;
+use crate::room_quota::RoomQuota;
 use crate::writer::StateWriter;
 
 /// Longest password accepted; argon2 hashes any length, but a bound keeps the work bounded.
@@ -54,6 +57,8 @@ pub struct ControlContext {
     pub handshakes_per_ip: u32,
     /// Bounds password hashing and counts wrong passwords.
     pub passwords: PasswordGate,
+    /// Live rooms each source address may have created.
+    pub room_quota: RoomQuota,
 }
 
 /// Accepts connections until `stop` turns true, then waits for the handshakes in flight.
@@ -355,11 +360,15 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
         .map_err(|error| Refusal::new(ErrorCode::InvalidRequest, error.to_string()));
     let result = match (operation, user) {
         (Operation::List, _) => {
+            let request = match ListRequest::parse(&payload) {
+                Ok(request) => request,
+                Err(error) => return refuse(ErrorCode::InvalidRequest, error.to_string()),
+            };
             let list = lock(&context.manager).list();
-            return Reply::accepted(operation_byte, room_name, list_payload(list));
+            return Reply::accepted(operation_byte, room_name, room_list::page(list, &request));
         }
         (_, Err(refusal)) => Err(refusal),
-        (Operation::Create, Ok(user)) => create(&room_name, user, context).await,
+        (Operation::Create, Ok(user)) => create(&room_name, user, peer, context).await,
         (Operation::Join, Ok(user)) => join(&room_name, user, peer, context).await,
         (Operation::Pair, Ok(user)) => pair(user, context).await,
     };
@@ -404,10 +413,25 @@ fn check_password(password: &str) -> Result<(), Refusal> {
 async fn create(
     room_name: &str,
     user: UserRequest,
+    peer: SocketAddr,
     context: &ControlContext,
 ) -> Result<Membership, Refusal> {
     // Cheap checks first, so that a hopeless request never costs a password hash.
     lock(&context.manager).check_create(room_name, &user.username)?;
+    let place = context
+        .room_quota
+        .reserve(peer.ip(), |name, uid| {
+            lock(&context.manager).room_uid(name) == Some(uid)
+        })
+        .ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::TooManyRooms,
+                format!(
+                    "your address already has {} rooms open; close one before creating another",
+                    context.room_quota.per_address()
+                ),
+            )
+        })?;
     let kind = match user.password {
         None => RoomKind::Public,
         Some(password) => {
@@ -438,7 +462,11 @@ async fn create(
             )
             .map(|membership| (membership, manager.generation()))
     };
-    make_durable(granted?, context).await
+    let membership = make_durable(granted?, context).await?;
+    if let Some(uid) = lock(&context.manager).room_uid(&membership.room) {
+        place.granted(&membership.room, uid);
+    }
+    Ok(membership)
 }
 
 async fn join(
@@ -533,70 +561,5 @@ async fn make_durable(
                 format!("the server cannot save its state right now ({failure}); try again later"),
             ))
         }
-    }
-}
-
-/// The room list as one reply payload. The contract caps a payload at 16 KiB (a couple of
-/// hundred rooms): a longer list is cut to the first rooms in name order, because a frame over
-/// the cap cannot be sent at all and the client would get one reply frame instead of two.
-fn list_payload(mut list: RoomList) -> Vec<u8> {
-    let payload = to_json_payload(&list);
-    if payload.len() <= MAX_TCRP_PAYLOAD {
-        return payload;
-    }
-    // `{"rooms":[` entries joined by `,` `]}`; counting a comma for every entry errs short.
-    let mut used = br#"{"rooms":[]}"#.len();
-    let fits = list
-        .rooms
-        .iter()
-        .take_while(|room| {
-            used += to_json_payload(room).len() + 1;
-            used <= MAX_TCRP_PAYLOAD
-        })
-        .count();
-    tracing::debug!(
-        rooms = list.rooms.len(),
-        listed = fits,
-        "room list cut to fit one reply"
-    );
-    list.rooms.truncate(fits);
-    to_json_payload(&list)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chat_protocol::tcrp::RoomSummary;
-
-    #[test]
-    fn a_long_room_list_is_cut_to_fit_one_frame() {
-        let rooms: Vec<RoomSummary> = (0..10_000)
-            .map(|i| RoomSummary {
-                name: format!("{i:05}{}", "r".repeat(59)),
-                members: 256,
-                private: false,
-            })
-            .collect();
-        let payload = list_payload(RoomList {
-            rooms: rooms.clone(),
-        });
-        assert!(payload.len() <= MAX_TCRP_PAYLOAD, "{}", payload.len());
-        let listed: RoomList = serde_json::from_slice(&payload).unwrap();
-        assert!(listed.rooms.len() > 100, "{}", listed.rooms.len());
-        assert_eq!(listed.rooms[..], rooms[..listed.rooms.len()]);
-        // And the reply with it encodes as two whole frames.
-        let reply = Reply::accepted(4, String::new(), payload);
-        let bytes = reply.encode();
-        let (first, used) = Frame::decode(&bytes).unwrap().unwrap();
-        let (second, _) = Frame::decode(&bytes[used..]).unwrap().unwrap();
-        assert_eq!(
-            (first.state, second.state),
-            (State::Compliance, State::Complete)
-        );
-
-        let short = RoomList {
-            rooms: rooms[..3].to_vec(),
-        };
-        assert_eq!(list_payload(short.clone()), to_json_payload(&short));
     }
 }

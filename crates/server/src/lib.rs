@@ -22,6 +22,8 @@ pub mod password_gate;
 pub mod persist;
 pub mod relay;
 pub mod room;
+pub mod room_list;
+pub mod room_quota;
 pub mod seq_window;
 pub mod server;
 pub mod token;

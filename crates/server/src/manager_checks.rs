@@ -59,3 +59,11 @@ impl RoomManager {
         })
     }
 }
+
+impl RoomManager {
+    /// The stable id of the room called `room_name` (in any form with the same key).
+    pub fn room_uid(&self, room_name: &str) -> Option<u64> {
+        let id = self.room_ids.get(&names::room_key(room_name))?;
+        self.rooms.get(id).map(|room| room.uid)
+    }
+}

@@ -25,6 +25,7 @@ use crate::outbox::Outbox;
 use crate::password_gate::{PasswordGate, PasswordPolicy};
 use crate::persist::StateError;
 use crate::relay::{self, RelayStats};
+use crate::room_quota::RoomQuota;
 use crate::writer::StateWriter;
 
 /// Why the server could not start.
@@ -198,6 +199,7 @@ impl Server {
                 self.config.password_failures_per_ip,
                 self.config.password_failures_per_room,
             ))?,
+            room_quota: RoomQuota::new(self.config.rooms_per_ip),
         });
         let control_task = tokio::spawn(control::serve(self.tcp, context, front_ends_stopped));
 
