@@ -19,10 +19,12 @@ use chat_tests::{
     EVENT_TIMEOUT, Replies, ServerProcess, UdpMember, V2Member, create, join, try_handshake,
 };
 
-/// Flags of the kill loops: many handshakes from one address, and no one timed out while the
+/// Flags of the kill loops: many handshakes and rooms from one address, and no one timed out while the
 /// loop runs (hosts of the burst rooms never register).
 const KILL_LOOP_FLAGS: &[&str] = &[
     "--handshakes-per-ip",
+    "0",
+    "--rooms-per-ip",
     "0",
     "--idle-timeout",
     "3600",

@@ -341,11 +341,11 @@ fn conflicting_requests_are_refused_with_their_codes() {
         2,
         "nowhere",
     );
-    // Room names are exact: another case is another room, which does not exist.
+    // Room names compare by key: another case is the same room, so it cannot be created.
     assert_refused_echoing(
-        &join(server.tcp, "LOBBY", "bob"),
-        "room_not_found",
-        2,
+        &create(server.tcp, "LOBBY", "bob"),
+        "room_exists",
+        1,
         "LOBBY",
     );
     for taken in ["Alice", "alice", "ALICE", "Émilie", "ÉMILIE"] {

@@ -721,7 +721,11 @@ fn no_token_appears_in_full_in_the_log_even_at_trace_level() {
 #[test]
 fn a_room_list_longer_than_one_reply_is_cut_not_broken() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start_with(dir.path(), &["--handshakes-per-ip", "0"]);
+    // One address creates every room here; the per-address limits are not under test.
+    let server = ServerProcess::start_with(
+        dir.path(),
+        &["--handshakes-per-ip", "0", "--rooms-per-ip", "0"],
+    );
     // 64-byte names: about 100 bytes per room in the list, so 200 rooms exceed 16 KiB.
     let names: Vec<String> = (0..200)
         .map(|i| format!("{i:03}{}", "r".repeat(61)))
@@ -743,4 +747,9 @@ fn a_room_list_longer_than_one_reply_is_cut_not_broken() {
         rooms.len()
     );
     assert_eq!(rooms[..], names[..rooms.len()], "the first rooms by name");
+    // And the reply says where the next page starts.
+    assert_eq!(
+        listed.complete_json()["next"].as_str(),
+        rooms.last().map(String::as_str)
+    );
 }

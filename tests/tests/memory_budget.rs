@@ -50,6 +50,9 @@ fn fill_rooms(rooms: usize, per_room: u64, budget_mib: u64) -> Figures {
             &budget,
             "--flood-rate",
             "0",
+            // Every room comes from 127.0.0.1.
+            "--rooms-per-ip",
+            "0",
             "--log-level",
             "info",
         ],

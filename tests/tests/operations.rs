@@ -743,14 +743,14 @@ fn refusals_leaves_and_timeouts_are_logged_at_info_with_escaped_names() {
     create(server.tcp, "lobby", "alice").token();
     let refused = join(server.tcp, "lobby", "eve\u{1b}[2J");
     assert!(refused.error_code().is_some());
-    let line = log_line(&server, &["handshake refused", "room=lobby"]);
+    let line = log_line(&server, &["handshake refused", "room=\"lobby\""]);
     assert!(line.contains(" INFO "), "{line}");
-    assert!(line.contains("user=eve\\u{1b}[2J"), "{line}");
+    assert!(line.contains("user=\"eve\\u{1b}[2J\""), "{line}");
     assert!(!line.contains('\u{1b}'), "{line}");
     let refused = join(server.tcp, "no\nsuch room", "bob");
     assert!(refused.error_code().is_some());
-    let line = log_line(&server, &["handshake refused", "user=bob"]);
-    assert!(line.contains("room=no\\nsuch room"), "{line}");
+    let line = log_line(&server, &["handshake refused", "user=\"bob\""]);
+    assert!(line.contains("room=\"no\\nsuch room\""), "{line}");
 
     let bob = V2Member::new(
         server.udp,
@@ -759,7 +759,7 @@ fn refusals_leaves_and_timeouts_are_logged_at_info_with_escaped_names() {
     );
     bob.register(None);
     bob.send(&ClientV2::Leave);
-    let line = log_line(&server, &["member left", "user=bob"]);
+    let line = log_line(&server, &["member left", "user=\"bob\""]);
     assert!(
         line.contains(" INFO ") && line.contains("reason=Leave"),
         "{line}"
@@ -777,16 +777,16 @@ fn refusals_leaves_and_timeouts_are_logged_at_info_with_escaped_names() {
     );
     carol.register(None);
     let deadline = Instant::now() + EVENT_TIMEOUT;
-    while !server.log().contains("user=carol reason=Timeout") && Instant::now() < deadline {
+    while !server.log().contains("user=\"carol\" reason=Timeout") && Instant::now() < deadline {
         dave.send(&ClientV2::Ping { last_id: None });
         thread::sleep(Duration::from_millis(200));
     }
-    let line = log_line(&server, &["member left", "user=carol"]);
+    let line = log_line(&server, &["member left", "user=\"carol\""]);
     assert!(
         line.contains(" INFO ") && line.contains("reason=Timeout"),
         "{line}"
     );
-    let line = log_line(&server, &["room closed", "room=quiet"]);
+    let line = log_line(&server, &["room closed", "room=\"quiet\""]);
     assert!(
         line.contains(" INFO ") && line.contains("reason=HostTimeout"),
         "{line}"

@@ -23,7 +23,7 @@ const HELP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Abuse limits that would measure the limiter instead of the server when every benchmark
 /// connection comes from 127.0.0.1, with the value that turns each off. Passed only when the
 /// binary's --help lists them, so older server builds still start.
-const LIMITS_OFF: &[(&str, &str)] = &[("--handshakes-per-ip", "0")];
+const LIMITS_OFF: &[(&str, &str)] = &[("--handshakes-per-ip", "0"), ("--rooms-per-ip", "0")];
 
 /// The server the benchmark drives.
 #[derive(Debug)]

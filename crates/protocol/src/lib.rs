@@ -11,6 +11,7 @@
 //! allocated.
 
 pub mod limits;
+pub mod listing;
 pub mod names;
 pub mod tcrp;
 pub mod ucrp;

@@ -463,6 +463,10 @@ pub enum ErrorCode {
     UnsupportedOperation,
     /// The server cannot take the request now (overload, state file not writable).
     ServerBusy,
+    /// Join: too many wrong passwords lately, for this room or from this address.
+    TooManyAttempts,
+    /// Create: the source address already holds its cap of rooms.
+    TooManyRooms,
 }
 
 impl ErrorCode {
@@ -480,6 +484,8 @@ impl ErrorCode {
             Self::RoomFull => "room_full",
             Self::UnsupportedOperation => "unsupported_operation",
             Self::ServerBusy => "server_busy",
+            Self::TooManyAttempts => "too_many_attempts",
+            Self::TooManyRooms => "too_many_rooms",
         }
     }
 }

@@ -48,9 +48,21 @@ pub struct Config {
     /// steady rate); more are refused with server_busy. 0 turns the limit off.
     #[arg(long, default_value_t = 120)]
     pub handshakes_per_ip: u32,
+    /// Wrong room passwords one source address may send per minute; more are refused with
+    /// too_many_attempts without being checked. 0 turns the limit off.
+    #[arg(long, default_value_t = 10)]
+    pub password_failures_per_ip: u32,
+    /// Wrong passwords one private room may receive per minute from everyone; more are
+    /// refused with too_many_attempts without being checked. 0 turns the limit off.
+    #[arg(long, default_value_t = 60)]
+    pub password_failures_per_room: u32,
     /// Most rooms at once.
     #[arg(long, default_value_t = 10_000)]
     pub max_rooms: usize,
+    /// Live rooms one source address may have created; more creates are refused with
+    /// too_many_rooms. 0 turns the limit off.
+    #[arg(long, default_value_t = 32)]
+    pub rooms_per_ip: usize,
     /// Most members in one room; more are refused with room_full.
     #[arg(long, default_value_t = 256)]
     pub max_members: usize,

@@ -9,22 +9,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chat_protocol::limits::{MAX_TCRP_PAYLOAD, TCRP_HEADER_LEN};
+use chat_protocol::limits::TCRP_HEADER_LEN;
+use chat_protocol::listing::ListRequest;
 use chat_protocol::names;
 use chat_protocol::tcrp::{
-    Compliance, ErrorCode, Frame, Grant, Header, Operation, RoomList, State, TcrpError,
-    UserRequest, to_json_payload,
+    Compliance, ErrorCode, Frame, Grant, Header, Operation, State, TcrpError, UserRequest,
+    to_json_payload,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
+use crate::escape::quoted;
 use crate::ip_limit::{Admission, HandshakeRateLimiter};
-use crate::log_text::for_log;
 use crate::manager::{JoinError, Membership, SharedManager, lock};
 use crate::password;
+use crate::password_gate::{GateRefusal, PasswordGate};
 use crate::room::RoomKind;
+use crate::room_list;
+use crate::room_quota::RoomQuota;
 use crate::writer::StateWriter;
 
 /// Longest password accepted; argon2 hashes any length, but a bound keeps the work bounded.
@@ -54,6 +58,10 @@ pub struct ControlContext {
     /// Connections one source address may open per minute; more are refused with
     /// `server_busy`. 0 turns the limit off.
     pub handshakes_per_ip: u32,
+    /// Bounds password hashing and counts wrong passwords.
+    pub passwords: PasswordGate,
+    /// Live rooms each source address may have created.
+    pub room_quota: RoomQuota,
 }
 
 /// Accepts connections until `stop` turns true, then waits for the handshakes in flight.
@@ -356,21 +364,25 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
     // For the log of a refusal: who asked, as far as the payload says.
     let username = user
         .as_ref()
-        .map_or_else(|_| String::new(), |user| for_log(&user.username));
+        .map_or_else(|_| String::new(), |user| user.username.clone());
     let result = match (operation, user) {
         (Operation::List, _) => {
+            let request = match ListRequest::parse(&payload) {
+                Ok(request) => request,
+                Err(error) => return refuse(ErrorCode::InvalidRequest, error.to_string()),
+            };
             let list = lock(&context.manager).list();
-            return Reply::accepted(operation_byte, room_name, list_payload(list));
+            return Reply::accepted(operation_byte, room_name, room_list::page(list, &request));
         }
         (_, Err(refusal)) => Err(refusal),
-        (Operation::Create, Ok(user)) => create(&room_name, user, context).await,
-        (Operation::Join, Ok(user)) => join(&room_name, user, context).await,
+        (Operation::Create, Ok(user)) => create(&room_name, user, peer, context).await,
+        (Operation::Join, Ok(user)) => join(&room_name, user, peer, context).await,
         (Operation::Pair, Ok(user)) => pair(user, context).await,
     };
     match result {
         Ok(membership) => {
             lock(&context.manager).set_home_ip(&membership.token, peer.ip());
-            tracing::info!(%peer, room = %for_log(&membership.room), user = %for_log(&membership.username), host = membership.host, token = %membership.token, ?operation, "handshake granted");
+            tracing::info!(%peer, room = %quoted(&membership.room), user = %quoted(&membership.username), host = membership.host, token = %membership.token, ?operation, "handshake granted");
             let grant = Grant {
                 token: membership.token.to_hex(),
                 room: Some(membership.room.clone()),
@@ -384,7 +396,7 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
             Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))
         }
         Err(refusal) => {
-            tracing::info!(%peer, room = %for_log(&room_name), user = %username, code = %refusal.code, ?operation, "handshake refused");
+            tracing::info!(%peer, room = %quoted(&room_name), user = %quoted(&username), code = %refusal.code, ?operation, "handshake refused");
             refuse(refusal.code, refusal.message)
         }
     }
@@ -411,25 +423,37 @@ fn check_password(password: &str) -> Result<(), Refusal> {
 async fn create(
     room_name: &str,
     user: UserRequest,
+    peer: SocketAddr,
     context: &ControlContext,
 ) -> Result<Membership, Refusal> {
     // Cheap checks first, so that a hopeless request never costs a password hash.
-    names::validate_room_name(room_name)
-        .map_err(|e| Refusal::from(JoinError::InvalidRoomName(e)))?;
-    names::validate_username(&user.username)
-        .map_err(|e| Refusal::from(JoinError::InvalidUsername(e)))?;
+    lock(&context.manager).check_create(room_name, &user.username)?;
+    let place = context
+        .room_quota
+        .reserve(peer.ip(), |name, uid| {
+            lock(&context.manager).room_uid(name) == Some(uid)
+        })
+        .ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::TooManyRooms,
+                format!(
+                    "your address already has {} rooms open; close one before creating another",
+                    context.room_quota.per_address()
+                ),
+            )
+        })?;
     let kind = match user.password {
         None => RoomKind::Public,
         Some(password) => {
             check_password(&password)?;
-            let hashed = tokio::task::spawn_blocking(move || password::hash(&password))
+            let hashed = context
+                .passwords
+                .turn(Instant::now() + context.request_timeout)
                 .await
-                .map_err(|_| {
-                    Refusal::new(
-                        ErrorCode::ServerBusy,
-                        "the server could not hash the password",
-                    )
-                })?
+                .map_err(gate_refusal)?
+                .run(move || password::hash(&password))
+                .await
+                .map_err(gate_refusal)?
                 .map_err(|e| Refusal::new(ErrorCode::ServerBusy, e.to_string()))?;
             RoomKind::Private {
                 password_hash: hashed,
@@ -448,24 +472,44 @@ async fn create(
             )
             .map(|membership| (membership, manager.generation()))
     };
-    make_durable(granted?, context).await
+    let membership = make_durable(granted?, context).await?;
+    if let Some(uid) = lock(&context.manager).room_uid(&membership.room) {
+        place.granted(&membership.room, uid);
+    }
+    Ok(membership)
 }
 
 async fn join(
     room_name: &str,
     user: UserRequest,
+    peer: SocketAddr,
     context: &ControlContext,
 ) -> Result<Membership, Refusal> {
-    let private = lock(&context.manager).password_hash(room_name);
+    // Cheap checks first (names, room, capacity, name taken), so that a hopeless request
+    // never costs a password check.
+    let private =
+        lock(&context.manager).check_join(room_name, &user.username, std::time::Instant::now())?;
     let verified_for = match private {
         None => None,
         Some((room_id, stored_hash)) => {
+            let room_key = names::room_key(room_name);
+            let gate = &context.passwords;
+            gate.admit(peer.ip(), &room_key, std::time::Instant::now())
+                .map_err(gate_refusal)?;
+            let turn = gate
+                .turn(Instant::now() + context.request_timeout)
+                .await
+                .map_err(gate_refusal)?;
+            // Failures may have piled up while this request waited for its turn.
+            gate.admit(peer.ip(), &room_key, std::time::Instant::now())
+                .map_err(gate_refusal)?;
             let password = user.password.clone().unwrap_or_default();
-            let matches =
-                tokio::task::spawn_blocking(move || password::verify(&password, &stored_hash))
-                    .await
-                    .unwrap_or(false);
+            let matches = turn
+                .run(move || password::verify(&password, &stored_hash))
+                .await
+                .map_err(gate_refusal)?;
             if !matches {
+                gate.failed(peer.ip(), &room_key, std::time::Instant::now());
                 return Err(JoinError::BadPassword(room_name.to_owned()).into());
             }
             Some(room_id)
@@ -483,6 +527,24 @@ async fn join(
             .map(|membership| (membership, manager.generation()))
     };
     make_durable(granted?, context).await
+}
+
+/// The refusal for a password that may not be checked now.
+fn gate_refusal(refusal: GateRefusal) -> Refusal {
+    match refusal {
+        GateRefusal::Address => Refusal::new(
+            ErrorCode::TooManyAttempts,
+            "too many wrong passwords from your address; try again in a minute",
+        ),
+        GateRefusal::Room => Refusal::new(
+            ErrorCode::TooManyAttempts,
+            "too many wrong passwords for this room lately; try again in a minute",
+        ),
+        GateRefusal::Busy => Refusal::new(
+            ErrorCode::ServerBusy,
+            "the server is busy checking passwords; try again shortly",
+        ),
+    }
 }
 
 async fn pair(user: UserRequest, context: &ControlContext) -> Result<Membership, Refusal> {
@@ -510,70 +572,5 @@ async fn make_durable(
                 format!("the server cannot save its state right now ({failure}); try again later"),
             ))
         }
-    }
-}
-
-/// The room list as one reply payload. The contract caps a payload at 16 KiB (a couple of
-/// hundred rooms): a longer list is cut to the first rooms in name order, because a frame over
-/// the cap cannot be sent at all and the client would get one reply frame instead of two.
-fn list_payload(mut list: RoomList) -> Vec<u8> {
-    let payload = to_json_payload(&list);
-    if payload.len() <= MAX_TCRP_PAYLOAD {
-        return payload;
-    }
-    // `{"rooms":[` entries joined by `,` `]}`; counting a comma for every entry errs short.
-    let mut used = br#"{"rooms":[]}"#.len();
-    let fits = list
-        .rooms
-        .iter()
-        .take_while(|room| {
-            used += to_json_payload(room).len() + 1;
-            used <= MAX_TCRP_PAYLOAD
-        })
-        .count();
-    tracing::debug!(
-        rooms = list.rooms.len(),
-        listed = fits,
-        "room list cut to fit one reply"
-    );
-    list.rooms.truncate(fits);
-    to_json_payload(&list)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chat_protocol::tcrp::RoomSummary;
-
-    #[test]
-    fn a_long_room_list_is_cut_to_fit_one_frame() {
-        let rooms: Vec<RoomSummary> = (0..10_000)
-            .map(|i| RoomSummary {
-                name: format!("{i:05}{}", "r".repeat(59)),
-                members: 256,
-                private: false,
-            })
-            .collect();
-        let payload = list_payload(RoomList {
-            rooms: rooms.clone(),
-        });
-        assert!(payload.len() <= MAX_TCRP_PAYLOAD, "{}", payload.len());
-        let listed: RoomList = serde_json::from_slice(&payload).unwrap();
-        assert!(listed.rooms.len() > 100, "{}", listed.rooms.len());
-        assert_eq!(listed.rooms[..], rooms[..listed.rooms.len()]);
-        // And the reply with it encodes as two whole frames.
-        let reply = Reply::accepted(4, String::new(), payload);
-        let bytes = reply.encode();
-        let (first, used) = Frame::decode(&bytes).unwrap().unwrap();
-        let (second, _) = Frame::decode(&bytes[used..]).unwrap().unwrap();
-        assert_eq!(
-            (first.state, second.state),
-            (State::Compliance, State::Complete)
-        );
-
-        let short = RoomList {
-            rooms: rooms[..3].to_vec(),
-        };
-        assert_eq!(list_payload(short.clone()), to_json_payload(&short));
     }
 }

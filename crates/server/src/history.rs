@@ -22,6 +22,15 @@ pub enum HistoryError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The database file cannot be created.
+    #[error("cannot create the history database {path}: {source}")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// A query or write failed.
     #[error("history database error: {0}")]
     Sql(#[from] rusqlite::Error),
@@ -62,6 +71,17 @@ impl HistoryStore {
             path: path.to_owned(),
             source,
         };
+        // Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the mode of
+        // the database file, and all three hold chat.
+        crate::persist::private_file()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|error| HistoryError::Create {
+                path: path.to_owned(),
+                source: error,
+            })?;
         let connection = Connection::open(path).map_err(open_error)?;
         // WAL: readers never block the writer. NORMAL: each commit is written to the OS before
         // the ack goes out, so acked messages survive the server being killed (kill -9);
@@ -267,6 +287,23 @@ mod tests {
                 ts: 1000 + id,
             },
         }
+    }
+
+    #[test]
+    fn the_database_and_its_wal_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite3");
+        let mut store = HistoryStore::open(&path).unwrap();
+        store.store(&[message(1, 1, 1)], 25).unwrap();
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{:?} has mode {mode:o}", entry.file_name());
+            checked += 1;
+        }
+        assert_eq!(checked, 3, "the database, its -wal and its -shm");
     }
 
     #[test]

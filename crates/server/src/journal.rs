@@ -9,7 +9,7 @@
 //! torn last line, whose batch was never acknowledged: it is ignored. Any other line that does
 //! not parse or does not apply is an inconsistent state, and the server refuses to start.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::escape::quoted;
 use crate::persist::{
     self, PersistedMember, PersistedRoom, PersistedState, STATE_FORMAT, StateError, StateProblem,
 };
@@ -99,13 +100,59 @@ pub fn journal_path(state_path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A state being brought up to date by journal records. Rooms are kept by name and tokens in
-/// a set, so that each record applies without a scan of the whole state.
+/// A state being brought up to date by journal records. Rooms are kept by name, tokens in a
+/// set and members by uid, so that each record applies without a scan of the whole state or
+/// of a whole room: a journal of many joins to one room replays in linear time.
 #[derive(Debug)]
 pub struct Replay {
-    rooms: BTreeMap<String, PersistedRoom>,
+    rooms: BTreeMap<String, ReplayRoom>,
     tokens: HashSet<String>,
     seq: u64,
+}
+
+/// A room being replayed: its members in join order, a left one leaving a hole (so that the
+/// others' positions, indexed by uid, stay put).
+#[derive(Debug)]
+struct ReplayRoom {
+    /// The room, its `members` taken out into `members` below until the replay finishes.
+    room: PersistedRoom,
+    members: Vec<Option<PersistedMember>>,
+    by_uid: HashMap<u64, usize>,
+}
+
+impl ReplayRoom {
+    fn new(mut room: PersistedRoom) -> Self {
+        let members = std::mem::take(&mut room.members);
+        let mut by_uid = HashMap::with_capacity(members.len());
+        for (index, member) in members.iter().enumerate() {
+            by_uid.entry(member.uid).or_insert(index);
+        }
+        Self {
+            room,
+            members: members.into_iter().map(Some).collect(),
+            by_uid,
+        }
+    }
+
+    fn member(&mut self, uid: u64) -> Result<&mut PersistedMember, StateProblem> {
+        self.by_uid
+            .get(&uid)
+            .and_then(|&index| self.members.get_mut(index))
+            .and_then(Option::as_mut)
+            .ok_or_else(|| {
+                StateProblem(format!(
+                    "room {}: there is no member with uid {uid}",
+                    quoted(&self.room.name)
+                ))
+            })
+    }
+
+    fn finish(self) -> PersistedRoom {
+        PersistedRoom {
+            members: self.members.into_iter().flatten().collect(),
+            ..self.room
+        }
+    }
 }
 
 impl Replay {
@@ -115,10 +162,11 @@ impl Replay {
         let mut tokens = HashSet::new();
         for room in state.rooms {
             tokens.extend(room.members.iter().map(|member| member.token.clone()));
-            if let Some(twice) = rooms.insert(room.name.clone(), room) {
+            let name = room.name.clone();
+            if rooms.insert(name.clone(), ReplayRoom::new(room)).is_some() {
                 return Err(StateProblem(format!(
-                    "room \"{}\": appears twice",
-                    twice.name
+                    "room {}: appears twice",
+                    quoted(&name)
                 )));
             }
         }
@@ -144,7 +192,8 @@ impl Replay {
     }
 
     fn apply_change(&mut self, change: StateChange) -> Result<(), StateProblem> {
-        let problem = |room: &str, what: String| StateProblem(format!("room \"{room}\": {what}"));
+        let problem =
+            |room: &str, what: String| StateProblem(format!("room {}: {what}", quoted(room)));
         match change {
             StateChange::RoomCreated { room } => {
                 if self.rooms.contains_key(&room.name) {
@@ -153,41 +202,47 @@ impl Replay {
                 for member in &room.members {
                     claim_token(&mut self.tokens, &room.name, member)?;
                 }
-                self.rooms.insert(room.name.clone(), room);
+                self.rooms.insert(room.name.clone(), ReplayRoom::new(room));
             }
             StateChange::MemberJoined { room, member } => {
                 let target = self
                     .rooms
                     .get_mut(&room)
                     .ok_or_else(|| unknown_room(&room))?;
-                if target.members.iter().any(|m| m.uid == member.uid) {
+                if target.by_uid.contains_key(&member.uid) {
                     return Err(problem(
                         &room,
                         format!("member uid {} joins twice", member.uid),
                     ));
                 }
                 claim_token(&mut self.tokens, &room, &member)?;
-                target.members.push(member);
+                target.by_uid.insert(member.uid, target.members.len());
+                target.members.push(Some(member));
             }
             StateChange::MemberLeft { room, uid } => {
                 let target = self
                     .rooms
                     .get_mut(&room)
                     .ok_or_else(|| unknown_room(&room))?;
-                let index = member_index(target, uid)?;
-                if target.members[index].host {
+                if target.member(uid)?.host {
                     // The manager records a host's departure as the room closing.
                     return Err(problem(&room, "its host leaves without closing it".into()));
                 }
-                let member = target.members.remove(index);
-                self.tokens.remove(&member.token);
+                let left = target
+                    .by_uid
+                    .remove(&uid)
+                    .and_then(|index| target.members.get_mut(index))
+                    .and_then(Option::take);
+                if let Some(member) = left {
+                    self.tokens.remove(&member.token);
+                }
             }
             StateChange::RoomClosed { room } => {
                 let closed = self
                     .rooms
                     .remove(&room)
                     .ok_or_else(|| unknown_room(&room))?;
-                for member in closed.members {
+                for member in closed.members.into_iter().flatten() {
                     self.tokens.remove(&member.token);
                 }
             }
@@ -196,16 +251,16 @@ impl Replay {
                     .rooms
                     .get_mut(&room)
                     .ok_or_else(|| unknown_room(&room))?;
-                target.ids_reserved = target.ids_reserved.max(upto);
+                target.room.ids_reserved = target.room.ids_reserved.max(upto);
             }
             StateChange::HostChanged { room, uid } => {
                 let target = self
                     .rooms
                     .get_mut(&room)
                     .ok_or_else(|| unknown_room(&room))?;
-                let index = member_index(target, uid)?;
-                for (i, member) in target.members.iter_mut().enumerate() {
-                    member.host = i == index;
+                target.member(uid)?;
+                for member in target.members.iter_mut().flatten() {
+                    member.host = member.uid == uid;
                 }
             }
             StateChange::MemberRegistered {
@@ -214,12 +269,11 @@ impl Replay {
                 addr,
                 version,
             } => {
-                let target = self
+                let member = self
                     .rooms
                     .get_mut(&room)
-                    .ok_or_else(|| unknown_room(&room))?;
-                let index = member_index(target, uid)?;
-                let member = &mut target.members[index];
+                    .ok_or_else(|| unknown_room(&room))?
+                    .member(uid)?;
                 member.addr = Some(addr);
                 member.version = version;
             }
@@ -232,25 +286,13 @@ impl Replay {
         PersistedState {
             format: STATE_FORMAT,
             journal_seq: self.seq,
-            rooms: self.rooms.into_values().collect(),
+            rooms: self.rooms.into_values().map(ReplayRoom::finish).collect(),
         }
     }
 }
 
 fn unknown_room(room: &str) -> StateProblem {
-    StateProblem(format!("there is no room named \"{room}\""))
-}
-
-fn member_index(room: &PersistedRoom, uid: u64) -> Result<usize, StateProblem> {
-    room.members
-        .iter()
-        .position(|member| member.uid == uid)
-        .ok_or_else(|| {
-            StateProblem(format!(
-                "room \"{}\": there is no member with uid {uid}",
-                room.name
-            ))
-        })
+    StateProblem(format!("there is no room named {}", quoted(room)))
 }
 
 fn claim_token(
@@ -262,8 +304,9 @@ fn claim_token(
         Ok(())
     } else {
         Err(StateProblem(format!(
-            "room \"{room}\": member \"{}\" reuses a token",
-            member.username
+            "room {}: member {} reuses a token",
+            quoted(room),
+            quoted(&member.username)
         )))
     }
 }
@@ -358,7 +401,8 @@ fn read_records(
                     tracing::warn!(
                         path = %path.display(),
                         line = number,
-                        %reason,
+                        // serde quotes what it could not parse, and names came from the network.
+                        reason = %crate::escape::clipped(&reason.to_string()),
                         "ignoring the journal's torn last line: the server stopped while \
                          writing it, before the handshakes it records were answered"
                     );
@@ -404,7 +448,7 @@ pub fn compact(state_path: &Path, snapshot: &PersistedState) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(snapshot)?;
     persist::write_atomic(state_path, &bytes)?;
     let path = journal_path(state_path);
-    OpenOptions::new()
+    persist::private_file()
         .write(true)
         .create(true)
         .truncate(true)
@@ -512,6 +556,17 @@ mod tests {
             line,
             r#"{"seq":7,"change":"member_left","room":"lobby","uid":3}"#
         );
+    }
+
+    #[test]
+    fn the_state_file_and_journal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let files = Files::new();
+        compact(&files.state, &PersistedState::new(Vec::new())).unwrap();
+        for path in [files.state.clone(), journal_path(&files.state)] {
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} has mode {mode:o}", path.display());
+        }
     }
 
     #[test]

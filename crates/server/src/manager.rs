@@ -19,11 +19,11 @@ use rand::TryRng;
 use rand::rngs::SysRng;
 use thiserror::Error;
 
+use crate::escape::quoted;
 use crate::flood::FloodPolicy;
 use crate::history::{HistoryError, HistoryStore, StoredMessage};
 use crate::history_writer::{HistoryJob, PendingMessage};
 use crate::journal::{JournalRecord, StateChange};
-use crate::log_text::for_log;
 use crate::memory::{self, MemoryBudget};
 use crate::outbox::Outbox;
 use crate::persist::{PersistedMember, PersistedRoom, PersistedState, StateProblem};
@@ -221,6 +221,7 @@ pub enum DropReason {
 #[derive(Debug)]
 pub struct RoomManager {
     rooms: HashMap<RoomId, Room>,
+    /// Rooms by [`names::room_key`], so that `Lobby` and `LOBBY` are one room.
     room_ids: HashMap<String, RoomId>,
     tokens: HashMap<Token, (RoomId, MemberId)>,
     next_id: u64,
@@ -321,7 +322,7 @@ impl RoomManager {
     ) -> Result<Membership, JoinError> {
         names::validate_room_name(room_name).map_err(JoinError::InvalidRoomName)?;
         names::validate_username(username).map_err(JoinError::InvalidUsername)?;
-        if self.room_ids.contains_key(room_name) {
+        if self.room_ids.contains_key(&names::room_key(room_name)) {
             return Err(JoinError::RoomExists(room_name.to_owned()));
         }
         self.insert_room(room_name, username, kind, now_ms, now)
@@ -373,7 +374,7 @@ impl RoomManager {
             room: persisted_room(&room),
         };
         self.rooms.insert(room_id, room);
-        self.room_ids.insert(room_name.to_owned(), room_id);
+        self.room_ids.insert(names::room_key(room_name), room_id);
         self.tokens.insert(token, (room_id, member_id));
         self.changed(created);
         Ok(Membership {
@@ -382,16 +383,6 @@ impl RoomManager {
             username: username.to_owned(),
             host: true,
         })
-    }
-
-    /// The password hash a join must be checked against, with the room it belongs to (the room
-    /// could be closed and re-created while the slow check runs outside the lock).
-    pub fn password_hash(&self, room_name: &str) -> Option<(RoomId, String)> {
-        let room = self.rooms.get(self.room_ids.get(room_name)?)?;
-        match &room.kind {
-            RoomKind::Private { password_hash } => Some((room.id, password_hash.clone())),
-            RoomKind::Public | RoomKind::Pair => None,
-        }
     }
 
     /// Adds `username` to an existing room. `password_verified_for` names the room whose
@@ -407,7 +398,7 @@ impl RoomManager {
         names::validate_username(username).map_err(JoinError::InvalidUsername)?;
         let room_id = *self
             .room_ids
-            .get(room_name)
+            .get(&names::room_key(room_name))
             .ok_or_else(|| JoinError::RoomNotFound(room_name.to_owned()))?;
         let (capacity, private) = {
             let room = self.room(room_id)?;
@@ -486,16 +477,22 @@ impl RoomManager {
         let Some(holder) = room.member_named(&names::username_key(username)) else {
             return;
         };
-        let gone = holder.id != room.host
-            && holder.addr.is_some()
-            && holder.version == WireVersion::V2
-            && now.saturating_duration_since(holder.last_seen) >= self.limits.ghost_after;
-        if gone {
+        if self.is_ghost(room, holder, now) {
             let member_id = holder.id;
             let mut notices = std::mem::take(&mut self.deferred);
             self.remove_member(room_id, member_id, LeaveReason::Timeout, &mut notices);
             self.deferred = notices;
         }
+    }
+
+    /// Whether `holder` is proven gone: a registered version-2 member other than the host that
+    /// has missed several pings (`--ghost-after`). Version-1 clients send no keepalive, so
+    /// their silence proves nothing; a host's removal would close the room.
+    pub(crate) fn is_ghost(&self, room: &Room, holder: &Member, now: Instant) -> bool {
+        holder.id != room.host
+            && holder.addr.is_some()
+            && holder.version == WireVersion::V2
+            && now.saturating_duration_since(holder.last_seen) >= self.limits.ghost_after
     }
 
     /// Operation 3: the oldest pair room waiting for a partner (whose occupant has another
@@ -522,7 +519,7 @@ impl RoomManager {
         let name = loop {
             let suffix = Token::generate()?.to_hex();
             let candidate = format!("pair-{}", &suffix[..8]);
-            if !self.room_ids.contains_key(&candidate) {
+            if !self.room_ids.contains_key(&names::room_key(&candidate)) {
                 break candidate;
             }
         };
@@ -588,7 +585,9 @@ impl RoomManager {
             .rooms
             .get_mut(&room_id)
             .ok_or(DropReason::UnknownToken)?;
-        if room.name != room_name {
+        // The name as the member typed it may differ from the stored one in case or form;
+        // the key is computed only then, off the common path.
+        if room.name != room_name && names::room_key(&room.name) != names::room_key(room_name) {
             return Err(DropReason::WrongRoom);
         }
         // The whole datagram, for the budget of what an unproven address may be sent back.
@@ -1185,7 +1184,7 @@ impl RoomManager {
             return;
         };
         self.memory.release_held(member.seqs.held_bytes(), 0);
-        tracing::info!(room = %for_log(&room.name), user = %for_log(&member.username), ?reason, "member left");
+        tracing::info!(room = %quoted(&room.name), user = %quoted(&member.username), ?reason, "member left");
         let left = StateChange::MemberLeft {
             room: room.name.clone(),
             uid: member.uid,
@@ -1237,8 +1236,8 @@ impl RoomManager {
         };
         self.memory.uncached(room.cached_bytes());
         self.memory.release_held(room.held_bytes(), 0);
-        tracing::info!(room = %for_log(&room.name), ?reason, "room closed");
-        self.room_ids.remove(&room.name);
+        tracing::info!(room = %quoted(&room.name), ?reason, "room closed");
+        self.room_ids.remove(&names::room_key(&room.name));
         for member in room.members.values() {
             self.tokens.remove(&member.token);
         }
@@ -1283,12 +1282,25 @@ impl RoomManager {
         // New changes carry on the numbering of the saved ones, so that their journal records
         // are told apart from older ones a crash may have left behind.
         manager.generation = state.journal_seq;
+        // The caps apply to a restored state too: a file that breaks them is refused rather
+        // than loaded past the limits the operator set.
+        if state.rooms.len() > limits.max_rooms {
+            return Err(StateProblem(format!(
+                "it holds {} rooms, more than --max-rooms {}; start with a larger --max-rooms",
+                state.rooms.len(),
+                limits.max_rooms
+            ))
+            .into());
+        }
         let mut seen_uids = std::collections::HashSet::new();
         for persisted in state.rooms {
             let problem =
-                |what: String| StateProblem(format!("room \"{}\": {what}", persisted.name));
+                |what: String| StateProblem(format!("room {}: {what}", quoted(&persisted.name)));
             names::validate_room_name(&persisted.name).map_err(|e| problem(e.to_string()))?;
-            if manager.room_ids.contains_key(&persisted.name) {
+            if manager
+                .room_ids
+                .contains_key(&names::room_key(&persisted.name))
+            {
                 return Err(problem("appears twice".into()).into());
             }
             let room_uid = match persisted.uid {
@@ -1305,31 +1317,42 @@ impl RoomManager {
                 Some(history) => history.recent(room_uid, RESTORE_SCAN)?,
                 None => Vec::new(),
             };
+            let capacity = match persisted.kind {
+                RoomKind::Pair => PAIR_ROOM_CAPACITY,
+                RoomKind::Public | RoomKind::Private { .. } => limits.max_members_per_room,
+            };
+            if persisted.members.len() > capacity {
+                return Err(problem(format!(
+                    "it has {} members, more than its limit of {capacity} (--max-members for \
+                     rooms other than pair rooms)",
+                    persisted.members.len()
+                ))
+                .into());
+            }
+            // Each member's own stored messages, gathered in one pass (newest first).
+            let mut recent_by_member: HashMap<u64, Vec<&StoredMessage>> = HashMap::new();
+            for stored in recent.iter().rev() {
+                recent_by_member
+                    .entry(stored.member_uid)
+                    .or_default()
+                    .push(stored);
+            }
             let mut members = BTreeMap::new();
+            // Keys seen so far: a set, so that a room of many members restores in linear time.
+            let mut keys = std::collections::HashSet::new();
             let mut host = None;
             for entry in &persisted.members {
+                let name = quoted(&entry.username);
                 names::validate_username(&entry.username)
-                    .map_err(|e| problem(format!("member \"{}\": {e}", entry.username)))?;
-                let token = Token::from_hex(entry.token.as_bytes()).ok_or_else(|| {
-                    problem(format!(
-                        "member \"{}\" has a malformed token",
-                        entry.username
-                    ))
-                })?;
-                let key = names::username_key(&entry.username);
-                if members
-                    .values()
-                    .any(|m: &Member| names::username_key(&m.username) == key)
-                {
-                    return Err(
-                        problem(format!("the name \"{}\" appears twice", entry.username)).into(),
-                    );
+                    .map_err(|e| problem(format!("member {name}: {e}")))?;
+                let token = Token::from_hex(entry.token.as_bytes())
+                    .ok_or_else(|| problem(format!("member {name} has a malformed token")))?;
+                if !keys.insert(names::username_key(&entry.username)) {
+                    return Err(problem(format!("the name {name} appears twice")).into());
                 }
                 let member_id = manager.fresh_id();
                 if manager.tokens.insert(token, (room_id, member_id)).is_some() {
-                    return Err(
-                        problem(format!("member \"{}\" reuses a token", entry.username)).into(),
-                    );
+                    return Err(problem(format!("member {name} reuses a token")).into());
                 }
                 if entry.host {
                     if host.is_some() {
@@ -1351,7 +1374,7 @@ impl RoomManager {
                 );
                 member.addr = entry.addr;
                 member.version = entry.version;
-                for stored in recent.iter().rev().filter(|s| s.member_uid == member_uid) {
+                for stored in recent_by_member.get(&member_uid).into_iter().flatten() {
                     if let Some(seq) = stored.seq {
                         member.seqs.stored(seq, stored.message.id);
                     }
@@ -1402,7 +1425,9 @@ impl RoomManager {
                 }
             }
             room.rebuild_recipients();
-            manager.room_ids.insert(room.name.clone(), room_id);
+            manager
+                .room_ids
+                .insert(names::room_key(&room.name), room_id);
             manager.rooms.insert(room_id, room);
         }
         manager.evict_cached();
@@ -1775,6 +1800,9 @@ fn notify(room: &Room, skip: Option<MemberId>, text: &str, v2: &ServerV2, out: &
         Ok(())
     });
 }
+
+#[path = "manager_checks.rs"]
+mod checks;
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]

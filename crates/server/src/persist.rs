@@ -7,6 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use thiserror::Error;
 
 use std::net::SocketAddr;
 
+use crate::escape::clipped;
 use crate::room::{RoomKind, WireVersion};
 
 /// The format number written in the file, bumped on incompatible changes.
@@ -112,7 +114,8 @@ pub enum StateError {
         source: io::Error,
     },
     /// The file is not valid JSON of the expected shape.
-    #[error("the state file {path} is corrupt: {source}")]
+    // serde quotes what it could not parse, which may be a megabyte of hostile name.
+    #[error("the state file {path} is corrupt: {}", clipped(&source.to_string()))]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -138,7 +141,7 @@ pub enum StateError {
     },
     /// A journal line other than the last is not a valid record (the last one may be torn by
     /// a crash, and is then ignored).
-    #[error("the journal {path} is corrupt at line {line}: {reason}")]
+    #[error("the journal {path} is corrupt at line {line}: {}", clipped(reason))]
     CorruptJournal {
         /// The journal file.
         path: PathBuf,
@@ -191,7 +194,12 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let temp_path = directory.join(temp_name);
 
     let result = (|| {
-        let mut file = OpenOptions::new()
+        // A temporary file left by a crash would keep its old mode through the truncation.
+        match fs::remove_file(&temp_path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        let mut file = private_file()
             .write(true)
             .create(true)
             .truncate(true)
@@ -206,6 +214,15 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp_path);
     }
     result
+}
+
+/// Options that create a file readable and writable by its owner only (0600): the state, its
+/// journal and the history hold tokens and chat. The mode is given to `open`, so the file never
+/// exists with a wider one, not even for a moment; files that already exist keep theirs.
+pub fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.mode(0o600);
+    options
 }
 
 /// Flushes the directory holding `path`, which makes a rename or a new file there durable.
@@ -263,6 +280,18 @@ mod tests {
         let error = load(&path).unwrap_err();
         assert!(matches!(error, StateError::Corrupt { .. }));
         assert!(error.to_string().contains("state.json"));
+    }
+
+    #[test]
+    fn the_state_file_is_private_from_creation() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // A world-readable temporary file left behind by a crash is not reused as it is.
+        fs::write(dir.path().join(".state.json.tmp"), b"stale").unwrap();
+        write_atomic(&path, b"{}").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "state file mode {mode:o}");
     }
 
     #[test]

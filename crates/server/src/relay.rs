@@ -277,8 +277,9 @@ impl BatchSender {
 fn token_prefix(bytes: &[u8]) -> String {
     Datagram::decode(bytes)
         .map(|datagram| {
+            // Any bytes at all: a forged token must not forge the log line.
             let shown = &datagram.token[..datagram.token.len().min(8)];
-            format!("{}…", String::from_utf8_lossy(shown))
+            format!("{}…", crate::escape::quoted(shown))
         })
         .unwrap_or_default()
 }

@@ -22,8 +22,10 @@ use crate::history_writer::{self, HistoryJob};
 use crate::journal;
 use crate::manager::{RestoreError, RoomManager, SharedManager, lock};
 use crate::outbox::Outbox;
+use crate::password_gate::{PasswordGate, PasswordPolicy};
 use crate::persist::StateError;
 use crate::relay::{self, RelayStats};
+use crate::room_quota::RoomQuota;
 use crate::writer::StateWriter;
 
 /// Why the server could not start.
@@ -219,6 +221,11 @@ impl Server {
             request_timeout: self.config.handshake_timeout,
             max_handshakes: self.config.max_handshakes,
             handshakes_per_ip: self.config.handshakes_per_ip,
+            passwords: PasswordGate::new(PasswordPolicy::for_this_machine(
+                self.config.password_failures_per_ip,
+                self.config.password_failures_per_room,
+            ))?,
+            room_quota: RoomQuota::new(self.config.rooms_per_ip),
         });
         let control_task = tokio::spawn(control::serve(
             self.tcp,
