@@ -57,6 +57,33 @@ fn line_channel(pipe: impl Read + Send + 'static) -> Receiver<String> {
     rx
 }
 
+/// The lines of a child's stdout and stderr in one channel, stderr's prefixed `[stderr] `, so
+/// that a test reads both in order and a failing one shows everything the child printed.
+fn merged_output(
+    stdout: impl Read + Send + 'static,
+    stderr: impl Read + Send + 'static,
+) -> Receiver<String> {
+    let stdout = line_channel(stdout);
+    let stderr = line_channel(stderr);
+    let (tx, merged) = mpsc::channel();
+    let tx_err = tx.clone();
+    thread::spawn(move || {
+        for line in stdout {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    thread::spawn(move || {
+        for line in stderr {
+            if tx_err.send(format!("[stderr] {line}")).is_err() {
+                break;
+            }
+        }
+    });
+    merged
+}
+
 /// A running `chat-server` process, killed when dropped.
 pub struct ServerProcess {
     child: Child,
@@ -497,25 +524,10 @@ impl ClientProcess {
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn chat-client");
         let stdin = child.stdin.take();
-        let lines = line_channel(child.stdout.take().expect("piped stdout"));
-        // stderr goes into the same channel, prefixed, so a failing test shows it.
-        let stderr = line_channel(child.stderr.take().expect("piped stderr"));
-        let (tx, merged) = mpsc::channel();
-        let tx_err = tx.clone();
-        thread::spawn(move || {
-            for line in lines {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        thread::spawn(move || {
-            for line in stderr {
-                if tx_err.send(format!("[stderr] {line}")).is_err() {
-                    break;
-                }
-            }
-        });
+        let merged = merged_output(
+            child.stdout.take().expect("piped stdout"),
+            child.stderr.take().expect("piped stderr"),
+        );
         Self {
             child,
             stdin,
@@ -819,6 +831,27 @@ impl V2Member {
             unreachable!("matched an ack")
         };
         id
+    }
+
+    /// Sends a message as a client does, again every second until it is acked (for up to twice
+    /// [`EVENT_TIMEOUT`]: the first copy can meet a full socket buffer), and returns its id.
+    /// Events other than the ack are dropped.
+    pub fn say_retrying(&self, seq: u64, text: &str) -> u64 {
+        let deadline = Instant::now() + 2 * EVENT_TIMEOUT;
+        while Instant::now() < deadline {
+            self.send_msg(seq, text);
+            let until = Instant::now() + Duration::from_secs(1);
+            while let Some(event) =
+                self.next_event_within(until.saturating_duration_since(Instant::now()))
+            {
+                if let ServerV2::Ack { seq: acked, id } = event
+                    && acked == seq
+                {
+                    return id;
+                }
+            }
+        }
+        panic!("seq {seq} was never acked");
     }
 
     /// Waits for the live `msg` event with this id; returns it and the events before it.
@@ -1255,24 +1288,10 @@ impl PythonProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn python3");
-        let stdout = line_channel(child.stdout.take().expect("piped stdout"));
-        let stderr = line_channel(child.stderr.take().expect("piped stderr"));
-        let (tx, lines) = mpsc::channel();
-        let tx_err = tx.clone();
-        thread::spawn(move || {
-            for line in stdout {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        thread::spawn(move || {
-            for line in stderr {
-                if tx_err.send(format!("[stderr] {line}")).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = merged_output(
+            child.stdout.take().expect("piped stdout"),
+            child.stderr.take().expect("piped stderr"),
+        );
         let stdin = child.stdin.take().expect("piped stdin");
         let mut process = Self {
             child,

@@ -6,27 +6,8 @@
 //! and prints its figures.
 
 use std::thread;
-use std::time::{Duration, Instant};
 
-use chat_protocol::v2::ServerV2;
-use chat_tests::{EVENT_TIMEOUT, ServerProcess, V2Member, create, proc_status_kb};
-
-/// Sends a message until it is acked (the first copy can meet a full socket buffer).
-fn say_retrying(member: &V2Member, seq: u64, text: &str) {
-    let deadline = Instant::now() + 2 * EVENT_TIMEOUT;
-    while Instant::now() < deadline {
-        member.send_msg(seq, text);
-        let until = Instant::now() + Duration::from_secs(1);
-        while let Some(event) =
-            member.next_event_within(until.saturating_duration_since(Instant::now()))
-        {
-            if matches!(event, ServerV2::Ack { seq: acked, .. } if acked == seq) {
-                return;
-            }
-        }
-    }
-    panic!("seq {seq} was never acked");
-}
+use chat_tests::{ServerProcess, V2Member, create, proc_status_kb};
 
 #[derive(Debug)]
 struct Figures {
@@ -84,7 +65,7 @@ fn fill_rooms(rooms: usize, per_room: u64, budget_mib: u64) -> Figures {
             scope.spawn(move || {
                 for seq in 1..=per_room {
                     for host in &group {
-                        say_retrying(host, seq, text);
+                        host.say_retrying(seq, text);
                     }
                 }
             });

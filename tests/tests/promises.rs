@@ -37,26 +37,6 @@ fn v2_members(server: &ServerProcess, room: &str, names: &[&str]) -> Vec<V2Membe
         .collect()
 }
 
-/// Sends a message as the client does, again every second until it is acked (for up to twice
-/// [`EVENT_TIMEOUT`]), and returns its id. Events other than the ack are dropped.
-fn say_retrying(member: &V2Member, seq: u64, text: &str) -> u64 {
-    let deadline = Instant::now() + 2 * EVENT_TIMEOUT;
-    while Instant::now() < deadline {
-        member.send_msg(seq, text);
-        let until = Instant::now() + Duration::from_secs(1);
-        while let Some(event) =
-            member.next_event_within(until.saturating_duration_since(Instant::now()))
-        {
-            if let ServerV2::Ack { seq: acked, id } = event
-                && acked == seq
-            {
-                return id;
-            }
-        }
-    }
-    panic!("seq {seq} was never acked");
-}
-
 #[test]
 fn a_stalled_server_reads_the_pings_it_missed_before_timing_anyone_out() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -84,7 +64,7 @@ fn a_stalled_server_reads_the_pings_it_missed_before_timing_anyone_out() {
     // of a timeout or a closed room.
     for members in &rooms {
         // Retransmitted as a client would: the first copy can meet a full socket buffer.
-        let said = say_retrying(&members[0], 1, "after the stall");
+        let said = members[0].say_retrying(1, "after the stall");
         for member in &members[1..] {
             let (before, _) = member.expect_msg(said);
             for event in &before {
@@ -130,7 +110,7 @@ fn a_message_after_refused_ones_is_acked_after_a_restart() {
     pat.register(Some(10));
     // Seq 16 follows refused ones nobody saved: it must not wait for 11 to 15 forever.
     // Retransmit as a client does, and wait well beyond every hold timeout.
-    let acked = say_retrying(pat, 16, "after the restart");
+    let acked = pat.say_retrying(16, "after the restart");
     assert_eq!(acked, 11, "seq 16 is acked as the room's next message");
     drop(server);
 }
