@@ -34,6 +34,8 @@ fn fill_rooms(rooms: usize, per_room: u64, budget_mib: u64) -> Figures {
             // Every room comes from 127.0.0.1.
             "--rooms-per-ip",
             "0",
+            "--handshakes-per-ip",
+            "0",
             "--log-level",
             "info",
         ],
