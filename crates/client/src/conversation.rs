@@ -5,7 +5,7 @@
 //! It combines the [`Outbox`] (seq, ack, retransmit), the [`Ordering`] buffer (print each
 //! message once, in id order) and the [`Keepalive`] (ping, re-register, silence notices).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use chat_protocol::v2::{ChatMessage, ClientV2, ServerV2, V2ErrorCode};
 
@@ -651,11 +651,7 @@ fn encoded_len(message: &ClientV2) -> usize {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
+    chat_protocol::time::unix_ms(SystemTime::now())
 }
 
 #[cfg(test)]

@@ -15,4 +15,5 @@ pub mod listing;
 pub mod names;
 pub mod tcrp;
 pub mod ucrp;
+pub mod time;
 pub mod v2;

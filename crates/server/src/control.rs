@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use chat_protocol::limits::TCRP_HEADER_LEN;
 use chat_protocol::listing::ListRequest;
@@ -403,11 +403,7 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
+    chat_protocol::time::unix_ms(SystemTime::now())
 }
 
 fn check_password(password: &str) -> Result<(), Refusal> {

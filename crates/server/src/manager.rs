@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use chat_protocol::limits::{MAX_DATAGRAM, MAX_HISTORY_PAGE};
 use chat_protocol::names::{self, NameError};
@@ -113,11 +113,7 @@ impl Default for Limits {
 
 /// Unix milliseconds now.
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
+    chat_protocol::time::unix_ms(SystemTime::now())
 }
 
 /// A fresh random stable id (63 bits, so it is positive as an SQLite integer too).
