@@ -48,7 +48,8 @@ status=0
 timeout "$seconds" \
     cargo test --release -p chat-tests --test memory_budget -- \
         --ignored --nocapture --test-threads 1 long_full_replay_caches >"$memory_output" 2>&1 || status=$?
-grep -E "^FIGURES|^test result|panicked" "$memory_output" || true
+# The figure follows the test's name on its line, so it is cut out rather than matched at the start.
+grep -oE "FIGURES.*|^test result.*|panicked.*" "$memory_output" || true
 if [ "$status" -ne 0 ]; then
     echo "abuse.sh: the memory budget run FAILED (exit $status); see $memory_output" >&2
     exit 1
