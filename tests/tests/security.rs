@@ -338,3 +338,30 @@ fn one_address_cannot_bury_the_room_list() {
     }
     create(server.tcp, "zzz", "x").token();
 }
+
+/// Creates from one address race each other through the per-address room count and the room
+/// table; every one must be answered (they once took those two locks in opposite orders, and
+/// the server stopped answering anyone).
+#[test]
+fn concurrent_creates_from_one_address_are_all_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(
+        dir.path(),
+        &["--handshakes-per-ip", "0", "--rooms-per-ip", "100000"],
+    );
+    let tcp = server.tcp;
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            std::thread::spawn(move || {
+                (0..60)
+                    .map(|n| create(tcp, &format!("race {worker} {n}"), "host").token())
+                    .count()
+            })
+        })
+        .collect();
+    let created: usize = workers
+        .into_iter()
+        .map(|worker| worker.join().expect("every create answered"))
+        .sum();
+    assert_eq!(created, 8 * 60);
+}

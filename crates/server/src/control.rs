@@ -424,20 +424,23 @@ async fn create(
 ) -> Result<Membership, Refusal> {
     // Cheap checks first, so that a hopeless request never costs a password hash.
     lock(&context.manager).check_create(room_name, &user.username)?;
-    let place = context
-        .room_quota
-        .reserve(peer.ip(), |name, uid| {
-            lock(&context.manager).room_uid(name) == Some(uid)
-        })
-        .ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::TooManyRooms,
-                format!(
-                    "your address already has {} rooms open; close one before creating another",
-                    context.room_quota.per_address()
-                ),
-            )
-        })?;
+    // Lock order: the room table, then the quota (never the reverse), so `alive` reads the
+    // guard already held instead of locking the table under the quota's lock.
+    let place = {
+        let manager = lock(&context.manager);
+        context
+            .room_quota
+            .reserve(peer.ip(), |name, uid| manager.room_uid(name) == Some(uid))
+    }
+    .ok_or_else(|| {
+        Refusal::new(
+            ErrorCode::TooManyRooms,
+            format!(
+                "your address already has {} rooms open; close one before creating another",
+                context.room_quota.per_address()
+            ),
+        )
+    })?;
     let kind = match user.password {
         None => RoomKind::Public,
         Some(password) => {
@@ -469,7 +472,9 @@ async fn create(
             .map(|membership| (membership, manager.generation()))
     };
     let membership = make_durable(granted?, context).await?;
-    if let Some(uid) = lock(&context.manager).room_uid(&membership.room) {
+    // Read first: a guard in the `if let` itself would be held into `granted`.
+    let uid = lock(&context.manager).room_uid(&membership.room);
+    if let Some(uid) = uid {
         place.granted(&membership.room, uid);
     }
     Ok(membership)
