@@ -14,6 +14,6 @@ pub mod limits;
 pub mod listing;
 pub mod names;
 pub mod tcrp;
-pub mod ucrp;
 pub mod time;
+pub mod ucrp;
 pub mod v2;

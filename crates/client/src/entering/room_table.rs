@@ -2,7 +2,7 @@
 
 use chat_protocol::tcrp::RoomList;
 
-use crate::display::sanitize;
+use crate::ui::format::sanitize;
 
 /// The lines printed for a room list: a header and one row per room, or `no rooms`.
 pub fn table(list: &RoomList) -> Vec<String> {

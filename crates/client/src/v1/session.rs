@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Duration;
 
-use chat_protocol::ucrp::{LEAVE, NOTICE_SENDER, REGISTER, ROOM_CLOSED, ServerDatagram};
+use chat_protocol::ucrp::{LEAVE, REGISTER, ROOM_CLOSED};
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::display::print_problem;
+use super::incoming::Incoming;
 use crate::error::ClientError;
 use crate::transport::{Link, receive_buffer};
+use crate::ui::screen::print_problem;
 
 /// How many `__REGISTER__` datagrams are sent before giving up.
 pub const REGISTER_ATTEMPTS: u32 = 5;
@@ -26,47 +27,6 @@ pub const BLIND_REGISTER_SPACING: Duration = Duration::from_millis(50);
 /// Texts that the server acts on instead of relaying; sending one as chat would, for example,
 /// drop the member from the room without the client knowing.
 const RESERVED_TEXTS: [&[u8]; 3] = [REGISTER, LEAVE, ROOM_CLOSED];
-
-/// Something the server told this member, decoded from the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Incoming {
-    /// A message from another member.
-    Chat {
-        /// Who wrote it.
-        sender: String,
-        /// What they wrote.
-        text: String,
-    },
-    /// A sentence from the server itself (welcome, joins, leaves).
-    Notice(String),
-    /// The host left; the room and this member's token are gone.
-    RoomClosed,
-}
-
-impl Incoming {
-    /// Interprets a datagram from the server; `None` for anything a version-1 member does not
-    /// understand, which is dropped.
-    pub fn decode(datagram: &[u8]) -> Option<Self> {
-        match ServerDatagram::decode(datagram) {
-            Ok(ServerDatagram::Chat { sender, text }) if sender == NOTICE_SENDER => {
-                Some(Self::Notice(text.to_owned()))
-            }
-            Ok(ServerDatagram::Chat { sender, text }) => Some(Self::Chat {
-                sender: sender.to_owned(),
-                text: text.to_owned(),
-            }),
-            Ok(ServerDatagram::RoomClosed) => Some(Self::RoomClosed),
-            Ok(ServerDatagram::V2(message)) => {
-                tracing::debug!(?message, "ignoring a version-2 datagram");
-                None
-            }
-            Err(error) => {
-                tracing::debug!(%error, len = datagram.len(), "ignoring an undecodable datagram");
-                None
-            }
-        }
-    }
-}
 
 /// Why a line of input was not sent.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -245,7 +205,7 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use chat_protocol::ucrp::{Datagram, encode_v1_chat};
+    use chat_protocol::ucrp::{Datagram, NOTICE_SENDER, encode_v1_chat};
     use tokio::net::UdpSocket;
 
     use super::*;
@@ -395,16 +355,5 @@ mod tests {
         session.leave().await.unwrap();
         let mut buffer = [0u8; 8192];
         server.recv_from(&mut buffer).await.unwrap().1
-    }
-
-    #[test]
-    fn notices_and_chat_are_told_apart() {
-        assert_eq!(
-            Incoming::decode(&notice("bob joined")),
-            Some(Incoming::Notice("bob joined".into()))
-        );
-        assert_eq!(Incoming::decode(ROOM_CLOSED), Some(Incoming::RoomClosed));
-        assert_eq!(Incoming::decode(b""), None);
-        assert_eq!(Incoming::decode(b"\x09al"), None);
     }
 }

@@ -1,9 +1,11 @@
-//! Sending chat messages reliably over UDP, without I/O: every message gets a sequence number,
-//! stays pending until the server acks it, and is retransmitted with exponential backoff in
-//! the meantime. The caller supplies the clock and does the sending.
+//! The unacked queue: chat messages sent reliably over UDP, without I/O. Every message gets a
+//! sequence number, stays queued until the server acks it, and is retransmitted with
+//! exponential backoff in the meantime. The caller supplies the clock and does the sending.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+use crate::pace::{MAX_PACE_INTERVAL, Pacer};
 
 /// First retransmission delay after a message is sent.
 pub const FIRST_RETRANSMIT: Duration = Duration::from_millis(300);
@@ -39,67 +41,9 @@ impl Backoff {
 
 /// A new message was refused because too many are still unacked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutboxFull {
+pub struct QueueFull {
     /// How many messages are waiting for an ack.
     pub pending: usize,
-}
-
-/// The longest per-message interval a grant may impose; a larger one is read as this.
-pub const MAX_PACE_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The server's flood control as its grant announced it, modelled on this side so that lines
-/// typed or pasted faster than it allows wait their turn instead of being refused.
-#[derive(Debug, Clone)]
-pub struct Pacer {
-    burst: f64,
-    interval: Duration,
-    tokens: f64,
-    refilled_at: Instant,
-}
-
-impl Pacer {
-    /// A bucket a little stricter than the server's (one message less of burst, 10% slower),
-    /// so that the two clocks drifting apart never tips a message over the limit.
-    pub fn new(burst: u32, interval: Duration, now: Instant) -> Self {
-        let burst = f64::from(burst.saturating_sub(1).max(1));
-        let interval = interval
-            .clamp(Duration::from_millis(1), MAX_PACE_INTERVAL)
-            .mul_f64(1.1);
-        Self {
-            burst,
-            interval,
-            tokens: burst,
-            refilled_at: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.refilled_at);
-        self.tokens =
-            (self.tokens + elapsed.as_secs_f64() / self.interval.as_secs_f64()).min(self.burst);
-        self.refilled_at = self.refilled_at.max(now);
-    }
-
-    /// Takes the right to send one message now, if the pace allows it.
-    pub fn try_take(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        // Float rounding must not make a message wait one more tick than its turn.
-        if self.tokens >= 1.0 - 1e-9 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// When the next message may go.
-    pub fn ready_at(&self) -> Instant {
-        if self.tokens >= 1.0 - 1e-9 {
-            self.refilled_at
-        } else {
-            self.refilled_at + self.interval.mul_f64(1.0 - self.tokens)
-        }
-    }
 }
 
 /// A message waiting for its ack.
@@ -117,7 +61,7 @@ struct Pending {
 /// The sender side of version-2 reliability for one token: sequence numbers from 1, pending
 /// messages, their retransmission schedule.
 #[derive(Debug, Clone)]
-pub struct Outbox {
+pub struct UnackedQueue {
     next_seq: u64,
     pending: BTreeMap<u64, Pending>,
     capacity: usize,
@@ -125,14 +69,14 @@ pub struct Outbox {
     pacer: Option<Pacer>,
 }
 
-impl Default for Outbox {
+impl Default for UnackedQueue {
     fn default() -> Self {
         Self::new(MAX_PENDING, Backoff::default())
     }
 }
 
-impl Outbox {
-    /// An empty outbox whose first message gets seq 1.
+impl UnackedQueue {
+    /// An empty queue whose first message gets seq 1.
     pub fn new(capacity: usize, backoff: Backoff) -> Self {
         Self {
             next_seq: 1,
@@ -155,11 +99,11 @@ impl Outbox {
         self.pacer.as_mut().is_none_or(|pacer| pacer.try_take(now))
     }
 
-    /// Queues `text` under the next seq, to be sent at once: [`Outbox::due`] returns it for
+    /// Queues `text` under the next seq, to be sent at once: [`UnackedQueue::due`] returns it for
     /// any `now` from this one on.
-    pub fn submit(&mut self, text: String, now: Instant) -> Result<u64, OutboxFull> {
+    pub fn submit(&mut self, text: String, now: Instant) -> Result<u64, QueueFull> {
         if self.pending.len() >= self.capacity {
-            return Err(OutboxFull {
+            return Err(QueueFull {
                 pending: self.pending.len(),
             });
         }
@@ -210,7 +154,7 @@ impl Outbox {
         }
     }
 
-    /// The server stored the message: it leaves the outbox. Returns its text the first time,
+    /// The server stored the message: it leaves the queue. Returns its text the first time,
     /// `None` for a seq that is not pending (a duplicate ack).
     pub fn acked(&mut self, seq: u64) -> Option<String> {
         self.pending.remove(&seq).map(|pending| pending.text)
@@ -266,23 +210,23 @@ mod tests {
     #[test]
     fn seqs_count_from_one() {
         let now = Instant::now();
-        let mut outbox = Outbox::default();
-        assert_eq!(outbox.submit("a".into(), now), Ok(1));
-        assert_eq!(outbox.submit("b".into(), now), Ok(2));
-        assert_eq!(outbox.acked(1).as_deref(), Some("a"));
+        let mut queue = UnackedQueue::default();
+        assert_eq!(queue.submit("a".into(), now), Ok(1));
+        assert_eq!(queue.submit("b".into(), now), Ok(2));
+        assert_eq!(queue.acked(1).as_deref(), Some("a"));
         // Acked seqs are never reused.
-        assert_eq!(outbox.submit("c".into(), now), Ok(3));
+        assert_eq!(queue.submit("c".into(), now), Ok(3));
     }
 
     #[test]
     fn retransmissions_back_off_from_300_ms_doubling_to_3_s() {
         let start = Instant::now();
-        let mut outbox = Outbox::default();
-        outbox.submit("hello".into(), start).unwrap();
+        let mut queue = UnackedQueue::default();
+        queue.submit("hello".into(), start).unwrap();
         let mut sends = Vec::new();
         let mut now = start;
         while now <= start + Duration::from_secs(12) {
-            if !outbox.due(now).is_empty() {
+            if !queue.due(now).is_empty() {
                 sends.push(now - start);
             }
             now += ms(10);
@@ -297,80 +241,77 @@ mod tests {
     #[test]
     fn due_returns_each_message_once_per_slot_in_seq_order() {
         let now = Instant::now();
-        let mut outbox = Outbox::default();
-        outbox.submit("one".into(), now).unwrap();
-        outbox.submit("two".into(), now).unwrap();
+        let mut queue = UnackedQueue::default();
+        queue.submit("one".into(), now).unwrap();
+        queue.submit("two".into(), now).unwrap();
         assert_eq!(
-            outbox.due(now),
+            queue.due(now),
             vec![(1, "one".to_owned()), (2, "two".to_owned())]
         );
-        assert!(outbox.due(now).is_empty());
-        assert!(outbox.due(now + ms(299)).is_empty());
-        assert_eq!(outbox.due(now + ms(300)).len(), 2);
+        assert!(queue.due(now).is_empty());
+        assert!(queue.due(now + ms(299)).is_empty());
+        assert_eq!(queue.due(now + ms(300)).len(), 2);
     }
 
     #[test]
     fn acked_messages_stop_being_retransmitted() {
         let now = Instant::now();
-        let mut outbox = Outbox::default();
-        outbox.submit("one".into(), now).unwrap();
-        outbox.due(now);
-        assert_eq!(outbox.acked(1).as_deref(), Some("one"));
-        assert_eq!(outbox.acked(1), None, "a duplicate ack changes nothing");
-        assert!(outbox.due(now + Duration::from_secs(60)).is_empty());
-        assert!(outbox.is_empty());
-        assert_eq!(outbox.next_due(), None);
+        let mut queue = UnackedQueue::default();
+        queue.submit("one".into(), now).unwrap();
+        queue.due(now);
+        assert_eq!(queue.acked(1).as_deref(), Some("one"));
+        assert_eq!(queue.acked(1), None, "a duplicate ack changes nothing");
+        assert!(queue.due(now + Duration::from_secs(60)).is_empty());
+        assert!(queue.is_empty());
+        assert_eq!(queue.next_due(), None);
     }
 
     #[test]
     fn refused_messages_stop_being_retransmitted() {
         let now = Instant::now();
-        let mut outbox = Outbox::default();
-        outbox.submit("spam".into(), now).unwrap();
-        outbox.submit("ok".into(), now).unwrap();
-        outbox.due(now);
-        assert_eq!(outbox.refused(1).as_deref(), Some("spam"));
-        assert_eq!(outbox.due(now + ms(300)), vec![(2, "ok".to_owned())]);
+        let mut queue = UnackedQueue::default();
+        queue.submit("spam".into(), now).unwrap();
+        queue.submit("ok".into(), now).unwrap();
+        queue.due(now);
+        assert_eq!(queue.refused(1).as_deref(), Some("spam"));
+        assert_eq!(queue.due(now + ms(300)), vec![(2, "ok".to_owned())]);
     }
 
     #[test]
-    fn a_full_outbox_refuses_new_lines() {
+    fn a_full_queue_refuses_new_lines() {
         let now = Instant::now();
-        let mut outbox = Outbox::new(2, Backoff::default());
-        outbox.submit("a".into(), now).unwrap();
-        outbox.submit("b".into(), now).unwrap();
-        assert_eq!(
-            outbox.submit("c".into(), now),
-            Err(OutboxFull { pending: 2 })
-        );
-        outbox.acked(1);
-        assert_eq!(outbox.submit("c".into(), now), Ok(3));
+        let mut queue = UnackedQueue::new(2, Backoff::default());
+        queue.submit("a".into(), now).unwrap();
+        queue.submit("b".into(), now).unwrap();
+        assert_eq!(queue.submit("c".into(), now), Err(QueueFull { pending: 2 }));
+        queue.acked(1);
+        assert_eq!(queue.submit("c".into(), now), Ok(3));
     }
 
     #[test]
-    fn a_paced_outbox_sends_the_burst_then_one_per_interval_without_refusing() {
+    fn a_paced_queue_sends_the_burst_then_one_per_interval_without_refusing() {
         let start = Instant::now();
-        let mut outbox = Outbox::default();
+        let mut queue = UnackedQueue::default();
         // The server allows 10 at once, then one per 200 ms: we send 9, then one per 220 ms.
-        outbox.pace(Pacer::new(10, ms(200), start));
+        queue.pace(Pacer::new(10, ms(200), start));
         for line in 0..15 {
-            outbox.submit(format!("line {line}"), start).unwrap();
+            queue.submit(format!("line {line}"), start).unwrap();
         }
-        let first: Vec<u64> = outbox.due(start).into_iter().map(|(seq, _)| seq).collect();
+        let first: Vec<u64> = queue.due(start).into_iter().map(|(seq, _)| seq).collect();
         assert_eq!(first, (1..=9).collect::<Vec<_>>());
         for seq in first {
-            outbox.acked(seq);
+            queue.acked(seq);
         }
-        assert_eq!(outbox.next_due(), Some(start + ms(220)));
-        assert!(outbox.due(start + ms(219)).is_empty());
+        assert_eq!(queue.next_due(), Some(start + ms(220)));
+        assert!(queue.due(start + ms(219)).is_empty());
         let mut sent_at = Vec::new();
         let mut now = start;
         while now <= start + Duration::from_secs(3) {
-            for (seq, _) in outbox.due(now) {
+            for (seq, _) in queue.due(now) {
                 if seq > 9 {
                     sent_at.push((seq, now - start));
                 }
-                outbox.acked(seq);
+                queue.acked(seq);
             }
             now += ms(10);
         }
@@ -382,13 +323,13 @@ mod tests {
     #[test]
     fn hurry_makes_waiting_messages_due_now() {
         let now = Instant::now();
-        let mut outbox = Outbox::default();
-        outbox.submit("a".into(), now).unwrap();
-        outbox.due(now);
+        let mut queue = UnackedQueue::default();
+        queue.submit("a".into(), now).unwrap();
+        queue.due(now);
         let later = now + ms(100);
-        assert!(outbox.due(later).is_empty());
-        outbox.hurry(later);
-        assert_eq!(outbox.next_due(), Some(later));
-        assert_eq!(outbox.due(later).len(), 1);
+        assert!(queue.due(later).is_empty());
+        queue.hurry(later);
+        assert_eq!(queue.next_due(), Some(later));
+        assert_eq!(queue.due(later).len(), 1);
     }
 }

@@ -18,7 +18,7 @@ use chat_protocol::names::username_key;
 use chat_protocol::tcrp::Grant;
 use serde::{Deserialize, Serialize};
 
-use crate::handshake::Admission;
+use crate::entering::handshake::Membership;
 
 /// Most memberships kept; the oldest goes first.
 pub const MAX_SAVED: usize = 32;
@@ -66,9 +66,9 @@ impl Saved {
         !process_exists(self.pid)
     }
 
-    /// The admission as the handshake had granted it.
-    pub fn admission(&self) -> Admission {
-        Admission {
+    /// The membership as the handshake had granted it.
+    pub fn membership(&self) -> Membership {
+        Membership {
             server: self.answered_by,
             grant: self.grant.clone(),
         }
@@ -113,8 +113,8 @@ impl Store {
             .find(|saved| saved.matches(key))
     }
 
-    /// Saves the membership `admission` granted for `key`, replacing an older one.
-    pub fn save(&self, key: &Key, admission: &Admission) -> io::Result<()> {
+    /// Saves the membership `membership` granted for `key`, replacing an older one.
+    pub fn save(&self, key: &Key, membership: &Membership) -> io::Result<()> {
         let mut file = self.load();
         file.memberships.retain(|saved| !saved.matches(key));
         file.memberships.push(Saved {
@@ -122,8 +122,8 @@ impl Store {
             tcp_port: key.tcp_port,
             room: key.room.clone(),
             username: key.username.clone(),
-            answered_by: admission.server,
-            grant: admission.grant.clone(),
+            answered_by: membership.server,
+            grant: membership.grant.clone(),
             pid: std::process::id(),
         });
         let excess = file.memberships.len().saturating_sub(MAX_SAVED);
@@ -254,8 +254,8 @@ mod tests {
         }
     }
 
-    fn admission(token: &str) -> Admission {
-        Admission {
+    fn membership(token: &str) -> Membership {
+        Membership {
             server: SocketAddr::from(([127, 0, 0, 1], 9090)),
             grant: Grant {
                 token: token.into(),
@@ -274,11 +274,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::at(dir.path().join("sub/memberships.json"));
         assert_eq!(store.find(&key("lobby", "bob")), None);
-        store.save(&key("lobby", "bob"), &admission("aa")).unwrap();
-        store.save(&key("lobby", "bob"), &admission("bb")).unwrap();
-        store.save(&key("den", "bob"), &admission("cc")).unwrap();
+        store.save(&key("lobby", "bob"), &membership("aa")).unwrap();
+        store.save(&key("lobby", "bob"), &membership("bb")).unwrap();
+        store.save(&key("den", "bob"), &membership("cc")).unwrap();
         let found = store.find(&key("lobby", "Bob")).unwrap();
-        assert_eq!(found.admission().grant.token, "bb");
+        assert_eq!(found.membership().grant.token, "bb");
         store.forget(&key("lobby", "bob")).unwrap();
         assert_eq!(store.find(&key("lobby", "bob")), None);
         assert!(store.find(&key("den", "bob")).is_some());
@@ -288,7 +288,7 @@ mod tests {
     fn only_a_gone_holder_leaves_its_place_to_take_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::at(dir.path().join("memberships.json"));
-        store.save(&key("lobby", "bob"), &admission("aa")).unwrap();
+        store.save(&key("lobby", "bob"), &membership("aa")).unwrap();
         let mut found = store.find(&key("lobby", "bob")).unwrap();
         // This test's own process runs.
         assert!(!found.holder_is_gone());
@@ -303,7 +303,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chat-client/memberships.json");
         Store::at(path.clone())
-            .save(&key("lobby", "bob"), &admission("aa"))
+            .save(&key("lobby", "bob"), &membership("aa"))
             .unwrap();
         let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
@@ -317,7 +317,7 @@ mod tests {
         let store = Store::at(path.clone());
         for n in 0..MAX_SAVED + 5 {
             store
-                .save(&key(&format!("room{n}"), "bob"), &admission("aa"))
+                .save(&key(&format!("room{n}"), "bob"), &membership("aa"))
                 .unwrap();
         }
         assert_eq!(store.find(&key("room0", "bob")), None);
@@ -328,7 +328,7 @@ mod tests {
         );
         fs::write(&path, b"{not json").unwrap();
         assert_eq!(store.find(&key("room40", "bob")), None);
-        store.save(&key("lobby", "bob"), &admission("aa")).unwrap();
+        store.save(&key("lobby", "bob"), &membership("aa")).unwrap();
         assert!(store.find(&key("lobby", "bob")).is_some());
     }
 }

@@ -2,21 +2,24 @@
 //! it: register, relay stdin to the room and the room to stdout until the user quits or the
 //! room closes. Commands that need version 2 are answered here and never sent as chat.
 
+pub mod incoming;
+pub mod session;
+
 use std::io::IsTerminal;
 
 use tokio::sync::mpsc;
 
-use crate::admission::{room_name, udp_server};
-use crate::chat_v2::announced_pace;
 use crate::cli::Cli;
-use crate::commands::{self, Typed};
-use crate::display::{print_line, print_problem, render};
+use crate::entering::handshake::{Membership, Request};
+use crate::entering::{room_name, udp_server};
 use crate::error::ClientError;
-use crate::handshake::{Admission, Request};
-use crate::input::{self, InputLine, MAX_INPUT_LINE};
-use crate::reliability::Pacer;
-use crate::session::{Incoming, RegisterPolicy, Session};
+use crate::pace::{self, Pacer};
 use crate::signals;
+use crate::ui::input::{self, InputLine, MAX_INPUT_LINE};
+use crate::ui::screen::{print_line, print_problem};
+use crate::v2::commands::{self, Typed};
+use incoming::{Incoming, render};
+use session::{RegisterPolicy, Session};
 
 /// The line that leaves the room, like end of input does.
 pub const QUIT_COMMAND: &str = "/quit";
@@ -29,17 +32,21 @@ pub const V1_HELP: [&str; 4] = [
     "* anything else is sent to the room",
 ];
 
-/// Chats in the room `admission` let this member into, until the end. Whatever ends the
+/// Chats in the room `membership` let this member into, until the end. Whatever ends the
 /// session short of the room closing, the server is told this member left, so that its name
 /// (and, for a host, its room) is not left behind.
-pub async fn chat(cli: &Cli, request: &Request, admission: &Admission) -> Result<(), ClientError> {
+pub async fn chat(
+    cli: &Cli,
+    request: &Request,
+    membership: &Membership,
+) -> Result<(), ClientError> {
     let session = Session::open(
-        udp_server(cli, admission),
-        room_name(request, admission),
-        admission.grant.token.clone(),
+        udp_server(cli, membership),
+        room_name(request, membership),
+        membership.grant.token.clone(),
     )
     .await?;
-    let outcome = converse(&session, admission).await;
+    let outcome = converse(&session, membership).await;
     if outcome.is_err() {
         // Best effort: the error is what the user needs to see.
         let _ = session.leave().await;
@@ -47,27 +54,27 @@ pub async fn chat(cli: &Cli, request: &Request, admission: &Admission) -> Result
     outcome
 }
 
-/// Leaves the membership `admission` granted without chatting in it, e.g. when it cannot be
+/// Leaves the membership `membership` granted without chatting in it, e.g. when it cannot be
 /// what the user asked for.
 pub async fn abandon(
     cli: &Cli,
     request: &Request,
-    admission: &Admission,
+    membership: &Membership,
 ) -> Result<(), ClientError> {
     let session = Session::open(
-        udp_server(cli, admission),
-        room_name(request, admission),
-        admission.grant.token.clone(),
+        udp_server(cli, membership),
+        room_name(request, membership),
+        membership.grant.token.clone(),
     )
     .await?;
     session.register_blind().await?;
     session.leave().await
 }
 
-async fn converse(session: &Session, admission: &Admission) -> Result<(), ClientError> {
+async fn converse(session: &Session, membership: &Membership) -> Result<(), ClientError> {
     // The reference server never answers a registration; only a server that announced our
     // contract in its grant sends the welcome notice worth waiting for.
-    let first = if admission.server_is_v1_only() {
+    let first = if membership.server_is_v1_only() {
         session.register_blind().await?;
         None
     } else {
@@ -76,7 +83,7 @@ async fn converse(session: &Session, admission: &Admission) -> Result<(), Client
     tracing::info!(server = %session.server(), room = session.room(), "registered");
 
     if std::io::stdin().is_terminal() {
-        print_line(&banner(session, admission))?;
+        print_line(&banner(session, membership))?;
     }
     if let Some(incoming) = first
         && show(&incoming)?
@@ -85,7 +92,7 @@ async fn converse(session: &Session, admission: &Admission) -> Result<(), Client
     }
     let lines = input::spawn_stdin_reader().map_err(ClientError::Input)?;
     let interrupts = signals::leave_signals();
-    let pacer = announced_pace(admission)
+    let pacer = pace::announced(membership)
         .map(|(burst, interval)| Pacer::new(burst, interval, std::time::Instant::now()));
     tokio::select! {
         received = receive_until_closed(session) => received,
@@ -93,9 +100,9 @@ async fn converse(session: &Session, admission: &Admission) -> Result<(), Client
     }
 }
 
-fn banner(session: &Session, admission: &Admission) -> String {
-    let name = admission.grant.username.as_deref().unwrap_or("you");
-    let role = if admission.grant.host == Some(true) {
+fn banner(session: &Session, membership: &Membership) -> String {
+    let name = membership.grant.username.as_deref().unwrap_or("you");
+    let role = if membership.grant.host == Some(true) {
         " (host: the room closes when you leave)"
     } else {
         ""

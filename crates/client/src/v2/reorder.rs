@@ -15,7 +15,7 @@ pub const PONGS_BEFORE_SKIPPING: u32 = 20;
 
 /// The receive side of version-2 ordering for one membership.
 #[derive(Debug, Clone)]
-pub struct Ordering {
+pub struct ReorderBuffer {
     /// Newest id printed; `None` until the first register's pong said where the room is.
     cursor: Option<u64>,
     /// Messages with ids above the cursor (or all of them before syncing).
@@ -27,14 +27,14 @@ pub struct Ordering {
     stalled_pongs: u32,
 }
 
-impl Default for Ordering {
+impl Default for ReorderBuffer {
     fn default() -> Self {
         Self::new(MAX_BUFFERED)
     }
 }
 
-impl Ordering {
-    /// A buffer that holds everything until [`Ordering::sync`].
+impl ReorderBuffer {
+    /// A buffer that holds everything until [`ReorderBuffer::sync`].
     pub fn new(capacity: usize) -> Self {
         Self {
             cursor: None,
@@ -167,8 +167,8 @@ mod tests {
         messages.iter().map(|message| message.id).collect()
     }
 
-    fn synced_at(cursor: u64) -> Ordering {
-        let mut ordering = Ordering::default();
+    fn synced_at(cursor: u64) -> ReorderBuffer {
+        let mut ordering = ReorderBuffer::default();
         assert!(ordering.sync(cursor).is_empty());
         ordering
     }
@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn join_history_is_released_at_the_first_pong_and_newer_ids_wait_for_gaps() {
-        let mut ordering = Ordering::default();
+        let mut ordering = ReorderBuffer::default();
         // Join history 31..=33 (32 lost) and a live 36, all before the pong.
         for id in [33, 31, 36] {
             assert!(ordering.offer(msg(id)).is_empty());
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn the_first_pong_releases_contiguous_newer_messages() {
-        let mut ordering = Ordering::default();
+        let mut ordering = ReorderBuffer::default();
         ordering.offer(msg(5));
         ordering.offer(msg(6));
         assert_eq!(ids(&ordering.sync(5)), [5, 6]);
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn the_buffer_is_bounded_and_keeps_the_oldest() {
-        let mut ordering = Ordering::new(3);
+        let mut ordering = ReorderBuffer::new(3);
         ordering.sync(0);
         for id in [5, 4, 3] {
             ordering.offer(msg(id));

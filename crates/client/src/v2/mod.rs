@@ -2,31 +2,40 @@
 //! presence and commands. In a terminal the line editor is used; otherwise plain lines in,
 //! plain lines out. `/next` in a pair room pairs again without leaving the program.
 
+pub mod commands;
+pub mod conversation;
+pub mod event_loop;
+pub mod keepalive;
+pub mod reorder;
+pub mod typing;
+pub mod unacked;
+
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use crate::admission::{room_name, udp_server, username};
 use crate::cli::Cli;
-use crate::conversation::{Conversation, Ending, Settings, Timing};
+use crate::entering::handshake::{self, Membership, Request, Timeouts};
+use crate::entering::{room_name, udp_server, username};
 use crate::error::ClientError;
-use crate::format::{self, LineStyle};
-use crate::handshake::{self, Admission, Request, Timeouts};
-use crate::input;
-use crate::room::{self, Inputs};
-use crate::screen::{PlainScreen, Screen};
+use crate::pace;
 use crate::signals;
-use crate::terminal;
 use crate::transport::Link;
+use crate::ui::format::{self, LineStyle};
+use crate::ui::input;
+use crate::ui::screen::{PlainScreen, Screen};
+use crate::ui::terminal;
+use crate::v2::conversation::{Conversation, Ending, Setup, Timing};
+use event_loop::Inputs;
 
-/// Chats in the room `admission` let this member into, and in the next ones `/next` finds,
+/// Chats in the room `membership` let this member into, and in the next ones `/next` finds,
 /// until the end.
-pub async fn chat(cli: &Cli, request: &Request, admission: Admission) -> Result<(), ClientError> {
+pub async fn chat(cli: &Cli, request: &Request, membership: Membership) -> Result<(), ClientError> {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if interactive {
         match terminal::start() {
             Ok((terminal, mut inputs)) => {
                 let outcome =
-                    chat_in_rooms(cli, request, admission, &mut inputs, &terminal, true).await;
+                    chat_in_rooms(cli, request, membership, &mut inputs, &terminal, true).await;
                 terminal.finish().await;
                 return outcome;
             }
@@ -35,7 +44,7 @@ pub async fn chat(cli: &Cli, request: &Request, admission: Admission) -> Result<
         }
     }
     let mut inputs = plain_inputs()?;
-    chat_in_rooms(cli, request, admission, &mut inputs, &PlainScreen, false).await
+    chat_in_rooms(cli, request, membership, &mut inputs, &PlainScreen, false).await
 }
 
 /// Standard input read line by line, and Ctrl-C, SIGTERM and SIGHUP, which leave like
@@ -48,18 +57,18 @@ fn plain_inputs() -> Result<Inputs, ClientError> {
 async fn chat_in_rooms(
     cli: &Cli,
     request: &Request,
-    mut admission: Admission,
+    mut membership: Membership,
     inputs: &mut Inputs,
     screen: &dyn Screen,
     interactive: bool,
 ) -> Result<(), ClientError> {
     let pair = request.operation == chat_protocol::tcrp::Operation::Pair;
     loop {
-        let server = udp_server(cli, &admission);
-        let room = room_name(request, &admission);
-        let link = Link::open(server, room.clone(), admission.grant.token.clone()).await?;
-        let settings = Settings {
-            me: username(request, &admission),
+        let server = udp_server(cli, &membership);
+        let room = room_name(request, &membership);
+        let link = Link::open(server, room.clone(), membership.grant.token.clone()).await?;
+        let setup = Setup {
+            me: username(request, &membership),
             room,
             pair,
             style: LineStyle { clock: interactive },
@@ -68,17 +77,17 @@ async fn chat_in_rooms(
             timing: Timing::default(),
         };
         if interactive {
-            screen.show(&banner(&settings, &admission))?;
+            screen.show(&banner(&setup, &membership))?;
         }
-        let (mut conversation, first) = Conversation::start(settings, Instant::now());
-        if let Some((burst, interval)) = announced_pace(&admission) {
+        let (mut conversation, first) = Conversation::start(setup, Instant::now());
+        if let Some((burst, interval)) = pace::announced(&membership) {
             conversation.pace(burst, interval, Instant::now());
         }
-        let ending = match room::run(&link, &mut conversation, first, inputs, screen).await {
+        let ending = match event_loop::run(&link, &mut conversation, first, inputs, screen).await {
             Ok(ending) => ending,
             Err(error) => {
                 // Best effort, so that the name (or, for a host, the room) is not left behind.
-                let _ = room::leave(&link).await;
+                let _ = event_loop::leave(&link).await;
                 return Err(error);
             }
         };
@@ -88,13 +97,13 @@ async fn chat_in_rooms(
             Ending::Unregistered { .. } | Ending::ServerSilent { .. }
         ) {
             // The server may hear without being heard; leaving costs nothing if it is gone.
-            room::leave(&link).await?;
+            event_loop::leave(&link).await?;
         }
         match ending {
             Ending::Quit | Ending::Closed | Ending::Gone => return Ok(()),
             Ending::Next => {
                 screen.show(&format::notice("looking for someone new…"))?;
-                admission =
+                membership =
                     handshake::perform(&cli.server, cli.tcp_port, request, Timeouts::default())
                         .await?;
             }
@@ -114,21 +123,14 @@ async fn chat_in_rooms(
     }
 }
 
-/// The flood control the grant announced, if any.
-pub fn announced_pace(admission: &Admission) -> Option<(u32, std::time::Duration)> {
-    let burst = admission.grant.send_burst?;
-    let interval = admission.grant.send_interval_ms?;
-    Some((burst, std::time::Duration::from_millis(interval)))
-}
-
-fn banner(settings: &Settings, admission: &Admission) -> String {
-    let role = if admission.grant.host == Some(true) {
+fn banner(setup: &Setup, membership: &Membership) -> String {
+    let role = if membership.grant.host == Some(true) {
         " (host: the room closes when you leave)"
     } else {
         ""
     };
     format::notice(&format!(
         "in {:?} as {}{role}; type /help for commands, /quit to leave",
-        settings.room, settings.me
+        setup.room, setup.me
     ))
 }

@@ -1,7 +1,9 @@
-//! Where a version-2 session's lines go: stdout as plain flushed lines, or above the line
-//! being edited in a terminal (see [`crate::terminal`]).
+//! Where lines go: stdout as plain flushed lines (so that a reader on the other end of a pipe
+//! sees each at once), problems to stderr, or, in a version-2 session in a terminal, above the
+//! line being edited (see [`crate::ui::terminal`]).
 
-use crate::display::{print_line, print_problem};
+use std::io::Write;
+
 use crate::error::ClientError;
 
 /// Something that shows whole lines to the user, in order.
@@ -30,4 +32,18 @@ impl Screen for PlainScreen {
         print_problem(line);
         Ok(())
     }
+}
+
+/// Prints one line to stdout and flushes it.
+pub fn print_line(line: &str) -> Result<(), ClientError> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .map_err(ClientError::Output)
+}
+
+/// Prints a sentence for the user on stderr; there is nowhere left to report a failure to.
+pub fn print_problem(sentence: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{sentence}").and_then(|()| stderr.flush());
 }

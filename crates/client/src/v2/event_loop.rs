@@ -8,12 +8,12 @@ use chat_protocol::ucrp::ServerDatagram;
 use chat_protocol::v2::{ClientV2, ServerV2};
 use tokio::sync::mpsc;
 
-use crate::conversation::{Conversation, Effects, Ending};
 use crate::error::ClientError;
-use crate::format;
-use crate::input::{InputLine, MAX_INPUT_LINE};
-use crate::screen::Screen;
 use crate::transport::{Link, receive_buffer};
+use crate::ui::format;
+use crate::ui::input::{InputLine, MAX_INPUT_LINE};
+use crate::ui::screen::Screen;
+use crate::v2::conversation::{Conversation, Effects, Ending};
 
 /// `leave` is sent this many times, since UDP may drop one.
 pub const LEAVE_COPIES: usize = 3;

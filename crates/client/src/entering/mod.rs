@@ -1,6 +1,12 @@
 //! Getting into a room: check the names, do the handshake (asking for a password once when
 //! a private room needs one), and work out where the room's datagrams go.
 
+pub mod handshake;
+pub mod password_prompt;
+pub mod resume;
+pub mod room_table;
+pub mod saved;
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 
@@ -9,8 +15,7 @@ use chat_protocol::tcrp::{ErrorCode, Operation, UserRequest};
 
 use crate::cli::{Cli, Command, DEFAULT_UDP_PORT};
 use crate::error::ClientError;
-use crate::handshake::{self, Admission, Request, Timeouts};
-use crate::password;
+use handshake::{Membership, Request, Timeouts};
 
 /// Checks the names locally, so that an obvious mistake is explained without a round trip.
 /// `None` for `rooms`, which joins nothing.
@@ -51,7 +56,7 @@ pub fn build_request(command: &Command) -> Result<Option<Request>, ClientError> 
 /// Performs the handshake. A join refused with `bad_password` while no password was given is
 /// retried once with one typed at a prompt, when standard input is a terminal to type it on;
 /// `request` then keeps it.
-pub async fn admit(cli: &Cli, request: &mut Request) -> Result<Admission, ClientError> {
+pub async fn admit(cli: &Cli, request: &mut Request) -> Result<Membership, ClientError> {
     let first = handshake::perform(&cli.server, cli.tcp_port, request, Timeouts::default()).await;
     match first {
         Err(ClientError::Refused { code, .. })
@@ -60,7 +65,7 @@ pub async fn admit(cli: &Cli, request: &mut Request) -> Result<Admission, Client
                 && request.user.password.is_none()
                 && std::io::stdin().is_terminal() =>
         {
-            request.user.password = Some(password::ask(&request.room).await?);
+            request.user.password = Some(password_prompt::ask(&request.room).await?);
             handshake::perform(&cli.server, cli.tcp_port, request, Timeouts::default()).await
         }
         // No password was given and there is no terminal to ask on: the password is not
@@ -84,15 +89,15 @@ pub fn needs_password(room: &str) -> String {
 
 /// The UDP endpoint: the address that answered the handshake, on the port from the command
 /// line, else the one the server announced, else the default.
-pub fn udp_server(cli: &Cli, admission: &Admission) -> SocketAddr {
-    let announced = admission.grant.udp_port.filter(|&port| port != 0);
+pub fn udp_server(cli: &Cli, membership: &Membership) -> SocketAddr {
+    let announced = membership.grant.udp_port.filter(|&port| port != 0);
     let udp_port = cli.udp_port.or(announced).unwrap_or(DEFAULT_UDP_PORT);
-    SocketAddr::new(admission.server.ip(), udp_port)
+    SocketAddr::new(membership.server.ip(), udp_port)
 }
 
 /// The room joined: as the server named it (pair rooms get generated names), else as asked.
-pub fn room_name(request: &Request, admission: &Admission) -> String {
-    admission
+pub fn room_name(request: &Request, membership: &Membership) -> String {
+    membership
         .grant
         .room
         .clone()
@@ -100,8 +105,8 @@ pub fn room_name(request: &Request, admission: &Admission) -> String {
 }
 
 /// The username as the server stored it, else as asked.
-pub fn username(request: &Request, admission: &Admission) -> String {
-    admission
+pub fn username(request: &Request, membership: &Membership) -> String {
+    membership
         .grant
         .username
         .clone()

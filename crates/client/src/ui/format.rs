@@ -1,10 +1,11 @@
 //! The lines a version-2 session prints: `NAME: TEXT` for chat (`[HH:MM] NAME: TEXT` in a
-//! terminal) and `* TEXT` for notices. Everything that came from the network is sanitized.
+//! terminal) and `* TEXT` for notices; and [`sanitize`], which everything that came from the
+//! network goes through on its way to the screen, whatever the version.
+
+use std::borrow::Cow;
 
 use chat_protocol::v2::{ChatMessage, CloseReason, LeaveReason, V2ErrorCode};
 use chrono::{DateTime, Local, TimeZone};
-
-use crate::display::sanitize;
 
 /// Characters of a refused message quoted back in the notice about it.
 const QUOTE_CHARS: usize = 40;
@@ -127,6 +128,21 @@ pub fn quote(text: &str) -> String {
     }
 }
 
+/// Replaces control characters (other than tab) with U+FFFD, so that another member cannot
+/// forge extra lines with a newline or drive the terminal with escape sequences.
+pub fn sanitize(text: &str) -> Cow<'_, str> {
+    let is_unsafe = |c: char| c.is_control() && c != '\t';
+    if text.chars().any(is_unsafe) {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if is_unsafe(c) { '\u{FFFD}' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::FixedOffset;
@@ -237,5 +253,10 @@ mod tests {
                 "é".repeat(40)
             )
         );
+    }
+
+    #[test]
+    fn ordinary_text_is_untouched() {
+        assert!(matches!(sanitize("émilie\tsays hi 👋"), Cow::Borrowed(_)));
     }
 }
