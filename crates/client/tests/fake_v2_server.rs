@@ -2,20 +2,18 @@
 //! the server's side of the handshake and of the datagrams, including loss, duplicates and
 //! reordering, and checks what the user sees and what reaches the server.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
+
+use chat_tests::{ClientProcess, EVENT_TIMEOUT};
 
 use chat_protocol::tcrp::{Compliance, ErrorCode, Frame, Grant, RoomList, RoomSummary, State};
 use chat_protocol::tcrp::{UserRequest, to_json_payload};
 use chat_protocol::ucrp::{ClientMessage, Datagram, V2_MARKER, encode_v2};
 use chat_protocol::v2::{ChatMessage, ClientV2, CloseReason, ServerV2, V2ErrorCode};
 
-/// Generous: a correct client answers in milliseconds.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// The server side: a TCP listener for one handshake, a UDP socket for the datagrams.
@@ -162,115 +160,11 @@ fn is_msg(message: &ClientV2) -> bool {
     matches!(message, ClientV2::Msg { .. })
 }
 
-/// `chat-client` with piped stdin, stdout and stderr.
-struct Client {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    /// Where the client saves its memberships, instead of the real home directory.
-    _data_dir: tempfile::TempDir,
-}
-
-impl Client {
-    fn start(tcp_port: u16, args: &[&str]) -> Self {
-        let data_dir = tempfile::tempdir().expect("a data directory");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
-            .args(["--server", "127.0.0.1", "--tcp-port", &tcp_port.to_string()])
-            .args(args)
-            .env("XDG_DATA_HOME", data_dir.path())
-            // The user's own client configuration must not change what a test runs.
-            .env("XDG_CONFIG_HOME", "/nonexistent/chat-tests")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn chat-client");
-        let (sender, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let err_sender = sender.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if err_sender.send(format!("[stderr] {line}")).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Self {
-            child,
-            stdin,
-            lines,
-            seen: Vec::new(),
-            _data_dir: data_dir,
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin is open");
-        writeln!(stdin, "{line}").expect("write to chat-client");
-        stdin.flush().expect("flush chat-client's stdin");
-    }
-
-    fn expect_line(&mut self, expected: &str) {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.seen.push(line.clone());
-            if line == expected {
-                return;
-            }
-        }
-        panic!(
-            "expected {expected:?}; the client printed:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    /// Closes stdin, then returns every line printed up to the exit, and the exit status.
-    fn finish(mut self) -> (Vec<String>, ExitStatus) {
-        self.stdin = None;
-        self.wait_exit()
-    }
-
-    /// Every line printed up to the exit, then the exit status; stdin stays open.
-    fn wait_exit(mut self) -> (Vec<String>, ExitStatus) {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("poll the client's exit") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the client did not exit");
-            thread::sleep(Duration::from_millis(20));
-        };
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(line);
-        }
-        (std::mem::take(&mut self.seen), status)
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn prints_every_message_once_in_id_order_despite_loss_reordering_and_duplicates() {
     let mut server = FakeServer::new();
-    let mut client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let mut client =
+        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
     let request = server.grant("bob");
     assert_eq!(
         UserRequest::parse(&request.payload).unwrap().username,
@@ -281,10 +175,10 @@ fn prints_every_message_once_in_id_order_despite_loss_reordering_and_duplicates(
         &[chat(1, "alice", "old one"), chat(2, "alice", "old two")],
         2,
     );
-    client.expect_line("* welcome to lobby, bob; here now: alice (host), bob");
-    client.expect_line("alice: old two");
+    client.wait_for_line("* welcome to lobby, bob; here now: alice (host), bob");
+    client.wait_for_line("alice: old two");
 
-    client.type_line("hello");
+    client.send_line("hello");
     assert_eq!(
         server.next_matching(is_msg),
         ClientV2::Msg {
@@ -310,7 +204,7 @@ fn prints_every_message_once_in_id_order_despite_loss_reordering_and_duplicates(
     server.send(&ServerV2::Msg(chat(5, "alice", "five")));
     server.send(&ServerV2::Msg(chat(6, "alice", "six")));
     server.send(&ServerV2::Pong { id: 6 });
-    client.expect_line("alice: six");
+    client.wait_for_line("alice: six");
 
     let (lines, status) = client.finish();
     assert!(status.success(), "{status:?}\n{}", lines.join("\n"));
@@ -342,11 +236,12 @@ fn prints_every_message_once_in_id_order_despite_loss_reordering_and_duplicates(
 #[test]
 fn refused_messages_are_reported_and_not_retransmitted() {
     let mut server = FakeServer::new();
-    let mut client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let mut client =
+        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
     server.grant("bob");
     server.welcome(&["alice", "bob"], &[], 0);
-    client.expect_line("* welcome to lobby, bob; here now: alice (host), bob");
-    client.type_line("spam");
+    client.wait_for_line("* welcome to lobby, bob; here now: alice (host), bob");
+    client.send_line("spam");
     let ClientV2::Msg { seq, .. } = server.next_matching(is_msg) else {
         unreachable!()
     };
@@ -355,8 +250,8 @@ fn refused_messages_are_reported_and_not_retransmitted() {
         seq: Some(seq),
         message: "slow down".into(),
     });
-    client.expect_line("[stderr] * not sent, you are sending too fast: \"spam\"");
-    client.type_line("calm");
+    client.wait_for_line("[stderr] * not sent, you are sending too fast: \"spam\"");
+    client.send_line("calm");
     let next = server.next_matching(is_msg);
     assert_eq!(
         next,
@@ -371,19 +266,20 @@ fn refused_messages_are_reported_and_not_retransmitted() {
 #[test]
 fn a_closed_room_ends_the_client_with_exit_0() {
     let mut server = FakeServer::new();
-    let mut client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let mut client =
+        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
     server.grant("bob");
     server.welcome(&["alice", "bob"], &[], 0);
-    client.expect_line("* welcome to lobby, bob; here now: alice (host), bob");
+    client.wait_for_line("* welcome to lobby, bob; here now: alice (host), bob");
     server.send(&ServerV2::Left {
         name: "carol".into(),
         reason: chat_protocol::v2::LeaveReason::Timeout,
     });
-    client.expect_line("* carol timed out");
+    client.wait_for_line("* carol timed out");
     server.send(&ServerV2::RoomClosed {
         reason: CloseReason::HostLeft,
     });
-    client.expect_line("* the room was closed by its host");
+    client.wait_for_line("* the room was closed by its host");
     let (lines, status) = client.finish();
     assert_eq!(status.code(), Some(0), "{}", lines.join("\n"));
 }
@@ -391,19 +287,20 @@ fn a_closed_room_ends_the_client_with_exit_0() {
 #[test]
 fn commands_ask_the_server_and_print_its_answers() {
     let mut server = FakeServer::new();
-    let mut client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let mut client =
+        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
     server.grant("bob");
     server.welcome(&["alice", "bob"], &[chat(9, "alice", "latest")], 9);
-    client.expect_line("alice: latest");
-    client.type_line("/who");
+    client.wait_for_line("alice: latest");
+    client.send_line("/who");
     server.next_matching(|m| *m == ClientV2::Who);
     server.send(&ServerV2::Members {
         names: vec!["alice".into(), "bob".into()],
         host: "alice".into(),
         more: 0,
     });
-    client.expect_line("* here now: alice (host), bob");
-    client.type_line("/history 2");
+    client.wait_for_line("* here now: alice (host), bob");
+    client.send_line("/history 2");
     let request = server.next_matching(|m| matches!(m, ClientV2::History { .. }));
     assert_eq!(
         request,
@@ -416,15 +313,15 @@ fn commands_ask_the_server_and_print_its_answers() {
         messages: vec![chat(7, "alice", "seven"), chat(8, "alice", "eight")],
         more: false,
     });
-    client.expect_line("* earlier messages:");
-    client.expect_line("alice: seven");
-    client.expect_line("alice: eight");
-    client.expect_line("* end of earlier messages");
-    client.type_line("/next");
-    client.expect_line(
+    client.wait_for_line("* earlier messages:");
+    client.wait_for_line("alice: seven");
+    client.wait_for_line("alice: eight");
+    client.wait_for_line("* end of earlier messages");
+    client.send_line("/next");
+    client.wait_for_line(
         "* /next only works in pair rooms (start one with: chat-client pair --name NAME)",
     );
-    client.type_line("/quit");
+    client.send_line("/quit");
     let (lines, status) = client.finish();
     assert!(status.success(), "{}", lines.join("\n"));
 }
@@ -432,9 +329,10 @@ fn commands_ask_the_server_and_print_its_answers() {
 #[test]
 fn a_server_that_never_confirms_registration_exits_4() {
     let server = FakeServer::new();
-    let client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let client =
+        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
     server.grant("bob");
-    let (lines, status) = client.finish_after_registration_attempts(&server);
+    let (lines, status) = finish_after_registration_attempts(client, &server);
     assert_eq!(status.code(), Some(4), "{}", lines.join("\n"));
     assert!(
         lines.iter().any(|line| line.contains("did not answer")),
@@ -443,32 +341,33 @@ fn a_server_that_never_confirms_registration_exits_4() {
     );
 }
 
-impl Client {
-    /// Counts the registers a silent server receives until the client gives up.
-    fn finish_after_registration_attempts(self, server: &FakeServer) -> (Vec<String>, ExitStatus) {
-        let mut registers = 0;
-        let mut buffer = [0u8; 8192];
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        while registers < 5 && Instant::now() < deadline {
-            if let Ok((len, _)) = server.udp.recv_from(&mut buffer) {
-                let datagram = Datagram::decode(&buffer[..len])
-                    .expect("the client sends well-formed envelopes");
-                if let Ok(ClientMessage::V2(ClientV2::Register { .. })) =
-                    ClientMessage::decode(datagram.message)
-                {
-                    registers += 1;
-                }
+/// Counts the registers a silent server receives until the client gives up.
+fn finish_after_registration_attempts(
+    client: ClientProcess,
+    server: &FakeServer,
+) -> (Vec<String>, ExitStatus) {
+    let mut registers = 0;
+    let mut buffer = [0u8; 8192];
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while registers < 5 && Instant::now() < deadline {
+        if let Ok((len, _)) = server.udp.recv_from(&mut buffer) {
+            let datagram =
+                Datagram::decode(&buffer[..len]).expect("the client sends well-formed envelopes");
+            if let Ok(ClientMessage::V2(ClientV2::Register { .. })) =
+                ClientMessage::decode(datagram.message)
+            {
+                registers += 1;
             }
         }
-        assert_eq!(registers, 5);
-        self.wait_exit()
     }
+    assert_eq!(registers, 5);
+    client.finish_with_stdin_open()
 }
 
 #[test]
 fn rooms_prints_the_list_as_a_table() {
     let server = FakeServer::new();
-    let client = Client::start(server.tcp_port(), &["rooms"]);
+    let client = ClientProcess::start_on_port(server.tcp_port(), &["rooms"]);
     let list = RoomList {
         rooms: vec![RoomSummary {
             name: "lobby".into(),
@@ -490,7 +389,8 @@ fn rooms_prints_the_list_as_a_table() {
 #[test]
 fn a_missing_password_without_a_terminal_says_the_room_needs_one() {
     let server = FakeServer::new();
-    let client = Client::start(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let client =
+        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
     let refusal = Compliance::refused(ErrorCode::BadPassword, "the password is wrong");
     server.answer_handshake(&refusal, to_json_payload(&Grant::failed()));
     let (lines, status) = client.finish();
@@ -507,7 +407,7 @@ fn a_missing_password_without_a_terminal_says_the_room_needs_one() {
 #[test]
 fn a_wrong_password_is_a_refusal_in_the_servers_words() {
     let server = FakeServer::new();
-    let client = Client::start(
+    let client = ClientProcess::start_on_port(
         server.tcp_port(),
         &["join", "lobby", "--name", "bob", "--password", "nope"],
     );
@@ -524,7 +424,7 @@ fn a_wrong_password_is_a_refusal_in_the_servers_words() {
 #[test]
 fn version_1_is_spoken_with_the_v1_flag() {
     let mut server = FakeServer::new();
-    let mut client = Client::start(
+    let mut client = ClientProcess::start_on_port(
         server.tcp_port(),
         &["--v1", "join", "lobby", "--name", "bob"],
     );
@@ -546,10 +446,10 @@ fn version_1_is_spoken_with_the_v1_flag() {
         .udp
         .send_to(b"\x01*welcome to lobby, bob", from)
         .unwrap();
-    client.expect_line("* welcome to lobby, bob");
+    client.wait_for_line("* welcome to lobby, bob");
     server.udp.send_to(b"\x05alicehi bob", from).unwrap();
-    client.expect_line("alice: hi bob");
-    client.type_line("hello");
+    client.wait_for_line("alice: hi bob");
+    client.send_line("hello");
     let deadline = Instant::now() + EVENT_TIMEOUT;
     loop {
         assert!(Instant::now() < deadline, "no chat");
