@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use chat_protocol::time::unix_ms;
 use chat_protocol::v2::{ChatMessage, ClientV2, ServerV2, V2ErrorCode};
 
 use crate::pace::Pacer;
@@ -120,7 +121,7 @@ impl Conversation {
                         id,
                         from: self.setup.me.clone(),
                         text,
-                        ts: unix_ms(),
+                        ts: unix_ms(SystemTime::now()),
                     };
                     let released = self.reorder.offer(own);
                     self.show(&mut fx, released);
@@ -398,10 +399,6 @@ impl Conversation {
 /// Bytes of message body a version-2 message takes: the marker and its JSON.
 fn encoded_len(message: &ClientV2) -> usize {
     serde_json::to_vec(message).map_or(usize::MAX, |json| 1 + json.len())
-}
-
-fn unix_ms() -> u64 {
-    chat_protocol::time::unix_ms(SystemTime::now())
 }
 
 #[cfg(test)]
