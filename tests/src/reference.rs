@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::EVENT_TIMEOUT;
 use crate::process::{merged_output, wait_with_timeout};
@@ -127,20 +127,6 @@ impl PythonProcess {
                 ),
             }
         }
-    }
-
-    /// Lines printed within `limit`, to check that something did not happen.
-    pub fn lines_within(&mut self, limit: Duration) -> Vec<String> {
-        let deadline = Instant::now() + limit;
-        let mut lines = Vec::new();
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.seen.push(line.clone());
-            lines.push(line);
-        }
-        lines
     }
 
     /// Waits for the process to exit on its own.

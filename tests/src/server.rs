@@ -144,11 +144,6 @@ impl ServerProcess {
         let status = wait_with_timeout(&mut self.child, EVENT_TIMEOUT).expect("chat-server exits");
         (status, self.log())
     }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
 }
 
 impl Drop for ServerProcess {
