@@ -1,5 +1,10 @@
 //! Getting into a room: check the names, do the handshake (asking for a password once when
 //! a private room needs one), and work out where the room's datagrams go.
+//!
+//! The TCP exchange itself is the [`handshake`]; [`password_prompt`] asks for a private
+//! room's password, [`room_table`] prints the list `rooms` asks for. Memberships are
+//! [`saved`] so that a crashed client's place can be taken back, once [`resume`] has found
+//! that the server still knows it.
 
 pub mod handshake;
 pub mod password_prompt;

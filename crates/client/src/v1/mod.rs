@@ -1,6 +1,10 @@
 //! A room over version 1 of the data plane (`--v1`), exactly as the reference server expects
 //! it: register, relay stdin to the room and the room to stdout until the user quits or the
-//! room closes. Commands that need version 2 are answered here and never sent as chat.
+//! room closes. Typed lines are read with version 2's [`commands`] parser, so that a command
+//! that needs version 2 is answered here and never sent as chat.
+//!
+//! [`session`] is the membership's datagrams, [`incoming`] what the server sends and how it is
+//! shown.
 
 pub mod incoming;
 pub mod session;

@@ -1,6 +1,11 @@
 //! A room over version 2 of the data plane, the default: reliable, ordered, with history,
 //! presence and commands. In a terminal the line editor is used; otherwise plain lines in,
 //! plain lines out. `/next` in a pair room pairs again without leaving the program.
+//!
+//! The [`event_loop`] does the I/O around a [`conversation::Conversation`], a state machine
+//! built from the [`unacked`] queue (seq, ack, retransmit), the [`reorder`] buffer (each
+//! message once, in id order), the [`keepalive`] (ping, re-register, silence) and [`typing`]
+//! (indicator pacing); [`commands`] reads what the user typed.
 
 pub mod commands;
 pub mod conversation;
