@@ -4,11 +4,11 @@
 //!
 //! The binaries come from the same target directory as the test executable; `cargo test
 //! --workspace` builds them before running any test.
-
-//! Modules: [`process`] (binaries, output lines, exits), [`server`] (`chat-server`), [`client`]
-//! (`chat-client`), [`tcrp`] (control-plane exchanges), [`member`] (UDP members, version 1
-//! and 2), [`proxy`] (the loss proxy), [`reference`] (the reference Python implementation).
-//! Everything is re-exported here, so tests name it `chat_tests::X`.
+//!
+//! Modules: [`process`] (binaries, output lines, exits), [`server`] (`chat-server`),
+//! [`client`] (`chat-client`), [`tcrp`] (control-plane exchanges), [`member`] (UDP members,
+//! version 1 and 2), [`proxy`] (the loss proxy), [`reference`](mod@reference) (the reference
+//! Python implementation). Everything is re-exported here, so tests name it `chat_tests::X`.
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
-//! Lines typed by the user, read from stdin on a thread of their own.
+//! What the user does: lines typed, read from stdin on a thread of their own (or by the
+//! [line editor](crate::ui::terminal)), edits and interruptions, as channels ([`Inputs`]).
 //!
 //! A plain thread rather than `tokio::io::stdin`: a blocking read cannot be cancelled, and a
 //! runtime waits for its blocking tasks on shutdown, so the client could not exit when the room
@@ -7,6 +8,8 @@
 use std::io::{self, BufRead};
 
 use tokio::sync::mpsc;
+
+use crate::error::ClientError;
 
 /// Longest input line kept in memory; longer lines are reported, never buffered whole.
 /// Anything over [`chat_protocol::limits::MAX_DATAGRAM`] cannot be sent anyway.
@@ -95,6 +98,75 @@ pub fn spawn_stdin_reader() -> io::Result<mpsc::Receiver<io::Result<InputLine>>>
             }
         })?;
     Ok(receiver)
+}
+
+/// What the user does, as channels. They outlive one room, so that `/next` keeps them.
+#[derive(Debug)]
+pub struct Inputs {
+    lines: Option<mpsc::Receiver<io::Result<InputLine>>>,
+    typing: Option<mpsc::Receiver<()>>,
+    interrupt: Option<mpsc::Receiver<()>>,
+}
+
+/// One thing the user did.
+#[derive(Debug)]
+pub enum UserEvent {
+    /// A typed line.
+    Line(InputLine),
+    /// Input ended.
+    EndOfInput,
+    /// A non-empty line was edited (already paced).
+    Typing,
+    /// Ctrl-C, SIGTERM or SIGHUP.
+    Interrupted,
+}
+
+impl Inputs {
+    /// Typed lines (the channel closes at end of input), edits of a non-empty line (already
+    /// paced), and interruptions such as Ctrl-C, which leave like `/quit`.
+    pub fn new(
+        lines: mpsc::Receiver<io::Result<InputLine>>,
+        typing: Option<mpsc::Receiver<()>>,
+        interrupt: Option<mpsc::Receiver<()>>,
+    ) -> Self {
+        Self {
+            lines: Some(lines),
+            typing,
+            interrupt,
+        }
+    }
+
+    /// The next thing the user does; pending forever once every channel has closed.
+    pub async fn next(&mut self) -> Result<UserEvent, ClientError> {
+        loop {
+            tokio::select! {
+                line = recv_or_pend(&mut self.lines) => return match line {
+                    Some(Ok(line)) => Ok(UserEvent::Line(line)),
+                    Some(Err(error)) => Err(ClientError::Input(error)),
+                    None => {
+                        self.lines = None;
+                        Ok(UserEvent::EndOfInput)
+                    }
+                },
+                typing = recv_or_pend(&mut self.typing) => match typing {
+                    Some(()) => return Ok(UserEvent::Typing),
+                    None => self.typing = None,
+                },
+                interrupt = recv_or_pend(&mut self.interrupt) => match interrupt {
+                    Some(()) => return Ok(UserEvent::Interrupted),
+                    None => self.interrupt = None,
+                },
+            }
+        }
+    }
+}
+
+/// Receives from a channel that is still there; a missing one never completes.
+async fn recv_or_pend<T>(channel: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match channel {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -19,9 +19,8 @@ use rustyline::{Config, Context, Editor, ExternalPrinter, Helper};
 use tokio::sync::mpsc;
 
 use crate::error::ClientError;
-use crate::ui::input::{InputLine, MAX_INPUT_LINE};
+use crate::ui::input::{InputLine, Inputs, MAX_INPUT_LINE};
 use crate::ui::screen::Screen;
-use crate::v2::event_loop::Inputs;
 use crate::v2::typing::{TYPING_INTERVAL, Throttle};
 
 /// The prompt in front of the line being edited.

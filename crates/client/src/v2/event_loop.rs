@@ -1,17 +1,15 @@
 //! The I/O around a [`Conversation`]: datagrams from the server, lines and typing from the
 //! user, and timers go in; datagrams and printed lines come out, until the conversation ends.
 
-use std::io;
 use std::time::{Duration, Instant};
 
 use chat_protocol::ucrp::ServerDatagram;
 use chat_protocol::v2::{ClientV2, ServerV2};
-use tokio::sync::mpsc;
 
 use crate::error::ClientError;
 use crate::transport::{Link, receive_buffer};
 use crate::ui::format;
-use crate::ui::input::{InputLine, MAX_INPUT_LINE};
+use crate::ui::input::{InputLine, Inputs, MAX_INPUT_LINE, UserEvent};
 use crate::ui::screen::Screen;
 use crate::v2::conversation::{Conversation, Effects, Ending};
 
@@ -19,70 +17,6 @@ use crate::v2::conversation::{Conversation, Effects, Ending};
 pub const LEAVE_COPIES: usize = 3;
 /// Spacing of the `leave` copies.
 pub const LEAVE_SPACING: Duration = Duration::from_millis(50);
-
-/// What the user does, as channels. They outlive one room, so that `/next` keeps them.
-#[derive(Debug)]
-pub struct Inputs {
-    lines: Option<mpsc::Receiver<io::Result<InputLine>>>,
-    typing: Option<mpsc::Receiver<()>>,
-    interrupt: Option<mpsc::Receiver<()>>,
-}
-
-/// One thing the user did.
-enum UserEvent {
-    Line(InputLine),
-    EndOfInput,
-    Typing,
-    Interrupted,
-}
-
-impl Inputs {
-    /// Typed lines (the channel closes at end of input), edits of a non-empty line (already
-    /// paced), and interruptions such as Ctrl-C, which leave like `/quit`.
-    pub fn new(
-        lines: mpsc::Receiver<io::Result<InputLine>>,
-        typing: Option<mpsc::Receiver<()>>,
-        interrupt: Option<mpsc::Receiver<()>>,
-    ) -> Self {
-        Self {
-            lines: Some(lines),
-            typing,
-            interrupt,
-        }
-    }
-
-    /// The next thing the user does; pending forever once every channel has closed.
-    async fn next(&mut self) -> Result<UserEvent, ClientError> {
-        loop {
-            tokio::select! {
-                line = recv_or_pend(&mut self.lines) => return match line {
-                    Some(Ok(line)) => Ok(UserEvent::Line(line)),
-                    Some(Err(error)) => Err(ClientError::Input(error)),
-                    None => {
-                        self.lines = None;
-                        Ok(UserEvent::EndOfInput)
-                    }
-                },
-                typing = recv_or_pend(&mut self.typing) => match typing {
-                    Some(()) => return Ok(UserEvent::Typing),
-                    None => self.typing = None,
-                },
-                interrupt = recv_or_pend(&mut self.interrupt) => match interrupt {
-                    Some(()) => return Ok(UserEvent::Interrupted),
-                    None => self.interrupt = None,
-                },
-            }
-        }
-    }
-}
-
-/// Receives from a channel that is still there; a missing one never completes.
-async fn recv_or_pend<T>(channel: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
-    match channel {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Runs `conversation` on `link` until it ends, starting with the effects `first` that
 /// [`Conversation::start`] returned. On `/quit` and `/next` the server is told, `leave` sent

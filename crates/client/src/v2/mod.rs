@@ -26,11 +26,10 @@ use crate::pace;
 use crate::signals;
 use crate::transport::Link;
 use crate::ui::format::{self, LineStyle};
-use crate::ui::input;
+use crate::ui::input::{self, Inputs};
 use crate::ui::screen::{PlainScreen, Screen};
 use crate::ui::terminal;
 use crate::v2::conversation::{Conversation, Ending, Setup, Timing};
-use event_loop::Inputs;
 
 /// Chats in the room `membership` let this member into, and in the next ones `/next` finds,
 /// until the end.
