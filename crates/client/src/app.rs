@@ -1,16 +1,13 @@
 //! One run of the client: list the rooms, or get into a room and chat in it over the version
 //! of the data plane the command line asks for.
 
-use chat_protocol::tcrp::Operation;
-
 use crate::cli::Cli;
 use crate::entering::handshake::{self, Membership, Request, Timeouts};
 use crate::entering::resume;
 use crate::entering::room_table;
-use crate::entering::saved::{Key, Saved, Store};
-use crate::entering::{admit, build_request, room_name, udp_server};
+use crate::entering::saved::Store;
+use crate::entering::{admit, build_request};
 use crate::error::ClientError;
-use crate::transport::Link;
 use crate::ui::screen::{print_line, print_problem};
 use crate::v1;
 use crate::v2;
@@ -37,8 +34,8 @@ pub async fn chat(cli: Cli) -> Result<(), ClientError> {
         }
         return Ok(());
     };
-    let saved = saved_key(&cli, &request).and_then(|key| Some((Store::for_user()?, key)));
-    let membership = match resume(&cli, &request, saved.as_ref()).await? {
+    let saved = resume::saved_key(&cli, &request).and_then(|key| Some((Store::for_user()?, key)));
+    let membership = match resume::take_back(&cli, &request, saved.as_ref()).await? {
         Some(membership) => membership,
         None => admit(&cli, &mut request).await?,
     };
@@ -55,50 +52,6 @@ pub async fn chat(cli: Cli) -> Result<(), ClientError> {
         tracing::info!(%error, "cannot forget the saved membership");
     }
     outcome
-}
-
-/// Which saved membership a create or join could take back.
-fn saved_key(cli: &Cli, request: &Request) -> Option<Key> {
-    matches!(request.operation, Operation::Create | Operation::Join).then(|| Key {
-        server: cli.server.clone(),
-        tcp_port: cli.tcp_port,
-        room: request.room.clone(),
-        username: request.user.username.clone(),
-    })
-}
-
-/// The saved membership for this room and name, when the server still knows its token: a
-/// client that crashed left it behind, and this one takes its place.
-async fn resume(
-    cli: &Cli,
-    request: &Request,
-    saved: Option<&(Store, Key)>,
-) -> Result<Option<Membership>, ClientError> {
-    let Some((store, key)) = saved else {
-        return Ok(None);
-    };
-    // A client that still runs holds its place; only a crashed one's is taken back.
-    let Some(found) = store.find(key).filter(Saved::holder_is_gone) else {
-        return Ok(None);
-    };
-    let membership = found.membership();
-    let link = Link::open(
-        udp_server(cli, &membership),
-        room_name(request, &membership),
-        membership.grant.token.clone(),
-    )
-    .await?;
-    let v1 = cli.v1 || membership.server_is_v1_only();
-    if resume::still_known(&link, v1).await? {
-        print_problem(&format!(
-            "* taking back your place in {:?} (an earlier chat-client left it without leaving)",
-            request.room
-        ));
-        Ok(Some(membership))
-    } else {
-        let _ = store.forget(key);
-        Ok(None)
-    }
 }
 
 /// Chats in the room `membership` opened, in the version the command line and server allow.
