@@ -5,12 +5,11 @@
 //! It combines the [`UnackedQueue`] (seq, ack, retransmit), the [`ReorderBuffer`] (print each
 //! message once, in id order) and the [`Keepalive`] (ping, re-register, silence notices).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use chat_protocol::time::unix_ms;
 use chat_protocol::v2::{ChatMessage, ClientV2, ServerV2, V2ErrorCode};
 
-use crate::pace::Pacer;
 use crate::ui::format;
 use crate::v2::commands::{self, COMMAND_LIST, HELP, Typed};
 use crate::v2::keepalive::{Keepalive, Probe, Silence};
@@ -22,6 +21,7 @@ mod effects;
 mod leaving;
 mod registration;
 mod requests;
+mod sending;
 mod setup;
 
 pub use effects::{Effects, Ending};
@@ -265,28 +265,6 @@ impl Conversation {
         fx
     }
 
-    /// The user is editing a line (already paced by the caller).
-    pub fn on_typing(&mut self, now: Instant) -> Effects {
-        let mut fx = Effects::default();
-        // An indicator counts against flood control too; it is skipped, never queued, when
-        // the pace leaves no room for it.
-        if !self.ended
-            && self.leaving.is_none()
-            && self.is_registered()
-            && self.unacked.try_spend(now)
-        {
-            fx.send.push(ClientV2::Typing);
-        }
-        fx
-    }
-
-    /// Paces chat to the flood control the server announced (`burst` messages at once, then
-    /// one per `interval`), so that lines pasted at once wait their turn instead of being
-    /// refused.
-    pub fn pace(&mut self, burst: u32, interval: Duration, now: Instant) {
-        self.unacked.pace(Pacer::new(burst, interval, now));
-    }
-
     /// Time passed: retries, retransmissions, keepalive, patience.
     pub fn on_tick(&mut self, now: Instant) -> Effects {
         let mut fx = Effects::default();
@@ -324,30 +302,6 @@ impl Conversation {
         }
         self.settle(&mut fx, now);
         fx
-    }
-
-    /// Queues a chat message; it goes out at once when registered.
-    fn submit(&mut self, fx: &mut Effects, text: String, now: Instant) {
-        let encoded = encoded_len(&ClientV2::Msg {
-            seq: u64::MAX,
-            text: text.clone(),
-        });
-        if encoded > self.setup.message_capacity {
-            let line = format::notice(&format!(
-                "not sent, the message is too long for one datagram ({} bytes): {}",
-                text.len(),
-                format::quote(&text)
-            ));
-            fx.problems.push(line);
-            return;
-        }
-        if let Err(full) = self.unacked.submit(text, now) {
-            let line = format::notice(&format!(
-                "not sent: {} messages are still waiting for the server; try again when it answers",
-                full.pending
-            ));
-            fx.problems.push(line);
-        }
     }
 
     /// After every event: complete the registration, ask for missing messages, send what is
@@ -394,11 +348,6 @@ impl Conversation {
         self.ended = true;
         fx.ending = Some(ending);
     }
-}
-
-/// Bytes of message body a version-2 message takes: the marker and its JSON.
-fn encoded_len(message: &ClientV2) -> usize {
-    serde_json::to_vec(message).map_or(usize::MAX, |json| 1 + json.len())
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The conversation state machine, event by event, with the clock in the test's hands:
 //! registration, delivery and keepalive here, commands and the room's events in [`commands`].
 
+use std::time::Duration;
+
 use chat_protocol::v2::V2ErrorCode;
 
 use crate::ui::format::LineStyle;
