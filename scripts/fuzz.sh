@@ -11,7 +11,7 @@
 #
 # Every target checks, besides "no panic", that decoded values re-encode to what was decoded
 # and that no decoder requests more heap than its input justifies (fuzz/src/lib.rs). Findings
-# are written to fuzz/artifacts/TARGET/; replay one with
+# are written to fuzz/artifacts/TARGET/; reproduce one with
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run -s none -a TARGET fuzz/artifacts/TARGET/crash-...
 # The script exits 1 when any target found something.
 set -euo pipefail

@@ -16,56 +16,38 @@
 //! | 3 | the server refused the handshake; its error code and message are printed |
 //! | 4 | cannot reach the server: connection refused or timed out, no reply, no UDP answer |
 //!
-//! Modules:
-//! - [`cli`]: command-line arguments.
-//! - [`app`]: one run, choosing what to do.
-//! - [`admission`]: names, handshake with password retry, where datagrams go.
-//! - [`handshake`]: the TCP exchange that yields a grant, a room list or a typed error.
-//! - [`rooms`]: the room list as a table.
-//! - [`transport`]: the UDP socket and datagram envelope.
-//! - [`chat_v1`], [`session`], [`display`]: the version-1 chat.
-//! - [`chat_v2`]: the version-2 chat, room after room.
-//! - [`room`]: the I/O loop around a [`conversation::Conversation`].
-//! - [`conversation`]: the version-2 membership as a state machine without I/O, built from
-//!   [`reliability`] (seq, ack, retransmit), [`ordering`] (each message once, in id order),
-//!   [`keepalive`] (ping, re-register, silence) and [`typing`] (indicator pacing).
-//! - [`commands`]: `/` commands; [`format`]: the lines printed.
-//! - [`input`]: bounded lines from stdin; [`terminal`]: the line editor; [`screen`]: where
-//!   lines go; [`password`]: the password prompt.
-//! - [`saved`], [`resume`]: memberships saved so that a crashed client's place can be taken
-//!   back.
+//! Modules, by stage:
+//! - [`cli`], [`settings`]: the command line, the configuration file, `completions`, `man` and
+//!   `--version`; [`app`]: one run, choosing what to do.
+//! - [`entering`]: getting into a room: names, the TCP [`entering::handshake`] (with a
+//!   [`entering::password_prompt`] for private rooms), the [`entering::room_table`] of
+//!   `rooms`, and memberships [`entering::saved`] so that a crashed client's place can be
+//!   taken back ([`entering::resume`]).
+//! - [`transport`]: the UDP socket and datagram envelope, shared by both versions;
+//!   [`pace`]: the flood control the server announced.
+//! - [`v1`]: the version-1 chat (`--v1`, or a version-1-only server).
+//! - [`v2`]: the version-2 chat: the [`v2::event_loop`] around a
+//!   [`v2::conversation::Conversation`], a state machine without I/O built from the
+//!   [`v2::unacked`] queue (seq, ack, retransmit), the [`v2::reorder`] buffer (each message
+//!   once, in id order), [`v2::keepalive`] (ping, re-register, silence) and [`v2::typing`]
+//!   (indicator pacing); [`v2::commands`] are the `/` commands.
+//! - [`ui`]: the lines printed and their sanitising ([`ui::format`]), where they go
+//!   ([`ui::screen`]), stdin ([`ui::input`]) and the line editor ([`ui::terminal`]).
 //! - [`signals`]: SIGINT, SIGTERM and SIGHUP, which leave like `/quit`.
 //! - [`error`]: failures and their exit codes; [`logging`]: diagnostics on stderr.
-//! - [`settings`]: the configuration file, `completions`, `man` and `--version`.
 
-pub mod admission;
 pub mod app;
-pub mod chat_v1;
-pub mod chat_v2;
 pub mod cli;
-pub mod commands;
-pub mod conversation;
-pub mod display;
+pub mod entering;
 pub mod error;
-pub mod format;
-pub mod handshake;
-pub mod input;
-pub mod keepalive;
 pub mod logging;
-pub mod ordering;
-pub mod password;
-pub mod reliability;
-pub mod resume;
-pub mod room;
-pub mod rooms;
-pub mod saved;
-pub mod screen;
-pub mod session;
+pub mod pace;
 pub mod settings;
 pub mod signals;
-pub mod terminal;
 pub mod transport;
-pub mod typing;
+pub mod ui;
+pub mod v1;
+pub mod v2;
 
 pub use app::run;
 pub use error::ClientError;

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     match chat_client::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            chat_client::display::print_problem(&error.to_string());
+            chat_client::ui::screen::print_problem(&error.to_string());
             ExitCode::from(error.exit_code())
         }
     }

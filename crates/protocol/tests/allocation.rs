@@ -1,7 +1,3 @@
-// Counting heap allocations needs a `#[global_allocator]`, which is `unsafe` to implement. This
-// test binary is the only place in the workspace that does so.
-#![allow(unsafe_code)]
-
 //! How much heap a decoder may take for an input of n bytes, measured with a counting global
 //! allocator. "Allocated" means every byte requested from the allocator during one decoder
 //! call (fresh allocations plus the growth of reallocations; frees are not subtracted), so it
@@ -21,12 +17,10 @@
 //! Everything runs in one `#[test]` and the counters are thread-local, so neither the test
 //! harness nor other tests can disturb the figures.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use chat_protocol::limits::{MAX_DATAGRAM, MAX_TCRP_PAYLOAD, TCRP_HEADER_LEN};
 use chat_protocol::tcrp::{Frame, Header, TcrpError, UserRequest};
 use chat_protocol::ucrp::{ClientMessage, Datagram, ServerDatagram, V2_MARKER};
+use counting_alloc::{Allocated, CountingAllocator, measure};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -37,72 +31,12 @@ const UNTRUSTED_JSON_FACTOR: usize = 3;
 /// Heap per input byte allowed to decoding version-2 server messages.
 const SERVER_JSON_FACTOR: usize = 16;
 
-thread_local! {
-    // `const` initialisers without destructors: reading these never allocates, which matters
-    // inside the allocator itself.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static BYTES: Cell<usize> = const { Cell::new(0) };
-    static CALLS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn record(bytes: usize) {
-    if COUNTING.get() {
-        BYTES.set(BYTES.get() + bytes);
-        CALLS.set(CALLS.get() + 1);
-    }
-}
-
-/// The system allocator, with a count of what the current thread asks for while counting.
-struct CountingAllocator;
-
-// SAFETY: every method passes its arguments unchanged to `System` and returns what `System`
-// returned, so `System`'s guarantees carry over; the bookkeeping only touches thread-locals.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        // SAFETY: forwarded with the caller's (valid, non-zero-size) layout.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` (every allocation goes through this type).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        record(new_size.saturating_sub(layout.size()));
-        // SAFETY: as for `dealloc`; `new_size` is the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// Heap requested while running `decode` (its result is dropped after counting stops).
-#[derive(Debug, Clone, Copy)]
-struct Allocated {
-    bytes: usize,
-    calls: usize,
-}
-
 fn allocated_by<R>(decode: impl FnOnce() -> R) -> Allocated {
-    BYTES.set(0);
-    CALLS.set(0);
-    COUNTING.set(true);
-    let result = std::hint::black_box(decode());
-    COUNTING.set(false);
-    drop(result);
-    Allocated {
-        bytes: BYTES.get(),
-        calls: CALLS.get(),
-    }
+    measure(decode).1
 }
 
 fn assert_at_most(what: &str, input: &[u8], allocated: Allocated, bound: usize) {

@@ -1,0 +1,354 @@
+//! One version-2 membership as a state machine without I/O: it takes what the server sent,
+//! what the user typed and the passing of time, and answers with datagrams to send, lines to
+//! print and, at the end, why it ended. [`crate::v2::event_loop`] does the I/O around it.
+//!
+//! It combines the [`UnackedQueue`] (seq, ack, retransmit), the [`ReorderBuffer`] (print each
+//! message once, in id order) and the [`Keepalive`] (ping, re-register, silence notices).
+
+use std::time::{Instant, SystemTime};
+
+use chat_protocol::time::unix_ms;
+use chat_protocol::v2::{ChatMessage, ClientV2, ServerV2, V2ErrorCode};
+
+use crate::ui::format;
+use crate::v2::commands::{self, COMMAND_LIST, HELP, Typed};
+use crate::v2::keepalive::{Keepalive, Probe, Silence};
+use crate::v2::reorder::ReorderBuffer;
+use crate::v2::typing::TypingNotices;
+use crate::v2::unacked::{MAX_PENDING, UnackedQueue};
+
+mod effects;
+mod leaving;
+mod registration;
+mod requests;
+mod sending;
+mod setup;
+
+pub use effects::{Effects, Ending};
+use leaving::Leaving;
+use registration::Registration;
+use requests::Outstanding;
+pub use setup::{Setup, Timing};
+
+/// What the user is told when the server does not know the room any more.
+pub const ROOM_GONE: &str = "this room no longer exists";
+
+/// The state of one version-2 membership.
+#[derive(Debug)]
+pub struct Conversation {
+    setup: Setup,
+    registration: Option<Registration>,
+    keepalive: Keepalive,
+    unacked: UnackedQueue,
+    reorder: ReorderBuffer,
+    typing: TypingNotices,
+    who: Option<Outstanding>,
+    history: Option<Outstanding>,
+    oldest_shown: Option<u64>,
+    leaving: Option<Leaving>,
+    ended: bool,
+}
+
+impl Conversation {
+    /// Starts registering: the returned effects hold the first `register`.
+    pub fn start(setup: Setup, now: Instant) -> (Self, Effects) {
+        let timing = setup.timing;
+        let conversation = Self {
+            registration: Some(Registration {
+                attempts: 1,
+                next_at: now + timing.register_every,
+                members: None,
+                held: Vec::new(),
+            }),
+            keepalive: Keepalive::new(timing.keepalive, now),
+            unacked: UnackedQueue::new(MAX_PENDING, timing.backoff),
+            reorder: ReorderBuffer::default(),
+            typing: TypingNotices::default(),
+            who: None,
+            history: None,
+            oldest_shown: None,
+            leaving: None,
+            ended: false,
+            setup,
+        };
+        let effects = Effects {
+            send: vec![ClientV2::Register { last_id: None }],
+            ..Effects::default()
+        };
+        (conversation, effects)
+    }
+
+    /// Whether the first registration has been confirmed.
+    pub fn is_registered(&self) -> bool {
+        self.registration.is_none()
+    }
+
+    /// How many typed messages still wait for the server's ack.
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// The next instant at which [`Conversation::on_tick`] has something to do.
+    pub fn next_wakeup(&self) -> Instant {
+        let requests = [&self.who, &self.history]
+            .into_iter()
+            .flatten()
+            .map(|outstanding| outstanding.next_at);
+        if let Some(registration) = &self.registration {
+            return requests.fold(registration.next_at, Instant::min);
+        }
+        let leaving = self.leaving.as_ref().and_then(|leaving| leaving.deadline);
+        requests
+            .chain(self.unacked.next_due())
+            .chain(leaving)
+            .fold(self.keepalive.next_wakeup(), Instant::min)
+    }
+
+    /// A datagram from the server.
+    pub fn on_server(&mut self, message: ServerV2, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        if self.ended {
+            return fx;
+        }
+        if self.keepalive.heard(now) && self.is_registered() {
+            self.say(&mut fx, format::notice("connection to the server restored"));
+            self.unacked.hurry(now);
+        }
+        match message {
+            ServerV2::Ack { seq, id } => {
+                if let Some(text) = self.unacked.acked(seq) {
+                    let own = ChatMessage {
+                        id,
+                        from: self.setup.me.clone(),
+                        text,
+                        ts: unix_ms(SystemTime::now()),
+                    };
+                    let released = self.reorder.offer(own);
+                    self.show(&mut fx, released);
+                }
+            }
+            ServerV2::Msg(message) => {
+                self.typing.forget(&message.from);
+                let released = self.reorder.offer(message);
+                self.show(&mut fx, released);
+            }
+            ServerV2::History { messages, more } => {
+                if self.history.take().is_some() {
+                    self.show_history(&mut fx, messages, more);
+                }
+            }
+            ServerV2::Joined { name } => self.say(&mut fx, format::joined(&name)),
+            ServerV2::Left { name, reason } => {
+                self.typing.forget(&name);
+                let line = format::left(&name, reason, self.setup.pair);
+                self.say(&mut fx, line);
+            }
+            ServerV2::Typing { name } => {
+                if self.setup.typing_notices
+                    && name != self.setup.me
+                    && self.typing.should_show(&name, now)
+                {
+                    self.say(&mut fx, format::typing(&name));
+                }
+            }
+            ServerV2::Members { names, host, more } => {
+                if let Some(registration) = &mut self.registration {
+                    registration.members = Some((names, host, more));
+                } else if self.who.take().is_some() {
+                    self.say(&mut fx, format::here_now(&names, &host, more));
+                }
+            }
+            // This socket's address is not bound yet: prove that it receives here.
+            ServerV2::Challenge { nonce } => fx.send.push(ClientV2::Echo { nonce }),
+            ServerV2::Moved => {
+                // Either this client's own address changed (the register comes from the new
+                // one, which is bound already) or someone else holds the token: registering
+                // again from here takes it back, once this address answers the challenge.
+                let line = format::notice(
+                    "the server saw this membership at another address; registering again from here",
+                );
+                self.say(&mut fx, line);
+                fx.send.push(ClientV2::Register {
+                    last_id: self.reorder.last_id(),
+                });
+            }
+            ServerV2::Pong { id } => {
+                let released = if self.reorder.is_synced() {
+                    self.reorder.pong(id)
+                } else {
+                    self.reorder.sync(id)
+                };
+                self.show(&mut fx, released);
+            }
+            ServerV2::RoomClosed { reason } => {
+                self.say(&mut fx, format::closed(reason));
+                self.finish_registration_lines(&mut fx);
+                self.end(&mut fx, Ending::Closed);
+                return fx;
+            }
+            ServerV2::Error {
+                code: V2ErrorCode::NoRoom,
+                ..
+            } => {
+                // The server no longer knows this token: the room expired or the server
+                // restarted without it. Nothing will ever come; say so and stop.
+                self.say(&mut fx, format::notice(ROOM_GONE));
+                self.finish_registration_lines(&mut fx);
+                self.end(&mut fx, Ending::Gone);
+                return fx;
+            }
+            ServerV2::Error { code, seq, message } => match seq {
+                Some(seq) => {
+                    if let Some(text) = self.unacked.refused(seq) {
+                        fx.problems.push(format::refused(code, &message, &text));
+                    }
+                }
+                None => {
+                    let line = format::notice(&format!("the server refused a request: {message}"));
+                    self.say(&mut fx, line);
+                }
+            },
+        }
+        self.settle(&mut fx, now);
+        fx
+    }
+
+    /// A line the user typed.
+    pub fn on_line(&mut self, line: &str, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        if self.ended || self.leaving.is_some() {
+            return fx;
+        }
+        match commands::parse(line) {
+            Typed::Blank => {}
+            Typed::Say(text) => self.submit(&mut fx, text, now),
+            Typed::Help => {
+                for line in HELP {
+                    self.say(&mut fx, format::notice(line));
+                }
+            }
+            Typed::Who => {
+                // Counted by the server's flood control; never held back, it is one line.
+                self.unacked.try_spend(now);
+                let request = self.outstanding(ClientV2::Who, "/who", now);
+                fx.send.push(request.request.clone());
+                self.who = Some(request);
+            }
+            Typed::History(limit) => self.ask_history(&mut fx, limit, now),
+            Typed::Next if self.setup.pair => self.leave(&mut fx, Ending::Next, now),
+            Typed::Next => {
+                let line = format::notice(
+                    "/next only works in pair rooms (start one with: chat-client pair --name NAME)",
+                );
+                self.say(&mut fx, line);
+            }
+            Typed::Quit => self.leave(&mut fx, Ending::Quit, now),
+            Typed::Misused(usage) => self.say(&mut fx, format::notice(usage)),
+            Typed::Unknown(command) => {
+                let line = format::notice(&format!(
+                    "unknown command {command}; commands: {COMMAND_LIST}"
+                ));
+                self.say(&mut fx, line);
+            }
+        }
+        self.settle(&mut fx, now);
+        fx
+    }
+
+    /// The user's input ended: leave, as `/quit` does.
+    pub fn on_end_of_input(&mut self, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        if !self.ended && self.leaving.is_none() {
+            self.leave(&mut fx, Ending::Quit, now);
+            self.settle(&mut fx, now);
+        }
+        fx
+    }
+
+    /// Time passed: retries, retransmissions, keepalive, patience.
+    pub fn on_tick(&mut self, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        if self.ended {
+            return fx;
+        }
+        if self.registration.is_some() {
+            if self.retry_registration(&mut fx, now) {
+                return fx;
+            }
+        } else {
+            match self.keepalive.poll_silence(now) {
+                Silence::Nothing => {}
+                Silence::Noticed => {
+                    let line = format::notice("no answer from the server; still trying…");
+                    self.say(&mut fx, line);
+                }
+                Silence::GiveUp => {
+                    let silent_for = self.keepalive.silent_for(now);
+                    self.end(&mut fx, Ending::ServerSilent { silent_for });
+                    return fx;
+                }
+            }
+            if let Some(probe) = self.keepalive.poll_probe(now) {
+                let last_id = self.reorder.last_id();
+                fx.send.push(match probe {
+                    Probe::Ping => ClientV2::Ping { last_id },
+                    Probe::Register => ClientV2::Register { last_id },
+                });
+            }
+        }
+        self.retry_requests(&mut fx, now);
+        if self.give_up_leaving(&mut fx, now) {
+            return fx;
+        }
+        self.settle(&mut fx, now);
+        fx
+    }
+
+    /// After every event: complete the registration, ask for missing messages, send what is
+    /// due, and finish leaving once nothing is unacked.
+    fn settle(&mut self, fx: &mut Effects, now: Instant) {
+        if self.ended {
+            return;
+        }
+        self.complete_registration(fx, now);
+        if !self.is_registered() {
+            return;
+        }
+        self.keepalive.want_fill(self.reorder.has_gap());
+        for (seq, text) in self.unacked.due(now) {
+            fx.send.push(ClientV2::Msg { seq, text });
+        }
+        if let Some(leaving) = &self.leaving
+            && self.unacked.is_empty()
+        {
+            let then = leaving.then;
+            self.end(fx, then);
+        }
+    }
+
+    fn show(&mut self, fx: &mut Effects, released: Vec<ChatMessage>) {
+        for message in released {
+            if self.oldest_shown.is_none() {
+                self.oldest_shown = Some(message.id);
+            }
+            let line = format::chat_line(&message, self.setup.style);
+            self.say(fx, line);
+        }
+    }
+
+    /// Prints a line, or holds it until the welcome while registering.
+    fn say(&mut self, fx: &mut Effects, line: String) {
+        match &mut self.registration {
+            Some(registration) => registration.held.push(line),
+            None => fx.lines.push(line),
+        }
+    }
+
+    fn end(&mut self, fx: &mut Effects, ending: Ending) {
+        self.ended = true;
+        fx.ending = Some(ending);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,64 @@
+//! What this member sends besides registration and requests: chat, queued on the unacked
+//! queue and paced to the server's flood control, and typing indicators, which are skipped
+//! rather than queued when the pace leaves no room for them.
+
+use std::time::{Duration, Instant};
+
+use chat_protocol::v2::ClientV2;
+
+use super::{Conversation, Effects};
+use crate::pace::Pacer;
+use crate::ui::format;
+
+impl Conversation {
+    /// The user is editing a line (already paced by the caller).
+    pub fn on_typing(&mut self, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        // An indicator counts against flood control too; it is skipped, never queued, when
+        // the pace leaves no room for it.
+        if !self.ended
+            && self.leaving.is_none()
+            && self.is_registered()
+            && self.unacked.try_spend(now)
+        {
+            fx.send.push(ClientV2::Typing);
+        }
+        fx
+    }
+
+    /// Paces chat to the flood control the server announced (`burst` messages at once, then
+    /// one per `interval`), so that lines pasted at once wait their turn instead of being
+    /// refused.
+    pub fn pace(&mut self, burst: u32, interval: Duration, now: Instant) {
+        self.unacked.pace(Pacer::new(burst, interval, now));
+    }
+
+    /// Queues a chat message; it goes out at once when registered.
+    pub(super) fn submit(&mut self, fx: &mut Effects, text: String, now: Instant) {
+        let encoded = encoded_len(&ClientV2::Msg {
+            seq: u64::MAX,
+            text: text.clone(),
+        });
+        if encoded > self.setup.message_capacity {
+            let line = format::notice(&format!(
+                "not sent, the message is too long for one datagram ({} bytes): {}",
+                text.len(),
+                format::quote(&text)
+            ));
+            fx.problems.push(line);
+            return;
+        }
+        if let Err(full) = self.unacked.submit(text, now) {
+            let line = format::notice(&format!(
+                "not sent: {} messages are still waiting for the server; try again when it answers",
+                full.pending
+            ));
+            fx.problems.push(line);
+        }
+    }
+}
+
+/// Bytes of message body a version-2 message takes: the marker and its JSON.
+fn encoded_len(message: &ClientV2) -> usize {
+    serde_json::to_vec(message).map_or(usize::MAX, |json| 1 + json.len())
+}
