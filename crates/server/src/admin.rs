@@ -28,9 +28,10 @@ use thiserror::Error;
 
 use crate::cli::ExportFormat;
 use crate::config::Config;
+use crate::engine::Engine;
+use crate::engine::durable::PersistedState;
 use crate::journal;
-use crate::manager::RoomManager;
-use crate::persist::{PersistedState, StateError};
+use crate::persist::StateError;
 
 /// The state file's name in a backup directory.
 pub const BACKUP_STATE: &str = "room_manager.json";
@@ -160,7 +161,7 @@ pub fn restore(config: &Config, dir: &Path, force: bool) -> Result<BackupSummary
     }
     // The same checks as a server starting on it, so that a restored server starts.
     let state = journal::load(&state_source)?.unwrap_or_else(|| PersistedState::new(Vec::new()));
-    RoomManager::restore(
+    Engine::restore(
         state.clone(),
         config.limits(),
         config.flood_policy(),
@@ -523,9 +524,8 @@ fn sync_directory(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{JournalRecord, StateChange};
-    use crate::persist::{PersistedMember, PersistedRoom};
-    use crate::room::{RoomKind, WireVersion};
+    use crate::engine::durable::{JournalRecord, PersistedMember, PersistedRoom, StateChange};
+    use crate::engine::{RoomKind, WireVersion};
 
     fn room(n: u64) -> PersistedRoom {
         PersistedRoom {
@@ -605,7 +605,8 @@ mod tests {
     fn export_writes_a_rooms_history_and_stops_quietly_when_the_reader_goes() {
         use clap::Parser;
 
-        use crate::history::{HistoryStore, StoredMessage};
+        use crate::engine::StoredMessage;
+        use crate::history::HistoryStore;
 
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.json");

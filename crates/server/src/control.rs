@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chat_protocol::limits::TCRP_HEADER_LEN;
 use chat_protocol::listing::ListRequest;
@@ -21,14 +21,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
+use crate::engine::{JoinError, Membership, RoomKind};
 use crate::escape::quoted;
 use crate::ip_limit::{Admission, HandshakeRateLimiter};
-use crate::manager::{JoinError, Membership, SharedManager, lock};
 use crate::password;
 use crate::password_gate::{GateRefusal, PasswordGate};
-use crate::room::RoomKind;
 use crate::room_list;
 use crate::room_quota::RoomQuota;
+use crate::send::Outlet;
+use crate::shared::{self, SharedEngine, lock};
 use crate::writer::StateWriter;
 
 /// Longest password accepted; argon2 hashes any length, but a bound keeps the work bounded.
@@ -43,7 +44,9 @@ const PROCESSING_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct ControlContext {
     /// The rooms.
-    pub manager: SharedManager,
+    pub engine: SharedEngine,
+    /// Where the engine's effects go: a join that frees a ghost's name tells the room.
+    pub outlet: Outlet,
     /// Durability of handshakes.
     pub writer: StateWriter,
     /// The UDP port announced in grants.
@@ -371,7 +374,7 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
                 Ok(request) => request,
                 Err(error) => return refuse(ErrorCode::InvalidRequest, error.to_string()),
             };
-            let list = lock(&context.manager).list();
+            let list = lock(&context.engine).list();
             return Reply::accepted(operation_byte, room_name, room_list::page(list, &request));
         }
         (_, Err(refusal)) => Err(refusal),
@@ -381,7 +384,7 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
     };
     match result {
         Ok(membership) => {
-            lock(&context.manager).set_home_ip(&membership.token, peer.ip());
+            lock(&context.engine).set_home_ip(&membership.token, peer.ip());
             tracing::info!(%peer, room = %quoted(&membership.room), user = %quoted(&membership.username), host = membership.host, token = %membership.token, ?operation, "handshake granted");
             let grant = Grant {
                 token: membership.token.to_hex(),
@@ -402,10 +405,6 @@ async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Re
     }
 }
 
-fn now_ms() -> u64 {
-    chat_protocol::time::unix_ms(SystemTime::now())
-}
-
 fn check_password(password: &str) -> Result<(), Refusal> {
     if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
         return Err(Refusal::new(
@@ -423,11 +422,11 @@ async fn create(
     context: &ControlContext,
 ) -> Result<Membership, Refusal> {
     // Cheap checks first, so that a hopeless request never costs a password hash.
-    lock(&context.manager).check_create(room_name, &user.username)?;
+    lock(&context.engine).check_create(room_name, &user.username)?;
     let place = context
         .room_quota
         .reserve(peer.ip(), |name, uid| {
-            lock(&context.manager).room_uid(name) == Some(uid)
+            lock(&context.engine).room_uid(name) == Some(uid)
         })
         .ok_or_else(|| {
             Refusal::new(
@@ -457,19 +456,13 @@ async fn create(
         }
     };
     let granted = {
-        let mut manager = lock(&context.manager);
-        manager
-            .create(
-                room_name,
-                &user.username,
-                kind,
-                now_ms(),
-                std::time::Instant::now(),
-            )
-            .map(|membership| (membership, manager.generation()))
+        let mut engine = lock(&context.engine);
+        engine
+            .create(room_name, &user.username, kind, shared::now())
+            .map(|membership| (membership, engine.journal_seq()))
     };
     let membership = make_durable(granted?, context).await?;
-    if let Some(uid) = lock(&context.manager).room_uid(&membership.room) {
+    if let Some(uid) = lock(&context.engine).room_uid(&membership.room) {
         place.granted(&membership.room, uid);
     }
     Ok(membership)
@@ -484,7 +477,7 @@ async fn join(
     // Cheap checks first (names, room, capacity, name taken), so that a hopeless request
     // never costs a password check.
     let private =
-        lock(&context.manager).check_join(room_name, &user.username, std::time::Instant::now())?;
+        lock(&context.engine).check_join(room_name, &user.username, std::time::Instant::now())?;
     let verified_for = match private {
         None => None,
         Some((room_id, stored_hash)) => {
@@ -511,17 +504,11 @@ async fn join(
             Some(room_id)
         }
     };
-    let granted = {
-        let mut manager = lock(&context.manager);
-        manager
-            .join(
-                room_name,
-                &user.username,
-                verified_for,
-                std::time::Instant::now(),
-            )
-            .map(|membership| (membership, manager.generation()))
-    };
+    let granted = context.outlet.apply(&context.engine, |engine, fx| {
+        engine
+            .join(room_name, &user.username, verified_for, shared::now(), fx)
+            .map(|membership| (membership, engine.journal_seq()))
+    });
     make_durable(granted?, context).await
 }
 
@@ -544,24 +531,25 @@ fn gate_refusal(refusal: GateRefusal) -> Refusal {
 }
 
 async fn pair(user: UserRequest, context: &ControlContext) -> Result<Membership, Refusal> {
-    let granted = {
-        let mut manager = lock(&context.manager);
-        manager
-            .pair(&user.username, now_ms(), std::time::Instant::now())
-            .map(|membership| (membership, manager.generation()))
-    };
+    let granted = context.outlet.apply(&context.engine, |engine, fx| {
+        engine
+            .pair(&user.username, shared::now(), fx)
+            .map(|membership| (membership, engine.journal_seq()))
+    });
     make_durable(granted?, context).await
 }
 
 /// Waits until the grant is on disk; if the write fails, the grant is taken back and refused.
 async fn make_durable(
-    (membership, generation): (Membership, u64),
+    (membership, journal_seq): (Membership, u64),
     context: &ControlContext,
 ) -> Result<Membership, Refusal> {
-    match context.writer.durable(generation).await {
+    match context.writer.durable(journal_seq).await {
         Ok(()) => Ok(membership),
         Err(failure) => {
-            lock(&context.manager).revoke(&membership.token);
+            context.outlet.apply(&context.engine, |engine, fx| {
+                engine.revoke(&membership.token, std::time::Instant::now(), fx);
+            });
             context.writer.schedule();
             Err(Refusal::new(
                 ErrorCode::ServerBusy,

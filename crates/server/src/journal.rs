@@ -12,86 +12,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::escape::quoted;
-use crate::persist::{
-    self, PersistedMember, PersistedRoom, PersistedState, STATE_FORMAT, StateError, StateProblem,
+use crate::engine::durable::{
+    JournalRecord, PersistedMember, PersistedRoom, PersistedState, STATE_FORMAT, StateChange,
+    StateProblem,
 };
-use crate::room::WireVersion;
+use crate::escape::quoted;
+use crate::persist::{self, StateError};
 
 /// Longest line accepted: a record holds at most one room with one member, far below this.
 const MAX_LINE: usize = 64 * 1024;
-
-/// One change to rooms, members, tokens or registered addresses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "change", rename_all = "snake_case")]
-pub enum StateChange {
-    /// A room was created, with its host as its only member.
-    RoomCreated {
-        /// The whole room.
-        room: PersistedRoom,
-    },
-    /// Someone joined a room.
-    MemberJoined {
-        /// The room's name.
-        room: String,
-        /// The new member.
-        member: PersistedMember,
-    },
-    /// A member other than the host left, timed out or was revoked.
-    MemberLeft {
-        /// The room's name.
-        room: String,
-        /// The member's stable id.
-        uid: u64,
-    },
-    /// A room closed, with all its members.
-    RoomClosed {
-        /// The room's name.
-        room: String,
-    },
-    /// Message ids up to `upto` may be handed out in the room. Recorded well before the room
-    /// gets there, so the state file always names an id at or above every id in use, and ids
-    /// never go backwards even when the history database is lost.
-    IdsReserved {
-        /// The room's name.
-        room: String,
-        /// The highest id that may be in use.
-        upto: u64,
-    },
-    /// The host role passed to another member (a pair room whose creator moved on).
-    HostChanged {
-        /// The room's name.
-        room: String,
-        /// The new host's stable id.
-        uid: u64,
-    },
-    /// A member registered its address for the first time, or from a new one.
-    MemberRegistered {
-        /// The room's name.
-        room: String,
-        /// The member's stable id.
-        uid: u64,
-        /// Where its datagrams go now.
-        addr: SocketAddr,
-        /// The wire format it registered with.
-        version: WireVersion,
-    },
-}
-
-/// One line of the journal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JournalRecord {
-    /// One above the previous change's, across snapshots and restarts.
-    pub seq: u64,
-    /// What changed.
-    #[serde(flatten)]
-    pub change: StateChange,
-}
 
 /// The journal that goes with a state file: `room_manager.json.journal`.
 pub fn journal_path(state_path: &Path) -> PathBuf {
@@ -461,13 +392,13 @@ pub fn compact(state_path: &Path, snapshot: &PersistedState) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::time::Instant;
+    use std::net::SocketAddr;
+
+    use chat_protocol::ucrp::Datagram;
 
     use super::*;
+    use crate::engine::{Effects, Endpoint, Engine, Limits, Now, RoomKind, WireVersion};
     use crate::flood::FloodPolicy;
-    use crate::manager::{Limits, RoomManager};
-    use crate::outbox::Outbox;
-    use crate::room::RoomKind;
 
     fn member(name: &str, uid: u64, host: bool) -> PersistedMember {
         PersistedMember {
@@ -627,34 +558,41 @@ mod tests {
 
     #[test]
     fn the_changes_a_manager_records_rebuild_its_snapshot() {
-        let mut manager = RoomManager::new(Limits::default(), FloodPolicy::OFF);
-        let now = Instant::now();
+        let mut manager = Engine::new(Limits::default(), FloodPolicy::OFF);
+        let now = Now {
+            instant: std::time::Instant::now(),
+            unix_ms: 1,
+        };
+        let at = |unix_ms| Now { unix_ms, ..now };
+        let mut fx = Effects::default();
         let before = manager.snapshot();
         let host = manager
-            .create("den", "alice", RoomKind::Public, 1, now)
+            .create("den", "alice", RoomKind::Public, now)
             .unwrap();
-        let bob = manager.join("den", "bob", None, now).unwrap();
-        let carol = manager.join("den", "carol", None, now).unwrap();
-        let mut out = Outbox::default();
+        let bob = manager.join("den", "bob", None, now, &mut fx).unwrap();
+        let carol = manager.join("den", "carol", None, now, &mut fx).unwrap();
         for (member, port) in [(&bob, 4001), (&carol, 4002), (&carol, 4003)] {
             let hex = member.token.to_hex();
-            let from = SocketAddr::from(([127, 0, 0, 1], port));
-            manager
-                .handle_datagram("den", hex.as_bytes(), b"__REGISTER__", from, now, &mut out)
-                .unwrap();
+            let from = Endpoint::Udp(SocketAddr::from(([127, 0, 0, 1], port)));
+            let datagram = Datagram {
+                room: "den",
+                token: hex.as_bytes(),
+                message: b"__REGISTER__",
+            };
+            manager.datagram(&datagram, from, now, &mut fx).unwrap();
         }
-        manager.revoke(&bob.token);
-        let pair = manager.pair("dave", 2, now).unwrap();
+        manager.revoke(&bob.token, now.instant, &mut fx);
+        let pair = manager.pair("dave", at(2), &mut fx).unwrap();
         manager
-            .create("attic", "erin", RoomKind::Public, 3, now)
+            .create("attic", "erin", RoomKind::Public, at(3))
             .unwrap();
         let middle = manager.snapshot();
         let first = manager.take_changes();
         assert_eq!(first.len(), 9, "one record per change: {first:?}");
 
-        manager.revoke(&pair.token);
-        manager.join("den", "frank", None, now).unwrap();
-        manager.revoke(&host.token);
+        manager.revoke(&pair.token, now.instant, &mut fx);
+        manager.join("den", "frank", None, now, &mut fx).unwrap();
+        manager.revoke(&host.token, now.instant, &mut fx);
         let second = manager.take_changes();
         assert!(manager.take_changes().is_empty(), "drained");
 
