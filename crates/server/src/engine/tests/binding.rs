@@ -1,6 +1,7 @@
 //! Binding addresses: challenges for version 2, the handshake's IP for version 1.
 
 use super::*;
+use crate::engine::{JournalRecord, StateChange, WireVersion};
 
 #[test]
 fn an_address_is_bound_only_once_it_echoes_the_challenge_sent_there() {
@@ -110,4 +111,72 @@ fn a_version_1_member_registers_only_from_the_handshake_ip() {
     ));
     let refused = send(&mut engine, &members[1], elsewhere, b"__REGISTER__");
     assert_eq!(refused.result, Err(DropReason::WrongAddress));
+}
+
+/// A handshake with no socket: create and join, then a version-2 register from bob's address
+/// is answered with a challenge only, and the echo binds it: bob gets the member list and a
+/// `pong`, alice hears that bob joined, and the binding is a change for the journal.
+#[test]
+fn a_handshake_and_an_echoed_challenge_bind_a_member() {
+    let mut engine = engine();
+    let mut fx = Effects::default();
+    let host = engine
+        .create(ROOM, "alice", RoomKind::Public, now())
+        .unwrap();
+    assert!(host.host);
+    let (alice, bob_at) = (addr(1), addr(2));
+    register_v2(&mut engine, &host, alice);
+    let bob = engine.join(ROOM, "bob", None, now(), &mut fx).unwrap();
+    assert!(!bob.host);
+    assert!(fx.is_empty(), "a join sends nothing until bob registers");
+    assert_eq!(engine.journal_seq(), 3, "created, alice bound, bob joined");
+    assert_eq!(engine.take_changes().len(), 3);
+
+    let register = v2(&ClientV2::Register { last_id: None });
+    let asked = send(&mut engine, &bob, bob_at, &register);
+    assert_eq!(asked.result, Ok(()));
+    let [(to, _)] = &asked.sent[..] else {
+        panic!("one datagram expected: {:?}", asked.sent);
+    };
+    assert_eq!(*to, bob_at);
+    let [ServerV2::Challenge { nonce }] = &v2_events(&asked.sent, bob_at)[..] else {
+        panic!("a challenge expected");
+    };
+    assert!(engine.take_changes().is_empty(), "nothing is bound yet");
+
+    let echo = v2(&ClientV2::Echo {
+        nonce: nonce.clone(),
+    });
+    let echoed = send(&mut engine, &bob, bob_at, &echo);
+    assert_eq!(echoed.result, Ok(()));
+    assert!(echoed.jobs.is_empty());
+    let to_bob = v2_events(&echoed.sent, bob_at);
+    assert!(
+        matches!(
+            &to_bob[..],
+            [ServerV2::Members { names, host, more: 0 }, ServerV2::Pong { id: 0 }]
+                if names == &["alice", "bob"] && host == "alice"
+        ),
+        "{to_bob:?}"
+    );
+    assert_eq!(
+        v2_events(&echoed.sent, alice),
+        [ServerV2::Joined { name: "bob".into() }]
+    );
+    let changes = engine.take_changes();
+    let [
+        JournalRecord {
+            seq: 4,
+            change:
+                StateChange::MemberRegistered {
+                    addr,
+                    version: WireVersion::V2,
+                    ..
+                },
+        },
+    ] = &changes[..]
+    else {
+        panic!("one registration expected: {changes:?}");
+    };
+    assert_eq!(Endpoint::Udp(*addr), bob_at);
 }

@@ -226,3 +226,73 @@ fn a_message_held_behind_a_gap_that_never_fills_is_accepted_by_the_sweep() {
     let sent = sent_of(&fx);
     assert_eq!(v2_events(&sent, alice), [ServerV2::Ack { seq: 2, id: 1 }]);
 }
+
+/// Chat with loss and reordering, stored through a history store: alice's seq 2 is late, so 3
+/// waits for it; a retransmission of 1 before it is stored starts nothing new. Nothing is
+/// acked or relayed until the commit, which releases the acks to alice and the relays to bob
+/// in order; a retransmission after it is acked again with the same id and not relayed.
+#[test]
+fn chat_with_loss_and_reordering_is_stored_once_in_order() {
+    let (mut engine, members) = create_with_members(&["alice", "bob"]);
+    let (alice, bob) = (addr(1), addr(2));
+    register_v2(&mut engine, &members[0], alice);
+    register_v2(&mut engine, &members[1], bob);
+    engine.attach_history();
+    let msg = |seq: u64| {
+        v2(&ClientV2::Msg {
+            seq,
+            text: format!("line {seq}"),
+        })
+    };
+    let mut stored = Vec::new();
+    for seq in [1, 3, 2, 1] {
+        let handled = send(&mut engine, &members[0], alice, &msg(seq));
+        assert_eq!(handled.result, Ok(()));
+        assert!(handled.sent.is_empty(), "nothing before the commit");
+        stored.extend(handled.jobs.into_iter().map(|job| match job {
+            HistoryJob::Store(pending) => pending,
+            other => panic!("only chat to store: {other:?}"),
+        }));
+    }
+    let order: Vec<(Option<u64>, u64)> = stored
+        .iter()
+        .map(|pending| (pending.stored.seq, pending.stored.message.id))
+        .collect();
+    assert_eq!(order, [(Some(1), 1), (Some(2), 2), (Some(3), 3)]);
+
+    let mut fx = Effects::default();
+    engine.committed(&stored, &mut fx);
+    assert!(fx.history.is_empty());
+    let sent = sent_of(&fx);
+    assert_eq!(
+        v2_events(&sent, alice),
+        [
+            ServerV2::Ack { seq: 1, id: 1 },
+            ServerV2::Ack { seq: 2, id: 2 },
+            ServerV2::Ack { seq: 3, id: 3 },
+        ]
+    );
+    let relayed: Vec<(u64, String)> = v2_events(&sent, bob)
+        .into_iter()
+        .map(|event| match event {
+            ServerV2::Msg(ChatMessage { id, text, .. }) => (id, text),
+            other => panic!("only chat for bob: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        relayed,
+        [
+            (1, "line 1".into()),
+            (2, "line 2".into()),
+            (3, "line 3".into())
+        ]
+    );
+
+    let again = send(&mut engine, &members[0], alice, &msg(2));
+    assert!(again.jobs.is_empty(), "stored once");
+    assert_eq!(
+        v2_events(&again.sent, alice),
+        [ServerV2::Ack { seq: 2, id: 2 }]
+    );
+    assert!(v2_events(&again.sent, bob).is_empty(), "relayed once");
+}

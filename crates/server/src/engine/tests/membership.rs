@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use super::*;
 use chat_protocol::limits::MAX_DATAGRAM;
+use chat_protocol::v2::LeaveReason;
+
+use crate::engine::{JournalRecord, StateChange};
 
 #[test]
 fn pairing_fills_the_oldest_waiting_room_first() {
@@ -136,4 +139,70 @@ fn a_full_room_of_long_names_fits_its_member_list_and_welcome_in_one_datagram() 
     };
     assert!(text.starts_with("welcome to lobby, 254"), "{text}");
     assert!(text.ends_with(" more"), "{text}");
+}
+
+/// A timeout on a fake clock: alice keeps pinging, bob goes silent. Ticks up to the idle
+/// timeout remove no one; the first tick past it removes bob, and alice (version 2) and carol
+/// (version 1, whose own timeout is longer) are told he timed out.
+#[test]
+fn a_silent_member_times_out_on_the_fake_clock_and_the_others_are_told() {
+    let (mut engine, members) = create_with_members(&["alice", "bob", "carol"]);
+    let (alice, bob, carol) = (addr(1), addr(2), addr(3));
+    register_v2(&mut engine, &members[0], alice);
+    register_v2(&mut engine, &members[1], bob);
+    assert_eq!(
+        send(&mut engine, &members[2], carol, b"__REGISTER__").result,
+        Ok(())
+    );
+    engine.take_changes();
+    let timeout = Limits::default().idle_timeout;
+    let period = Duration::from_secs(5);
+    let ping = v2(&ClientV2::Ping { last_id: None });
+    let mut fx = Effects::default();
+    let mut elapsed = Duration::ZERO;
+    while elapsed <= timeout {
+        let pinged = send_at(&mut engine, &members[0], alice, &ping, at(elapsed));
+        assert_eq!(pinged.result, Ok(()));
+        engine.tick(at(elapsed), period, &mut fx);
+        assert!(fx.is_empty(), "nobody times out by {elapsed:?}");
+        assert_eq!(engine.member_count(), 3);
+        elapsed += period;
+    }
+
+    engine.tick(at(elapsed), period, &mut fx);
+    assert_eq!(engine.member_count(), 2, "bob is gone");
+    let sent = sent_of(&fx);
+    assert_eq!(
+        v2_events(&sent, alice),
+        [ServerV2::Left {
+            name: "bob".into(),
+            reason: LeaveReason::Timeout,
+        }]
+    );
+    let to_carol: Vec<_> = sent.iter().filter(|(to, _)| *to == carol).collect();
+    let [(_, frame)] = &to_carol[..] else {
+        panic!("one notice for carol: {sent:?}");
+    };
+    assert!(matches!(
+        ServerDatagram::decode(frame),
+        Ok(ServerDatagram::Chat {
+            sender: "*",
+            text: "bob timed out"
+        })
+    ));
+    assert!(
+        sent.iter().all(|(to, _)| *to != bob),
+        "bob is not there to hear it"
+    );
+    let changes = engine.take_changes();
+    assert!(
+        matches!(
+            &changes[..],
+            [JournalRecord {
+                change: StateChange::MemberLeft { .. },
+                ..
+            }]
+        ),
+        "{changes:?}"
+    );
 }
