@@ -156,7 +156,7 @@ impl Replay {
                     .get_mut(&room)
                     .ok_or_else(|| unknown_room(&room))?;
                 if target.member(uid)?.host {
-                    // The manager records a host's departure as the room closing.
+                    // The engine records a host's departure as the room closing.
                     return Err(problem(&room, "its host leaves without closing it".into()));
                 }
                 let left = target
@@ -557,20 +557,20 @@ mod tests {
     }
 
     #[test]
-    fn the_changes_a_manager_records_rebuild_its_snapshot() {
-        let mut manager = Engine::new(Limits::default(), FloodPolicy::OFF);
+    fn the_changes_an_engine_records_rebuild_its_snapshot() {
+        let mut engine = Engine::new(Limits::default(), FloodPolicy::OFF);
         let now = Now {
             instant: std::time::Instant::now(),
             unix_ms: 1,
         };
         let at = |unix_ms| Now { unix_ms, ..now };
         let mut fx = Effects::default();
-        let before = manager.snapshot();
-        let host = manager
+        let before = engine.snapshot();
+        let host = engine
             .create("den", "alice", RoomKind::Public, now)
             .unwrap();
-        let bob = manager.join("den", "bob", None, now, &mut fx).unwrap();
-        let carol = manager.join("den", "carol", None, now, &mut fx).unwrap();
+        let bob = engine.join("den", "bob", None, now, &mut fx).unwrap();
+        let carol = engine.join("den", "carol", None, now, &mut fx).unwrap();
         for (member, port) in [(&bob, 4001), (&carol, 4002), (&carol, 4003)] {
             let hex = member.token.to_hex();
             let from = Endpoint::Udp(SocketAddr::from(([127, 0, 0, 1], port)));
@@ -579,22 +579,22 @@ mod tests {
                 token: hex.as_bytes(),
                 message: b"__REGISTER__",
             };
-            manager.datagram(&datagram, from, now, &mut fx).unwrap();
+            engine.datagram(&datagram, from, now, &mut fx).unwrap();
         }
-        manager.revoke(&bob.token, now.instant, &mut fx);
-        let pair = manager.pair("dave", at(2), &mut fx).unwrap();
-        manager
+        engine.revoke(&bob.token, now.instant, &mut fx);
+        let pair = engine.pair("dave", at(2), &mut fx).unwrap();
+        engine
             .create("attic", "erin", RoomKind::Public, at(3))
             .unwrap();
-        let middle = manager.snapshot();
-        let first = manager.take_changes();
+        let middle = engine.snapshot();
+        let first = engine.take_changes();
         assert_eq!(first.len(), 9, "one record per change: {first:?}");
 
-        manager.revoke(&pair.token, now.instant, &mut fx);
-        manager.join("den", "frank", None, now, &mut fx).unwrap();
-        manager.revoke(&host.token, now.instant, &mut fx);
-        let second = manager.take_changes();
-        assert!(manager.take_changes().is_empty(), "drained");
+        engine.revoke(&pair.token, now.instant, &mut fx);
+        engine.join("den", "frank", None, now, &mut fx).unwrap();
+        engine.revoke(&host.token, now.instant, &mut fx);
+        let second = engine.take_changes();
+        assert!(engine.take_changes().is_empty(), "drained");
 
         let mut replay = Replay::new(before).unwrap();
         for record in first {
@@ -605,7 +605,7 @@ mod tests {
         for record in second {
             replay.apply(record).unwrap();
         }
-        assert_eq!(replay.finish(), manager.snapshot());
+        assert_eq!(replay.finish(), engine.snapshot());
     }
 
     #[test]

@@ -24,9 +24,10 @@ const PAIR_MEMORY: usize = 8;
 impl Engine {
     /// The clock tick: lets go of messages held behind an expired gap, and removes members
     /// that have been silent for longer than their idle timeout; a host's timeout closes its
-    /// room. `period` is how often the caller ticks: a tick that comes much later than that means the whole server was stalled (stopped, swapped out, starved),
-    /// and the members' keepalives from that time still wait unread in the socket buffer, so
-    /// the stall does not count against anyone's idle time.
+    /// room. `period` is how often the caller ticks: a tick that comes much later than that
+    /// means the whole server was stalled (stopped, swapped out, starved), and the members'
+    /// keepalives from that time still wait unread in the socket buffer, so the stall does
+    /// not count against anyone's idle time.
     pub fn tick(&mut self, clock: Now, period: Duration, fx: &mut Effects) {
         let now = clock.instant;
         if let Some(last) = self.last_tick.replace(now) {
@@ -59,7 +60,7 @@ impl Engine {
 
     /// Moves every member's last sign of life forward by the length of a server stall, so
     /// that the stall is not taken for their silence. The relay reads what they sent meanwhile
-    /// before the next sweep.
+    /// before the next tick.
     fn forgive_stall(&mut self, stall: Duration, now: Instant) {
         tracing::warn!(
             stalled_for = ?stall,

@@ -1,7 +1,7 @@
 //! The durable vocabulary: what the state file and its journal hold, as the engine produces
 //! it. A snapshot is a [`PersistedState`]; every change after it is a [`JournalRecord`] whose
 //! `seq` (the engine's `journal_seq`) is one above the previous change's. Reading and writing
-//! the files is the I/O layer's business ([`crate::persist`], [`crate::journal`]).
+//! the files is the I/O layer's business (the `persist` and `journal` modules).
 
 use std::net::SocketAddr;
 

@@ -185,18 +185,6 @@ impl Outbox {
         }
     }
 
-    /// Moves everything queued in `other` to the end of this outbox.
-    pub fn append(&mut self, other: &mut Outbox) {
-        let offset = self.bytes.len();
-        self.bytes.append(&mut other.bytes);
-        self.sends.extend(
-            other
-                .sends
-                .drain(..)
-                .map(|(range, target)| (range.start + offset..range.end + offset, target)),
-        );
-    }
-
     /// Every (frame, endpoint) pair to send, in the order queued.
     pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], Endpoint)> + '_ {
         self.sends.iter().flat_map(move |(range, target)| {

@@ -101,7 +101,7 @@ pub struct Limits {
     /// reference client sends no keepalives: a reader who never types is still there.
     pub v1_idle_timeout: Duration,
     /// Bytes that replay caches, held-back messages and the history backlog may use together
-    /// (`--memory-budget`; see [`crate::memory`]).
+    /// (`--memory-budget`; see [`memory`]).
     pub memory_budget: usize,
     /// What the server may send in answer to one datagram from an address that has not
     /// proven it receives there, as a multiple of that datagram's size (`--reply-budget`).

@@ -208,7 +208,7 @@ fn registers_and_pings_count_against_a_budget_of_their_own() {
 }
 
 #[test]
-fn a_message_held_behind_a_gap_that_never_fills_is_accepted_by_the_sweep() {
+fn a_message_held_behind_a_gap_that_never_fills_is_accepted_by_the_tick() {
     let (mut engine, members) = create_with_members(&["alice", "bob"]);
     let alice = addr(1);
     register_v2(&mut engine, &members[0], alice);
@@ -218,7 +218,7 @@ fn a_message_held_behind_a_gap_that_never_fills_is_accepted_by_the_sweep() {
     });
     let held = send(&mut engine, &members[0], alice, &early);
     assert!(v2_events(&held.sent, alice).is_empty(), "held for seq 1");
-    // Seq 1 never comes and alice has nothing new to send: the sweep lets seq 2 go.
+    // Seq 1 never comes and alice has nothing new to send: the tick lets seq 2 go.
     let mut fx = Effects::default();
     let period = Duration::from_secs(5);
     let later = at(HOLD_TIMEOUT + Duration::from_secs(1));

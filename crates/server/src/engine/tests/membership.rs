@@ -81,7 +81,7 @@ fn a_stalled_server_does_not_take_the_stall_for_its_members_silence() {
     let period = Duration::from_secs(5);
     let mut fx = Effects::default();
     engine.tick(start, period, &mut fx);
-    // SIGSTOP for 65 s: the members kept pinging, into the socket buffer. The first sweep
+    // SIGSTOP for 65 s: the members kept pinging, into the socket buffer. The first tick
     // after SIGCONT runs 60 s late and must not time anyone out.
     let resumed = start.later(Duration::from_secs(65));
     engine.tick(resumed, period, &mut fx);
