@@ -134,7 +134,7 @@ where
     let Some(path) = first.get_one::<PathBuf>("config") else {
         return Ok(Cli::from_arg_matches(&first)?);
     };
-    let file = config_file::load(path)?;
+    let file = config_file::load(path, &Cli::command())?;
     // The file's settings go first, as flags, and only for settings that neither a flag nor
     // an environment variable gave.
     let mut merged: Vec<OsString> = args.iter().take(1).cloned().collect();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::engine::Limits;
 use crate::flood::FloodPolicy;
-use crate::manager::Limits;
 
 /// chat-server: rooms over TCP, chat over UDP.
 #[derive(Debug, Clone, Parser)]
@@ -88,7 +88,7 @@ pub struct Config {
     pub udp_recv_buffer: usize,
     /// MiB that replay caches, held-back messages and the history backlog may use together
     /// (a quarter, a quarter and a half of it).
-    #[arg(long, default_value_t = crate::memory::DEFAULT_BUDGET_MIB, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    #[arg(long, default_value_t = crate::engine::memory::DEFAULT_BUDGET_MIB, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub memory_budget: u64,
     /// Most bytes sent in answer to one datagram from an address that has not proven it
     /// receives there, as a multiple of that datagram's size (anti-amplification).

@@ -5,12 +5,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
 use clap::error::{ContextKind, ContextValue};
 use thiserror::Error;
 use toml::{Spanned, Value};
-
-use crate::cli::Cli;
 
 /// Largest configuration file read: a file with every key is about 2 KiB.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -68,8 +65,9 @@ impl Setting {
     }
 }
 
-/// Reads and checks a configuration file.
-pub fn load(path: &Path) -> Result<Vec<Setting>, ConfigFileError> {
+/// Reads and checks a configuration file against `flags`, the command line's definition
+/// (passed in, so that this module sits below the command line that reads it).
+pub fn load(path: &Path, flags: &clap::Command) -> Result<Vec<Setting>, ConfigFileError> {
     let read_error = |reason: String| ConfigFileError::Read {
         path: path.to_owned(),
         reason,
@@ -83,14 +81,14 @@ pub fn load(path: &Path) -> Result<Vec<Setting>, ConfigFileError> {
         )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| read_error(e.to_string()))?;
-    parse(&text).map_err(|problems| ConfigFileError::Invalid {
+    parse(&text, flags).map_err(|problems| ConfigFileError::Invalid {
         path: path.to_owned(),
         problems,
     })
 }
 
-/// Checks the text of a configuration file: every problem, or every setting.
-pub fn parse(text: &str) -> Result<Vec<Setting>, Vec<Problem>> {
+/// Checks the text of a configuration file against `flags`: every problem, or every setting.
+pub fn parse(text: &str, flags: &clap::Command) -> Result<Vec<Setting>, Vec<Problem>> {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let entries: Vec<(Spanned<String>, Spanned<Value>)> =
         match toml::from_str::<std::collections::BTreeMap<Spanned<String>, Spanned<Value>>>(text) {
@@ -102,12 +100,11 @@ pub fn parse(text: &str) -> Result<Vec<Setting>, Vec<Problem>> {
                 }]);
             }
         };
-    let command = Cli::command();
     let mut settings = Vec::new();
     let mut problems = Vec::new();
     for (key, value) in entries {
         let line = line_of(key.span().start);
-        match check(&command, key.get_ref(), value.get_ref()) {
+        match check(flags, key.get_ref(), value.get_ref()) {
             Ok((id, value)) => settings.push(Setting {
                 id,
                 flag: key.get_ref().clone(),
@@ -215,7 +212,14 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
+    use crate::cli::Cli;
+
+    fn parse(text: &str) -> Result<Vec<Setting>, Vec<Problem>> {
+        super::parse(text, &Cli::command())
+    }
 
     fn sentences(text: &str) -> Vec<(usize, String)> {
         parse(text)

@@ -7,32 +7,24 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chat_protocol::limits::TCRP_HEADER_LEN;
-use chat_protocol::listing::ListRequest;
-use chat_protocol::names;
 use chat_protocol::tcrp::{
-    Compliance, ErrorCode, Frame, Grant, Header, Operation, State, TcrpError, UserRequest,
-    to_json_payload,
+    Compliance, ErrorCode, Frame, Grant, Header, State, TcrpError, to_json_payload,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::escape::quoted;
 use crate::ip_limit::{Admission, HandshakeRateLimiter};
-use crate::manager::{JoinError, Membership, SharedManager, lock};
-use crate::password;
-use crate::password_gate::{GateRefusal, PasswordGate};
-use crate::room::RoomKind;
-use crate::room_list;
+use crate::password_gate::PasswordGate;
 use crate::room_quota::RoomQuota;
+use crate::send::Outlet;
+use crate::shared::SharedEngine;
 use crate::writer::StateWriter;
 
-/// Longest password accepted; argon2 hashes any length, but a bound keeps the work bounded.
-const MAX_PASSWORD_LEN: usize = 1024;
 /// How long writing the replies may take before the client is given up on.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Beyond the request deadline, how long the slow parts (password hashing, the durable write)
@@ -43,7 +35,9 @@ const PROCESSING_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct ControlContext {
     /// The rooms.
-    pub manager: SharedManager,
+    pub engine: SharedEngine,
+    /// Where the engine's effects go: a join that frees a ghost's name tells the room.
+    pub outlet: Outlet,
     /// Durability of handshakes.
     pub writer: StateWriter,
     /// The UDP port announced in grants.
@@ -308,270 +302,6 @@ impl Reply {
     }
 }
 
-/// Why a create, join or pair was refused.
-#[derive(Debug)]
-struct Refusal {
-    code: ErrorCode,
-    message: String,
-}
+mod handshake;
 
-impl From<JoinError> for Refusal {
-    fn from(error: JoinError) -> Self {
-        Self {
-            code: error.code(),
-            message: error.to_string(),
-        }
-    }
-}
-
-impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Reply {
-    let Frame {
-        operation: operation_byte,
-        state,
-        room_name,
-        payload,
-    } = frame;
-    let refuse =
-        |code, message: String| Reply::refused(operation_byte, room_name.clone(), code, message);
-    if state != State::Request {
-        return refuse(
-            ErrorCode::InvalidRequest,
-            format!(
-                "expected a request frame (state 0), got state {}",
-                state as u8
-            ),
-        );
-    }
-    let Some(operation) = Operation::from_byte(operation_byte) else {
-        return refuse(
-            ErrorCode::UnsupportedOperation,
-            format!(
-                "operation {operation_byte} is not supported; use 1 (create), 2 (join), 3 (pair) or 4 (list)"
-            ),
-        );
-    };
-    let user = UserRequest::parse(&payload)
-        .map_err(|error| Refusal::new(ErrorCode::InvalidRequest, error.to_string()));
-    // For the log of a refusal: who asked, as far as the payload says.
-    let username = user
-        .as_ref()
-        .map_or_else(|_| String::new(), |user| user.username.clone());
-    let result = match (operation, user) {
-        (Operation::List, _) => {
-            let request = match ListRequest::parse(&payload) {
-                Ok(request) => request,
-                Err(error) => return refuse(ErrorCode::InvalidRequest, error.to_string()),
-            };
-            let list = lock(&context.manager).list();
-            return Reply::accepted(operation_byte, room_name, room_list::page(list, &request));
-        }
-        (_, Err(refusal)) => Err(refusal),
-        (Operation::Create, Ok(user)) => create(&room_name, user, peer, context).await,
-        (Operation::Join, Ok(user)) => join(&room_name, user, peer, context).await,
-        (Operation::Pair, Ok(user)) => pair(user, context).await,
-    };
-    match result {
-        Ok(membership) => {
-            lock(&context.manager).set_home_ip(&membership.token, peer.ip());
-            tracing::info!(%peer, room = %quoted(&membership.room), user = %quoted(&membership.username), host = membership.host, token = %membership.token, ?operation, "handshake granted");
-            let grant = Grant {
-                token: membership.token.to_hex(),
-                room: Some(membership.room.clone()),
-                username: Some(membership.username),
-                host: Some(membership.host),
-                udp_port: Some(context.udp_port),
-                send_burst: context.send_pace.map(|(burst, _)| burst),
-                send_interval_ms: context.send_pace.map(|(_, interval)| interval),
-            };
-            // Pair rooms get their name from the server; echo it so the client learns it.
-            Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))
-        }
-        Err(refusal) => {
-            tracing::info!(%peer, room = %quoted(&room_name), user = %quoted(&username), code = %refusal.code, ?operation, "handshake refused");
-            refuse(refusal.code, refusal.message)
-        }
-    }
-}
-
-fn now_ms() -> u64 {
-    chat_protocol::time::unix_ms(SystemTime::now())
-}
-
-fn check_password(password: &str) -> Result<(), Refusal> {
-    if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
-        return Err(Refusal::new(
-            ErrorCode::InvalidRequest,
-            format!("a room password must be 1 to {MAX_PASSWORD_LEN} bytes long"),
-        ));
-    }
-    Ok(())
-}
-
-async fn create(
-    room_name: &str,
-    user: UserRequest,
-    peer: SocketAddr,
-    context: &ControlContext,
-) -> Result<Membership, Refusal> {
-    // Cheap checks first, so that a hopeless request never costs a password hash.
-    lock(&context.manager).check_create(room_name, &user.username)?;
-    // Lock order: the room table, then the quota (never the reverse), so `alive` reads the
-    // guard already held instead of locking the table under the quota's lock.
-    let place = {
-        let manager = lock(&context.manager);
-        context
-            .room_quota
-            .reserve(peer.ip(), |name, uid| manager.room_uid(name) == Some(uid))
-    }
-    .ok_or_else(|| {
-        Refusal::new(
-            ErrorCode::TooManyRooms,
-            format!(
-                "your address already has {} rooms open; close one before creating another",
-                context.room_quota.per_address()
-            ),
-        )
-    })?;
-    let kind = match user.password {
-        None => RoomKind::Public,
-        Some(password) => {
-            check_password(&password)?;
-            let hashed = context
-                .passwords
-                .turn(Instant::now() + context.request_timeout)
-                .await
-                .map_err(gate_refusal)?
-                .run(move || password::hash(&password))
-                .await
-                .map_err(gate_refusal)?
-                .map_err(|e| Refusal::new(ErrorCode::ServerBusy, e.to_string()))?;
-            RoomKind::Private {
-                password_hash: hashed,
-            }
-        }
-    };
-    let granted = {
-        let mut manager = lock(&context.manager);
-        manager
-            .create(
-                room_name,
-                &user.username,
-                kind,
-                now_ms(),
-                std::time::Instant::now(),
-            )
-            .map(|membership| (membership, manager.generation()))
-    };
-    let membership = make_durable(granted?, context).await?;
-    // Read first: a guard in the `if let` itself would be held into `granted`.
-    let uid = lock(&context.manager).room_uid(&membership.room);
-    if let Some(uid) = uid {
-        place.granted(&membership.room, uid);
-    }
-    Ok(membership)
-}
-
-async fn join(
-    room_name: &str,
-    user: UserRequest,
-    peer: SocketAddr,
-    context: &ControlContext,
-) -> Result<Membership, Refusal> {
-    // Cheap checks first (names, room, capacity, name taken), so that a hopeless request
-    // never costs a password check.
-    let private =
-        lock(&context.manager).check_join(room_name, &user.username, std::time::Instant::now())?;
-    let verified_for = match private {
-        None => None,
-        Some((room_id, stored_hash)) => {
-            let room_key = names::room_key(room_name);
-            let gate = &context.passwords;
-            gate.admit(peer.ip(), &room_key, std::time::Instant::now())
-                .map_err(gate_refusal)?;
-            let turn = gate
-                .turn(Instant::now() + context.request_timeout)
-                .await
-                .map_err(gate_refusal)?;
-            // Failures may have piled up while this request waited for its turn.
-            gate.admit(peer.ip(), &room_key, std::time::Instant::now())
-                .map_err(gate_refusal)?;
-            let password = user.password.clone().unwrap_or_default();
-            let matches = turn
-                .run(move || password::verify(&password, &stored_hash))
-                .await
-                .map_err(gate_refusal)?;
-            if !matches {
-                gate.failed(peer.ip(), &room_key, std::time::Instant::now());
-                return Err(JoinError::BadPassword(room_name.to_owned()).into());
-            }
-            Some(room_id)
-        }
-    };
-    let granted = {
-        let mut manager = lock(&context.manager);
-        manager
-            .join(
-                room_name,
-                &user.username,
-                verified_for,
-                std::time::Instant::now(),
-            )
-            .map(|membership| (membership, manager.generation()))
-    };
-    make_durable(granted?, context).await
-}
-
-/// The refusal for a password that may not be checked now.
-fn gate_refusal(refusal: GateRefusal) -> Refusal {
-    match refusal {
-        GateRefusal::Address => Refusal::new(
-            ErrorCode::TooManyAttempts,
-            "too many wrong passwords from your address; try again in a minute",
-        ),
-        GateRefusal::Room => Refusal::new(
-            ErrorCode::TooManyAttempts,
-            "too many wrong passwords for this room lately; try again in a minute",
-        ),
-        GateRefusal::Busy => Refusal::new(
-            ErrorCode::ServerBusy,
-            "the server is busy checking passwords; try again shortly",
-        ),
-    }
-}
-
-async fn pair(user: UserRequest, context: &ControlContext) -> Result<Membership, Refusal> {
-    let granted = {
-        let mut manager = lock(&context.manager);
-        manager
-            .pair(&user.username, now_ms(), std::time::Instant::now())
-            .map(|membership| (membership, manager.generation()))
-    };
-    make_durable(granted?, context).await
-}
-
-/// Waits until the grant is on disk; if the write fails, the grant is taken back and refused.
-async fn make_durable(
-    (membership, generation): (Membership, u64),
-    context: &ControlContext,
-) -> Result<Membership, Refusal> {
-    match context.writer.durable(generation).await {
-        Ok(()) => Ok(membership),
-        Err(failure) => {
-            lock(&context.manager).revoke(&membership.token);
-            context.writer.schedule();
-            Err(Refusal::new(
-                ErrorCode::ServerBusy,
-                format!("the server cannot save its state right now ({failure}); try again later"),
-            ))
-        }
-    }
-}
+use handshake::process;

@@ -10,6 +10,8 @@ use chat_protocol::v2::ChatMessage;
 use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
 
+use crate::engine::{HistoryReadError, HistorySource, StoredMessage};
+
 /// A database problem.
 #[derive(Debug, Error)]
 pub enum HistoryError {
@@ -34,19 +36,6 @@ pub enum HistoryError {
     /// A query or write failed.
     #[error("history database error: {0}")]
     Sql(#[from] rusqlite::Error),
-}
-
-/// One stored message with what deduplication needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    /// The room it belongs to.
-    pub room_uid: u64,
-    /// Who sent it (stable across restarts, unlike process-local member ids).
-    pub member_uid: u64,
-    /// The sender's sequence number, for version-2 senders.
-    pub seq: Option<u64>,
-    /// The message as members see it.
-    pub message: ChatMessage,
 }
 
 /// The open database.
@@ -269,6 +258,31 @@ impl HistoryStore {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// What a restore reads, through the engine's read-only view of the history.
+impl HistorySource for HistoryStore {
+    fn latest_id(&self, room_uid: u64) -> Result<u64, HistoryReadError> {
+        HistoryStore::latest_id(self, room_uid).map_err(read_error)
+    }
+
+    fn range(
+        &self,
+        room_uid: u64,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, HistoryReadError> {
+        HistoryStore::range(self, room_uid, after, upto, limit).map_err(read_error)
+    }
+
+    fn recent(&self, room_uid: u64, limit: usize) -> Result<Vec<StoredMessage>, HistoryReadError> {
+        HistoryStore::recent(self, room_uid, limit).map_err(read_error)
+    }
+}
+
+fn read_error(error: HistoryError) -> HistoryReadError {
+    HistoryReadError(Box::new(error))
 }
 
 #[cfg(test)]

@@ -1,14 +1,17 @@
 //! The history thread: the only code that touches the history database once the server runs.
 //!
-//! Chat arrives over a channel in id order; the thread stores whatever has queued up in one
-//! transaction, and only then acks the senders and relays to the other members. This is
+//! Chat arrives over a channel in id order (the engine's [`HistoryJob`]s); the thread stores
+//! whatever has queued up in one transaction, and only then hands the batch back to the engine
+//! ([`Engine::committed`](crate::engine::Engine::committed)), whose acks and relays it sends
+//! through the same [`BatchSender`] path as the relay. This is
 //! classic group commit: an idle thread commits the first message at once (a quiet room pays
 //! one commit of latency), and what arrives while a commit is in flight waits for the next one,
 //! so a busy room's batches grow with its rate and no time window is ever slept out.
 //! Replays that reach back beyond the in-memory cache, and `history` pages, are read here too,
 //! so the relay loop never waits for the disk.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::VecDeque;
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -19,71 +22,16 @@ use chat_protocol::limits::MAX_DATAGRAM;
 use chat_protocol::ucrp;
 use chat_protocol::v2::{ChatMessage, ServerV2};
 
-use crate::history::{HistoryStore, StoredMessage};
-use crate::manager::{SharedManager, lock};
-use crate::outbox::Outbox;
-use crate::relay::{BatchSender, RelayStats};
-use crate::room::{MemberId, RoomId};
+use crate::engine::{Effects, HistoryJob, Outbox, PendingMessage, StoredMessage};
+use crate::history::HistoryStore;
+use crate::send::BatchSender;
+use crate::shared::{SharedEngine, lock};
+use crate::stats::RelayStats;
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Longest wait between retries of a failed commit (disk full, I/O error).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
-
-/// A message accepted by the room manager and waiting to be stored.
-#[derive(Debug, Clone)]
-pub struct PendingMessage {
-    /// The room (process-local id).
-    pub room_id: RoomId,
-    /// The sender (process-local id), who is acked and skipped by the relay.
-    pub sender: MemberId,
-    /// Whether version-1 members already got it (version-1 chat is relayed at once).
-    pub v1_relayed: bool,
-    /// The version-2 `msg` event, encoded once.
-    pub v2_frame: Arc<[u8]>,
-    /// What goes in the database.
-    pub stored: StoredMessage,
-}
-
-/// Work for the history thread.
-#[derive(Debug)]
-pub enum HistoryJob {
-    /// Store a message, then ack and relay it.
-    Store(PendingMessage),
-    /// Send `to` the stored messages with `after < id <= upto`.
-    Replay {
-        /// The room.
-        room_uid: u64,
-        /// Newest id the member has.
-        after: u64,
-        /// Newest id to send.
-        upto: u64,
-        /// The member's address.
-        to: SocketAddr,
-    },
-    /// Answer a `history` request.
-    Page {
-        /// The room.
-        room_uid: u64,
-        /// Only messages older than this id.
-        before: Option<u64>,
-        /// At most this many.
-        limit: usize,
-        /// The member's address.
-        to: SocketAddr,
-    },
-    /// A room closed: forget its messages.
-    DeleteRoom(u64),
-    /// A pair room's conversation ended: forget its messages up to `upto`.
-    Forget {
-        /// The room.
-        room_uid: u64,
-        /// Newest id to forget.
-        upto: u64,
-    },
-    /// Finish what came before and stop.
-    Stop,
-}
 
 /// Starts the history thread. It sends from `socket`, a clone of the data-plane socket,
 /// through the same batching path as the relay, and counts what it sends in `stats`. Once
@@ -92,7 +40,7 @@ pub enum HistoryJob {
 pub fn spawn(
     store: HistoryStore,
     retention: u64,
-    manager: SharedManager,
+    engine: SharedEngine,
     socket: UdpSocket,
     stopping: Arc<AtomicBool>,
     stats: Arc<RelayStats>,
@@ -105,9 +53,9 @@ pub fn spawn(
                 socket: &socket,
                 sender: BatchSender::default(),
                 stats: &stats,
-                out: Outbox::default(),
+                fx: Effects::default(),
             };
-            run(store, retention, &manager, link, &queue, &stopping)
+            run(store, retention, &engine, link, &queue, &stopping)
         })?;
     Ok((jobs, thread))
 }
@@ -118,27 +66,30 @@ struct Link<'a> {
     socket: &'a UdpSocket,
     sender: BatchSender,
     stats: &'a RelayStats,
-    out: Outbox,
+    fx: Effects,
 }
 
 impl Link<'_> {
-    /// Sends everything queued in `out` and empties it.
+    /// Sends every datagram queued and empties the queue.
     fn flush(&mut self) {
-        self.sender.send_all(self.socket, &self.out, self.stats);
-        self.out.clear();
+        self.sender
+            .send_all(self.socket, &self.fx.datagrams, self.stats);
+        self.fx.datagrams.clear();
     }
 }
 
 fn run(
     mut store: HistoryStore,
     retention: u64,
-    manager: &SharedManager,
+    engine: &SharedEngine,
     mut link: Link<'_>,
     queue: &Receiver<HistoryJob>,
     shutting_down: &AtomicBool,
 ) -> u64 {
     let mut not_stored = 0;
-    while let Ok(first) = queue.recv() {
+    // Jobs the engine asked for while it took a commit: this thread is their history thread.
+    let mut own: VecDeque<HistoryJob> = VecDeque::new();
+    while let Some(first) = own.pop_front().or_else(|| queue.recv().ok()) {
         let mut batch = Vec::new();
         let mut reads = Vec::new();
         let mut stopping = false;
@@ -152,17 +103,18 @@ fn run(
             if stopping || batch.len() >= MAX_BATCH {
                 break;
             }
-            next = queue.try_recv().ok();
+            next = own.pop_front().or_else(|| queue.try_recv().ok());
         }
         if !batch.is_empty() {
             if commit(&mut store, &batch, retention, shutting_down) {
-                lock(manager).committed(&batch, &mut link.out);
+                lock(engine).committed(&batch, &mut link.fx);
+                own.extend(link.fx.history.drain(..));
             } else {
                 not_stored += batch.len() as u64;
             }
         }
         for job in reads {
-            serve_read(&store, job, &mut link.out);
+            serve_read(&store, job, &mut link.fx.datagrams);
         }
         link.flush();
         if stopping {

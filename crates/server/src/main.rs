@@ -9,6 +9,7 @@ use chat_server::admin;
 use chat_server::cli::{self, CliError, Command};
 use chat_server::config::LogFormat;
 use chat_server::{Config, Server, config_file, preflight};
+use clap::CommandFactory;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -80,7 +81,7 @@ fn main() -> ExitCode {
 }
 
 fn check_config(path: &Path) -> ExitCode {
-    match config_file::load(path) {
+    match config_file::load(path, &cli::Cli::command()) {
         Ok(settings) => {
             println!("{}: valid, {} settings", path.display(), settings.len());
             ExitCode::SUCCESS

@@ -3,103 +3,18 @@
 //! A reader of the file sees either the previous state or the new one, never a mix: the new
 //! state goes to a temporary file in the same directory, is flushed to disk, renamed over the
 //! old one, and the directory entry is flushed too. The file is a snapshot: the changes made
-//! after it are in the journal next to it ([`crate::journal`]).
+//! after it are in the journal next to it ([`crate::journal`]). The format itself is the
+//! engine's ([`crate::engine::durable`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use std::net::SocketAddr;
-
+use crate::engine::durable::{PersistedState, STATE_FORMAT, StateProblem};
 use crate::escape::clipped;
-use crate::room::{RoomKind, WireVersion};
-
-/// The format number written in the file, bumped on incompatible changes.
-pub const STATE_FORMAT: u32 = 1;
-
-/// The whole file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PersistedState {
-    /// Always [`STATE_FORMAT`].
-    pub format: u32,
-    /// The `seq` of the last journal record this state includes (0 in files from before the
-    /// journal existed): on load, only later records are applied.
-    #[serde(default)]
-    pub journal_seq: u64,
-    /// Every room, by name.
-    pub rooms: Vec<PersistedRoom>,
-}
-
-impl PersistedState {
-    /// A state of the current format that includes no journal record.
-    pub fn new(rooms: Vec<PersistedRoom>) -> Self {
-        Self {
-            format: STATE_FORMAT,
-            journal_seq: 0,
-            rooms,
-        }
-    }
-}
-
-/// One room in the file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PersistedRoom {
-    /// The room's name.
-    pub name: String,
-    /// Stable id that keys the room's history (0 in files from before it existed: a new one
-    /// is drawn on load).
-    #[serde(default)]
-    pub uid: u64,
-    /// Public, private (with its password hash) or pair.
-    #[serde(flatten)]
-    pub kind: RoomKind,
-    /// Unix milliseconds when it was created.
-    pub created_at_ms: u64,
-    /// Members in join order.
-    pub members: Vec<PersistedMember>,
-    /// No message id handed out in this room is above this (see `StateChange::IdsReserved`):
-    /// if the history database is lost, ids go on from here rather than start again at 1.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub ids_reserved: u64,
-}
-
-fn is_zero(value: &u64) -> bool {
-    *value == 0
-}
-
-/// One member in the file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PersistedMember {
-    /// Display name.
-    pub username: String,
-    /// Stable id that names the member in the history (0: drawn on load).
-    #[serde(default)]
-    pub uid: u64,
-    /// The 64-hex token, so that members keep it across a restart.
-    pub token: String,
-    /// Whether this member hosts the room.
-    pub host: bool,
-    /// The registered UDP address, so that members carry on after a restart without
-    /// registering again (the reference client never would).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub addr: Option<SocketAddr>,
-    /// The wire format the member registered with.
-    #[serde(default = "default_version")]
-    pub version: WireVersion,
-}
-
-fn default_version() -> WireVersion {
-    WireVersion::V1
-}
-
-/// A state file that parses but describes something impossible.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{0}")]
-pub struct StateProblem(pub String);
 
 /// Why the state file could not be loaded.
 #[derive(Debug, Error)]
@@ -240,6 +155,8 @@ fn directory_of(path: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::durable::{PersistedMember, PersistedRoom};
+    use crate::engine::{RoomKind, WireVersion};
 
     #[test]
     fn missing_file_is_empty_state() {

@@ -1,7 +1,7 @@
 //! Rooms per source address. One address that creates rooms by the hundred fills the room
 //! list and the server's room cap for everyone; each address may hold at most `per_address`
 //! live rooms it created (create, or a pair request that opened a new pair room). A room that
-//! closes frees its place; the count is checked against the manager when an address creates
+//! closes frees its place; the count is checked against the engine when an address creates
 //! again, so nothing has to report closes here.
 
 use std::collections::HashMap;

@@ -17,15 +17,17 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::{self, ControlContext};
+use crate::engine::{Effects, Engine, HistoryJob, HistoryReadError, RestoreError};
 use crate::history::{HistoryError, HistoryStore};
-use crate::history_writer::{self, HistoryJob};
+use crate::history_writer;
 use crate::journal;
-use crate::manager::{RestoreError, RoomManager, SharedManager, lock};
-use crate::outbox::Outbox;
 use crate::password_gate::{PasswordGate, PasswordPolicy};
 use crate::persist::StateError;
-use crate::relay::{self, RelayStats};
+use crate::relay::{self, Relay};
 use crate::room_quota::RoomQuota;
+use crate::send::{BatchSender, Outlet};
+use crate::shared::{self, SharedEngine, lock};
+use crate::stats::RelayStats;
 use crate::writer::StateWriter;
 
 /// Why the server could not start.
@@ -37,6 +39,9 @@ pub enum StartError {
     /// The history database cannot be opened or read.
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// The history database could not be read while the rooms were restored.
+    #[error(transparent)]
+    HistoryRead(#[from] HistoryReadError),
     /// A socket could not be bound.
     #[error("cannot listen on {protocol} {addr}: {source}")]
     Bind {
@@ -57,7 +62,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server {
     config: Config,
-    manager: SharedManager,
+    engine: SharedEngine,
     tcp: TcpListener,
     udp: UdpSocket,
     stats: Arc<RelayStats>,
@@ -78,9 +83,9 @@ impl Server {
         // history database on its way out.
         let saved = journal::load(&config.state)?;
         let history = HistoryStore::open(&config.history)?;
-        let manager = match saved {
-            None => RoomManager::new(config.limits(), config.flood_policy()),
-            Some(state) => RoomManager::restore(
+        let engine = match saved {
+            None => Engine::new(config.limits(), config.flood_policy()),
+            Some(state) => Engine::restore(
                 state,
                 config.limits(),
                 config.flood_policy(),
@@ -92,11 +97,11 @@ impl Server {
                     path: config.state.clone(),
                     problem,
                 }),
-                RestoreError::History(error) => StartError::History(error),
+                RestoreError::History(error) => StartError::HistoryRead(error),
             })?,
         };
         // Rooms that closed while their close was not yet saved leave history behind.
-        history.retain_rooms(&manager.room_uids())?;
+        history.retain_rooms(&engine.room_uids())?;
 
         let tcp_addr = SocketAddr::new(config.bind, config.tcp_port);
         let tcp = TcpListener::bind(tcp_addr)
@@ -132,22 +137,23 @@ impl Server {
             source,
         })?;
 
-        let manager = Arc::new(Mutex::new(manager));
+        let mut engine = engine;
+        engine.attach_history();
+        let engine = Arc::new(Mutex::new(engine));
         let history_stopping = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(RelayStats::default());
         let (history_jobs, history_thread) = history_writer::spawn(
             history,
             config.history_limit,
-            Arc::clone(&manager),
+            Arc::clone(&engine),
             history_socket,
             Arc::clone(&history_stopping),
             Arc::clone(&stats),
         )
         .map_err(StartError::Thread)?;
-        lock(&manager).attach_history(history_jobs.clone());
         Ok(Self {
             config,
-            manager,
+            engine,
             tcp,
             udp,
             stats,
@@ -177,13 +183,13 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let udp_port = self.udp_addr()?.port();
         {
-            let manager = lock(&self.manager);
+            let engine = lock(&self.engine);
             let udp_recv_buffer =
                 nix::sys::socket::getsockopt(&self.udp, nix::sys::socket::sockopt::RcvBuf).ok();
             tracing::info!(
                 udp_recv_buffer,
-                rooms = manager.room_count(),
-                members = manager.member_count(),
+                rooms = engine.room_count(),
+                members = engine.member_count(),
                 state = %self.config.state.display(),
                 history = %self.config.history.display(),
                 "state loaded"
@@ -192,29 +198,39 @@ impl Server {
         let (stop_writer, writer_stopped) = watch::channel(false);
         let (stop_front_ends, front_ends_stopped) = watch::channel(false);
         let (writer, writer_task) = StateWriter::spawn(
-            Arc::clone(&self.manager),
+            Arc::clone(&self.engine),
             self.config.state.clone(),
             writer_stopped,
+        );
+        // One outlet for every loop: datagrams leave through the data-plane socket, jobs go to
+        // the history thread.
+        let outlet = Outlet::new(
+            self.udp.try_clone()?,
+            self.history_jobs.clone(),
+            Arc::clone(&self.stats),
         );
         let stop_relay = Arc::new(AtomicBool::new(false));
         let relay_thread = relay::spawn(
             self.udp.try_clone()?,
-            Arc::clone(&self.manager),
-            writer.clone(),
-            Arc::clone(&self.stats),
+            Relay {
+                engine: Arc::clone(&self.engine),
+                outlet: outlet.clone(),
+                writer: writer.clone(),
+                stats: Arc::clone(&self.stats),
+                no_room: self.config.no_room_policy(),
+            },
             Arc::clone(&stop_relay),
-            self.config.no_room_policy(),
         )?;
-        let sweep_task = tokio::spawn(sweep_idle_members(
-            self.udp.try_clone()?,
-            Arc::clone(&self.manager),
+        let tick_task = tokio::spawn(tick(
+            Arc::clone(&self.engine),
+            outlet.clone(),
             writer.clone(),
-            Arc::clone(&self.stats),
             self.config.idle_timeout.min(self.config.v1_idle_timeout),
             front_ends_stopped.clone(),
         ));
         let context = Arc::new(ControlContext {
-            manager: Arc::clone(&self.manager),
+            engine: Arc::clone(&self.engine),
+            outlet,
             writer,
             udp_port,
             send_pace: self.config.send_pace(),
@@ -234,7 +250,7 @@ impl Server {
         ));
         #[cfg(unix)]
         let status_task = tokio::spawn(log_status_on_sigusr1(
-            Arc::clone(&self.manager),
+            Arc::clone(&self.engine),
             Arc::clone(&self.stats),
             front_ends_stopped,
         ));
@@ -246,7 +262,7 @@ impl Server {
         let _ = control_task.await;
         stop_relay.store(true, Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || relay_thread.join()).await;
-        let _ = sweep_task.await;
+        let _ = tick_task.await;
         #[cfg(unix)]
         let _ = status_task.await;
         self.history_stopping.store(true, Ordering::Relaxed);
@@ -284,7 +300,7 @@ impl Server {
 /// write).
 #[cfg(unix)]
 async fn log_status_on_sigusr1(
-    manager: SharedManager,
+    engine: SharedEngine,
     stats: Arc<RelayStats>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -298,11 +314,11 @@ async fn log_status_on_sigusr1(
             _ = stop.wait_for(|stop| *stop) => break,
         }
         let (rooms, members, memory_used, memory_budget) = {
-            let manager = lock(&manager);
-            let memory = manager.memory();
+            let engine = lock(&engine);
+            let memory = engine.memory();
             (
-                manager.room_count(),
-                manager.member_count(),
+                engine.room_count(),
+                engine.member_count(),
                 memory.used(),
                 memory.limit,
             )
@@ -319,35 +335,35 @@ async fn log_status_on_sigusr1(
     }
 }
 
-/// Removes members that went silent, a few times per idle period.
-async fn sweep_idle_members(
-    socket: UdpSocket,
-    manager: SharedManager,
+/// The engine's clock tick, a few times per idle period: members that went silent are
+/// removed, messages held behind an expired gap are let go.
+async fn tick(
+    engine: SharedEngine,
+    outlet: Outlet,
     writer: StateWriter,
-    stats: Arc<RelayStats>,
     shortest_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let period = (shortest_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut ticker = tokio::time::interval(period);
-    let mut out = Outbox::default();
+    let mut fx = Effects::default();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.wait_for(|stop| *stop) => break,
         }
         let changed = {
-            let mut manager = lock(&manager);
-            let generation = manager.generation();
-            manager.sweep_idle(Instant::now(), period, &mut out);
-            manager.generation() != generation
+            let mut engine = lock(&engine);
+            let journal_seq = engine.journal_seq();
+            engine.tick(shared::now(), period, &mut fx);
+            outlet.hand_over_jobs(&mut fx);
+            engine.journal_seq() != journal_seq
         };
         if changed {
             writer.schedule();
         }
-        // Through the same batching path as every other datagram. A `BatchSender` cannot be
-        // kept across an `.await`; making one per sweep costs one small allocation.
-        relay::BatchSender::default().send_all(&socket, &out, &stats);
-        out.clear();
+        // A `BatchSender` cannot be kept across an `.await`; making one per tick costs one
+        // small allocation.
+        outlet.send(&mut BatchSender::default(), &mut fx);
     }
 }

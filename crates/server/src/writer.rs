@@ -1,6 +1,6 @@
-//! The state writer: one task that turns room-manager changes into durable writes.
+//! The state writer: one task that turns room-engine changes into durable writes.
 //!
-//! Handshakes change the manager, then wait until a write covering their change is on disk
+//! Handshakes change the engine, then wait until a write covering their change is on disk
 //! before they answer; several handshakes arriving together share one write (group commit).
 //! Changes made from the relay path (leaves, closes, registrations) only ask for a write and
 //! never wait, so the relay never touches the disk.
@@ -17,9 +17,10 @@ use thiserror::Error;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::journal::{self, JournalRecord};
-use crate::manager::{SharedManager, lock};
-use crate::persist::PersistedState;
+use crate::engine::JournalRecord;
+use crate::engine::durable::PersistedState;
+use crate::journal;
+use crate::shared::{SharedEngine, lock};
 
 /// How long to wait before retrying a write that failed (disk full, read-only directory).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -36,9 +37,9 @@ pub struct WriteFailed(String);
 
 #[derive(Debug, Clone, Default)]
 struct Progress {
-    /// Highest generation known to be on disk.
+    /// Highest journal_seq known to be on disk.
     durable: u64,
-    /// Highest generation whose write failed, with the reason.
+    /// Highest journal_seq whose write failed, with the reason.
     failed: u64,
     reason: String,
 }
@@ -61,12 +62,12 @@ pub struct StateWriter {
 impl StateWriter {
     /// Starts the writer task. `stop` ends it after one last write of anything outstanding.
     pub fn spawn(
-        manager: SharedManager,
+        engine: SharedEngine,
         path: PathBuf,
         mut stop: watch::Receiver<bool>,
     ) -> (Self, JoinHandle<()>) {
         let wake = Arc::new(Notify::new());
-        let initial = lock(&manager).generation();
+        let initial = lock(&engine).journal_seq();
         let (progress_tx, progress) = watch::channel(Progress {
             durable: initial,
             ..Progress::default()
@@ -86,24 +87,24 @@ impl StateWriter {
                     () = tokio::time::sleep(RETRY_AFTER_FAILURE), if dirty => false,
                     _ = stop.wait_for(|stop| *stop) => true,
                 };
-                let (generation, write) = {
-                    let mut manager = lock(&manager);
-                    let generation = manager.generation();
-                    let changes = manager.take_changes();
+                let (journal_seq, write) = {
+                    let mut engine = lock(&engine);
+                    let journal_seq = engine.journal_seq();
+                    let changes = engine.take_changes();
                     let journal_full = journal_records + changes.len()
-                        > MIN_JOURNAL_BEFORE_SNAPSHOT.max(2 * manager.member_count());
+                        > MIN_JOURNAL_BEFORE_SNAPSHOT.max(2 * engine.member_count());
                     // At shutdown the journal is folded in even if nothing changed, so that
                     // the next start reads a snapshot alone.
                     let fold_in = stopping && (snapshot_next || journal_records > 0);
-                    let write = if generation == written && !fold_in {
+                    let write = if journal_seq == written && !fold_in {
                         None
                     } else if snapshot_next || journal_full || stopping {
                         // The one write that costs the whole state, under the lock: rare.
-                        Some(Write::Snapshot(manager.snapshot()))
+                        Some(Write::Snapshot(engine.snapshot()))
                     } else {
                         Some(Write::Append(changes))
                     };
-                    (generation, write)
+                    (journal_seq, write)
                 };
                 if let Some(write) = write {
                     let target = path.clone();
@@ -121,18 +122,18 @@ impl StateWriter {
                     });
                     match result {
                         Ok(()) => {
-                            written = generation;
+                            written = journal_seq;
                             dirty = false;
                             snapshot_next = false;
                             journal_records = appended.map_or(0, |n| journal_records + n);
-                            progress_tx.send_modify(|p| p.durable = generation);
+                            progress_tx.send_modify(|p| p.durable = journal_seq);
                         }
                         Err(error) => {
                             tracing::error!(%error, path = %path.display(), "state file write failed; handshakes are refused until it succeeds");
                             dirty = true;
                             snapshot_next = true;
                             progress_tx.send_modify(|p| {
-                                p.failed = generation;
+                                p.failed = journal_seq;
                                 p.reason = error.to_string();
                             });
                         }
@@ -151,15 +152,15 @@ impl StateWriter {
         self.wake.notify_one();
     }
 
-    /// Asks for a write and waits until `generation` is on disk, or its write failed.
-    pub async fn durable(&self, generation: u64) -> Result<(), WriteFailed> {
+    /// Asks for a write and waits until `journal_seq` is on disk, or its write failed.
+    pub async fn durable(&self, journal_seq: u64) -> Result<(), WriteFailed> {
         self.schedule();
         let mut progress = self.progress.clone();
         let outcome = progress
-            .wait_for(|p| p.durable >= generation || p.failed >= generation)
+            .wait_for(|p| p.durable >= journal_seq || p.failed >= journal_seq)
             .await
             .map(|p| {
-                if p.durable >= generation {
+                if p.durable >= journal_seq {
                     Ok(())
                 } else {
                     Err(WriteFailed(p.reason.clone()))
@@ -177,15 +178,15 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::engine::{Effects, Engine, Limits, Membership, RoomKind};
     use crate::flood::FloodPolicy;
-    use crate::manager::{Limits, Membership, RoomManager};
     use crate::persist;
-    use crate::room::RoomKind;
+    use crate::shared::now;
 
     struct Running {
         _dir: tempfile::TempDir,
         path: PathBuf,
-        manager: SharedManager,
+        engine: SharedEngine,
         writer: StateWriter,
         stop: watch::Sender<bool>,
         task: Option<JoinHandle<()>>,
@@ -194,16 +195,13 @@ mod tests {
     fn start() -> Running {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        let manager = Arc::new(Mutex::new(RoomManager::new(
-            Limits::default(),
-            FloodPolicy::OFF,
-        )));
+        let engine = Arc::new(Mutex::new(Engine::new(Limits::default(), FloodPolicy::OFF)));
         let (stop, stopped) = watch::channel(false);
-        let (writer, task) = StateWriter::spawn(Arc::clone(&manager), path.clone(), stopped);
+        let (writer, task) = StateWriter::spawn(Arc::clone(&engine), path.clone(), stopped);
         Running {
             _dir: dir,
             path,
-            manager,
+            engine,
             writer,
             stop,
             task: Some(task),
@@ -213,12 +211,14 @@ mod tests {
     impl Running {
         /// A join as the control plane makes it: change, then wait until it is durable.
         async fn join(&self, name: &str) -> (Membership, Result<(), WriteFailed>) {
-            let (membership, generation) = {
-                let mut manager = lock(&self.manager);
-                let membership = manager.join("den", name, None, Instant::now()).unwrap();
-                (membership, manager.generation())
+            let (membership, journal_seq) = {
+                let mut engine = lock(&self.engine);
+                let membership = engine
+                    .join("den", name, None, now(), &mut Effects::default())
+                    .unwrap();
+                (membership, engine.journal_seq())
             };
-            (membership, self.writer.durable(generation).await)
+            (membership, self.writer.durable(journal_seq).await)
         }
 
         async fn shut_down(&mut self) {
@@ -229,14 +229,14 @@ mod tests {
         }
 
         async fn create(&self) {
-            let generation = {
-                let mut manager = lock(&self.manager);
-                manager
-                    .create("den", "host", RoomKind::Public, 1, Instant::now())
+            let journal_seq = {
+                let mut engine = lock(&self.engine);
+                engine
+                    .create("den", "host", RoomKind::Public, now())
                     .unwrap();
-                manager.generation()
+                engine.journal_seq()
             };
-            self.writer.durable(generation).await.unwrap();
+            self.writer.durable(journal_seq).await.unwrap();
         }
 
         fn journal_lines(&self) -> usize {
@@ -276,10 +276,7 @@ mod tests {
 
         running.shut_down().await;
         assert_eq!(running.journal_lines(), 0);
-        assert_eq!(
-            running.snapshot_on_disk(),
-            lock(&running.manager).snapshot()
-        );
+        assert_eq!(running.snapshot_on_disk(), lock(&running.engine).snapshot());
     }
 
     #[tokio::test]
@@ -289,17 +286,18 @@ mod tests {
         running.join("bob").await.1.unwrap();
         assert_eq!(running.journal_lines(), 1);
         // Churn: many records, few members.
-        let generation = {
-            let mut manager = lock(&running.manager);
+        let journal_seq = {
+            let mut engine = lock(&running.engine);
             for _ in 0..MIN_JOURNAL_BEFORE_SNAPSHOT / 2 + 1 {
-                let guest = manager.join("den", "guest", None, Instant::now()).unwrap();
-                manager.revoke(&guest.token);
+                let mut fx = Effects::default();
+                let guest = engine.join("den", "guest", None, now(), &mut fx).unwrap();
+                engine.revoke(&guest.token, Instant::now(), &mut fx);
             }
-            manager.generation()
+            engine.journal_seq()
         };
-        running.writer.durable(generation).await.unwrap();
+        running.writer.durable(journal_seq).await.unwrap();
         assert_eq!(running.journal_lines(), 0);
-        assert_eq!(running.snapshot_on_disk().journal_seq, generation);
+        assert_eq!(running.snapshot_on_disk().journal_seq, journal_seq);
         assert_eq!(running.names_on_disk(), ["host", "bob"]);
     }
 
@@ -328,9 +326,9 @@ mod tests {
         let (refused, outcome) = running.join("carol").await;
         assert!(outcome.is_err(), "the append failed");
         let revoked = {
-            let mut manager = lock(&running.manager);
-            manager.revoke(&refused.token);
-            manager.generation()
+            let mut engine = lock(&running.engine);
+            engine.revoke(&refused.token, Instant::now(), &mut Effects::default());
+            engine.journal_seq()
         };
         running.writer.schedule();
         assert_eq!(

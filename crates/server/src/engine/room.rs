@@ -1,14 +1,15 @@
-//! Rooms and their members, as the room manager keeps them in memory.
+//! The room model: rooms and their members, as the engine keeps them in memory.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::endpoint::Endpoint;
+use super::seq_window::SeqWindow;
 use crate::flood::{FloodPolicy, TokenBucket};
-use crate::seq_window::SeqWindow;
 use crate::token::Token;
 
 /// Identifies a room for the lifetime of the process (names can be reused after a close).
@@ -53,7 +54,7 @@ pub struct Member {
     /// Display name, unique in the room case-insensitively.
     pub username: String,
     /// Where datagrams for this member go, once it registered.
-    pub addr: Option<SocketAddr>,
+    pub addr: Option<Endpoint>,
     /// Wire format chosen at registration.
     pub version: WireVersion,
     /// Last datagram received from this member (or when it joined).
@@ -81,7 +82,7 @@ pub struct Member {
 #[derive(Debug, Clone)]
 pub struct Challenge {
     /// Where it went; the echo must come from there.
-    pub addr: SocketAddr,
+    pub addr: Endpoint,
     /// 32 lowercase hex characters from the OS CSPRNG.
     pub nonce: String,
     /// The `last_id` of the register that asked, for the replay once proven.
@@ -109,7 +110,7 @@ pub struct Recipient {
     /// Which member, so that the sender can be skipped.
     pub member: MemberId,
     /// Where to send.
-    pub addr: SocketAddr,
+    pub addr: Endpoint,
 }
 
 /// A stored message kept in memory for replay, already encoded as a version-2 `msg` event.

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use chat_protocol::names;
 
-use super::{JoinError, PAIR_ROOM_CAPACITY, RoomManager};
-use crate::room::{RoomId, RoomKind};
+use super::room::{RoomId, RoomKind};
+use super::{Engine, JoinError, PAIR_ROOM_CAPACITY};
 
-impl RoomManager {
+impl Engine {
     /// Whether `create` could succeed now, as far as can be told without the password.
     pub fn check_create(&self, room_name: &str, username: &str) -> Result<(), JoinError> {
         names::validate_room_name(room_name).map_err(JoinError::InvalidRoomName)?;
@@ -67,7 +67,7 @@ impl RoomManager {
     }
 }
 
-impl RoomManager {
+impl Engine {
     /// The stable id of the room called `room_name` (in any form with the same key).
     pub fn room_uid(&self, room_name: &str) -> Option<u64> {
         let id = self.room_ids.get(&names::room_key(room_name))?;

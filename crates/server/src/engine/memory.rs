@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use crate::room::RoomId;
+use super::room::RoomId;
 
 /// The default budget, in MiB.
 pub const DEFAULT_BUDGET_MIB: u64 = 256;

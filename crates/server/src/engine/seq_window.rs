@@ -124,7 +124,7 @@ impl SeqWindow {
 
     /// Gives up on a gap that has held messages back for [`HOLD_TIMEOUT`] and returns what
     /// that releases. Called on every arrival, retransmissions of held messages included, and
-    /// by the periodic sweep, so nothing waits on a gap for long even when the sender has
+    /// by the clock tick, so nothing waits on a gap for long even when the sender has
     /// nothing new to send.
     pub fn release_expired(&mut self, now: Instant) -> Vec<(u64, String)> {
         let oldest_wait = self.held.values().map(|(_, since)| *since).min();

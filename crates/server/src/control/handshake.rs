@@ -1,0 +1,276 @@
+//! The handshakes themselves: create, join, pair and list, with their cheap checks, password
+//! work, room quota and the wait for durability. The engine is locked only to check and to
+//! change, never across an `.await`; what a change decides goes out through the [`Outlet`].
+//!
+//! [`Outlet`]: crate::send::Outlet
+
+use std::net::SocketAddr;
+
+use chat_protocol::listing::ListRequest;
+use chat_protocol::names;
+use chat_protocol::tcrp::{ErrorCode, Frame, Grant, Operation, State, UserRequest};
+use tokio::time::Instant;
+
+use super::{ControlContext, Reply, to_json_payload};
+use crate::engine::{JoinError, Membership, RoomKind};
+use crate::escape::quoted;
+use crate::password;
+use crate::password_gate::GateRefusal;
+use crate::room_list;
+use crate::shared::{self, lock};
+
+/// Longest password accepted; argon2 hashes any length, but a bound keeps the work bounded.
+const MAX_PASSWORD_LEN: usize = 1024;
+
+/// Why a create, join or pair was refused.
+#[derive(Debug)]
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl From<JoinError> for Refusal {
+    fn from(error: JoinError) -> Self {
+        Self {
+            code: error.code(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub(super) async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Reply {
+    let Frame {
+        operation: operation_byte,
+        state,
+        room_name,
+        payload,
+    } = frame;
+    let refuse =
+        |code, message: String| Reply::refused(operation_byte, room_name.clone(), code, message);
+    if state != State::Request {
+        return refuse(
+            ErrorCode::InvalidRequest,
+            format!(
+                "expected a request frame (state 0), got state {}",
+                state as u8
+            ),
+        );
+    }
+    let Some(operation) = Operation::from_byte(operation_byte) else {
+        return refuse(
+            ErrorCode::UnsupportedOperation,
+            format!(
+                "operation {operation_byte} is not supported; use 1 (create), 2 (join), 3 (pair) or 4 (list)"
+            ),
+        );
+    };
+    let user = UserRequest::parse(&payload)
+        .map_err(|error| Refusal::new(ErrorCode::InvalidRequest, error.to_string()));
+    // For the log of a refusal: who asked, as far as the payload says.
+    let username = user
+        .as_ref()
+        .map_or_else(|_| String::new(), |user| user.username.clone());
+    let result = match (operation, user) {
+        (Operation::List, _) => {
+            let request = match ListRequest::parse(&payload) {
+                Ok(request) => request,
+                Err(error) => return refuse(ErrorCode::InvalidRequest, error.to_string()),
+            };
+            let list = lock(&context.engine).list();
+            return Reply::accepted(operation_byte, room_name, room_list::page(list, &request));
+        }
+        (_, Err(refusal)) => Err(refusal),
+        (Operation::Create, Ok(user)) => create(&room_name, user, peer, context).await,
+        (Operation::Join, Ok(user)) => join(&room_name, user, peer, context).await,
+        (Operation::Pair, Ok(user)) => pair(user, context).await,
+    };
+    match result {
+        Ok(membership) => {
+            lock(&context.engine).set_home_ip(&membership.token, peer.ip());
+            tracing::info!(%peer, room = %quoted(&membership.room), user = %quoted(&membership.username), host = membership.host, token = %membership.token, ?operation, "handshake granted");
+            let grant = Grant {
+                token: membership.token.to_hex(),
+                room: Some(membership.room.clone()),
+                username: Some(membership.username),
+                host: Some(membership.host),
+                udp_port: Some(context.udp_port),
+                send_burst: context.send_pace.map(|(burst, _)| burst),
+                send_interval_ms: context.send_pace.map(|(_, interval)| interval),
+            };
+            // Pair rooms get their name from the server; echo it so the client learns it.
+            Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))
+        }
+        Err(refusal) => {
+            tracing::info!(%peer, room = %quoted(&room_name), user = %quoted(&username), code = %refusal.code, ?operation, "handshake refused");
+            refuse(refusal.code, refusal.message)
+        }
+    }
+}
+
+fn check_password(password: &str) -> Result<(), Refusal> {
+    if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
+        return Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            format!("a room password must be 1 to {MAX_PASSWORD_LEN} bytes long"),
+        ));
+    }
+    Ok(())
+}
+
+async fn create(
+    room_name: &str,
+    user: UserRequest,
+    peer: SocketAddr,
+    context: &ControlContext,
+) -> Result<Membership, Refusal> {
+    // Cheap checks first, so that a hopeless request never costs a password hash.
+    lock(&context.engine).check_create(room_name, &user.username)?;
+    // Lock order: the engine, then the quota (never the reverse), so `alive` reads the guard
+    // already held instead of locking the engine under the quota's lock.
+    let place = {
+        let engine = lock(&context.engine);
+        context
+            .room_quota
+            .reserve(peer.ip(), |name, uid| engine.room_uid(name) == Some(uid))
+    }
+    .ok_or_else(|| {
+        Refusal::new(
+            ErrorCode::TooManyRooms,
+            format!(
+                "your address already has {} rooms open; close one before creating another",
+                context.room_quota.per_address()
+            ),
+        )
+    })?;
+    let kind = match user.password {
+        None => RoomKind::Public,
+        Some(password) => {
+            check_password(&password)?;
+            let hashed = context
+                .passwords
+                .turn(Instant::now() + context.request_timeout)
+                .await
+                .map_err(gate_refusal)?
+                .run(move || password::hash(&password))
+                .await
+                .map_err(gate_refusal)?
+                .map_err(|e| Refusal::new(ErrorCode::ServerBusy, e.to_string()))?;
+            RoomKind::Private {
+                password_hash: hashed,
+            }
+        }
+    };
+    let granted = {
+        let mut engine = lock(&context.engine);
+        engine
+            .create(room_name, &user.username, kind, shared::now())
+            .map(|membership| (membership, engine.journal_seq()))
+    };
+    let membership = make_durable(granted?, context).await?;
+    // Read first: a guard in the `if let` itself would be held into `granted`.
+    let uid = lock(&context.engine).room_uid(&membership.room);
+    if let Some(uid) = uid {
+        place.granted(&membership.room, uid);
+    }
+    Ok(membership)
+}
+
+async fn join(
+    room_name: &str,
+    user: UserRequest,
+    peer: SocketAddr,
+    context: &ControlContext,
+) -> Result<Membership, Refusal> {
+    // Cheap checks first (names, room, capacity, name taken), so that a hopeless request
+    // never costs a password check.
+    let private =
+        lock(&context.engine).check_join(room_name, &user.username, std::time::Instant::now())?;
+    let verified_for = match private {
+        None => None,
+        Some((room_id, stored_hash)) => {
+            let room_key = names::room_key(room_name);
+            let gate = &context.passwords;
+            gate.admit(peer.ip(), &room_key, std::time::Instant::now())
+                .map_err(gate_refusal)?;
+            let turn = gate
+                .turn(Instant::now() + context.request_timeout)
+                .await
+                .map_err(gate_refusal)?;
+            // Failures may have piled up while this request waited for its turn.
+            gate.admit(peer.ip(), &room_key, std::time::Instant::now())
+                .map_err(gate_refusal)?;
+            let password = user.password.clone().unwrap_or_default();
+            let matches = turn
+                .run(move || password::verify(&password, &stored_hash))
+                .await
+                .map_err(gate_refusal)?;
+            if !matches {
+                gate.failed(peer.ip(), &room_key, std::time::Instant::now());
+                return Err(JoinError::BadPassword(room_name.to_owned()).into());
+            }
+            Some(room_id)
+        }
+    };
+    let granted = context.outlet.apply(&context.engine, |engine, fx| {
+        engine
+            .join(room_name, &user.username, verified_for, shared::now(), fx)
+            .map(|membership| (membership, engine.journal_seq()))
+    });
+    make_durable(granted?, context).await
+}
+
+/// The refusal for a password that may not be checked now.
+fn gate_refusal(refusal: GateRefusal) -> Refusal {
+    match refusal {
+        GateRefusal::Address => Refusal::new(
+            ErrorCode::TooManyAttempts,
+            "too many wrong passwords from your address; try again in a minute",
+        ),
+        GateRefusal::Room => Refusal::new(
+            ErrorCode::TooManyAttempts,
+            "too many wrong passwords for this room lately; try again in a minute",
+        ),
+        GateRefusal::Busy => Refusal::new(
+            ErrorCode::ServerBusy,
+            "the server is busy checking passwords; try again shortly",
+        ),
+    }
+}
+
+async fn pair(user: UserRequest, context: &ControlContext) -> Result<Membership, Refusal> {
+    let granted = context.outlet.apply(&context.engine, |engine, fx| {
+        engine
+            .pair(&user.username, shared::now(), fx)
+            .map(|membership| (membership, engine.journal_seq()))
+    });
+    make_durable(granted?, context).await
+}
+
+/// Waits until the grant is on disk; if the write fails, the grant is taken back and refused.
+async fn make_durable(
+    (membership, journal_seq): (Membership, u64),
+    context: &ControlContext,
+) -> Result<Membership, Refusal> {
+    match context.writer.durable(journal_seq).await {
+        Ok(()) => Ok(membership),
+        Err(failure) => {
+            context.outlet.apply(&context.engine, |engine, fx| {
+                engine.revoke(&membership.token, std::time::Instant::now(), fx);
+            });
+            context.writer.schedule();
+            Err(Refusal::new(
+                ErrorCode::ServerBusy,
+                format!("the server cannot save its state right now ({failure}); try again later"),
+            ))
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Datagram dispatch: a datagram from an endpoint is checked against its token, decoded into
+//! an action and handed to the rule that takes it. Binding an address is here too: a
+//! version-2 address is bound only once it echoes a challenge sent there, a version-1 one only
+//! from the IP that made the handshake.
+
+use std::time::Instant;
+
+use chat_protocol::limits::{MAX_DATAGRAM, MAX_HISTORY_PAGE};
+use chat_protocol::names;
+use chat_protocol::ucrp::{self, ClientMessage, Datagram, NOTICE_SENDER, ROOM_CLOSED, V2_MARKER};
+use chat_protocol::v2::{ClientV2, LeaveReason, ServerV2, V2ErrorCode};
+
+use super::durable::StateChange;
+use super::effects::Outbox;
+use super::replay::{NO_ROOM_TEXT, ReplaySource, catch_up, members_of, notify, unicast_v2};
+use super::room::{
+    CHALLENGE_LIFETIME, Challenge, MAX_CHALLENGES, Member, MemberId, Room, WireVersion,
+};
+use super::{DropReason, Effects, Endpoint, Engine, HistoryJob, Now};
+use crate::token::Token;
+
+/// Default page size of a `history` request without `limit`.
+pub const DEFAULT_HISTORY_PAGE: usize = 50;
+
+impl Engine {
+    /// Handles one datagram from `src`, queueing what must be done in `fx`.
+    pub fn datagram(
+        &mut self,
+        datagram: &Datagram<'_>,
+        src: Endpoint,
+        clock: Now,
+        fx: &mut Effects,
+    ) -> Result<(), DropReason> {
+        let (room_name, token_hex, message) = (datagram.room, datagram.token, datagram.message);
+        let now = clock.instant;
+        let token = Token::from_hex(token_hex).ok_or(DropReason::UnknownToken)?;
+        let &(room_id, member_id) = self.tokens.get(&token).ok_or(DropReason::UnknownToken)?;
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .ok_or(DropReason::UnknownToken)?;
+        // The name as the member typed it may differ from the stored one in case or form;
+        // the key is computed only then, off the common path.
+        if room.name != room_name && names::room_key(&room.name) != names::room_key(room_name) {
+            return Err(DropReason::WrongRoom);
+        }
+        // The whole datagram, for the budget of what an unproven address may be sent back.
+        let received = 2 + room_name.len() + token_hex.len() + message.len();
+        let message = ClientMessage::decode(message).map_err(|_| DropReason::Malformed)?;
+        let flood = self.flood;
+        match message {
+            ClientMessage::Register => {
+                let member = room
+                    .members
+                    .get_mut(&member_id)
+                    .ok_or(DropReason::UnknownToken)?;
+                // Version 1 cannot answer a challenge: it may bind only from the IP that
+                // made the handshake (or, restored from a state file, the IP it is bound to).
+                let allowed = member.home_ip.or(member.addr.map(|addr| addr.ip()));
+                if member.addr != Some(src)
+                    && allowed.is_some_and(|ip| ip.to_canonical() != src.ip().to_canonical())
+                {
+                    return Err(DropReason::WrongAddress);
+                }
+                if !member.probes.allow(&flood, now) {
+                    return Err(DropReason::RateLimited);
+                }
+                let budget = received.saturating_mul(self.limits.reply_budget);
+                let moved = bind(
+                    room,
+                    member_id,
+                    src,
+                    WireVersion::V1,
+                    now,
+                    &mut fx.datagrams,
+                );
+                welcome_v1(room, member_id, src, budget, &mut fx.datagrams);
+                if let Some(moved) = moved {
+                    self.changed(moved);
+                }
+                return Ok(());
+            }
+            ClientMessage::V2(ClientV2::Register { last_id }) => {
+                let member = room
+                    .members
+                    .get_mut(&member_id)
+                    .ok_or(DropReason::UnknownToken)?;
+                if !member.probes.allow(&flood, now) {
+                    return Err(DropReason::RateLimited);
+                }
+                if member.addr != Some(src) {
+                    // Not bound here yet: all this address gets is a challenge, smaller than
+                    // the register itself, until it echoes it from here.
+                    let nonce = challenge(member, src, last_id, now)?;
+                    unicast_v2(&mut fx.datagrams, src, &ServerV2::Challenge { nonce });
+                    return Ok(());
+                }
+                let moved = bind(
+                    room,
+                    member_id,
+                    src,
+                    WireVersion::V2,
+                    now,
+                    &mut fx.datagrams,
+                );
+                self.welcome_v2(room_id, member_id, last_id, src, now, fx);
+                if let Some(moved) = moved {
+                    self.changed(moved);
+                }
+                return Ok(());
+            }
+            ClientMessage::V2(ClientV2::Echo { nonce }) => {
+                let member = room
+                    .members
+                    .get_mut(&member_id)
+                    .ok_or(DropReason::UnknownToken)?;
+                member
+                    .challenges
+                    .retain(|c| now.saturating_duration_since(c.sent_at) < CHALLENGE_LIFETIME);
+                let Some(position) = member
+                    .challenges
+                    .iter()
+                    .position(|c| c.addr == src && c.nonce == nonce)
+                else {
+                    return Err(DropReason::WrongAddress);
+                };
+                let last_id = member.challenges.get(position).and_then(|c| c.last_id);
+                member.challenges.clear();
+                let moved = bind(
+                    room,
+                    member_id,
+                    src,
+                    WireVersion::V2,
+                    now,
+                    &mut fx.datagrams,
+                );
+                self.welcome_v2(room_id, member_id, last_id, src, now, fx);
+                if let Some(moved) = moved {
+                    self.changed(moved);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let member = room
+            .members
+            .get_mut(&member_id)
+            .ok_or(DropReason::UnknownToken)?;
+        if member.addr != Some(src) {
+            return Err(DropReason::WrongAddress);
+        }
+        member.last_seen = now;
+        match message {
+            ClientMessage::Register
+            | ClientMessage::V2(ClientV2::Register { .. } | ClientV2::Echo { .. }) => Ok(()),
+            ClientMessage::Leave | ClientMessage::V2(ClientV2::Leave) => {
+                self.remove_member(room_id, member_id, LeaveReason::Leave, now, fx);
+                Ok(())
+            }
+            ClientMessage::Chat(text) => {
+                self.accept_chat(room_id, member_id, None, text, clock, fx)
+            }
+            ClientMessage::V2(ClientV2::Msg { seq, text }) => {
+                self.accept_chat(room_id, member_id, Some(seq), &text, clock, fx)
+            }
+            ClientMessage::V2(ClientV2::Ping { .. }) if !member.probes.allow(&flood, now) => {
+                Err(DropReason::RateLimited)
+            }
+            ClientMessage::V2(ClientV2::Ping { last_id }) => {
+                let after = last_id.unwrap_or(room.committed_id);
+                let source = ReplaySource {
+                    history: self.history,
+                    retention: self.limits.retention,
+                };
+                catch_up(room, member_id, after, src, now, &source, fx);
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::Typing) => {
+                if !member.flood.allow(&self.flood, now) {
+                    return Err(DropReason::RateLimited);
+                }
+                let typing = ServerV2::Typing {
+                    name: member.username.clone(),
+                };
+                fx.datagrams
+                    .fanout(&room.v2_recipients, Some(member_id), |buf| {
+                        ucrp::encode_v2(&typing, buf);
+                        Ok(())
+                    });
+                Ok(())
+            }
+            // `who` and `history` cost work (`history` a database read), so they count
+            // against flood control like chat; only keepalives and leave never do.
+            ClientMessage::V2(ClientV2::Who | ClientV2::History { .. })
+                if !member.flood.allow(&self.flood, now) =>
+            {
+                Err(DropReason::RateLimited)
+            }
+            ClientMessage::V2(ClientV2::Who) => {
+                unicast_v2(&mut fx.datagrams, src, &members_of(room));
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::History { before, limit }) => {
+                let limit = limit
+                    .map_or(DEFAULT_HISTORY_PAGE, |limit| limit as usize)
+                    .clamp(1, MAX_HISTORY_PAGE);
+                if self.history {
+                    fx.history.push(HistoryJob::Page {
+                        room_uid: room.uid,
+                        before,
+                        limit,
+                        to: src,
+                    });
+                } else {
+                    unicast_v2(
+                        &mut fx.datagrams,
+                        src,
+                        &ServerV2::History {
+                            messages: Vec::new(),
+                            more: false,
+                        },
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Binds a member's address (first registration, re-registration or a proven move), tells
+/// the room about a first registration and the old address about a move. Returns the change
+/// to save when the binding changed.
+fn bind(
+    room: &mut Room,
+    member_id: MemberId,
+    src: Endpoint,
+    version: WireVersion,
+    now: Instant,
+    out: &mut Outbox,
+) -> Option<StateChange> {
+    let member = room.members.get_mut(&member_id)?;
+    let old = member.addr.filter(|old| *old != src);
+    let old_version = member.version;
+    let first_time = member.addr.is_none();
+    let moved = member.addr != Some(src) || member.version != version;
+    member.addr = Some(src);
+    member.version = version;
+    member.last_seen = now;
+    member.challenges.retain(|c| c.addr != src);
+    let username = member.username.clone();
+    // The state file keeps UDP bindings only; another transport's peers register again.
+    let change = match src.udp() {
+        Some(addr) if moved => Some(StateChange::MemberRegistered {
+            room: room.name.clone(),
+            uid: member.uid,
+            addr,
+            version,
+        }),
+        _ => None,
+    };
+    if moved {
+        room.rebuild_recipients();
+    }
+    if let Some(old) = old {
+        // Whoever is at the old address learns that it no longer receives the room: if it
+        // did not move itself, someone else holds its token.
+        match old_version {
+            WireVersion::V1 => out.unicast(old, |buf| {
+                ucrp::encode_v1_chat(NOTICE_SENDER, MOVED_NOTICE, buf)
+            }),
+            WireVersion::V2 => unicast_v2(out, old, &ServerV2::Moved),
+        }
+    }
+    if first_time {
+        notify(
+            room,
+            Some(member_id),
+            &format!("{username} joined"),
+            &ServerV2::Joined {
+                name: username.clone(),
+            },
+            out,
+        );
+    }
+    change
+}
+
+/// What a version-1 address hears when its member registered from another address.
+const MOVED_NOTICE: &str =
+    "your name is now used from another address; this one no longer receives the room";
+
+/// Answers a version-1 registration with the notice that confirms it, within `budget` bytes
+/// (the reference protocol has no acknowledgement, and a version-1 address never proves it
+/// receives): as many names as fit, then how many more there are.
+fn welcome_v1(room: &Room, member_id: MemberId, to: Endpoint, budget: usize, out: &mut Outbox) {
+    let Some(member) = room.members.get(&member_id) else {
+        return;
+    };
+    let names = room.usernames();
+    let mut text = format!("welcome to {}, {}; here now: ", room.name, member.username);
+    // The frame adds a length byte and the sender `*`.
+    let limit = budget.min(MAX_DATAGRAM).saturating_sub(2);
+    let all = names.join(", ");
+    if text.len() + all.len() <= limit {
+        text.push_str(&all);
+    } else {
+        let reserve = format!(" and {} more", names.len()).len();
+        let mut listed = 0;
+        for name in &names {
+            let separator = if listed == 0 { 0 } else { 2 };
+            if text.len() + separator + name.len() + reserve > limit {
+                break;
+            }
+            if listed > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(name);
+            listed += 1;
+        }
+        if listed == 0 {
+            text.push_str(&format!("{} members", names.len()));
+        } else {
+            text.push_str(&format!(" and {} more", names.len() - listed));
+        }
+    }
+    out.unicast(to, |buf| ucrp::encode_v1_chat(NOTICE_SENDER, &text, buf));
+}
+
+/// Sends (or sends again) a challenge to `src` for this member and returns its nonce. A
+/// retransmitted register gets the same nonce, so an echo of either attempt works.
+fn challenge(
+    member: &mut Member,
+    src: Endpoint,
+    last_id: Option<u64>,
+    now: Instant,
+) -> Result<String, DropReason> {
+    member
+        .challenges
+        .retain(|c| now.saturating_duration_since(c.sent_at) < CHALLENGE_LIFETIME);
+    if let Some(pending) = member.challenges.iter_mut().find(|c| c.addr == src) {
+        pending.last_id = last_id;
+        return Ok(pending.nonce.clone());
+    }
+    // 128 random bits from the OS CSPRNG, as tokens are. Without randomness there is no
+    // challenge to send, and the register is dropped like any unanswerable datagram.
+    let nonce = Token::generate()
+        .map_err(|_| DropReason::Malformed)?
+        .to_hex()[..32]
+        .to_owned();
+    if member.challenges.len() >= MAX_CHALLENGES {
+        member.challenges.pop_front();
+    }
+    member.challenges.push_back(Challenge {
+        addr: src,
+        nonce: nonce.clone(),
+        last_id,
+        sent_at: now,
+    });
+    Ok(nonce)
+}
+
+/// Tells the sender of a datagram whose token the server does not know that its room is gone,
+/// in the version the datagram speaks: a version-2 `error` with code `no_room`, or the bare
+/// `__ROOM_CLOSED__` of version 1 (the only word version 1 has for it). The answer is never
+/// larger than the datagram, so a forged source address gains an attacker nothing; a
+/// datagram too short for it gets none. `true` when an answer was queued.
+pub fn answer_no_room(bytes: &[u8], src: Endpoint, out: &mut Outbox) -> bool {
+    let Ok(datagram) = Datagram::decode(bytes) else {
+        return false;
+    };
+    let mut reply = Vec::new();
+    if datagram.message.first() == Some(&V2_MARKER) {
+        ucrp::encode_v2(
+            &ServerV2::Error {
+                code: V2ErrorCode::NoRoom,
+                seq: None,
+                message: NO_ROOM_TEXT.to_owned(),
+            },
+            &mut reply,
+        );
+    } else {
+        reply.extend_from_slice(ROOM_CLOSED);
+    }
+    if reply.len() > bytes.len() {
+        return false;
+    }
+    out.unicast(src, |buf| {
+        buf.extend_from_slice(&reply);
+        Ok(())
+    });
+    true
+}

@@ -1,0 +1,46 @@
+//! Where the engine's datagrams come from and go to.
+//!
+//! The rules never look inside an endpoint beyond its IP (for the per-address checks), so a
+//! second transport is a new variant here and a new I/O loop, not a change to the rules.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// A member's address on one of the server's transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A UDP address, reached through the data-plane socket.
+    Udp(SocketAddr),
+}
+
+impl Endpoint {
+    /// The peer's IP, canonical (an IPv4-mapped IPv6 address is the IPv4 one), for checks
+    /// that compare addresses across transports and handshakes.
+    pub fn ip(&self) -> IpAddr {
+        match self {
+            Self::Udp(addr) => addr.ip().to_canonical(),
+        }
+    }
+
+    /// The UDP address, for the state file (which records UDP bindings only: another
+    /// transport's peers reconnect rather than resume).
+    pub fn udp(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Udp(addr) => Some(*addr),
+        }
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Udp(addr)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Udp(addr) => write!(f, "udp:{addr}"),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Notices and replay: what a member hears besides chat. The welcome after a proven
+//! registration (member list, catch-up, `pong`), replays from the in-memory cache or, beyond
+//! it, from the history store, server notices to a whole room, and the cache's share of the
+//! memory budget.
+
+use std::time::Instant;
+
+use chat_protocol::limits::MAX_DATAGRAM;
+use chat_protocol::ucrp::{self, NOTICE_SENDER};
+use chat_protocol::v2::ServerV2;
+
+use super::effects::Outbox;
+use super::room::{MemberId, REPLAY_BUDGET, Room, RoomId};
+use super::{Effects, Endpoint, Engine, HistoryJob};
+
+/// Most stored messages replayed in answer to one register or ping; the client asks again.
+pub const MAX_REPLAY: u64 = 256;
+
+impl Engine {
+    /// Confirms a version-2 registration at a proven address: the member list, then what
+    /// came after `last_id` (or the latest `--join-history` messages), then `pong`.
+    pub(super) fn welcome_v2(
+        &mut self,
+        room_id: RoomId,
+        member_id: MemberId,
+        last_id: Option<u64>,
+        to: Endpoint,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        unicast_v2(&mut fx.datagrams, to, &members_of(room));
+        let after =
+            last_id.unwrap_or_else(|| room.committed_id.saturating_sub(self.limits.join_history));
+        let source = ReplaySource {
+            history: self.history,
+            retention: self.limits.retention,
+        };
+        catch_up(room, member_id, after, to, now, &source, fx);
+    }
+
+    /// Evicts the oldest cached messages across rooms while the caches exceed their share of
+    /// the memory budget; replays of those come from the database instead.
+    pub(super) fn evict_cached(&mut self) {
+        while let Some((room_id, id)) = self.memory.next_to_evict() {
+            let Some(room) = self.rooms.get_mut(&room_id) else {
+                continue;
+            };
+            if room.recent.front().is_some_and(|oldest| oldest.id == id)
+                && let Some(evicted) = room.recent.pop_front()
+            {
+                self.memory.uncached(evicted.v2_frame.len());
+            }
+        }
+        let live: usize = self.rooms.values().map(|room| room.recent.len()).sum();
+        let rooms = &self.rooms;
+        self.memory.compact_cache_order(live, |room_id, id| {
+            rooms.get(&room_id).is_some_and(|room| {
+                room.recent.front().is_some_and(|oldest| oldest.id <= id)
+                    && room.recent.back().is_some_and(|newest| newest.id >= id)
+            })
+        });
+    }
+}
+
+/// Where replayed messages come from, and how far back they may reach.
+pub(super) struct ReplaySource {
+    /// Whether a history store serves messages older than the in-memory cache.
+    pub(super) history: bool,
+    /// Messages kept per room: nothing older is replayed.
+    pub(super) retention: u64,
+}
+
+/// Brings a version-2 member up to date after a register or ping: the stored messages after
+/// `after`, then a `pong` with the newest stored id.
+pub(super) fn catch_up(
+    room: &mut Room,
+    member_id: MemberId,
+    after: u64,
+    to: Endpoint,
+    now: Instant,
+    source: &ReplaySource,
+    fx: &mut Effects,
+) {
+    replay(room, member_id, after, to, now, source, fx);
+    unicast_v2(
+        &mut fx.datagrams,
+        to,
+        &ServerV2::Pong {
+            id: room.committed_id,
+        },
+    );
+}
+
+/// Queues stored messages after `after` for one member: from the in-memory cache when it
+/// reaches back that far, otherwise as a job for the history store. At most
+/// [`MAX_REPLAY`] at a time, and no more than the member's replay budget allows; the client
+/// asks again with its new `last_id`.
+fn replay(
+    room: &mut Room,
+    member_id: MemberId,
+    after: u64,
+    to: Endpoint,
+    now: Instant,
+    source: &ReplaySource,
+    fx: &mut Effects,
+) {
+    // What retention has deleted is not replayed from memory either, nor an earlier pair
+    // conversation.
+    let after = after
+        .max(room.committed_id.saturating_sub(source.retention))
+        .max(room.forgotten_upto);
+    if after >= room.committed_id {
+        return;
+    }
+    let wanted = (room.committed_id - after).min(MAX_REPLAY);
+    let Some(member) = room.members.get_mut(&member_id) else {
+        return;
+    };
+    let allowed = member.replay_budget.take_up_to(wanted, &REPLAY_BUDGET, now);
+    if allowed == 0 {
+        return;
+    }
+    let upto = after + allowed;
+    let room = &*room;
+    let cached_from = room.recent.front().map_or(u64::MAX, |first| first.id);
+    if cached_from <= after + 1 {
+        for cached in room.recent.iter().filter(|m| m.id > after && m.id <= upto) {
+            fx.datagrams.unicast(to, |buf| {
+                buf.extend_from_slice(&cached.v2_frame);
+                Ok(())
+            });
+        }
+    } else if source.history {
+        fx.history.push(HistoryJob::Replay {
+            room_uid: room.uid,
+            after,
+            upto,
+            to,
+        });
+    }
+}
+
+/// The member list as one datagram: as many names as fit in [`MAX_DATAGRAM`], and how many
+/// more there are.
+pub(super) fn members_of(room: &Room) -> ServerV2 {
+    let mut names = room.usernames();
+    let host = room.host_name().to_owned();
+    let total = names.len();
+    // The frame without names, with the longest possible count.
+    let bare = ServerV2::Members {
+        names: Vec::new(),
+        host: host.clone(),
+        more: u64::MAX,
+    };
+    let mut used = 1 + serde_json::to_vec(&bare).map_or(MAX_DATAGRAM, |json| json.len());
+    let mut fits = 0;
+    for name in &names {
+        // The quoted name and a comma.
+        let cost = serde_json::to_vec(name).map_or(MAX_DATAGRAM, |json| json.len()) + 1;
+        if used + cost > MAX_DATAGRAM {
+            break;
+        }
+        used += cost;
+        fits += 1;
+    }
+    names.truncate(fits);
+    ServerV2::Members {
+        names,
+        host,
+        more: (total - fits) as u64,
+    }
+}
+
+pub(super) fn unicast_v2(out: &mut Outbox, to: Endpoint, message: &ServerV2) {
+    out.unicast(to, |buf| {
+        ucrp::encode_v2(message, buf);
+        Ok(())
+    });
+}
+
+/// What a datagram for a room the server does not have is answered with.
+pub const NO_ROOM_TEXT: &str = "this room no longer exists";
+
+/// Sends a server notice to the room: `* text` to version-1 members, `v2` to version-2 ones.
+pub(super) fn notify(
+    room: &Room,
+    skip: Option<MemberId>,
+    text: &str,
+    v2: &ServerV2,
+    out: &mut Outbox,
+) {
+    out.fanout(&room.v1_recipients, skip, |buf| {
+        ucrp::encode_v1_chat(NOTICE_SENDER, text, buf)
+    });
+    out.fanout(&room.v2_recipients, skip, |buf| {
+        ucrp::encode_v2(v2, buf);
+        Ok(())
+    });
+}

@@ -1,0 +1,199 @@
+//! The one way out for datagrams, and for the engine's other effects.
+//!
+//! Every datagram the server sends (relays, acks and relays released by a history commit,
+//! challenges, welcomes, replays, history pages, notices from a tick or a handshake) leaves
+//! through a [`BatchSender`], which hands them to the kernel with `sendmmsg`. An [`Outlet`]
+//! carries out what the engine decided: history jobs to the history thread while the engine
+//! is still locked, datagrams after.
+
+use std::io::IoSlice;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+
+use crate::engine::{Effects, Endpoint, Engine, HistoryJob, Outbox};
+use crate::shared::{SharedEngine, lock};
+use crate::stats::RelayStats;
+
+/// Carries out the engine's effects for one I/O loop: history jobs go to the history thread,
+/// datagrams to the data-plane socket through a [`BatchSender`].
+#[derive(Debug, Clone)]
+pub struct Outlet {
+    socket: Arc<UdpSocket>,
+    jobs: Sender<HistoryJob>,
+    stats: Arc<RelayStats>,
+}
+
+impl Outlet {
+    /// An outlet sending from `socket` (the data-plane socket or a clone of it, so members
+    /// see one server address) and handing jobs to `jobs`.
+    pub fn new(socket: UdpSocket, jobs: Sender<HistoryJob>, stats: Arc<RelayStats>) -> Self {
+        Self {
+            socket: Arc::new(socket),
+            jobs,
+            stats,
+        }
+    }
+
+    /// Hands the history jobs over. Called with the engine still locked: store jobs carry ids
+    /// in the order the engine handed them out, and two loops that each let go of the lock
+    /// first could swap them on the way to the history thread.
+    pub fn hand_over_jobs(&self, fx: &mut Effects) {
+        for job in fx.history.drain(..) {
+            // Fails only once the history thread has stopped, at the very end of shutdown.
+            let _ = self.jobs.send(job);
+        }
+    }
+
+    /// Sends the queued datagrams and empties `fx`. Called after the engine's lock is
+    /// released.
+    pub fn send(&self, sender: &mut BatchSender, fx: &mut Effects) {
+        sender.send_all(&self.socket, &fx.datagrams, &self.stats);
+        fx.clear();
+    }
+
+    /// Feeds the engine one input under its lock and carries out the effects: jobs before
+    /// the lock is released, datagrams after.
+    pub fn apply<R>(
+        &self,
+        engine: &SharedEngine,
+        input: impl FnOnce(&mut Engine, &mut Effects) -> R,
+    ) -> R {
+        let mut fx = Effects::default();
+        let result = {
+            let mut engine = lock(engine);
+            let result = input(&mut engine, &mut fx);
+            self.hand_over_jobs(&mut fx);
+            result
+        };
+        if !fx.datagrams.is_empty() {
+            self.send(&mut BatchSender::default(), &mut fx);
+        }
+        result
+    }
+}
+
+/// Most datagrams handed to the kernel in one `sendmmsg` call.
+const SEND_BATCH: usize = 64;
+
+/// Sends queued datagrams with as few system calls as possible: one `sendmmsg` per
+/// [`SEND_BATCH`] datagrams instead of one `sendto` each, which is most of what a fan-out costs
+/// beyond the kernel's own work (measured in docs/performance.md).
+pub struct BatchSender {
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl Default for BatchSender {
+    fn default() -> Self {
+        Self {
+            headers: MultiHeaders::preallocate(SEND_BATCH, None),
+        }
+    }
+}
+
+impl std::fmt::Debug for BatchSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchSender")
+    }
+}
+
+impl BatchSender {
+    /// Sends every queued datagram. A failed send concerns one recipient (gone, unreachable)
+    /// and never stops the others.
+    pub fn send_all(&mut self, socket: &UdpSocket, out: &Outbox, stats: &RelayStats) {
+        let mut datagrams = out.datagrams().peekable();
+        while datagrams.peek().is_some() {
+            let mut slices = [[IoSlice::new(&[])]; SEND_BATCH];
+            let mut addrs: [Option<SockaddrStorage>; SEND_BATCH] = [None; SEND_BATCH];
+            let mut count = 0;
+            // The batch's slots first: `zip` takes from its first iterator before asking the
+            // second, so with the datagrams first the one after a full batch was taken and lost.
+            for ((slice, slot), (frame, addr)) in slices
+                .iter_mut()
+                .zip(addrs.iter_mut())
+                .zip(datagrams.by_ref())
+            {
+                *slice = [IoSlice::new(frame)];
+                *slot = match addr {
+                    Endpoint::Udp(addr) => Some(SockaddrStorage::from(addr)),
+                };
+                count += 1;
+            }
+            self.send_batch(socket, &slices[..count], &addrs[..count], stats);
+        }
+    }
+
+    fn send_batch(
+        &mut self,
+        socket: &UdpSocket,
+        slices: &[[IoSlice<'_>; 1]],
+        addrs: &[Option<SockaddrStorage>],
+        stats: &RelayStats,
+    ) {
+        let mut start = 0;
+        while start < slices.len() {
+            let sent = sendmmsg(
+                socket.as_raw_fd(),
+                &mut self.headers,
+                &slices[start..],
+                &addrs[start..],
+                [] as [ControlMessage<'_>; 0],
+                MsgFlags::empty(),
+            )
+            .map(Iterator::count);
+            match sent {
+                Ok(sent) if sent > 0 => {
+                    stats.sent.fetch_add(sent as u64, Ordering::Relaxed);
+                    start += sent;
+                }
+                // The datagram at `start` failed (the kernel reports the first failure of a
+                // batch); skip it and carry on with the rest.
+                Ok(_) | Err(_) => {
+                    tracing::debug!(to = ?addrs[start], error = ?sent.err(), "UDP send failed");
+                    start += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More datagrams than one `sendmmsg` batch: every one arrives.
+    #[test]
+    fn batches_beyond_the_first_lose_nothing() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let receivers: Vec<UdpSocket> = (0..3 * SEND_BATCH + 5)
+            .map(|_| {
+                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket
+                    .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                socket
+            })
+            .collect();
+        let mut out = Outbox::default();
+        for (index, receiver) in receivers.iter().enumerate() {
+            out.unicast(Endpoint::Udp(receiver.local_addr().unwrap()), |buf| {
+                buf.extend_from_slice(format!("datagram {index}").as_bytes());
+                Ok(())
+            });
+        }
+        let stats = RelayStats::default();
+        BatchSender::default().send_all(&sender, &out, &stats);
+        assert_eq!(stats.sent.load(Ordering::Relaxed), receivers.len() as u64);
+        for (index, receiver) in receivers.iter().enumerate() {
+            let mut buf = [0; 64];
+            let length = receiver
+                .recv(&mut buf)
+                .unwrap_or_else(|error| panic!("datagram {index} did not arrive: {error}"));
+            assert_eq!(&buf[..length], format!("datagram {index}").as_bytes());
+        }
+    }
+}
