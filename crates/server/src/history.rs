@@ -5,6 +5,7 @@
 //! state file, not by name, so a closed room's name can be reused without inheriting history.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chat_protocol::v2::ChatMessage;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -98,6 +99,34 @@ impl HistoryStore {
             .query_row("SELECT count(*) FROM messages LIMIT 1", [], |_| Ok(()))
             .map_err(open_error)?;
         Ok(Self { connection })
+    }
+
+    /// Leaves checkpoints (copying the write-ahead log into the database, with an `fsync`
+    /// or two) to [`checkpoint`](Self::checkpoint) on another connection, so that commits,
+    /// and the acks behind them, do not wait for them. Should that connection fall behind,
+    /// the commit that takes the log past `backstop` pages checkpoints itself, as SQLite
+    /// does by default at 1,000. A commit that finds the other connection restarting the log
+    /// waits for it, at most `wait`.
+    pub fn checkpoint_elsewhere(&self, backstop: u32, wait: Duration) -> Result<(), HistoryError> {
+        self.connection.busy_timeout(wait)?;
+        self.connection
+            .execute_batch(&format!("PRAGMA wal_autocheckpoint = {backstop};"))?;
+        Ok(())
+    }
+
+    /// Copies what it can of the write-ahead log into the database without holding up the
+    /// writer, and returns how many frames the log holds. With `restart`, it waits (at most
+    /// `wait`) for a gap between commits, copies the rest while the writer waits, and lets the
+    /// next commit start the log over: what bounds the log when commits never pause.
+    pub fn checkpoint(&self, restart: bool, wait: Duration) -> Result<u64, HistoryError> {
+        self.connection.busy_timeout(wait)?;
+        let mode = if restart { "RESTART" } else { "PASSIVE" };
+        let frames: i64 =
+            self.connection
+                .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+                    row.get(1)
+                })?;
+        Ok(u64::try_from(frames).unwrap_or(0))
     }
 
     /// Stores a batch in one transaction and trims each touched room to `keep` messages.

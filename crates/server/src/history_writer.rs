@@ -6,7 +6,10 @@
 //! through the same [`BatchSender`] path as the relay. This is
 //! classic group commit: an idle thread commits the first message at once (a quiet room pays
 //! one commit of latency), and what arrives while a commit is in flight waits for the next one,
-//! so a busy room's batches grow with its rate and no time window is ever slept out.
+//! so a busy room's batches grow with its rate and no time window is ever slept out for a
+//! message somebody waits on. Version-1 chat among version-1 members was relayed before it
+//! reached this thread and nobody waits for its commit, so a batch of only such messages waits
+//! up to [`UNAWAITED_GATHER`] for company: one commit for many instead of one each.
 //! Replays that reach back beyond the in-memory cache, and `history` pages, are read here too,
 //! so the relay loop never waits for the disk.
 
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chat_protocol::limits::MAX_DATAGRAM;
 use chat_protocol::ucrp;
@@ -30,6 +33,18 @@ use crate::stats::RelayStats;
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 1024;
+/// How often the write-ahead log is copied into the database, off the commit path.
+const CHECKPOINT_PERIOD: Duration = Duration::from_millis(50);
+/// Frames (pages) of write-ahead log beyond which the checkpoint restarts it (SQLite's own
+/// automatic checkpoint comes at 1,000).
+const CHECKPOINT_RESTART_FRAMES: u64 = 1000;
+/// Frames beyond which a commit checkpoints itself, should the checkpoint thread fall behind
+/// (16 MiB of log).
+const CHECKPOINT_BACKSTOP_FRAMES: u32 = 4096;
+/// Longest a commit waits for a checkpoint's restart, and a restart for a gap between commits.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(2);
+/// Longest a batch that nobody waits on gathers before it is committed.
+const UNAWAITED_GATHER: Duration = Duration::from_millis(20);
 /// Longest wait between retries of a failed commit (disk full, I/O error).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
@@ -37,8 +52,13 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// through the same batching path as the relay, and counts what it sends in `stats`. Once
 /// `stopping` is set, a failing commit is no longer retried, so that a full disk cannot hold
 /// up shutdown; the thread's result is how many accepted messages it could not store.
+///
+/// `checkpoints`, a second connection to the same database, copies the write-ahead log into
+/// it on a thread of its own, so that commits (and the acks behind them) never wait for that
+/// `fsync`, except for the short restart that keeps the log bounded under constant load.
 pub fn spawn(
     store: HistoryStore,
+    checkpoints: HistoryStore,
     retention: u64,
     engine: SharedEngine,
     socket: UdpSocket,
@@ -46,6 +66,20 @@ pub fn spawn(
     stats: Arc<RelayStats>,
 ) -> std::io::Result<(Sender<HistoryJob>, JoinHandle<u64>)> {
     let (jobs, queue) = mpsc::channel();
+    let checkpointer = match store.checkpoint_elsewhere(CHECKPOINT_BACKSTOP_FRAMES, CHECKPOINT_WAIT)
+    {
+        Ok(()) => {
+            let (stop, stopped) = mpsc::channel::<()>();
+            let thread = thread::Builder::new()
+                .name("checkpoint".into())
+                .spawn(move || checkpoint_until_stopped(&checkpoints, &stopped))?;
+            Some((stop, thread))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "history: checkpoints stay on the commit path");
+            None
+        }
+    };
     let thread = thread::Builder::new()
         .name("history".into())
         .spawn(move || {
@@ -55,9 +89,35 @@ pub fn spawn(
                 stats: &stats,
                 fx: Effects::default(),
             };
-            run(store, retention, &engine, link, &queue, &stopping)
+            let not_stored = run(store, retention, &engine, link, &queue, &stopping);
+            if let Some((stop, thread)) = checkpointer {
+                drop(stop);
+                let _ = thread.join();
+            }
+            not_stored
         })?;
     Ok((jobs, thread))
+}
+
+/// Checkpoints every [`CHECKPOINT_PERIOD`], restarting the log once it is long, until the
+/// history thread drops `stop`. A failure (a full disk, a long backup holding a snapshot) is
+/// tried again next period; the log keeps every commit meanwhile.
+fn checkpoint_until_stopped(store: &HistoryStore, stop: &Receiver<()>) {
+    let mut restart = false;
+    loop {
+        let stopped = matches!(
+            stop.recv_timeout(CHECKPOINT_PERIOD),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        if stopped {
+            // Closing the last connection checkpoints what is left.
+            return;
+        }
+        match store.checkpoint(restart, CHECKPOINT_WAIT) {
+            Ok(frames) => restart = frames > CHECKPOINT_RESTART_FRAMES,
+            Err(error) => tracing::debug!(%error, "history checkpoint failed; the log keeps it"),
+        }
+    }
 }
 
 /// Where the history thread's datagrams go out: the relay's batching path, on a clone of its
@@ -93,10 +153,15 @@ fn run(
         let mut batch = Vec::new();
         let mut reads = Vec::new();
         let mut stopping = false;
+        let mut awaited = false;
+        let mut gather_until = None;
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                HistoryJob::Store(pending) => batch.push(pending),
+                HistoryJob::Store(pending) => {
+                    awaited |= pending.awaited;
+                    batch.push(pending);
+                }
                 HistoryJob::Stop => stopping = true,
                 other => reads.push(other),
             }
@@ -104,6 +169,12 @@ fn run(
                 break;
             }
             next = own.pop_front().or_else(|| queue.try_recv().ok());
+            if next.is_none() && !awaited && reads.is_empty() {
+                // Only unawaited chat so far: wait a little for more to share its commit.
+                let until = *gather_until.get_or_insert_with(|| Instant::now() + UNAWAITED_GATHER);
+                let left = until.saturating_duration_since(Instant::now());
+                next = queue.recv_timeout(left).ok();
+            }
         }
         if !batch.is_empty() {
             if commit(&mut store, &batch, retention, shutting_down) {

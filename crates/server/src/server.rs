@@ -142,8 +142,10 @@ impl Server {
         let engine = Arc::new(Mutex::new(engine));
         let history_stopping = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(RelayStats::default());
+        let checkpoints = HistoryStore::open(&config.history)?;
         let (history_jobs, history_thread) = history_writer::spawn(
             history,
+            checkpoints,
             config.history_limit,
             Arc::clone(&engine),
             history_socket,

@@ -191,6 +191,7 @@ impl Engine {
         if let Some(seq) = seq {
             member.seqs.accept(seq);
         }
+        let awaited = seq.is_some() || room.v2_recipients.iter().any(|r| r.member != member_id);
         let mut pendings = Vec::with_capacity(events.len());
         for (message, v2_frame) in events {
             room.last_id = message.id;
@@ -198,6 +199,7 @@ impl Engine {
                 room_id,
                 sender: member_id,
                 v1_relayed: seq.is_none(),
+                awaited,
                 v2_frame: v2_frame.into(),
                 stored: StoredMessage {
                     room_uid: room.uid,

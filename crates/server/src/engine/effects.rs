@@ -60,6 +60,10 @@ pub struct PendingMessage {
     pub sender: MemberId,
     /// Whether version-1 members already got it (version-1 chat is relayed at once).
     pub v1_relayed: bool,
+    /// Whether anyone waits for the commit: the sender's ack, or the relay to version-2
+    /// members (and to version-1 ones when a version-2 member sent it). Version-1 chat among
+    /// version-1 members only was relayed already, so its commit may wait to share a batch.
+    pub awaited: bool,
     /// The version-2 `msg` event, encoded once.
     pub v2_frame: Arc<[u8]>,
     /// What goes in the database.
