@@ -5,8 +5,9 @@
 //! one [`BatchSender`], and nothing here touches the disk or logs above debug level per
 //! datagram.
 
-use std::io;
-use std::net::UdpSocket;
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use chat_protocol::limits::MAX_DATAGRAM;
 use chat_protocol::ucrp::Datagram;
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
 use crate::engine::dispatch::answer_no_room;
 use crate::engine::{DropReason, Effects, Endpoint};
@@ -25,6 +28,9 @@ use crate::writer::StateWriter;
 
 /// How often the relay thread looks up from a quiet socket to see whether it should stop.
 pub const STOP_POLL: Duration = Duration::from_millis(200);
+/// Most datagrams taken from the socket in one `recvmmsg`. A quiet socket yields one at a
+/// time; under load one call (and one `sendmmsg` for everything they cause) serves many.
+const RECV_BATCH: usize = 32;
 
 /// Starts the relay thread on `socket`, which must be blocking with a read timeout of about
 /// [`STOP_POLL`]. It relays until `stop` is set.
@@ -65,41 +71,81 @@ fn serve(socket: &UdpSocket, relay: &Relay, stop: &AtomicBool) {
     let mut no_room_budget = TokenBucket::new(&no_room, Instant::now());
     // One byte more than the limit, so an oversized datagram shows as oversized rather than
     // silently truncated to a valid-looking one.
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut buffers = vec![[0u8; MAX_DATAGRAM + 1]; RECV_BATCH];
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
+    let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(RECV_BATCH);
     let mut fx = Effects::default();
     let mut sender = BatchSender::default();
     while !stop.load(Ordering::Relaxed) {
-        let (len, src) = match socket.recv_from(&mut buf) {
-            Ok(received) => received,
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
+        match receive_batch(socket, &mut buffers, &mut headers, &mut received) {
+            Ok(()) => {}
+            Err(Errno::EAGAIN | Errno::EINTR) => continue,
             Err(error) => {
                 // ICMP errors from earlier sends surface here on some systems; not fatal.
                 tracing::debug!(%error, "UDP receive error");
                 continue;
             }
-        };
-        stats.received.fetch_add(1, Ordering::Relaxed);
-        let src = Endpoint::Udp(src);
-        if let Err(reason) = decide(&buf[..len], src, engine, outlet, writer, &mut fx) {
-            stats.count_drop(reason);
-            tracing::debug!(%src, ?reason, token = %token_prefix(&buf[..len]), "datagram dropped");
-            if reason == DropReason::UnknownToken
-                && no_room.burst > 0
-                && no_room_budget.allow(&no_room, Instant::now())
-                && answer_no_room(&buf[..len], src, &mut fx.datagrams)
-            {
-                stats.no_room_replies.fetch_add(1, Ordering::Relaxed);
+        }
+        for (&(len, src), buf) in received.iter().zip(&buffers) {
+            stats.received.fetch_add(1, Ordering::Relaxed);
+            let Some(src) = src else { continue };
+            let bytes = &buf[..len.min(buf.len())];
+            let src = Endpoint::Udp(src);
+            if let Err(reason) = decide(bytes, src, engine, outlet, writer, &mut fx) {
+                stats.count_drop(reason);
+                tracing::debug!(%src, ?reason, token = %token_prefix(bytes), "datagram dropped");
+                if reason == DropReason::UnknownToken
+                    && no_room.burst > 0
+                    && no_room_budget.allow(&no_room, Instant::now())
+                    && answer_no_room(bytes, src, &mut fx.datagrams)
+                {
+                    stats.no_room_replies.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
+        // Everything the batch caused, in as few `sendmmsg` calls as it takes.
         outlet.send(&mut sender, &mut fx);
     }
+}
+
+/// Waits for at least one datagram (up to the socket's read timeout), then takes whatever
+/// else is already queued, up to one buffer each; `received` says each one's length and
+/// sender.
+fn receive_batch(
+    socket: &UdpSocket,
+    buffers: &mut [[u8; MAX_DATAGRAM + 1]],
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    received: &mut Vec<(usize, Option<SocketAddr>)>,
+) -> Result<(), Errno> {
+    received.clear();
+    let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers
+        .iter_mut()
+        .map(|buffer| [IoSliceMut::new(buffer)])
+        .collect();
+    let results = recvmmsg(
+        socket.as_raw_fd(),
+        headers,
+        slices.iter_mut(),
+        MsgFlags::MSG_WAITFORONE,
+        None,
+    )?;
+    received.extend(results.map(|message| {
+        (
+            message.bytes,
+            message.address.as_ref().and_then(socket_addr),
+        )
+    }));
+    Ok(())
+}
+
+/// The standard library's form of an address the kernel filled in.
+fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+    }
+    address
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }
 
 /// Parses a datagram and lets the engine decide; hands its history jobs over before the lock
