@@ -4,11 +4,11 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use crate::EVENT_TIMEOUT;
-use crate::process::{binary, merged_output, wait_with_timeout};
+use crate::process::{binary, merged_output, wait_for_line, wait_with_timeout};
 use crate::server::ServerProcess;
 
 /// A running `chat-client` process with piped stdin and stdout, killed when dropped.
@@ -86,24 +86,7 @@ impl ClientProcess {
 
     /// Waits for a stdout line satisfying `wanted`; panics with everything seen on timeout.
     pub fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(remaining) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if wanted(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "timed out waiting for {what}; chat-client printed:\n{}",
-                        self.seen.join("\n")
-                    )
-                }
-            }
-        }
+        wait_for_line(&self.lines, &mut self.seen, "chat-client", what, wanted)
     }
 
     /// Waits for exactly this stdout line.

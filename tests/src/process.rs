@@ -91,3 +91,31 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
         value.trim().strip_suffix("kB")?.trim().parse().ok()
     })
 }
+
+/// Waits up to [`EVENT_TIMEOUT`](crate::EVENT_TIMEOUT) for a line from `lines` satisfying
+/// `wanted`, keeping every line in `seen`; panics naming `what` and `program`, with everything
+/// seen, on timeout.
+pub fn wait_for_line(
+    lines: &Receiver<String>,
+    seen: &mut Vec<String>,
+    program: &str,
+    what: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + crate::EVENT_TIMEOUT;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(remaining) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if wanted(&line) {
+                    return line;
+                }
+            }
+            Err(_) => panic!(
+                "timed out waiting for {what}; {program} printed:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}

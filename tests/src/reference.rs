@@ -6,10 +6,9 @@ use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
-use std::time::Instant;
 
 use crate::EVENT_TIMEOUT;
-use crate::process::{merged_output, wait_with_timeout};
+use crate::process::{merged_output, wait_for_line, wait_with_timeout};
 
 /// Where the reference Python implementation lives: `../shared/reference/online-chat-messenger`
 /// from the repository root. `None` (and a note on stderr) when it or `python3` is missing,
@@ -111,22 +110,13 @@ impl PythonProcess {
 
     /// Waits for a printed line satisfying `wanted`; panics with everything seen on timeout.
     pub fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(remaining) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if wanted(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "timed out waiting for {what}; the reference program printed:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
+        wait_for_line(
+            &self.lines,
+            &mut self.seen,
+            "the reference program",
+            what,
+            wanted,
+        )
     }
 
     /// Waits for the process to exit on its own.
