@@ -44,18 +44,27 @@ pub async fn chat(
     request: &Request,
     membership: &Membership,
 ) -> Result<(), ClientError> {
-    let session = Session::open(
-        udp_server(cli, membership),
-        room_name(request, membership),
-        membership.grant.token.clone(),
-    )
-    .await?;
+    let session = open(cli, request, membership).await?;
     let outcome = converse(&session, membership).await;
     if outcome.is_err() {
         // Best effort: the error is what the user needs to see.
         let _ = session.leave().await;
     }
     outcome
+}
+
+/// The version-1 session for the membership `membership` granted.
+async fn open(
+    cli: &Cli,
+    request: &Request,
+    membership: &Membership,
+) -> Result<Session, ClientError> {
+    Session::open(
+        udp_server(cli, membership),
+        room_name(request, membership),
+        membership.grant.token.clone(),
+    )
+    .await
 }
 
 /// Leaves the membership `membership` granted without chatting in it, e.g. when it cannot be
@@ -65,12 +74,7 @@ pub async fn abandon(
     request: &Request,
     membership: &Membership,
 ) -> Result<(), ClientError> {
-    let session = Session::open(
-        udp_server(cli, membership),
-        room_name(request, membership),
-        membership.grant.token.clone(),
-    )
-    .await?;
+    let session = open(cli, request, membership).await?;
     session.register_blind().await?;
     session.leave().await
 }

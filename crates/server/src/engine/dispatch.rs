@@ -14,7 +14,7 @@ use super::durable::StateChange;
 use super::effects::Outbox;
 use super::replay::{NO_ROOM_TEXT, ReplaySource, catch_up, members_of, notify, unicast_v2};
 use super::room::{
-    CHALLENGE_LIFETIME, Challenge, MAX_CHALLENGES, Member, MemberId, Room, WireVersion,
+    CHALLENGE_LIFETIME, Challenge, MAX_CHALLENGES, Member, MemberId, Room, RoomId, WireVersion,
 };
 use super::{DropReason, Effects, Endpoint, Engine, HistoryJob, Now};
 use crate::token::Token;
@@ -95,19 +95,7 @@ impl Engine {
                     unicast_v2(&mut fx.datagrams, src, &ServerV2::Challenge { nonce });
                     return Ok(());
                 }
-                let moved = bind(
-                    room,
-                    member_id,
-                    src,
-                    WireVersion::V2,
-                    now,
-                    &mut fx.datagrams,
-                );
-                self.welcome_v2(room_id, member_id, last_id, src, now, fx);
-                if let Some(moved) = moved {
-                    self.changed(moved);
-                }
-                return Ok(());
+                return self.bind_v2(room_id, member_id, last_id, src, now, fx);
             }
             ClientMessage::V2(ClientV2::Echo { nonce }) => {
                 let member = room
@@ -126,19 +114,7 @@ impl Engine {
                 };
                 let last_id = member.challenges.get(position).and_then(|c| c.last_id);
                 member.challenges.clear();
-                let moved = bind(
-                    room,
-                    member_id,
-                    src,
-                    WireVersion::V2,
-                    now,
-                    &mut fx.datagrams,
-                );
-                self.welcome_v2(room_id, member_id, last_id, src, now, fx);
-                if let Some(moved) = moved {
-                    self.changed(moved);
-                }
-                return Ok(());
+                return self.bind_v2(room_id, member_id, last_id, src, now, fx);
             }
             _ => {}
         }
@@ -224,6 +200,36 @@ impl Engine {
                 Ok(())
             }
         }
+    }
+
+    /// Binds a version-2 member at an address it has proven (already bound there, or an
+    /// echoed challenge), welcomes it, and records the move if it moved.
+    fn bind_v2(
+        &mut self,
+        room_id: RoomId,
+        member_id: MemberId,
+        last_id: Option<u64>,
+        src: Endpoint,
+        now: Instant,
+        fx: &mut Effects,
+    ) -> Result<(), DropReason> {
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .ok_or(DropReason::UnknownToken)?;
+        let moved = bind(
+            room,
+            member_id,
+            src,
+            WireVersion::V2,
+            now,
+            &mut fx.datagrams,
+        );
+        self.welcome_v2(room_id, member_id, last_id, src, now, fx);
+        if let Some(moved) = moved {
+            self.changed(moved);
+        }
+        Ok(())
     }
 }
 
