@@ -52,6 +52,9 @@ pub struct TargetArgs {
     /// UCRP port of an already running server.
     #[arg(long, global = true, default_value_t = 9091)]
     pub udp_port: u16,
+    /// HTTP port (API and WebSocket gateway) of an already running server.
+    #[arg(long, global = true, default_value_t = 8080)]
+    pub http_port: u16,
     /// One more argument for the spawned server, after the tool's own (repeatable), e.g.
     /// `--server-arg=--max-members=1000`.
     #[arg(long, global = true, value_name = "ARG", allow_hyphen_values = true)]
@@ -80,6 +83,9 @@ pub enum Scenario {
     Members(MembersArgs),
     /// The relay load against the bare relay alone.
     Baseline(BaselineArgs),
+    /// One room of UDP (version 2) and WebSocket members: figures per transport, server
+    /// memory per WebSocket member.
+    Web(WebArgs),
 }
 
 /// Knobs shared by every paced load.
@@ -250,6 +256,58 @@ pub struct RoomsArgs {
     pub tuning: LoadTuning,
 }
 
+/// `web` options.
+#[derive(Debug, Clone, Args)]
+pub struct WebArgs {
+    /// Members speaking version 2 over UDP; the first one creates the room.
+    #[arg(long, default_value_t = 10)]
+    pub udp_members: usize,
+    /// Members on WebSockets (token from the HTTP API, then GET /ws); the first one creates
+    /// the room when there is no UDP member.
+    #[arg(long, default_value_t = 10)]
+    pub ws_members: usize,
+    /// Members that send, in turn, taken alternately from the UDP and the WebSocket members
+    /// while each transport has some left.
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// Offered rate over all senders, messages per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// The crowd: 1000 WebSocket members and no UDP member at 100 msg/s (instead of
+    /// --udp-members, --ws-members and --rate).
+    #[arg(long, conflicts_with_all = ["udp_members", "ws_members", "rate"])]
+    pub crowd: bool,
+    /// HTTP joins and WebSocket connections under way at once.
+    #[arg(long, default_value_t = 16)]
+    pub connect_concurrency: usize,
+    /// Threads driving the WebSocket connections.
+    #[arg(long, default_value_t = 2)]
+    pub ws_threads: usize,
+    /// Seconds the joins and connections together may take.
+    #[arg(long, default_value_t = 120.0)]
+    pub setup_limit: f64,
+    /// Milliseconds to wait after connecting before reading memory.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
+    /// Load knobs.
+    #[command(flatten)]
+    pub tuning: LoadTuning,
+}
+
+impl WebArgs {
+    /// UDP members, WebSocket members and the rate, with --crowd applied.
+    pub fn shape(&self) -> (usize, usize, f64) {
+        if self.crowd {
+            (0, 1000, 100.0)
+        } else {
+            (self.udp_members, self.ws_members, self.rate)
+        }
+    }
+}
+
 /// `members` options.
 #[derive(Debug, Clone, Args)]
 pub struct MembersArgs {
@@ -391,6 +449,24 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["chat-bench", "relay", "--protocol", "v3"]).is_err());
         assert!(Cli::try_parse_from(["chat-bench", "baseline", "--protocol", "v2"]).is_err());
+    }
+
+    #[test]
+    fn web_has_a_crowd_preset() {
+        let cli = Cli::try_parse_from(["chat-bench", "web", "--spawn"]).unwrap();
+        let Scenario::Web(web) = cli.scenario else {
+            panic!("expected web");
+        };
+        assert_eq!(web.shape(), (10, 10, 1000.0));
+        assert_eq!(web.senders, 10);
+        let cli = Cli::try_parse_from(["chat-bench", "web", "--crowd", "--senders", "4"]).unwrap();
+        let Scenario::Web(web) = cli.scenario else {
+            panic!("expected web");
+        };
+        assert_eq!(web.shape(), (0, 1000, 100.0));
+        assert!(
+            Cli::try_parse_from(["chat-bench", "web", "--crowd", "--ws-members", "5"]).is_err()
+        );
     }
 
     #[test]

@@ -84,6 +84,12 @@ pub enum BenchError {
         #[source]
         source: io::Error,
     },
+    /// An HTTP API request failed or was answered with something the contract does not allow.
+    #[error("HTTP API: {0}")]
+    Http(String),
+    /// A WebSocket member could not connect, register, or keep its connection.
+    #[error("WebSocket: {0}")]
+    WebSocket(String),
     /// A worker thread panicked; the message is the panic payload when it was a string.
     #[error("a benchmark thread panicked: {0}")]
     ThreadPanicked(String),

@@ -11,12 +11,18 @@
 //! In version 2 each sender numbers its messages with its own `seq`, and the receivers also
 //! count the acks that come back to the senders. Nothing is retransmitted: the run measures
 //! the server, not the protocol's recovery, so a lost datagram is loss as in version 1.
+//!
+//! A run may also have WebSocket members (version 2 only): they come after the UDP members
+//! in the sender numbering, the pacer queues their messages on their connections, and one
+//! more thread tallies what their connection tasks read. Every figure is kept per transport
+//! too ([`LoadOutcome::parts`]), by where it was received.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chat_protocol::limits::MAX_DATAGRAM;
@@ -29,7 +35,8 @@ use crate::error::{BenchError, Result};
 use crate::member::{Member, quiesce};
 use crate::payload::{Stamp, parse_payload, write_payload};
 use crate::procfs::CpuSource;
-use crate::wire::{Protocol, append_v2_chat};
+use crate::wire::{Protocol, append_v2_chat, append_v2_chat_json};
+use crate::ws_member::{WsArrival, WsFleet, WsMember};
 
 /// Latencies are recorded in nanoseconds, resolved to 3 significant figures, up to a minute.
 const LATENCY_MAX_NANOS: u64 = 60_000_000_000;
@@ -68,18 +75,81 @@ pub struct LoadSpec {
 /// The members of a run and where they send.
 #[derive(Debug)]
 pub struct Fabric<'a> {
-    /// Every member; each one receives.
+    /// Every UDP member; each one receives. The rooms hold these and the WebSocket members,
+    /// nobody else.
     pub members: &'a [Member],
-    /// Indices into `members` of those that send, in turn.
+    /// WebSocket members, if any; each one receives too.
+    pub ws: Option<&'a WsFleet>,
+    /// Those that send, in turn: indices into `members`, then, from `members.len()` on, into
+    /// the WebSocket members.
     pub senders: &'a [usize],
-    /// Members per room, indexed by `Member::room_index`.
-    pub room_sizes: &'a [usize],
     /// The relay's UDP address.
     pub relay: SocketAddr,
     /// Whose CPU time the run charges.
     pub cpu: CpuSource,
     /// The version the members speak.
     pub protocol: Protocol,
+}
+
+/// Which way a member talks to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UCRP datagrams.
+    Udp,
+    /// Version-2 JSON over a WebSocket.
+    Ws,
+}
+
+impl Transport {
+    /// Both, in report order.
+    pub const ALL: [Self; 2] = [Self::Udp, Self::Ws];
+
+    /// Its name in report rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Ws => "ws",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Self::Udp => 0,
+            Self::Ws => 1,
+        }
+    }
+}
+
+/// One transport's share of a run: what its senders sent and had acked, what its receivers
+/// were owed and got.
+#[derive(Debug, Clone)]
+pub struct LoadPart {
+    /// The transport.
+    pub transport: Transport,
+    /// Its members (all of them receive).
+    pub receivers: usize,
+    /// Its senders.
+    pub senders: usize,
+    /// Messages its senders handed on.
+    pub sent: u64,
+    /// Deliveries to its receivers a perfect relay would make.
+    pub expected: u64,
+    /// Distinct deliveries its receivers had before the drain ended.
+    pub delivered: u64,
+    /// Deliveries of a message the member already had.
+    pub duplicates: u64,
+    /// Acks its senders had.
+    pub acks: u64,
+    /// `error` events its members had.
+    pub refused: u64,
+    /// Arrivals from earlier runs.
+    pub stale: u64,
+    /// Presence events and notices.
+    pub notices: u64,
+    /// Anything else.
+    pub other: u64,
+    /// Latency of its receivers' distinct deliveries, in nanoseconds.
+    pub latency: Histogram<u64>,
 }
 
 /// The figures of one load run.
@@ -119,9 +189,36 @@ pub struct LoadOutcome {
     /// CPU time of the load generator (this process less an in-process relay thread): on a
     /// small machine it competes with the relay for the same cores.
     pub generator_cpu: Option<Duration>,
+    /// The same figures per transport that has members, UDP first.
+    pub parts: Vec<LoadPart>,
 }
 
 impl LoadOutcome {
+    /// The run as one transport saw it: its senders' messages and acks, its receivers'
+    /// deliveries and latency. Server CPU cannot be split by transport, so it is left out.
+    pub fn part(&self, transport: Transport) -> Option<Self> {
+        let part = self.parts.iter().find(|part| part.transport == transport)?;
+        Some(Self {
+            offered_rate: self.offered_rate,
+            planned: self.planned,
+            sent: part.sent,
+            send_errors: 0,
+            send_elapsed: self.send_elapsed,
+            expected: part.expected,
+            delivered: part.delivered,
+            duplicates: part.duplicates,
+            acks: part.acks,
+            refused: part.refused,
+            stale: part.stale,
+            notices: part.notices,
+            other: part.other,
+            latency: part.latency.clone(),
+            relay_cpu: None,
+            generator_cpu: None,
+            parts: Vec::new(),
+        })
+    }
+
     /// Messages actually sent per second.
     pub fn sent_per_second(&self) -> f64 {
         per_second(self.sent, self.send_elapsed)
@@ -188,20 +285,41 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
             "a load run needs at least one sender and a positive rate".to_owned(),
         ));
     }
+    if fabric.ws.is_some() && fabric.protocol != Protocol::V2 {
+        return Err(BenchError::InvalidArguments(
+            "WebSocket members speak version 2 only".to_owned(),
+        ));
+    }
+    if let Some(&index) = fabric
+        .senders
+        .iter()
+        .find(|&&index| fabric.sender(index).is_none())
+    {
+        return Err(BenchError::InvalidArguments(format!(
+            "sender {index} is not a member of the run"
+        )));
+    }
     let planned = ((spec.rate * spec.duration.as_secs_f64()).ceil() as u64)
         .clamp(1, spec.max_messages.max(1));
     let sender_count = fabric.senders.len() as u64;
-    let leftovers = quiesce(fabric.members, QUIESCE_LIMIT)?;
+    let leftovers = quiesce(fabric.members, QUIESCE_LIMIT)?
+        + fabric.ws.map_or(0, |ws| ws.quiesce(QUIESCE_LIMIT));
     if leftovers > 0 {
         tracing::debug!(leftovers, "drained the relay's backlog before the run");
     }
+    let population = Population::of(fabric);
     let receivers = ReceiverSet::new(fabric.members, spec.receiver_threads)?;
     let own_process = CpuSource::Process(std::process::id());
     let stop = AtomicBool::new(false);
     let delivered_so_far = AtomicU64::new(0);
     let acks_so_far = AtomicU64::new(0);
     // Acks below a member's first seq of this run belong to an earlier run.
-    let first_seqs: Vec<u64> = fabric.members.iter().map(Member::next_v2_seq).collect();
+    let first_seqs: Vec<u64> = fabric
+        .members
+        .iter()
+        .map(Member::next_v2_seq)
+        .chain(fabric.ws_members().iter().map(WsMember::next_v2_seq))
+        .collect();
     let base = Instant::now();
     let context = ReceiveContext {
         relay: fabric.relay,
@@ -215,7 +333,22 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
         acks_so_far: &acks_so_far,
     };
 
+    // Every arrival of the WebSocket members goes to one tally thread until the run ends.
+    let ws_arrivals = fabric.ws.map(|ws| {
+        let (sink, arrivals) = mpsc::channel();
+        ws.record_into(sink);
+        arrivals
+    });
+    let _stop_recording = StopRecording(fabric.ws);
     let result = std::thread::scope(|scope| {
+        let ws_handle = ws_arrivals.map(|arrivals| {
+            let context = &context;
+            let first_member = fabric.members.len();
+            std::thread::Builder::new()
+                .name("bench-ws-tally".to_owned())
+                .spawn_scoped(scope, move || tally_ws(&arrivals, first_member, context))
+                .map_err(BenchError::socket("starting the WebSocket tally thread"))
+        });
         let handles: Vec<_> = receivers
             .groups
             .into_iter()
@@ -234,7 +367,7 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
         let pacing = (|| {
             let own_before = own_process.cpu_time()?;
             let cpu_before = fabric.cpu.cpu_time()?;
-            let sent = pace(fabric, spec, planned, base)?;
+            let sent = pace(fabric, &population, spec, planned, base)?;
             let drain_deadline = Instant::now() + spec.drain;
             let acks_expected = match fabric.protocol {
                 Protocol::V1 => 0,
@@ -262,14 +395,18 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
             Ok::<_, BenchError>((sent, relay_cpu, generator_cpu))
         })();
         drop(raise_stop);
-        let mut tally = Tally::new(0);
+        let mut udp_tally = Tally::new(0);
         for handle in handles {
             let handle = handle?;
             let part = handle.join().map_err(|p| BenchError::from_panic(&*p))??;
-            tally.merge(part)?;
+            udp_tally.merge(part)?;
         }
+        let ws_tally = match ws_handle {
+            Some(handle) => Some(handle?.join().map_err(|p| BenchError::from_panic(&*p))?),
+            None => None,
+        };
         let (sent, relay_cpu, generator_cpu) = pacing?;
-        Ok::<_, BenchError>((sent, relay_cpu, generator_cpu, tally))
+        Ok::<_, BenchError>((sent, relay_cpu, generator_cpu, udp_tally, ws_tally))
     });
     for member in fabric.members {
         // The receivers' clones shared the open file, so this undoes their non-blocking mode.
@@ -278,7 +415,35 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
             .set_nonblocking(false)
             .map_err(BenchError::socket("restoring blocking mode"))?;
     }
-    let (sent, relay_cpu, generator_cpu, tally) = result?;
+    let (sent, relay_cpu, generator_cpu, udp_tally, ws_tally) = result?;
+    let mut parts = Vec::with_capacity(2);
+    for (transport, tally) in [
+        (Transport::Udp, Some(&udp_tally)),
+        (Transport::Ws, ws_tally.as_ref()),
+    ] {
+        let receivers = population.members[transport.slot()];
+        if let Some(tally) = tally.filter(|_| receivers > 0) {
+            parts.push(LoadPart {
+                transport,
+                receivers,
+                senders: population.senders[transport.slot()],
+                sent: sent.per_transport[transport.slot()].sent,
+                expected: sent.per_transport[transport.slot()].expected,
+                delivered: tally.delivered,
+                duplicates: tally.duplicates,
+                acks: tally.acks,
+                refused: tally.refused,
+                stale: tally.stale,
+                notices: tally.notices,
+                other: tally.other,
+                latency: tally.latency.clone(),
+            });
+        }
+    }
+    let mut tally = udp_tally;
+    if let Some(ws_tally) = ws_tally {
+        tally.merge(ws_tally)?;
+    }
     // Equal counts mean whole messages were lost before fan-out; uneven ones point at
     // particular receivers.
     tracing::debug!(run = spec.run_id, per_member = ?tally.per_member, "deliveries per member");
@@ -299,7 +464,137 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
         latency: tally.latency,
         relay_cpu,
         generator_cpu,
+        parts,
     })
+}
+
+/// Stops the WebSocket members' recording when dropped, however the run ends.
+struct StopRecording<'a>(Option<&'a WsFleet>);
+
+impl Drop for StopRecording<'_> {
+    fn drop(&mut self) {
+        if let Some(ws) = self.0 {
+            ws.stop_recording();
+        }
+    }
+}
+
+/// One member that sends, whichever its transport.
+#[derive(Clone, Copy)]
+enum Sender<'a> {
+    Udp(&'a Member),
+    Ws(&'a WsMember),
+}
+
+impl Sender<'_> {
+    fn transport(self) -> Transport {
+        match self {
+            Self::Udp(_) => Transport::Udp,
+            Self::Ws(_) => Transport::Ws,
+        }
+    }
+
+    fn room_index(self) -> usize {
+        match self {
+            Self::Udp(member) => member.room_index,
+            Self::Ws(member) => member.room_index,
+        }
+    }
+}
+
+impl Fabric<'_> {
+    /// The WebSocket members, none without a fleet.
+    fn ws_members(&self) -> &[WsMember] {
+        self.ws.map_or(&[], WsFleet::members)
+    }
+
+    /// The member with sender index `index`.
+    fn sender(&self, index: usize) -> Option<Sender<'_>> {
+        match index.checked_sub(self.members.len()) {
+            None => self.members.get(index).map(Sender::Udp),
+            Some(ws_index) => self.ws_members().get(ws_index).map(Sender::Ws),
+        }
+    }
+}
+
+/// Who is where: members per room and transport, and senders per transport.
+struct Population {
+    /// `[transport][room]`: members.
+    in_room: [Vec<usize>; 2],
+    /// Members per transport.
+    members: [usize; 2],
+    /// Senders per transport.
+    senders: [usize; 2],
+}
+
+impl Population {
+    fn of(fabric: &Fabric<'_>) -> Self {
+        let mut population = Self {
+            in_room: [Vec::new(), Vec::new()],
+            members: [fabric.members.len(), fabric.ws_members().len()],
+            senders: [0, 0],
+        };
+        let rooms = fabric
+            .members
+            .iter()
+            .map(|member| (Transport::Udp, member.room_index))
+            .chain(
+                fabric
+                    .ws_members()
+                    .iter()
+                    .map(|member| (Transport::Ws, member.room_index)),
+            );
+        for (transport, room) in rooms {
+            let counts = &mut population.in_room[transport.slot()];
+            if counts.len() <= room {
+                counts.resize(room + 1, 0);
+            }
+            counts[room] += 1;
+        }
+        for sender in fabric
+            .senders
+            .iter()
+            .filter_map(|&index| fabric.sender(index))
+        {
+            population.senders[sender.transport().slot()] += 1;
+        }
+        population
+    }
+
+    /// Deliveries one message from `sender` owes each transport's receivers: its room's
+    /// members there, less the sender itself.
+    fn owed(&self, sender: Sender<'_>) -> [u64; 2] {
+        let room = sender.room_index();
+        Transport::ALL.map(|transport| {
+            let members = self.in_room[transport.slot()]
+                .get(room)
+                .copied()
+                .unwrap_or(0);
+            let own = usize::from(transport == sender.transport());
+            members.saturating_sub(own) as u64
+        })
+    }
+}
+
+/// Tallies the WebSocket members' arrivals until the run stops.
+fn tally_ws(
+    arrivals: &mpsc::Receiver<WsArrival>,
+    first_member: usize,
+    context: &ReceiveContext<'_>,
+) -> Tally {
+    let mut tally = Tally::new(context.per_sender_capacity);
+    while !context.stop.load(Ordering::Relaxed) {
+        match arrivals.recv_timeout(RECEIVE_POLL) {
+            Ok(arrival) => {
+                if tally.record_ws(&arrival, first_member + arrival.member, context) {
+                    context.delivered_so_far.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    tally
 }
 
 /// Sets the flag when dropped.
@@ -316,11 +611,25 @@ struct Sent {
     errors: u64,
     expected: u64,
     elapsed: Duration,
+    /// Per transport, by the sender's for `sent` and by the receivers' for `expected`.
+    per_transport: [TransportSent; 2],
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct TransportSent {
+    sent: u64,
+    expected: u64,
 }
 
 /// Sends on the absolute schedule. Stops at the planned count or when it is so far behind
 /// that it would run past the planned end by more than the grace period.
-fn pace(fabric: &Fabric<'_>, spec: &LoadSpec, planned: u64, base: Instant) -> Result<Sent> {
+fn pace(
+    fabric: &Fabric<'_>,
+    population: &Population,
+    spec: &LoadSpec,
+    planned: u64,
+    base: Instant,
+) -> Result<Sent> {
     let interval_nanos = 1e9 / spec.rate;
     let start = Instant::now();
     let hard_end = start + spec.duration + SEND_GRACE;
@@ -331,6 +640,7 @@ fn pace(fabric: &Fabric<'_>, spec: &LoadSpec, planned: u64, base: Instant) -> Re
         errors: 0,
         expected: 0,
         elapsed: Duration::ZERO,
+        per_transport: [TransportSent::default(); 2],
     };
     let mut last_send = start;
     for seq in 0..planned {
@@ -347,7 +657,11 @@ fn pace(fabric: &Fabric<'_>, spec: &LoadSpec, planned: u64, base: Instant) -> Re
             break;
         }
         let sender_index = fabric.senders[(seq % fabric.senders.len() as u64) as usize];
-        let sender = &fabric.members[sender_index];
+        // Every sender index was checked before the run.
+        let Some(sender) = fabric.sender(sender_index) else {
+            sent.errors += 1;
+            continue;
+        };
         payload.clear();
         let sent_nanos = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
         write_payload(
@@ -359,33 +673,48 @@ fn pace(fabric: &Fabric<'_>, spec: &LoadSpec, planned: u64, base: Instant) -> Re
             spec.payload_len,
             &mut payload,
         );
-        buf.clear();
-        let v2_seq = match fabric.protocol {
-            Protocol::V1 => {
-                sender.frame_into(&payload, &mut buf);
-                None
+        // The payload is ASCII by construction.
+        let text = std::str::from_utf8(&payload).unwrap_or_default();
+        let delivered = match sender {
+            Sender::Udp(member) => {
+                buf.clear();
+                let v2_seq = match fabric.protocol {
+                    Protocol::V1 => {
+                        member.frame_into(&payload, &mut buf);
+                        None
+                    }
+                    Protocol::V2 => {
+                        let seq = member.next_v2_seq();
+                        buf.extend_from_slice(&member.envelope);
+                        append_v2_chat(seq, text, &mut buf);
+                        Some(seq)
+                    }
+                };
+                let sent = send_with_retry(&member.socket, &buf, fabric.relay);
+                if let (true, Some(seq)) = (sent, v2_seq) {
+                    member.v2_seq_sent(seq);
+                    member.last_send().touch();
+                }
+                sent
             }
-            Protocol::V2 => {
-                let seq = sender.next_v2_seq();
-                buf.extend_from_slice(&sender.envelope);
-                // The payload is ASCII by construction.
-                let text = std::str::from_utf8(&payload).unwrap_or_default();
-                append_v2_chat(seq, text, &mut buf);
-                Some(seq)
+            Sender::Ws(member) => {
+                let seq = member.next_v2_seq();
+                let mut json = Vec::with_capacity(text.len() + 48);
+                append_v2_chat_json(seq, text, &mut json);
+                let queued = String::from_utf8(json).is_ok_and(|json| member.send_text(json));
+                if queued {
+                    member.v2_seq_sent(seq);
+                }
+                queued
             }
         };
-        if send_with_retry(&sender.socket, &buf, fabric.relay) {
-            if let Some(seq) = v2_seq {
-                sender.v2_seq_sent(seq);
-                sender.last_send().touch();
-            }
+        if delivered {
             sent.sent += 1;
-            let room_size = fabric
-                .room_sizes
-                .get(sender.room_index)
-                .copied()
-                .unwrap_or(1);
-            sent.expected += room_size.saturating_sub(1) as u64;
+            sent.per_transport[sender.transport().slot()].sent += 1;
+            for (slot, owed) in population.owed(sender).into_iter().enumerate() {
+                sent.expected += owed;
+                sent.per_transport[slot].expected += owed;
+            }
         } else {
             sent.errors += 1;
         }
@@ -589,37 +918,18 @@ impl Tally {
             self.other += 1;
             return false;
         }
+        let (member, received_nanos) = (arrival.member, arrival.received_nanos);
         match ServerDatagram::decode(arrival.datagram) {
             Ok(ServerDatagram::Chat { sender, .. }) if sender == NOTICE_SENDER => {
                 self.notices += 1;
                 false
             }
-            Ok(ServerDatagram::Chat { text, .. }) => self.record_chat(text, arrival, context),
-            Ok(ServerDatagram::V2(ServerV2::Msg(message))) => {
-                self.record_chat(&message.text, arrival, context)
+            Ok(ServerDatagram::Chat { text, .. }) => {
+                self.record_chat(text, member, received_nanos, context)
             }
-            Ok(ServerDatagram::V2(ServerV2::Ack { seq, .. })) => {
-                let first = context.first_seqs.get(arrival.member).copied();
-                if first.is_some_and(|first| seq >= first) {
-                    self.acks += 1;
-                    context.acks_so_far.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    self.stale += 1;
-                }
-                false
-            }
-            Ok(ServerDatagram::V2(ServerV2::Error { code, seq, .. })) => {
-                tracing::debug!(member = arrival.member, ?code, ?seq, "message refused");
-                self.refused += 1;
-                false
-            }
-            Ok(ServerDatagram::RoomClosed | ServerDatagram::V2(ServerV2::RoomClosed { .. })) => {
-                tracing::warn!(member = arrival.member, "room closed during the run");
-                self.notices += 1;
-                false
-            }
-            // Joins, leaves, pongs, typing, member lists: presence, not chat.
-            Ok(ServerDatagram::V2(_)) => {
+            Ok(ServerDatagram::V2(event)) => self.record_v2(event, member, received_nanos, context),
+            Ok(ServerDatagram::RoomClosed) => {
+                tracing::warn!(member, "room closed during the run");
                 self.notices += 1;
                 false
             }
@@ -630,12 +940,78 @@ impl Tally {
         }
     }
 
+    /// Counts one message a WebSocket member read; `member` is its index in the run. True
+    /// when it is a new delivery of this run.
+    fn record_ws(
+        &mut self,
+        arrival: &WsArrival,
+        member: usize,
+        context: &ReceiveContext<'_>,
+    ) -> bool {
+        let received_nanos = u64::try_from(
+            arrival
+                .at
+                .saturating_duration_since(context.base)
+                .as_nanos(),
+        )
+        .unwrap_or(u64::MAX);
+        match serde_json::from_str::<ServerV2>(arrival.text.as_str()) {
+            Ok(event) => self.record_v2(event, member, received_nanos, context),
+            Err(_) => {
+                self.other += 1;
+                false
+            }
+        }
+    }
+
+    /// Counts one version-2 event, from a datagram or a WebSocket; true when it is a new
+    /// delivery of this run.
+    fn record_v2(
+        &mut self,
+        event: ServerV2,
+        member: usize,
+        received_nanos: u64,
+        context: &ReceiveContext<'_>,
+    ) -> bool {
+        match event {
+            ServerV2::Msg(message) => {
+                self.record_chat(&message.text, member, received_nanos, context)
+            }
+            ServerV2::Ack { seq, .. } => {
+                let first = context.first_seqs.get(member).copied();
+                if first.is_some_and(|first| seq >= first) {
+                    self.acks += 1;
+                    context.acks_so_far.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stale += 1;
+                }
+                false
+            }
+            ServerV2::Error { code, seq, .. } => {
+                tracing::debug!(member, ?code, ?seq, "message refused");
+                self.refused += 1;
+                false
+            }
+            ServerV2::RoomClosed { .. } => {
+                tracing::warn!(member, "room closed during the run");
+                self.notices += 1;
+                false
+            }
+            // Joins, leaves, pongs, typing, member lists: presence, not chat.
+            _ => {
+                self.notices += 1;
+                false
+            }
+        }
+    }
+
     /// Counts one chat text (a version-1 frame's or a version-2 `msg` event's); true when it
     /// is a new delivery of this run.
     fn record_chat(
         &mut self,
         text: &str,
-        arrival: &Arrival<'_>,
+        member: usize,
+        received_nanos: u64,
         context: &ReceiveContext<'_>,
     ) -> bool {
         let Some(stamp) = parse_payload(text) else {
@@ -653,7 +1029,7 @@ impl Tally {
             return false;
         }
         let words = self.per_sender_capacity.div_ceil(64) as usize;
-        let bits = match self.seen.entry((arrival.member, position)) {
+        let bits = match self.seen.entry((member, position)) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => entry.insert(vec![0u64; words]),
         };
@@ -664,9 +1040,9 @@ impl Tally {
         }
         bits[word] |= bit;
         self.delivered += 1;
-        *self.per_member.entry(arrival.member).or_default() += 1;
+        *self.per_member.entry(member).or_default() += 1;
         self.latency
-            .saturating_record(arrival.received_nanos.saturating_sub(stamp.sent_nanos));
+            .saturating_record(received_nanos.saturating_sub(stamp.sent_nanos));
         true
     }
 

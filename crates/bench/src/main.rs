@@ -5,6 +5,7 @@
 mod baseline;
 mod cli;
 mod error;
+mod http_client;
 mod keepalive;
 mod load;
 mod member;
@@ -16,6 +17,7 @@ mod setup;
 mod target;
 mod tcrp_client;
 mod wire;
+mod ws_member;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -81,5 +83,6 @@ fn run(cli: Cli) -> Result<()> {
         Scenario::Rooms(args) => scenario::rooms::run(&context, args),
         Scenario::Members(args) => scenario::members::run(&context, args),
         Scenario::Baseline(args) => scenario::relay::run_baseline(&context, args),
+        Scenario::Web(args) => scenario::web::run(&context, args),
     }
 }

@@ -71,8 +71,6 @@ impl RelayUnderTest<'_> {
 pub struct Rooms {
     /// Every member, room by room.
     pub members: Vec<Member>,
-    /// Members per room.
-    pub sizes: Vec<usize>,
     /// Pings silent version-2 members for as long as the rooms exist.
     _keepalive: Option<Keepalive>,
 }
@@ -148,7 +146,6 @@ pub fn populate(
     );
     Ok(Rooms {
         members,
-        sizes: sizes.to_vec(),
         _keepalive: keepalive,
     })
 }

@@ -24,6 +24,9 @@ const HELP_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection comes from 127.0.0.1, with the value that turns each off. Passed only when the
 /// binary's --help lists them, so older server builds still start.
 const LIMITS_OFF: &[(&str, &str)] = &[("--handshakes-per-ip", "0"), ("--rooms-per-ip", "0")];
+/// The HTTP listener on an ephemeral port, so that spawned servers never contend for the
+/// default 8080; passed only when the binary has one.
+const HTTP_EPHEMERAL: (&str, &str) = ("--http-port", "0");
 
 /// The server the benchmark drives.
 #[derive(Debug)]
@@ -32,6 +35,8 @@ pub struct ServerTarget {
     pub tcp: SocketAddr,
     /// The UCRP (UDP) data address.
     pub udp: SocketAddr,
+    /// The HTTP API and WebSocket gateway, when the server has one.
+    pub http: Option<SocketAddr>,
     /// The server's PID when known (spawned, or given with --server-pid).
     pub pid: Option<u32>,
     // Held only for its Drop, which kills the spawned server.
@@ -74,18 +79,31 @@ pub fn require_loopback(server: &str) -> Result<IpAddr> {
 
 impl ServerTarget {
     /// A server someone else started.
-    pub fn external(ip: IpAddr, tcp_port: u16, udp_port: u16, pid: Option<u32>) -> Self {
+    pub fn external(
+        ip: IpAddr,
+        tcp_port: u16,
+        udp_port: u16,
+        http_port: u16,
+        pid: Option<u32>,
+    ) -> Self {
         Self {
             tcp: SocketAddr::new(ip, tcp_port),
             udp: SocketAddr::new(ip, udp_port),
+            http: Some(SocketAddr::new(ip, http_port)),
             pid,
             _spawned: None,
         }
     }
 
     /// Starts `binary` on ephemeral loopback ports with a throwaway state file, flood control
-    /// and per-address limits off, then `extra_args`; waits for its listening line.
-    pub fn spawn(binary: &Path, extra_args: &[String]) -> Result<Self> {
+    /// and per-address limits off, then each of the scenario's `settings` (a flag and its
+    /// value) that the binary has and `extra_args` does not set, then `extra_args`; waits for
+    /// its listening line.
+    pub fn spawn(
+        binary: &Path,
+        settings: &[(&'static str, String)],
+        extra_args: &[String],
+    ) -> Result<Self> {
         if !binary.is_file() {
             return Err(BenchError::ServerBinaryMissing(
                 binary.display().to_string(),
@@ -100,13 +118,15 @@ impl ServerTarget {
         // default paths (the message history, say) vanish with it instead of landing in the
         // caller's working directory. The binary path must then be absolute.
         let binary = std::path::absolute(binary).map_err(BenchError::SpawnFailed)?;
+        let help = help_text(&binary).unwrap_or_default();
         let mut child = Command::new(&binary)
             .current_dir(state_dir.path())
             .args(["--bind", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0"])
             .arg("--state")
             .arg(&state_file)
             .args(["--flood-rate", "0", "--log-level", "warn"])
-            .args(limits_off_args(&binary))
+            .args(limits_off_args(&help))
+            .args(setting_args(&help, settings, extra_args))
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -123,11 +143,12 @@ impl ServerTarget {
         let stdout = stdout.ok_or_else(|| {
             BenchError::ServerDidNotStart("its stdout could not be captured".to_owned())
         })?;
-        let (tcp, udp) = wait_for_listening_line(stdout)?;
-        tracing::info!(pid, %tcp, %udp, "spawned chat-server");
+        let Listening { tcp, udp, http } = wait_for_listening_line(stdout)?;
+        tracing::info!(pid, %tcp, %udp, ?http, "spawned chat-server");
         Ok(Self {
             tcp,
             udp,
+            http,
             pid: Some(pid),
             _spawned: Some(guard),
         })
@@ -139,13 +160,33 @@ impl ServerTarget {
     }
 }
 
-/// The `LIMITS_OFF` flags this server build understands.
-fn limits_off_args(binary: &Path) -> Vec<&'static str> {
-    let help = help_text(binary).unwrap_or_default();
+/// The `LIMITS_OFF` flags (and the ephemeral HTTP port) this server build understands, from
+/// its --help text.
+fn limits_off_args(help: &str) -> Vec<&'static str> {
     LIMITS_OFF
         .iter()
+        .chain([&HTTP_EPHEMERAL])
         .filter(|(flag, _)| help.contains(flag))
         .flat_map(|&(flag, value)| [flag, value])
+        .collect()
+}
+
+/// The scenario's `settings` that this server build has (by its --help text) and that
+/// `extra_args` does not set itself, as arguments.
+fn setting_args(
+    help: &str,
+    settings: &[(&'static str, String)],
+    extra_args: &[String],
+) -> Vec<String> {
+    settings
+        .iter()
+        .filter(|(flag, _)| help.contains(flag))
+        .filter(|(flag, _)| {
+            !extra_args
+                .iter()
+                .any(|arg| arg == flag || arg.starts_with(&format!("{flag}=")))
+        })
+        .flat_map(|(flag, value)| [(*flag).to_owned(), value.clone()])
         .collect()
 }
 
@@ -191,7 +232,7 @@ pub fn default_server_binary() -> Result<PathBuf> {
 
 /// Reads the server's stdout on a helper thread (which keeps draining it until the server
 /// exits, so it can never block on a full pipe) and waits for the listening line.
-fn wait_for_listening_line(stdout: std::process::ChildStdout) -> Result<(SocketAddr, SocketAddr)> {
+fn wait_for_listening_line(stdout: std::process::ChildStdout) -> Result<Listening> {
     let (lines_tx, lines_rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("server-stdout".to_owned())
@@ -230,24 +271,39 @@ fn wait_for_listening_line(stdout: std::process::ChildStdout) -> Result<(SocketA
     }
 }
 
-/// Parses `chat-server listening tcp=IP:PORT udp=IP:PORT`. Only the ports are taken: the tool
-/// always addresses 127.0.0.1, whatever interface the server reports.
-pub fn parse_listening_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// The addresses a server's listening line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// TCRP.
+    pub tcp: SocketAddr,
+    /// UCRP.
+    pub udp: SocketAddr,
+    /// The HTTP listener, absent in builds without one or with it turned off.
+    pub http: Option<SocketAddr>,
+}
+
+/// Parses `chat-server listening tcp=IP:PORT udp=IP:PORT [http=IP:PORT]`. Only the ports are
+/// taken: the tool always addresses 127.0.0.1, whatever interface the server reports.
+pub fn parse_listening_line(line: &str) -> Option<Listening> {
     let rest = line.trim().strip_prefix(LISTENING_PREFIX)?;
     let mut tcp = None;
     let mut udp = None;
+    let mut http = None;
     for field in rest.split_whitespace() {
         if let Some(addr) = field.strip_prefix("tcp=") {
             tcp = Some(addr.parse::<SocketAddr>().ok()?.port());
         } else if let Some(addr) = field.strip_prefix("udp=") {
             udp = Some(addr.parse::<SocketAddr>().ok()?.port());
+        } else if let Some(addr) = field.strip_prefix("http=") {
+            http = Some(addr.parse::<SocketAddr>().ok()?.port());
         }
     }
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    Some((
-        SocketAddr::new(loopback, tcp?),
-        SocketAddr::new(loopback, udp?),
-    ))
+    Some(Listening {
+        tcp: SocketAddr::new(loopback, tcp?),
+        udp: SocketAddr::new(loopback, udp?),
+        http: http.map(|port| SocketAddr::new(loopback, port)),
+    })
 }
 
 #[cfg(test)]
@@ -266,11 +322,17 @@ mod tests {
 
     #[test]
     fn listening_line_gives_loopback_ports() {
-        let (tcp, udp) =
+        let listening =
             parse_listening_line("chat-server listening tcp=0.0.0.0:40001 udp=0.0.0.0:40002\n")
                 .unwrap();
-        assert_eq!(tcp, "127.0.0.1:40001".parse().unwrap());
-        assert_eq!(udp, "127.0.0.1:40002".parse().unwrap());
+        assert_eq!(listening.tcp, "127.0.0.1:40001".parse().unwrap());
+        assert_eq!(listening.udp, "127.0.0.1:40002".parse().unwrap());
+        assert_eq!(listening.http, None);
+        let listening = parse_listening_line(
+            "chat-server listening tcp=127.0.0.1:1 udp=127.0.0.1:2 http=0.0.0.0:40003",
+        )
+        .unwrap();
+        assert_eq!(listening.http, Some("127.0.0.1:40003".parse().unwrap()));
         assert!(parse_listening_line("chat-server listening tcp=127.0.0.1:1").is_none());
         assert!(parse_listening_line("something else").is_none());
     }
@@ -285,15 +347,38 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
             path
         };
-        let new = script("new-server", "--flood-rate <N>\n--handshakes-per-ip <N>");
-        assert_eq!(limits_off_args(&new), ["--handshakes-per-ip", "0"]);
+        let new = script(
+            "new-server",
+            "--flood-rate <N>\n--handshakes-per-ip <N>\n--http-port <N>\n--max-members <N>",
+        );
+        let help = help_text(&new).unwrap();
+        assert_eq!(
+            limits_off_args(&help),
+            ["--handshakes-per-ip", "0", "--http-port", "0"]
+        );
+        let settings = [
+            ("--max-members", "2000".to_owned()),
+            ("--max-rooms", "5".to_owned()),
+        ];
+        assert_eq!(
+            setting_args(&help, &settings, &[]),
+            ["--max-members", "2000"]
+        );
+        let own = ["--max-members=9".to_owned()];
+        assert!(
+            setting_args(&help, &settings, &own).is_empty(),
+            "the caller's own wins"
+        );
         let old = script("old-server", "--flood-rate <N>");
-        assert!(limits_off_args(&old).is_empty());
+        let help = help_text(&old).unwrap();
+        assert!(limits_off_args(&help).is_empty());
+        assert!(setting_args(&help, &settings, &[]).is_empty());
     }
 
     #[test]
     fn a_missing_binary_is_reported_not_built() {
-        let error = ServerTarget::spawn(Path::new("/nonexistent/chat-server"), &[]).unwrap_err();
+        let error =
+            ServerTarget::spawn(Path::new("/nonexistent/chat-server"), &[], &[]).unwrap_err();
         assert!(matches!(error, BenchError::ServerBinaryMissing(_)));
     }
 }

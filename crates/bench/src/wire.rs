@@ -40,17 +40,22 @@ pub fn append_v2(message: &ClientV2, out: &mut Vec<u8>) {
 /// message on the pacer thread, which must not be what limits the rate); any text that would
 /// need escaping goes through serde instead.
 pub fn append_v2_chat(seq: u64, text: &str, out: &mut Vec<u8>) {
+    out.push(V2_MARKER);
+    append_v2_chat_json(seq, text, out);
+}
+
+/// Appends `{"t":"msg","seq":SEQ,"text":"TEXT"}`, the JSON of [`append_v2_chat`] without the
+/// datagram marker: what a WebSocket member sends as one text message.
+pub fn append_v2_chat_json(seq: u64, text: &str, out: &mut Vec<u8>) {
     if text.bytes().any(needs_json_escape) {
-        append_v2(
-            &ClientV2::Msg {
-                seq,
-                text: text.to_owned(),
-            },
-            out,
-        );
+        let message = ClientV2::Msg {
+            seq,
+            text: text.to_owned(),
+        };
+        // Serializing a plain enum into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &message);
         return;
     }
-    out.push(V2_MARKER);
     // Writing into a Vec cannot fail.
     let _ = write!(out, r#"{{"t":"msg","seq":{seq},"text":""#);
     out.extend_from_slice(text.as_bytes());
@@ -119,6 +124,26 @@ mod tests {
                 text: text.to_owned()
             }
         );
+    }
+
+    #[test]
+    fn the_websocket_chat_message_is_the_datagram_without_its_marker() {
+        for text in ["1:2:3:....", "a \"quoted\" line"] {
+            let mut datagram = Vec::new();
+            append_v2_chat(9, text, &mut datagram);
+            let mut json = Vec::new();
+            append_v2_chat_json(9, text, &mut json);
+            assert_eq!(datagram[0], V2_MARKER);
+            assert_eq!(&datagram[1..], &json[..]);
+            let parsed: ClientV2 = serde_json::from_slice(&json).unwrap();
+            assert_eq!(
+                parsed,
+                ClientV2::Msg {
+                    seq: 9,
+                    text: text.to_owned()
+                }
+            );
+        }
     }
 
     #[test]

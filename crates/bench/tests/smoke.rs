@@ -182,3 +182,111 @@ fn refuses_a_server_it_did_not_start_unless_told_target_live() {
         "unexpected message: {stderr}"
     );
 }
+
+/// The one JSON row of `scenario` for `target`, or a failure naming what was printed.
+fn row(stdout: &str, scenario: &str, target: &str) -> Value {
+    rows(stdout, scenario, target)
+        .next()
+        .unwrap_or_else(|| panic!("no {scenario} row for {target} in {stdout:?}"))
+}
+
+/// Asserts that a per-transport row of `web` saw its members receive and its senders' acks.
+fn assert_heard(row: &Value, members: u64) {
+    assert_eq!(row["members"].as_u64(), Some(members), "{row}");
+    let (delivered, expected) = (row["delivered"].as_u64(), row["expected"].as_u64());
+    assert!(
+        delivered.is_some_and(|delivered| delivered > 0) && delivered <= expected,
+        "nothing (or more than expected) delivered: {row}"
+    );
+    assert!(
+        row["acks"].as_u64().is_some_and(|acks| acks > 0),
+        "no acks: {row}"
+    );
+    assert!(row["p99_us"].as_f64().is_some(), "no latency: {row}");
+}
+
+#[test]
+fn web_drives_udp_and_websocket_members_in_one_room() {
+    let server = server_binary();
+    assert!(
+        server.is_file(),
+        "`chat-bench web --spawn` needs the chat-server binary at {}; build it first with \
+         `cargo build -p chat-server`",
+        server.display()
+    );
+    let (status, stdout, stderr) = run_bench(&[
+        "web",
+        "--spawn",
+        "--udp-members",
+        "3",
+        "--ws-members",
+        "3",
+        "--senders",
+        "4",
+        "--rate",
+        "100",
+        "--duration",
+        "1",
+        "--settle-ms",
+        "0",
+        "--json",
+    ]);
+    assert!(status.success(), "chat-bench web --spawn failed: {stderr}");
+    assert_heard(&row(&stdout, "web", "udp"), 3);
+    assert_heard(&row(&stdout, "web", "ws"), 3);
+    let all = row(&stdout, "web", "all");
+    assert_eq!(all["ws_closed"].as_u64(), Some(0), "{all}");
+    assert!(all["cpu_s"].as_f64().is_some(), "no server CPU: {all}");
+    assert!(
+        rows(&stdout, "web", "ws/udp").next().is_some(),
+        "no ratio row"
+    );
+    let memory = row(&stdout, "web-memory", "server");
+    assert_eq!(memory["ws_members"].as_u64(), Some(3), "{memory}");
+}
+
+#[test]
+fn web_with_websocket_members_alone_reports_memory_per_member() {
+    let server = server_binary();
+    assert!(
+        server.is_file(),
+        "`chat-bench web --spawn` needs the chat-server binary at {}; build it first with \
+         `cargo build -p chat-server`",
+        server.display()
+    );
+    // The first WebSocket member creates the room through the HTTP API.
+    let (status, stdout, stderr) = run_bench(&[
+        "web",
+        "--spawn",
+        "--udp-members",
+        "0",
+        "--ws-members",
+        "20",
+        "--senders",
+        "2",
+        "--rate",
+        "50",
+        "--duration",
+        "1",
+        "--settle-ms",
+        "100",
+        "--json",
+    ]);
+    assert!(status.success(), "chat-bench web --spawn failed: {stderr}");
+    assert_heard(&row(&stdout, "web", "ws"), 20);
+    assert!(
+        rows(&stdout, "web", "udp").next().is_none(),
+        "no UDP member, no UDP row"
+    );
+    let memory = row(&stdout, "web-memory", "server");
+    assert_eq!(memory["ws_members"].as_u64(), Some(20), "{memory}");
+    let (before, after) = (
+        memory["rss_before_kib"].as_u64(),
+        memory["rss_after_kib"].as_u64(),
+    );
+    assert!(
+        before.is_some_and(|before| before > 0) && after >= before,
+        "no memory figures: {memory}"
+    );
+    assert!(memory["kib_per_ws_member"].as_f64().is_some(), "{memory}");
+}

@@ -6,6 +6,7 @@ pub mod members;
 pub mod ramp;
 pub mod relay;
 pub mod rooms;
+pub mod web;
 
 use crate::cli::TargetArgs;
 use crate::error::{BenchError, Result};
@@ -32,12 +33,18 @@ impl Context {
 
     /// Spawns the server, or points at the running one.
     pub fn server(&self) -> Result<ServerTarget> {
+        self.server_with(&[])
+    }
+
+    /// Spawns the server with the scenario's `settings` (flags and values, each passed when
+    /// the binary has it and --server-arg does not set it), or points at the running one.
+    pub fn server_with(&self, settings: &[(&'static str, String)]) -> Result<ServerTarget> {
         if self.target.spawn || self.target.server_bin.is_some() {
             let binary = match &self.target.server_bin {
                 Some(path) => path.clone(),
                 None => default_server_binary()?,
             };
-            return ServerTarget::spawn(&binary, &self.target.server_arg);
+            return ServerTarget::spawn(&binary, settings, &self.target.server_arg);
         }
         let ip = require_loopback(&self.target.server)?;
         if !self.target.target_live {
@@ -56,6 +63,7 @@ impl Context {
             ip,
             self.target.tcp_port,
             self.target.udp_port,
+            self.target.http_port,
             self.target.server_pid,
         ))
     }

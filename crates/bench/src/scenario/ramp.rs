@@ -173,7 +173,7 @@ impl Ramp<'_> {
             let fabric = Fabric {
                 members: &rooms.members,
                 senders: &senders,
-                room_sizes: &rooms.sizes,
+                ws: None,
                 relay: relay.udp(),
                 cpu: relay.cpu(),
                 protocol: relay.protocol(),

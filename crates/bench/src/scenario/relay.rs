@@ -49,7 +49,7 @@ fn measure(relay: RelayUnderTest<'_>, shape: OneRoom, tuning: &LoadTuning) -> Re
     let fabric = Fabric {
         members: &rooms.members,
         senders: &senders,
-        room_sizes: &rooms.sizes,
+        ws: None,
         relay: relay.udp(),
         cpu: relay.cpu(),
         protocol: relay.protocol(),

@@ -22,7 +22,7 @@ fn measure(
     let fabric = Fabric {
         members: &rooms.members,
         senders: &senders,
-        room_sizes: &rooms.sizes,
+        ws: None,
         relay: relay.udp(),
         cpu: relay.cpu(),
         protocol: relay.protocol(),
