@@ -50,6 +50,8 @@ const SEND_GRACE: Duration = Duration::from_millis(250);
 const DRAIN_CHECK: Duration = Duration::from_millis(5);
 /// Longest wait for the relay to fall silent before a run.
 const QUIESCE_LIMIT: Duration = Duration::from_secs(10);
+/// Most WebSocket arrivals tallied after the run stopped (they were read before it).
+const MAX_QUEUED_AFTER_STOP: usize = 10_000_000;
 /// Retries of a send that found the socket buffer full.
 const SEND_RETRIES: u32 = 10_000;
 
@@ -576,22 +578,32 @@ impl Population {
     }
 }
 
-/// Tallies the WebSocket members' arrivals until the run stops.
+/// Tallies the WebSocket members' arrivals until the run stops, then those still queued that
+/// the connection tasks had read before it stopped: the queue between them and this thread
+/// is the tool's, not the server's, so what waits in it is not lost.
 fn tally_ws(
     arrivals: &mpsc::Receiver<WsArrival>,
     first_member: usize,
     context: &ReceiveContext<'_>,
 ) -> Tally {
     let mut tally = Tally::new(context.per_sender_capacity);
+    let record = |tally: &mut Tally, arrival: WsArrival| {
+        if tally.record_ws(&arrival, first_member + arrival.member, context) {
+            context.delivered_so_far.fetch_add(1, Ordering::Relaxed);
+        }
+    };
     while !context.stop.load(Ordering::Relaxed) {
         match arrivals.recv_timeout(RECEIVE_POLL) {
-            Ok(arrival) => {
-                if tally.record_ws(&arrival, first_member + arrival.member, context) {
-                    context.delivered_so_far.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            Ok(arrival) => record(&mut tally, arrival),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return tally,
+        }
+    }
+    let stopped = Instant::now();
+    for _ in 0..MAX_QUEUED_AFTER_STOP {
+        match arrivals.try_recv() {
+            Ok(arrival) if arrival.at <= stopped => record(&mut tally, arrival),
+            Ok(_) | Err(_) => break,
         }
     }
     tally
