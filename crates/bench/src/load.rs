@@ -200,8 +200,10 @@ impl LoadOutcome {
     /// deliveries and latency. Server CPU cannot be split by transport, so it is left out.
     pub fn part(&self, transport: Transport) -> Option<Self> {
         let part = self.parts.iter().find(|part| part.transport == transport)?;
+        let senders: usize = self.parts.iter().map(|part| part.senders).sum();
         Some(Self {
-            offered_rate: self.offered_rate,
+            // Message k leaves from sender k mod S: each transport offers its senders' share.
+            offered_rate: self.offered_rate * part.senders as f64 / senders.max(1) as f64,
             planned: self.planned,
             sent: part.sent,
             send_errors: 0,

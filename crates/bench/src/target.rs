@@ -23,10 +23,11 @@ const HELP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Abuse limits that would measure the limiter instead of the server when every benchmark
 /// connection comes from 127.0.0.1, with the value that turns each off. Passed only when the
 /// binary's --help lists them, so older server builds still start.
-const LIMITS_OFF: &[(&str, &str)] = &[("--handshakes-per-ip", "0"), ("--rooms-per-ip", "0")];
-/// The HTTP listener on an ephemeral port, so that spawned servers never contend for the
-/// default 8080; passed only when the binary has one.
-const HTTP_EPHEMERAL: (&str, &str) = ("--http-port", "0");
+const LIMITS_OFF: &[(&str, &str)] = &[
+    ("--handshakes-per-ip", "0"),
+    ("--rooms-per-ip", "0"),
+    ("--websockets-per-ip", "0"),
+];
 
 /// The server the benchmark drives.
 #[derive(Debug)]
@@ -121,7 +122,16 @@ impl ServerTarget {
         let help = help_text(&binary).unwrap_or_default();
         let mut child = Command::new(&binary)
             .current_dir(state_dir.path())
-            .args(["--bind", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--tcp-port",
+                "0",
+                "--udp-port",
+                "0",
+                "--http-port",
+                "0",
+            ])
             .arg("--state")
             .arg(&state_file)
             .args(["--flood-rate", "0", "--log-level", "warn"])
@@ -160,12 +170,10 @@ impl ServerTarget {
     }
 }
 
-/// The `LIMITS_OFF` flags (and the ephemeral HTTP port) this server build understands, from
-/// its --help text.
+/// The `LIMITS_OFF` flags this server build understands, from its --help text.
 fn limits_off_args(help: &str) -> Vec<&'static str> {
     LIMITS_OFF
         .iter()
-        .chain([&HTTP_EPHEMERAL])
         .filter(|(flag, _)| help.contains(flag))
         .flat_map(|&(flag, value)| [flag, value])
         .collect()
@@ -352,10 +360,7 @@ mod tests {
             "--flood-rate <N>\n--handshakes-per-ip <N>\n--http-port <N>\n--max-members <N>",
         );
         let help = help_text(&new).unwrap();
-        assert_eq!(
-            limits_off_args(&help),
-            ["--handshakes-per-ip", "0", "--http-port", "0"]
-        );
+        assert_eq!(limits_off_args(&help), ["--handshakes-per-ip", "0"]);
         let settings = [
             ("--max-members", "2000".to_owned()),
             ("--max-rooms", "5".to_owned()),
