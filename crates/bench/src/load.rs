@@ -152,6 +152,8 @@ pub struct LoadPart {
     pub other: u64,
     /// Latency of its receivers' distinct deliveries, in nanoseconds.
     pub latency: Histogram<u64>,
+    /// The same split by the sender's transport (indexed as [`Transport::ALL`]).
+    pub latency_by_sender: [Histogram<u64>; 2],
 }
 
 /// The figures of one load run.
@@ -324,6 +326,15 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
         .map(Member::next_v2_seq)
         .chain(fabric.ws_members().iter().map(WsMember::next_v2_seq))
         .collect();
+    let sender_transports: Vec<Transport> = fabric
+        .senders
+        .iter()
+        .map(|&index| {
+            fabric
+                .sender(index)
+                .map_or(Transport::Udp, Sender::transport)
+        })
+        .collect();
     let base = Instant::now();
     let context = ReceiveContext {
         relay: fabric.relay,
@@ -335,6 +346,7 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
         delivered_so_far: &delivered_so_far,
         first_seqs: &first_seqs,
         acks_so_far: &acks_so_far,
+        sender_transports: &sender_transports,
     };
 
     // Every arrival of the WebSocket members goes to one tally thread until the run ends.
@@ -441,6 +453,7 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
                 notices: tally.notices,
                 other: tally.other,
                 latency: tally.latency.clone(),
+                latency_by_sender: tally.by_sender.clone(),
             });
         }
     }
@@ -772,6 +785,8 @@ struct ReceiveContext<'a> {
     /// Per member, the first version-2 seq it sends in this run.
     first_seqs: &'a [u64],
     acks_so_far: &'a AtomicU64,
+    /// The transport of each sender, by its position in the run's senders.
+    sender_transports: &'a [Transport],
 }
 
 /// Member sockets dealt round-robin to a few receiver threads.
@@ -907,6 +922,8 @@ struct Tally {
     other: u64,
     latency: Histogram<u64>,
     per_member: HashMap<usize, u64>,
+    /// `latency` split by the sender's transport.
+    by_sender: [Histogram<u64>; 2],
 }
 
 impl Tally {
@@ -923,6 +940,7 @@ impl Tally {
             other: 0,
             latency: latency_histogram(),
             per_member: HashMap::new(),
+            by_sender: [latency_histogram(), latency_histogram()],
         }
     }
 
@@ -1055,8 +1073,14 @@ impl Tally {
         bits[word] |= bit;
         self.delivered += 1;
         *self.per_member.entry(member).or_default() += 1;
-        self.latency
-            .saturating_record(received_nanos.saturating_sub(stamp.sent_nanos));
+        let latency = received_nanos.saturating_sub(stamp.sent_nanos);
+        self.latency.saturating_record(latency);
+        let from = context
+            .sender_transports
+            .get(position as usize)
+            .copied()
+            .unwrap_or(Transport::Udp);
+        self.by_sender[from.slot()].saturating_record(latency);
         true
     }
 
@@ -1071,8 +1095,10 @@ impl Tally {
         for (member, count) in other.per_member {
             *self.per_member.entry(member).or_default() += count;
         }
-        self.latency
-            .add(&other.latency)
-            .map_err(|e| BenchError::ThreadPanicked(format!("histogram merge failed: {e:?}")))
+        let failed = |e| BenchError::ThreadPanicked(format!("histogram merge failed: {e:?}"));
+        for (ours, theirs) in self.by_sender.iter_mut().zip(&other.by_sender) {
+            ours.add(theirs).map_err(failed)?;
+        }
+        self.latency.add(&other.latency).map_err(failed)
     }
 }

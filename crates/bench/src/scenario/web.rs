@@ -67,6 +67,58 @@ const MEMORY_COLUMNS: &[Column] = &[
     },
 ];
 
+const PATH_COLUMNS: &[Column] = &[
+    Column {
+        key: "target",
+        header: "path",
+    },
+    Column {
+        key: "delivered",
+        header: "delivered",
+    },
+    Column {
+        key: "p50_us",
+        header: "p50_us",
+    },
+    Column {
+        key: "p99_us",
+        header: "p99_us",
+    },
+    Column {
+        key: "p999_us",
+        header: "p999_us",
+    },
+    Column {
+        key: "max_us",
+        header: "max_us",
+    },
+];
+
+/// Latency by path, sender's transport to receiver's (`udp>ws`: sent over UDP, received on
+/// a WebSocket), for every path that delivered something.
+fn path_rows(outcome: &LoadOutcome) -> Vec<Row> {
+    let us = |nanos: u64| Cell::Float(nanos as f64 / 1_000.0, 1);
+    let mut rows = Vec::new();
+    for part in &outcome.parts {
+        for (from, latency) in Transport::ALL.iter().zip(&part.latency_by_sender) {
+            if latency.is_empty() {
+                continue;
+            }
+            let path = format!("{}>{}", from.name(), part.transport.name());
+            rows.push(
+                Row::new()
+                    .with("target", Cell::Text(path))
+                    .with("delivered", Cell::Int(latency.len()))
+                    .with("p50_us", us(latency.value_at_quantile(0.50)))
+                    .with("p99_us", us(latency.value_at_quantile(0.99)))
+                    .with("p999_us", us(latency.value_at_quantile(0.999)))
+                    .with("max_us", us(latency.max())),
+            );
+        }
+    }
+    rows
+}
+
 /// `chat-bench web`.
 pub fn run(context: &Context, args: &WebArgs) -> Result<()> {
     let (udp_members, ws_members, offered) = args.shape();
@@ -151,6 +203,10 @@ pub fn run(context: &Context, args: &WebArgs) -> Result<()> {
     }
     let mut printer = Printer::new("web", &load_columns(Protocol::V2), context.json);
     for row in load_rows(&outcome, closed) {
+        printer.emit(&row);
+    }
+    let mut printer = Printer::new("web-paths", PATH_COLUMNS, context.json);
+    for row in path_rows(&outcome) {
         printer.emit(&row);
     }
     Ok(())
