@@ -232,8 +232,24 @@ fn web_drives_udp_and_websocket_members_in_one_room() {
         "--json",
     ]);
     assert!(status.success(), "chat-bench web --spawn failed: {stderr}");
-    assert_heard(&row(&stdout, "web", "udp"), 3);
-    assert_heard(&row(&stdout, "web", "ws"), 3);
+    let (udp, ws) = (row(&stdout, "web", "udp"), row(&stdout, "web", "ws"));
+    assert_heard(&udp, 3);
+    assert_heard(&ws, 3);
+    // Senders alternate (UDP, WS, UDP, WS): each message is owed to the other members of the
+    // room, on both transports, never to its sender.
+    let sent = |row: &Value| row["sent"].as_u64().unwrap_or(0);
+    let (by_udp, by_ws) = (sent(&udp), sent(&ws));
+    assert!(by_udp > 0 && by_ws > 0, "both transports send: {udp} {ws}");
+    assert_eq!(
+        udp["expected"].as_u64(),
+        Some(2 * by_udp + 3 * by_ws),
+        "{udp}"
+    );
+    assert_eq!(
+        ws["expected"].as_u64(),
+        Some(3 * by_udp + 2 * by_ws),
+        "{ws}"
+    );
     let all = row(&stdout, "web", "all");
     assert_eq!(all["ws_closed"].as_u64(), Some(0), "{all}");
     assert!(all["cpu_s"].as_f64().is_some(), "no server CPU: {all}");
