@@ -192,7 +192,8 @@ impl WsFleet {
 
     /// Connects and registers every seat, `concurrency` at a time, all before `deadline`;
     /// each one then reads and writes on its own task. Fails at the first member that could
-    /// not register, leaving those already connected in the fleet.
+    /// not register; then none of this call's members joins the fleet (their connections
+    /// close).
     pub fn connect(
         &mut self,
         seats: Vec<WsSeat>,
@@ -207,7 +208,7 @@ impl WsFleet {
         let shared = Arc::clone(&self.shared);
         let first_index = self.members.len();
         let deadline = tokio::time::Instant::from_std(deadline);
-        let connected: Vec<Result<WsMember>> = runtime.block_on(async move {
+        let connected: Result<Vec<WsMember>> = runtime.block_on(async move {
             stream::iter(seats.into_iter().enumerate())
                 .map(|(offset, seat)| {
                     let shared = Arc::clone(&shared);
@@ -223,12 +224,10 @@ impl WsFleet {
                     }
                 })
                 .buffered(concurrency.max(1))
-                .collect()
+                .try_collect()
                 .await
         });
-        for member in connected {
-            self.members.push(member?);
-        }
+        self.members.extend(connected?);
         Ok(())
     }
 
