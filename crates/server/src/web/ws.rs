@@ -225,7 +225,6 @@ async fn serve(
                     // Closed, or an error (a message over the limit among them).
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
                 };
-                member.context.peers.stats.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match member.feed(text.as_bytes()) {
                     Ok(()) => {}
                     Err(DropReason::Malformed) => {
@@ -271,6 +270,11 @@ struct Member<'a> {
 impl Member<'_> {
     /// Feeds one message to the engine as the datagram carrying it would be.
     fn feed(&self, json: &[u8]) -> Result<(), DropReason> {
+        self.context
+            .peers
+            .stats
+            .received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut message = Vec::with_capacity(json.len() + 1);
         message.push(V2_MARKER);
         message.extend_from_slice(json);
