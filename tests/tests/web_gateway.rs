@@ -15,7 +15,7 @@ fn server(dir: &tempfile::TempDir, extra: &[&str]) -> ServerProcess {
 /// also returns their tokens.
 fn den_of(server: &ServerProcess, names: &[&str]) -> (Vec<WebMember>, Vec<String>) {
     let api = Api::of(server);
-    let http = server.http.unwrap();
+    let http = server.http.expect("the server serves HTTP");
     let mut members = Vec::new();
     let mut tokens = Vec::new();
     for (index, name) in names.iter().enumerate() {
