@@ -7,7 +7,8 @@
 //! sender hands to its bounded queue ([`peers`]); nothing here holds the engine's lock across
 //! an `.await`.
 //!
-//! Layout: [`api`] has the JSON routes, [`ws`] the gateway, [`peers`] the connections'
+//! Layout: [`rooms`] has the room list and handshakes, [`member`] what a token may do,
+//! [`health`] health, readiness and metrics, [`ws`] the gateway, [`peers`] the connections'
 //! queues, [`assets`] the page, [`metrics`] the Prometheus text, [`error`] the error answers.
 
 use std::collections::HashMap;
@@ -26,13 +27,18 @@ use crate::control::ControlContext;
 use crate::ip_limit::HandshakeRateLimiter;
 use crate::metrics::Metrics;
 
-pub mod api;
 pub mod assets;
 pub mod error;
+pub mod health;
+pub mod member;
 pub mod peers;
+pub mod rooms;
 pub mod ws;
 
 pub use peers::WebPeers;
+
+/// The state every route is given.
+type Ctx = axum::extract::State<Arc<WebContext>>;
 
 /// What the HTTP routes share.
 #[derive(Debug)]
@@ -77,20 +83,23 @@ pub fn router(context: Arc<WebContext>) -> Router {
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
         .route("/style.css", get(assets::style))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
-        .route("/api/rooms", get(api::list_rooms).post(api::create_room))
-        .route("/api/rooms/{room}/join", post(api::join_room))
-        .route("/api/pair", post(api::pair))
-        .route("/api/rooms/{room}/members", get(api::members))
-        .route("/api/rooms/{room}/members/me", delete(api::leave))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route(
+            "/api/rooms",
+            get(rooms::list_rooms).post(rooms::create_room),
+        )
+        .route("/api/rooms/{room}/join", post(rooms::join_room))
+        .route("/api/pair", post(rooms::pair))
+        .route("/api/rooms/{room}/members", get(member::members))
+        .route("/api/rooms/{room}/members/me", delete(member::leave))
         .route(
             "/api/rooms/{room}/messages",
-            get(api::messages).post(api::post_message),
+            get(member::messages).post(member::post_message),
         )
         .route("/ws", get(ws::upgrade))
-        .fallback(api::not_found)
+        .fallback(health::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(context)
 }
