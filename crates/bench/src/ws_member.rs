@@ -37,6 +37,10 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 const QUIET_PERIOD: Duration = Duration::from_millis(200);
 /// How often quiet is checked.
 const QUIET_CHECK: Duration = Duration::from_millis(50);
+/// Silence after which a member pings, as a real client does: the server closes a
+/// connection it has heard nothing from for a while, and its engine removes a silent member
+/// after `--idle-timeout` (60 s by default). The same as the UDP members' keepalive.
+const PING_AFTER: Duration = Duration::from_secs(15);
 /// Messages read while registering before giving up: `members`, at most 256 replayed
 /// messages, the joins of others, and the `pong`.
 const REGISTER_MAX_MESSAGES: usize = 100_000;
@@ -119,6 +123,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct WsFleet {
     http: SocketAddr,
+    ping_after: Duration,
     members: Vec<WsMember>,
     shared: Arc<Shared>,
     runtime: Option<Runtime>,
@@ -127,6 +132,11 @@ pub struct WsFleet {
 impl WsFleet {
     /// A fleet for the server whose HTTP listener is at `http`, driven by `threads` threads.
     pub fn new(http: SocketAddr, threads: usize) -> Result<Self> {
+        Self::pinging_after(http, threads, PING_AFTER)
+    }
+
+    /// A fleet whose members ping after `ping_after` without sending.
+    fn pinging_after(http: SocketAddr, threads: usize, ping_after: Duration) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("bench-ws")
@@ -135,6 +145,7 @@ impl WsFleet {
             .map_err(BenchError::socket("starting the WebSocket runtime"))?;
         Ok(Self {
             http,
+            ping_after,
             members: Vec::new(),
             shared: Arc::new(Shared::default()),
             runtime: Some(runtime),
@@ -200,7 +211,7 @@ impl WsFleet {
         concurrency: usize,
         deadline: Instant,
     ) -> Result<()> {
-        let http = self.http;
+        let (http, ping_after) = (self.http, self.ping_after);
         let runtime = self
             .runtime
             .as_ref()
@@ -215,7 +226,8 @@ impl WsFleet {
                     async move {
                         let stream = open(http, &seat, deadline).await?;
                         let (outgoing, queue) = unbounded_channel();
-                        tokio::spawn(drive(first_index + offset, stream, queue, shared));
+                        let member = first_index + offset;
+                        tokio::spawn(drive(member, stream, queue, shared, ping_after));
                         Ok(WsMember {
                             room_index: seat.room_index,
                             outgoing,
@@ -364,14 +376,18 @@ async fn open(
 }
 
 /// One connection's life after registering: every message read is stamped and handed on;
-/// every queued text is sent. Ends when the server closes, on an error, or when the fleet
-/// drops the queue (then it closes the connection itself).
+/// every queued text is sent; after `ping_after` without sending, a `ping` (its `pong` is
+/// counted as a notice). Ends when the server closes, on an error, or when the fleet drops
+/// the queue (then it closes the connection itself).
 async fn drive(
     member: usize,
     mut ws: WebSocketStream<TcpStream>,
     mut queue: UnboundedReceiver<String>,
     shared: Arc<Shared>,
+    ping_after: Duration,
 ) {
+    let ping = json!({"t": "ping"}).to_string();
+    let mut last_send = tokio::time::Instant::now();
     loop {
         tokio::select! {
             incoming = ws.next() => match incoming {
@@ -394,6 +410,7 @@ async fn drive(
             },
             outgoing = queue.recv() => match outgoing {
                 Some(text) => {
+                    last_send = tokio::time::Instant::now();
                     if let Err(error) = ws.send(Message::text(text)).await {
                         tracing::warn!(member, %error, "a WebSocket send failed");
                         break;
@@ -404,6 +421,13 @@ async fn drive(
                     break;
                 }
             },
+            () = tokio::time::sleep_until(last_send + ping_after) => {
+                last_send = tokio::time::Instant::now();
+                if let Err(error) = ws.send(Message::text(ping.clone())).await {
+                    tracing::warn!(member, %error, "a WebSocket ping failed");
+                    break;
+                }
+            }
         }
     }
     shared.closed.fetch_add(1, Ordering::Relaxed);
@@ -495,6 +519,7 @@ mod tests {
                     ]
                 }
                 Some("register") => vec![json!({"t": "error", "code": "no_room", "message": "no"})],
+                Some("ping") => vec![json!({"t": "pong", "id": id})],
                 Some("msg") => {
                     id += 1;
                     vec![
@@ -510,6 +535,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_silent_member_pings() {
+        let server = tokio::runtime::Runtime::new().unwrap();
+        let listener = server.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let http = listener.local_addr().unwrap();
+        server.spawn(gateway(listener));
+        let mut fleet = WsFleet::pinging_after(http, 1, Duration::from_millis(100)).unwrap();
+        let seat = WsSeat {
+            username: "w1".to_owned(),
+            room_index: 0,
+            room: "lobby".to_owned(),
+            token: "t-w1".to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        fleet.connect(vec![seat], 1, deadline).unwrap();
+        let (sink, arrivals) = mpsc::channel();
+        fleet.record_into(sink);
+        let arrival = arrivals.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(
+            matches!(
+                serde_json::from_str::<ServerV2>(arrival.text.as_str()),
+                Ok(ServerV2::Pong { .. })
+            ),
+            "{:?}",
+            arrival.text
+        );
     }
 
     #[test]
