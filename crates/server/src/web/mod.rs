@@ -8,7 +8,7 @@
 //! an `.await`.
 //!
 //! Layout: [`rooms`] has the room list and handshakes, [`member`] what a token may do,
-//! [`health`] health, readiness and metrics, [`ws`] the gateway, [`peers`] the connections'
+//! [`health`] health, readiness and metrics, [`files`] shared files, [`ws`] the gateway, [`peers`] the connections'
 //! queues, [`assets`] the page, [`metrics`] the Prometheus text, [`error`] the error answers.
 
 use std::collections::HashMap;
@@ -24,11 +24,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::control::ControlContext;
+use crate::files::FileStore;
 use crate::ip_limit::HandshakeRateLimiter;
 use crate::metrics::Metrics;
 
 pub mod assets;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod member;
 pub mod peers;
@@ -61,6 +63,10 @@ pub struct WebContext {
     pub handshake_rate: Mutex<HandshakeRateLimiter>,
     /// HTTP handshakes in progress at once.
     pub handshake_slots: Arc<Semaphore>,
+    /// The files members share.
+    pub files: Arc<FileStore>,
+    /// Uploads being stored at once (each holds its whole body in memory).
+    pub uploads: Semaphore,
     /// Turns true once shutdown starts: open WebSockets close, `/readyz` answers 503.
     pub stop: watch::Receiver<bool>,
 }
@@ -79,6 +85,7 @@ const MAX_BODY: usize = MAX_TCRP_PAYLOAD;
 
 /// Every route.
 pub fn router(context: Arc<WebContext>) -> Router {
+    let max_upload = context.max_upload();
     Router::new()
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
@@ -98,6 +105,13 @@ pub fn router(context: Arc<WebContext>) -> Router {
             "/api/rooms/{room}/messages",
             get(member::messages).post(member::post_message),
         )
+        .route(
+            "/api/rooms/{room}/files",
+            post(files::upload)
+                .layer(DefaultBodyLimit::max(max_upload))
+                .get(files::list),
+        )
+        .route("/api/rooms/{room}/files/{id}", get(files::download))
         .route("/ws", get(ws::upgrade))
         .fallback(health::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
