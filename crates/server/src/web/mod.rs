@@ -115,7 +115,31 @@ pub fn router(context: Arc<WebContext>) -> Router {
         .route("/ws", get(ws::upgrade))
         .fallback(health::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(MAX_REQUESTS)),
+            bounded,
+        ))
         .with_state(context)
+}
+
+/// HTTP requests in progress at once, all routes together (a WebSocket counts only while it
+/// upgrades); more are answered `server_busy` at once, so slow or piled-up requests cannot
+/// take the server's memory.
+const MAX_REQUESTS: usize = 1024;
+
+async fn bounded(
+    axum::extract::State(slots): axum::extract::State<Arc<Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match slots.try_acquire() {
+        Ok(_slot) => next.run(request).await,
+        Err(_) => {
+            error::ApiError::busy("the server is handling too many requests; try again shortly")
+                .into_response()
+        }
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes; WebSockets are told to close and
