@@ -17,9 +17,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
 use chat_protocol::limits::MAX_TCRP_PAYLOAD;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
