@@ -1,0 +1,864 @@
+// The chat page: a lobby (name, room list, create, join, random pairing) and a room (messages,
+// members, typing, composer) over the same-origin JSON API and the /ws WebSocket gateway
+// (docs/http-api.md; the messages are protocol.md's version 2).
+//
+// The promise the page keeps: nothing lost, nothing twice. A message is saved in localStorage
+// with its own `seq` before it leaves, shown as pending until the server's `ack`, and sent again
+// with the SAME seq after any reconnect (the server answers a repeated seq with the same id and
+// never stores it twice). Received messages are placed by id, ids already shown are ignored,
+// and a gap in ids or a reconnect asks the server to replay from the last id shown.
+//
+// Everything that came from the network reaches the DOM through textContent, never innerHTML.
+'use strict';
+
+(function () {
+  const PING_EVERY_MS = 2000; // protocol.md: the regular ping that catches anything missed
+  const SILENCE_LIMIT_MS = 7000; // no frame at all for this long (pongs come every 2 s): dead link
+  const TYPING_EVERY_MS = 3000; // send `typing` at most this often
+  const TYPING_SHOWN_MS = 4000; // how long "x is typing" stays without a new typing event
+  const BACKOFF_MIN_MS = 250;
+  const BACKOFF_MAX_MS = 5000;
+  const HISTORY_PAGE = 50;
+  const ROOMS_REFRESH_MS = 5000;
+  const REPLAY_MAX = 256; // the most a register or ping replays at once
+  const MISSING_MAX = 1000; // ids we remember as missing; more than that, a replay fills anyway
+
+  const STORE_NAME = 'chat.name';
+  const STORE_SESSION = 'chat.session';
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---------------------------------------------------------------------------------------------
+  // Persisted state: one membership (room, token, name, last id shown, seq counter, unacked).
+
+  /** @type {null | {room:string, token:string, name:string, host:boolean,
+   *   lastId:number|null, seq:number, unacked:{seq:number,text:string}[]}} */
+  let session = null;
+
+  function loadSession() {
+    try {
+      const s = JSON.parse(localStorage.getItem(STORE_SESSION) || 'null');
+      const valid =
+        s && typeof s.room === 'string' && typeof s.token === 'string' &&
+        typeof s.name === 'string' && Number.isInteger(s.seq) && Array.isArray(s.unacked);
+      if (valid) {
+        if (!Number.isInteger(s.lastId)) s.lastId = null;
+        s.unacked = s.unacked.filter((u) => u && Number.isInteger(u.seq) && typeof u.text === 'string');
+        return s;
+      }
+    } catch (_) {
+      // A corrupt entry is as good as none: the lobby.
+    }
+    return null;
+  }
+
+  function saveSession() {
+    if (session) localStorage.setItem(STORE_SESSION, JSON.stringify(session));
+  }
+
+  function clearSession() {
+    session = null;
+    localStorage.removeItem(STORE_SESSION);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The JSON API.
+
+  /** Calls the API; resolves to {ok, status, data} or {ok:false, status, error, message}. */
+  async function api(method, path, body) {
+    const init = { method, headers: {} };
+    if (body !== undefined) {
+      init.headers['content-type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    if (session && path.startsWith('/api/rooms/') && method === 'DELETE') {
+      init.headers.authorization = 'Bearer ' + session.token;
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch (_) {
+      return { ok: false, status: 0, error: 'network', message: 'The server cannot be reached.' };
+    }
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (_) {
+      // 204 and non-JSON bodies: no data.
+    }
+    if (res.ok) return { ok: true, status: res.status, data };
+    const error = data && typeof data.error === 'string' ? data.error : 'http_' + res.status;
+    const message = data && typeof data.message === 'string' ? data.message : res.statusText;
+    return { ok: false, status: res.status, error, message };
+  }
+
+  const roomPath = (room) => '/api/rooms/' + encodeURIComponent(room);
+
+  /** A grant (`{token, room, username, host}`) from create, join or pair becomes the session. */
+  function isGrant(g) {
+    return g && typeof g.token === 'string' && typeof g.room === 'string' && typeof g.username === 'string';
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The lobby.
+
+  let roomsTimer = null;
+  let passwordRoom = null; // the private room the password form is for
+
+  function showLobby(notice) {
+    stopRoom();
+    $('room').hidden = true;
+    $('lobby').hidden = false;
+    $('password-form').hidden = true;
+    setNotice(notice || '');
+    setStatus('');
+    refreshRooms();
+    clearInterval(roomsTimer);
+    roomsTimer = setInterval(refreshRooms, ROOMS_REFRESH_MS);
+  }
+
+  function setNotice(text) {
+    $('notice').textContent = text;
+    $('notice').hidden = !text;
+  }
+
+  /** The name typed in the lobby, or null (with a notice) when there is none. */
+  function chosenName() {
+    const name = $('name').value.trim();
+    if (!name) {
+      setNotice('Pick a name first.');
+      $('name').focus();
+      return null;
+    }
+    localStorage.setItem(STORE_NAME, name);
+    return name;
+  }
+
+  async function refreshRooms() {
+    const res = await api('GET', '/api/rooms');
+    if ($('lobby').hidden) return;
+    if (!res.ok || !res.data || !Array.isArray(res.data.rooms)) {
+      setStatus(res.status === 0 ? 'offline' : '');
+      return;
+    }
+    setStatus('');
+    renderRooms(res.data.rooms, Boolean(res.data.next));
+  }
+
+  function renderRooms(rooms, more) {
+    const list = $('rooms');
+    list.replaceChildren(...rooms.filter((r) => r && typeof r.name === 'string').map(roomItem));
+    if (more) {
+      const li = document.createElement('li');
+      li.className = 'muted';
+      li.textContent = 'More rooms exist; only the first page is shown.';
+      list.append(li);
+    }
+    $('no-rooms').hidden = rooms.length > 0;
+  }
+
+  function roomItem(room) {
+    const li = document.createElement('li');
+    li.className = 'room';
+    li.dataset.room = room.name;
+    const name = document.createElement('span');
+    name.className = 'room-name';
+    name.textContent = room.name;
+    const count = document.createElement('span');
+    count.className = 'count';
+    const n = Number.isInteger(room.members) ? room.members : 0;
+    count.textContent = n === 1 ? '1 member' : n + ' members';
+    li.append(name, count);
+    if (room.private) {
+      const lock = document.createElement('span');
+      lock.className = 'private';
+      lock.textContent = 'private';
+      li.append(lock);
+    }
+    const join = document.createElement('button');
+    join.type = 'button';
+    join.className = 'join';
+    join.textContent = 'Join';
+    join.addEventListener('click', () => joinRoom(room.name, undefined));
+    li.append(join);
+    return li;
+  }
+
+  async function createRoom(event) {
+    event.preventDefault();
+    const username = chosenName();
+    if (!username) return;
+    const room = $('new-room').value.trim();
+    if (!room) {
+      setNotice('Name the room first.');
+      return;
+    }
+    const body = { room, username };
+    if ($('new-private').checked) body.password = $('new-password').value;
+    const res = await api('POST', '/api/rooms', body);
+    if (res.ok && isGrant(res.data)) {
+      $('new-room').value = '';
+      $('new-password').value = '';
+      enterRoom(res.data);
+    } else {
+      setNotice(res.message || 'The room could not be created.');
+    }
+  }
+
+  /** Joins `room`; a private one answers 403 bad_password, which opens the password form. */
+  async function joinRoom(room, password) {
+    const username = chosenName();
+    if (!username) return;
+    const body = { username };
+    if (password !== undefined) body.password = password;
+    const res = await api('POST', roomPath(room) + '/join', body);
+    if (res.ok && isGrant(res.data)) {
+      $('password-form').hidden = true;
+      enterRoom(res.data);
+    } else if (res.error === 'bad_password') {
+      askPassword(room, password !== undefined);
+    } else {
+      setNotice(res.message || 'Could not join.');
+      refreshRooms();
+    }
+  }
+
+  function askPassword(room, wasWrong) {
+    passwordRoom = room;
+    $('password-room').textContent = room;
+    $('password').value = '';
+    $('password-form').hidden = false;
+    setNotice(wasWrong ? 'Wrong password.' : '');
+    $('password').focus();
+  }
+
+  async function pair(username) {
+    setNotice('Looking for someone to chat with…');
+    const res = await api('POST', '/api/pair', { username });
+    if (res.ok && isGrant(res.data)) {
+      setNotice('');
+      enterRoom(res.data);
+    } else {
+      setNotice(res.message || 'Pairing failed.');
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The room: view state (rebuilt on every entry, including after a reload).
+
+  let ws = null; // the current socket; events from older sockets are ignored
+  let registered = false; // the register went out on `ws`
+  let ready = false; // the register was answered (its pong arrived)
+  let firstConnect = true; // the first connection since this page showed the room
+  let backoff = BACKOFF_MIN_MS;
+  let reconnectTimer = null;
+  let pingTimer = null;
+  let lastHeard = 0; // when the server last sent anything (or when we started connecting)
+  let parked = false; // `moved`: another tab has the token; do not fight it
+  const shown = new Set(); // ids on screen
+  const missing = new Set(); // ids skipped by a gap, not yet replayed
+  let replayHigh = 0; // the highest id received since the last ping or register
+  let receivedSincePing = 0;
+  let olderPending = false; // a history request is on its way
+  let noOlder = false; // the server said no older messages remain
+  let lastTypingSent = 0;
+  const typingTimers = new Map(); // name -> timeout that hides "name is typing"
+  let memberNames = [];
+  let hostName = null;
+
+  function enterRoom(grant) {
+    session = {
+      room: grant.room,
+      token: grant.token,
+      name: grant.username,
+      host: Boolean(grant.host),
+      lastId: null,
+      seq: 0,
+      unacked: [],
+    };
+    saveSession();
+    showRoom();
+  }
+
+  function showRoom() {
+    clearInterval(roomsTimer);
+    resetRoomView();
+    $('lobby').hidden = true;
+    $('room').hidden = false;
+    $('room-name').textContent = session.room;
+    $('new-chat').hidden = !session.room.startsWith('pair-');
+    // Messages that were still unacked when the tab closed are shown pending and resent.
+    for (const item of session.unacked) addPending(item);
+    firstConnect = true;
+    parked = false;
+    backoff = BACKOFF_MIN_MS;
+    pingTimer = setInterval(tick, PING_EVERY_MS);
+    connect();
+    $('text').focus();
+  }
+
+  function resetRoomView() {
+    shown.clear();
+    missing.clear();
+    for (const t of typingTimers.values()) clearTimeout(t);
+    typingTimers.clear();
+    olderPending = false;
+    noOlder = false;
+    memberNames = [];
+    hostName = null;
+    $('messages').replaceChildren();
+    $('members').replaceChildren();
+    $('typing').textContent = '';
+    $('older').hidden = false;
+  }
+
+  /** Stops everything the room runs: timers and the socket. */
+  function stopRoom() {
+    clearInterval(pingTimer);
+    pingTimer = null;
+    clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    dropSocket();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The socket: connect, register, reconnect with backoff.
+
+  function connect() {
+    clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    if (!session || parked) return;
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const socket = new WebSocket(scheme + '//' + location.host + '/ws');
+    ws = socket;
+    registered = false;
+    ready = false;
+    lastHeard = Date.now();
+    setConn('connecting…');
+    socket.onopen = () => {
+      if (ws === socket) register();
+    };
+    socket.onmessage = (event) => {
+      if (ws !== socket) return;
+      lastHeard = Date.now();
+      handleFrame(event.data);
+    };
+    socket.onclose = () => {
+      if (ws !== socket) return;
+      ws = null;
+      scheduleReconnect();
+    };
+  }
+
+  /** Forgets the current socket without reconnecting (its late events are ignored). */
+  function dropSocket() {
+    const socket = ws;
+    ws = null;
+    registered = false;
+    ready = false;
+    if (socket) {
+      socket.onopen = socket.onmessage = socket.onclose = null;
+      try {
+        socket.close();
+      } catch (_) {
+        // Closing a socket that never opened can throw in some browsers; it is gone either way.
+      }
+    }
+  }
+
+  function scheduleReconnect() {
+    registered = false;
+    ready = false;
+    if (!session || parked || reconnectTimer) return;
+    // Jitter keeps a room full of pages from reconnecting in lockstep after a restart.
+    const delay = Math.round(backoff * (0.5 + Math.random() / 2));
+    backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+    setConn('reconnecting…');
+    setStatus('offline');
+    reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function send(obj) {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
+  }
+
+  /** Registers with the last id shown (the server replays what came after it), then resends
+   * every unacked message with its original seq. */
+  function register() {
+    const reg = { t: 'register', room: session.room, token: session.token };
+    const from = replayFrom();
+    if (from !== null) reg.last_id = from;
+    startReplay();
+    send(reg);
+    registered = true;
+    // After a reload the screen is empty: show the conversation up to where we were.
+    if (firstConnect && session.lastId !== null) requestHistory(session.lastId + 1);
+    firstConnect = false;
+    for (const item of session.unacked) send({ t: 'msg', seq: item.seq, text: item.text });
+  }
+
+  /** The id to replay after: just below the oldest missing id, else the newest shown. */
+  function replayFrom() {
+    if (missing.size > 0) return Math.min(...missing) - 1;
+    return session.lastId;
+  }
+
+  function startReplay() {
+    replayHigh = 0;
+    receivedSincePing = 0;
+  }
+
+  function ping() {
+    if (!ready) return;
+    const from = replayFrom();
+    startReplay();
+    send(from === null ? { t: 'ping' } : { t: 'ping', last_id: from });
+  }
+
+  /** Every 2 s: the regular ping, and the check that the link is still alive. */
+  function tick() {
+    if (!ws) return;
+    if (Date.now() - lastHeard > SILENCE_LIMIT_MS) {
+      // A dead network may never close the socket by itself: give up on it and start over.
+      dropSocket();
+      scheduleReconnect();
+      return;
+    }
+    ping();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Frames from the server.
+
+  const HANDLERS = {
+    members: onMembers,
+    msg: onMsg,
+    ack: onAck,
+    history: onHistory,
+    joined: onJoined,
+    left: onLeft,
+    typing: onTyping,
+    pong: onPong,
+    error: onError,
+    room_closed: onRoomClosed,
+    moved: onMoved,
+  };
+
+  function handleFrame(data) {
+    let event;
+    try {
+      event = JSON.parse(data);
+    } catch (_) {
+      return; // not ours to understand
+    }
+    if (!event || typeof event.t !== 'string' || !session) return;
+    const handler = HANDLERS[event.t];
+    if (handler) handler(event);
+  }
+
+  function isChat(m) {
+    return m && Number.isInteger(m.id) && m.id > 0 && typeof m.from === 'string' && typeof m.text === 'string';
+  }
+
+  function onMsg(m) {
+    if (!isChat(m)) return;
+    receivedSincePing += 1;
+    replayHigh = Math.max(replayHigh, m.id);
+    noteId(m.id);
+    hideTyping(m.from);
+    if (!shown.has(m.id)) showMessage(m);
+  }
+
+  /** Keeps lastId (the newest id seen) and notices gaps, which it asks the server to replay. */
+  function noteId(id) {
+    missing.delete(id);
+    if (session.lastId === null) {
+      // The first id in this room: older ones are history, not a gap.
+      session.lastId = id;
+      saveSession();
+      return;
+    }
+    if (id > session.lastId + 1) {
+      for (let k = session.lastId + 1; k < id && missing.size < MISSING_MAX; k += 1) {
+        if (!shown.has(k)) missing.add(k);
+      }
+      ping();
+    }
+    if (id > session.lastId) {
+      session.lastId = id;
+      saveSession();
+    }
+  }
+
+  function onAck(a) {
+    if (!Number.isInteger(a.seq) || !Number.isInteger(a.id)) return;
+    session.unacked = session.unacked.filter((u) => u.seq !== a.seq);
+    noteId(a.id);
+    saveSession();
+    const el = pendingElement(a.seq);
+    if (!el) return;
+    if (shown.has(a.id)) {
+      el.remove(); // a replay showed it already
+    } else {
+      confirm(el, a.id);
+    }
+  }
+
+  function onHistory(h) {
+    olderPending = false;
+    const messages = Array.isArray(h.messages) ? h.messages.filter(isChat) : [];
+    const keep = keepScroll();
+    for (const m of messages) {
+      missing.delete(m.id);
+      if (!shown.has(m.id)) showMessage(m, true);
+    }
+    keep();
+    if (h.more === false) {
+      noOlder = true;
+      $('older').hidden = true;
+    }
+  }
+
+  function onPong(p) {
+    if (!ready) {
+      ready = true;
+      backoff = BACKOFF_MIN_MS;
+      setConn('');
+      setStatus('online');
+    }
+    // The replay went in id order, so a missing id below the highest one it delivered does not
+    // exist (a crash can skip ids): stop asking for it. A replay cut at its limit proves less.
+    if (receivedSincePing < REPLAY_MAX) {
+      for (const k of missing) if (k < replayHigh) missing.delete(k);
+    }
+    // More stored than we have: the replay was cut; ask for the rest.
+    if (Number.isInteger(p.id) && session.lastId !== null && p.id > session.lastId && receivedSincePing > 0) {
+      ping();
+    }
+  }
+
+  function onMembers(m) {
+    if (!Array.isArray(m.names)) return;
+    memberNames = m.names.filter((n) => typeof n === 'string');
+    hostName = typeof m.host === 'string' ? m.host : null;
+    renderMembers(Number.isInteger(m.more) ? m.more : 0);
+  }
+
+  function onJoined(j) {
+    if (typeof j.name !== 'string') return;
+    if (!memberNames.includes(j.name)) memberNames.push(j.name);
+    renderMembers(0);
+    addNotice(j.name + ' joined');
+  }
+
+  function onLeft(l) {
+    if (typeof l.name !== 'string') return;
+    memberNames = memberNames.filter((n) => n !== l.name);
+    renderMembers(0);
+    hideTyping(l.name);
+    addNotice(l.name + (l.reason === 'timeout' ? ' timed out' : ' left'));
+  }
+
+  function onTyping(t) {
+    if (typeof t.name === 'string' && t.name !== session.name) showTyping(t.name);
+  }
+
+  function onError(e) {
+    if (e.code === 'no_room') {
+      const room = session.room;
+      clearSession();
+      showLobby('The room ' + room + ' no longer exists (or you are no longer in it).');
+    } else if (Number.isInteger(e.seq)) {
+      const why = { rate_limited: 'too fast: not sent', too_large: 'too long: not sent' }[e.code];
+      markFailed(e.seq, why || (typeof e.message === 'string' ? e.message : 'not sent'));
+    }
+  }
+
+  function onRoomClosed(c) {
+    if (c.reason === 'server_shutdown') {
+      // The room itself survives a restart: keep the membership and reconnect.
+      addNotice('The server is restarting…');
+      return;
+    }
+    const why = { host_left: 'the host left', host_timeout: 'the host went away' }[c.reason] || 'it was closed';
+    const room = session.room;
+    dropSocket();
+    clearSession();
+    showLobby('The room ' + room + ' was closed: ' + why + '.');
+  }
+
+  function onMoved() {
+    // Another tab or device registered with this token. Reconnecting on our own would take it
+    // back and start a tug of war, so wait for the person to choose.
+    parked = true;
+    dropSocket();
+    setConn('open in another tab');
+    addNotice('This chat was opened elsewhere. Reload the page to use it here.');
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Rendering messages: every element has a sort key (its id; notices sort after the id they
+  // follow; pending messages last), and each new one is placed by key.
+
+  function messageElement(m) {
+    const el = document.createElement('div');
+    el.className = 'msg';
+    if (m.from === session.name) el.classList.add('mine');
+    const from = document.createElement('span');
+    from.className = 'from';
+    from.textContent = m.from;
+    const text = document.createElement('span');
+    text.className = 'text';
+    text.textContent = m.text;
+    const time = document.createElement('time');
+    const when = Number.isFinite(m.ts) ? new Date(m.ts) : new Date();
+    time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    el.append(from, text, time);
+    return el;
+  }
+
+  function showMessage(m, older) {
+    const el = messageElement(m);
+    el.dataset.id = String(m.id);
+    el.dataset.key = String(m.id);
+    shown.add(m.id);
+    place(el, !older);
+  }
+
+  function addPending(item) {
+    const el = messageElement({ from: session.name, text: item.text });
+    el.classList.add('pending');
+    el.dataset.seq = String(item.seq);
+    el.dataset.key = 'Infinity';
+    place(el, true);
+  }
+
+  function pendingElement(seq) {
+    return $('messages').querySelector('.msg.pending[data-seq="' + seq + '"]');
+  }
+
+  /** A pending message the server acked: it takes its id and its place. */
+  function confirm(el, id) {
+    el.classList.remove('pending');
+    delete el.dataset.seq;
+    el.dataset.id = String(id);
+    el.dataset.key = String(id);
+    shown.add(id);
+    el.remove();
+    place(el, true);
+  }
+
+  function markFailed(seq, why) {
+    session.unacked = session.unacked.filter((u) => u.seq !== seq);
+    saveSession();
+    const el = pendingElement(seq);
+    if (!el) return;
+    el.classList.remove('pending');
+    el.classList.add('failed');
+    delete el.dataset.seq;
+    const reason = document.createElement('span');
+    reason.className = 'reason';
+    reason.textContent = why;
+    el.append(reason);
+  }
+
+  function addNotice(text) {
+    const el = document.createElement('div');
+    el.className = 'notice-line';
+    el.textContent = text;
+    // After the newest message so far, before anything pending.
+    el.dataset.key = String((session.lastId || 0) + 0.5);
+    place(el, true);
+  }
+
+  /** Inserts `el` after the last element whose key is not larger, scanning from the end (new
+   * messages belong there, so this is usually one step). */
+  function place(el, follow) {
+    const list = $('messages');
+    const scroller = $('scroller');
+    const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+    const key = Number(el.dataset.key);
+    let after = list.lastElementChild;
+    while (after && Number(after.dataset.key) > key) after = after.previousElementSibling;
+    list.insertBefore(el, after ? after.nextSibling : list.firstChild);
+    if (follow && atBottom) scroller.scrollTop = scroller.scrollHeight;
+  }
+
+  /** Remembers the scroll position from the bottom, so older messages added above do not move
+   * what the reader is looking at; returns the function that restores it. */
+  function keepScroll() {
+    const scroller = $('scroller');
+    const fromBottom = scroller.scrollHeight - scroller.scrollTop;
+    return () => {
+      scroller.scrollTop = scroller.scrollHeight - fromBottom;
+    };
+  }
+
+  function requestHistory(before) {
+    if (olderPending || noOlder || !registered) return;
+    olderPending = true;
+    const req = { t: 'history', limit: HISTORY_PAGE };
+    if (before !== null) req.before = before;
+    send(req);
+  }
+
+  /** Older messages: before the oldest one shown (or the newest of all when none is). */
+  function loadOlder() {
+    const first = $('messages').querySelector('.msg[data-id]');
+    requestHistory(first ? Number(first.dataset.id) : null);
+  }
+
+  function renderMembers(more) {
+    const items = memberNames.map((name) => {
+      const li = document.createElement('li');
+      li.textContent = name;
+      if (name === hostName) li.classList.add('host');
+      if (name === session.name) li.classList.add('me');
+      return li;
+    });
+    if (more > 0) {
+      const li = document.createElement('li');
+      li.className = 'muted';
+      li.textContent = '+' + more + ' more';
+      items.push(li);
+    }
+    $('members').replaceChildren(...items);
+  }
+
+  function showTyping(name) {
+    clearTimeout(typingTimers.get(name));
+    typingTimers.set(name, setTimeout(() => hideTyping(name), TYPING_SHOWN_MS));
+    renderTyping();
+  }
+
+  function hideTyping(name) {
+    if (!typingTimers.has(name)) return;
+    clearTimeout(typingTimers.get(name));
+    typingTimers.delete(name);
+    renderTyping();
+  }
+
+  function renderTyping() {
+    const names = [...typingTimers.keys()];
+    let text = '';
+    if (names.length === 1) text = names[0] + ' is typing…';
+    else if (names.length === 2) text = names[0] + ' and ' + names[1] + ' are typing…';
+    else if (names.length > 2) text = 'Several people are typing…';
+    $('typing').textContent = text;
+  }
+
+  function setConn(text) {
+    $('conn').textContent = text;
+  }
+
+  function setStatus(text) {
+    $('status').textContent = text;
+    $('status').dataset.state = text;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // What the person does in a room.
+
+  function sendChat(event) {
+    event.preventDefault();
+    const input = $('text');
+    const text = input.value;
+    if (!text.trim() || !session) return;
+    input.value = '';
+    session.seq += 1;
+    const item = { seq: session.seq, text };
+    // Saved before it leaves: a reload or reconnect resends it with this same seq.
+    session.unacked.push(item);
+    saveSession();
+    addPending(item);
+    $('scroller').scrollTop = $('scroller').scrollHeight;
+    // Not registered yet: register() sends it with the rest of the queue.
+    if (registered) send({ t: 'msg', seq: item.seq, text: item.text });
+  }
+
+  function typed() {
+    const now = Date.now();
+    if (registered && $('text').value && now - lastTypingSent >= TYPING_EVERY_MS) {
+      lastTypingSent = now;
+      send({ t: 'typing' });
+    }
+  }
+
+  /** Leaves the room: over the socket when it is up, else with the API's DELETE. */
+  async function leave() {
+    if (!session) return;
+    if (registered && ws && ws.readyState === WebSocket.OPEN) {
+      send({ t: 'leave' });
+      const socket = ws;
+      ws = null; // close after the leave frame, which is queued first
+      socket.onclose = null;
+      socket.close();
+    } else {
+      await api('DELETE', roomPath(session.room) + '/members/me');
+    }
+    clearSession();
+  }
+
+  async function leaveClicked() {
+    await leave();
+    showLobby('');
+  }
+
+  /** "New chat": leave this pair room and be paired again under the same name. */
+  async function newChat() {
+    const name = session ? session.name : chosenName();
+    await leave();
+    stopRoom();
+    if (name) {
+      showLobby('');
+      await pair(name);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Wiring.
+
+  function init() {
+    $('name').value = localStorage.getItem(STORE_NAME) || '';
+    $('name').addEventListener('change', () => localStorage.setItem(STORE_NAME, $('name').value.trim()));
+    $('create-form').addEventListener('submit', createRoom);
+    $('new-private').addEventListener('change', () => {
+      $('new-password').hidden = !$('new-private').checked;
+    });
+    $('refresh').addEventListener('click', refreshRooms);
+    $('random').addEventListener('click', () => {
+      const name = chosenName();
+      if (name) pair(name);
+    });
+    $('password-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      if (passwordRoom !== null) joinRoom(passwordRoom, $('password').value);
+    });
+    $('password-cancel').addEventListener('click', () => {
+      $('password-form').hidden = true;
+      setNotice('');
+    });
+    $('composer').addEventListener('submit', sendChat);
+    $('text').addEventListener('input', typed);
+    $('leave').addEventListener('click', leaveClicked);
+    $('new-chat').addEventListener('click', newChat);
+    $('older').addEventListener('click', loadOlder);
+    $('scroller').addEventListener('scroll', () => {
+      if ($('scroller').scrollTop < 40) loadOlder();
+    });
+    // Back online: try now instead of waiting out the backoff.
+    window.addEventListener('online', () => {
+      if (session && !ws && !parked) connect();
+    });
+
+    session = loadSession();
+    if (session) {
+      $('name').value = session.name;
+      showRoom();
+    } else {
+      showLobby('');
+    }
+  }
+
+  init();
+})();
