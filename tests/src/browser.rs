@@ -148,13 +148,17 @@ fn status_answers(port: u16) -> bool {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /status HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let request =
+        format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
-    let mut reply = Vec::new();
-    let _ = stream.take(64 * 1024).read_to_end(&mut reply);
-    reply.starts_with(b"HTTP/1.1 200") || reply.starts_with(b"HTTP/1.0 200")
+    // The status line is all we need; it comes in the first read.
+    let mut reply = [0u8; 64];
+    let Ok(read) = stream.read(&mut reply) else {
+        return false;
+    };
+    reply[..read].starts_with(b"HTTP/1.1 200")
 }
 
 /// One chat message as the page shows it.
