@@ -1,0 +1,406 @@
+//! The chat page (crates/server/web) in headless Chromium, against a real `chat-server`:
+//! browsers and the terminal client in one room, random pairing, a reload, and a server
+//! restart under an open page. Every wait polls the DOM (up to `PAGE_TIMEOUT`); the counts
+//! ("exactly once") are checked after a later message has arrived, which on the same ordered
+//! connection would come after any duplicate.
+//!
+//! Needs `chromium` and `chromium-driver` (scripts/install-browser.sh).
+
+use std::path::Path;
+
+use chat_tests::{Chromedriver, ClientProcess, Page, ServerProcess, Shown, count_confirmed};
+use serde_json::json;
+
+/// The page's address on `server`.
+fn page_url(server: &ServerProcess) -> String {
+    format!("http://{}/", server.http)
+}
+
+/// Opens the page in a new browser session, in the lobby, with `name` typed in.
+async fn open_lobby(driver: &Chromedriver, server: &ServerProcess, name: &str) -> Page {
+    let page = driver.session().await;
+    page.open(&page_url(server)).await;
+    page.wait_visible("#lobby").await;
+    page.type_into("#name", name).await;
+    page
+}
+
+/// Creates `room` from the lobby and waits until the page is in it and connected.
+async fn create_room(page: &Page, room: &str) {
+    page.type_into("#new-room", room).await;
+    page.click("#create").await;
+    wait_in_room(page, room).await;
+}
+
+/// Joins `room` from the lobby's room list and waits until the page is in it and connected.
+async fn join_from_list(page: &Page, room: &str) {
+    let button = format!("#rooms li.room[data-room=\"{room}\"] button.join");
+    // The list refreshes every few seconds; the refresh button makes it now.
+    page.click("#refresh").await;
+    page.click(&button).await;
+    wait_in_room(page, room).await;
+}
+
+/// Waits until the page shows `room` and its socket is registered (status "online").
+async fn wait_in_room(page: &Page, room: &str) {
+    page.wait_for(
+        &format!("the page to be in room {room}"),
+        "return !document.getElementById('room').hidden \
+           && document.getElementById('room-name').textContent === arguments[0] \
+           && document.getElementById('status').dataset.state === 'online';",
+        vec![json!(room)],
+    )
+    .await;
+}
+
+/// The room the page is in ("" in the lobby).
+async fn current_room(page: &Page) -> String {
+    let value = page
+        .js(
+            "return document.getElementById('room').hidden ? '' \
+               : document.getElementById('room-name').textContent;",
+            vec![],
+        )
+        .await;
+    value.as_str().unwrap_or_default().to_owned()
+}
+
+/// Types `text` and presses Enter.
+async fn say(page: &Page, text: &str) {
+    page.type_into("#text", &format!("{text}\u{E007}")).await;
+}
+
+/// Says `text` and waits until the page shows it confirmed (acked) as `name`'s.
+async fn say_confirmed(page: &Page, name: &str, text: &str) {
+    say(page, text).await;
+    page.wait_confirmed(name, text).await;
+}
+
+/// Asserts that each (from, text) is shown confirmed exactly once, nothing is pending or
+/// failed, and the ids are strictly increasing (in id order, no id twice).
+fn assert_shown_once(who: &str, shown: &[Shown], expected: &[(&str, &str)]) {
+    for (from, text) in expected {
+        assert_eq!(
+            count_confirmed(shown, from, text),
+            1,
+            "{who} shows {from}: {text:?} exactly once; it shows {shown:#?}"
+        );
+    }
+    assert!(
+        shown.iter().all(|m| !m.pending && !m.failed),
+        "{who} has nothing pending or failed: {shown:#?}"
+    );
+    let ids: Vec<u64> = shown.iter().filter_map(|m| m.id).collect();
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "{who} shows messages in id order, each once: {ids:?}"
+    );
+}
+
+/// Waits until the terminal client printed `line`, then checks it printed it exactly once.
+fn client_saw_once(client: &mut ClientProcess, line: &str) {
+    if !client.seen.iter().any(|seen| seen == line) {
+        client.wait_for_line(line);
+    }
+    let times = client.seen.iter().filter(|seen| *seen == line).count();
+    assert_eq!(times, 1, "chat-client printed {line:?} {times} times");
+}
+
+/// Starts `chat-client` in `room` as `name` and waits for its welcome.
+fn terminal(server: &ServerProcess, room: &str, name: &str) -> ClientProcess {
+    let mut client = ClientProcess::start(server, &["join", room, "--name", name]);
+    let welcome = format!("* welcome to {room}, {name}");
+    client.wait_for("the welcome notice", |line| line.starts_with(&welcome));
+    client
+}
+
+fn start_server(dir: &Path) -> ServerProcess {
+    ServerProcess::start_with(dir, &["--http-port", "0"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_and_the_terminal_client_see_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    create_room(&alice, "den").await;
+    let bob = open_lobby(&driver, &server, "bob").await;
+    join_from_list(&bob, "den").await;
+    let mut carol = terminal(&server, "den", "carol");
+
+    // Everyone is in: the browsers list all three members.
+    for page in [&alice, &bob] {
+        page.wait_for(
+            "the member list to show alice, bob and carol",
+            "const names = [...document.querySelectorAll('#members li')].map(e => e.textContent);
+             return ['alice', 'bob', 'carol'].every(n => names.includes(n));",
+            vec![],
+        )
+        .await;
+    }
+
+    say_confirmed(&alice, "alice", "hello from alice").await;
+    say_confirmed(&bob, "bob", "hello from bob").await;
+    carol.send_line("hello from carol");
+    alice.wait_confirmed("bob", "hello from bob").await;
+    alice.wait_confirmed("carol", "hello from carol").await;
+    bob.wait_confirmed("alice", "hello from alice").await;
+    bob.wait_confirmed("carol", "hello from carol").await;
+
+    // A last message from each browser: once everyone has it, any duplicate of the earlier ones
+    // would have arrived before it.
+    say_confirmed(&alice, "alice", "alice done").await;
+    say_confirmed(&bob, "bob", "bob done").await;
+    alice.wait_confirmed("bob", "bob done").await;
+    bob.wait_confirmed("alice", "alice done").await;
+    client_saw_once(&mut carol, "alice: hello from alice");
+    client_saw_once(&mut carol, "bob: hello from bob");
+    client_saw_once(&mut carol, "alice: alice done");
+    client_saw_once(&mut carol, "bob: bob done");
+
+    let all = [
+        ("alice", "hello from alice"),
+        ("bob", "hello from bob"),
+        ("carol", "hello from carol"),
+        ("alice", "alice done"),
+        ("bob", "bob done"),
+    ];
+    assert_shown_once("alice's page", &alice.messages().await, &all);
+    assert_shown_once("bob's page", &bob.messages().await, &all);
+    let carol_own = carol
+        .seen
+        .iter()
+        .filter(|line| line.as_str() == "carol: hello from carol")
+        .count();
+    assert!(carol_own <= 1, "chat-client showed its own message twice");
+
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_chat_pairs_two_browsers_and_new_chat_moves_to_a_new_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    alice.click("#random").await;
+    let first = alice
+        .wait_for(
+            "alice to be in a pair room",
+            "const n = document.getElementById('room-name').textContent;
+             return !document.getElementById('room').hidden && n.startsWith('pair-') ? n : null;",
+            vec![],
+        )
+        .await;
+    let first = first.as_str().unwrap().to_owned();
+    wait_in_room(&alice, &first).await;
+
+    let bob = open_lobby(&driver, &server, "bob").await;
+    bob.click("#random").await;
+    wait_in_room(&bob, &first).await;
+    // The "New chat" button is there in a pair room.
+    bob.wait_visible("#new-chat").await;
+
+    say_confirmed(&alice, "alice", "hi stranger").await;
+    bob.wait_confirmed("alice", "hi stranger").await;
+    say_confirmed(&bob, "bob", "hi back").await;
+    alice.wait_confirmed("bob", "hi back").await;
+
+    // Alice asks for a new chat: she leaves this pair and waits in a new one; bob is told
+    // the chat is over.
+    alice.click("#new-chat").await;
+    let second = alice
+        .wait_for(
+            "alice to be in another pair room",
+            "const n = document.getElementById('room-name').textContent;
+             return !document.getElementById('room').hidden && n.startsWith('pair-')
+               && n !== arguments[0] && document.getElementById('status').dataset.state === 'online'
+               ? n : null;",
+            vec![json!(first)],
+        )
+        .await;
+    let second = second.as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+    bob.wait_for(
+        "bob to be out of the old pair room",
+        "return document.getElementById('room').hidden
+           || document.getElementById('room-name').textContent !== arguments[0];",
+        vec![json!(first)],
+    )
+    .await;
+
+    // Bob pairs again and meets alice in her new room.
+    if current_room(&bob).await.is_empty() {
+        bob.click("#random").await;
+    } else {
+        bob.click("#new-chat").await;
+    }
+    wait_in_room(&bob, &second).await;
+    say_confirmed(&bob, "bob", "found you again").await;
+    let shown = alice.wait_confirmed("bob", "found you again").await;
+    // The new room starts empty: nothing from the first pair came along.
+    assert_eq!(
+        count_confirmed(&shown, "alice", "hi stranger"),
+        0,
+        "{shown:#?}"
+    );
+
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_room_and_the_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    create_room(&alice, "den").await;
+    let mut carol = terminal(&server, "den", "carol");
+    say_confirmed(&alice, "alice", "before the reload").await;
+    carol.send_line("carol was here");
+    alice.wait_confirmed("carol", "carol was here").await;
+    client_saw_once(&mut carol, "alice: before the reload");
+
+    alice.reload().await;
+    wait_in_room(&alice, "den").await;
+    // The conversation is back, each message once.
+    alice.wait_confirmed("alice", "before the reload").await;
+    alice.wait_confirmed("carol", "carol was here").await;
+
+    // And the page still works: both ways.
+    say_confirmed(&alice, "alice", "after the reload").await;
+    client_saw_once(&mut carol, "alice: after the reload");
+    carol.send_line("welcome back");
+    let shown = alice.wait_confirmed("carol", "welcome back").await;
+    assert_shown_once(
+        "alice's page",
+        &shown,
+        &[
+            ("alice", "before the reload"),
+            ("carol", "carol was here"),
+            ("alice", "after the reload"),
+            ("carol", "welcome back"),
+        ],
+    );
+    // Nothing was sent twice: carol saw the first message once, even after the reload.
+    client_saw_once(&mut carol, "alice: before the reload");
+
+    alice.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reconnects_across_a_server_restart_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let (tcp, udp, http) = (server.tcp, server.udp, server.http);
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    create_room(&alice, "den").await;
+    let bob = open_lobby(&driver, &server, "bob").await;
+    join_from_list(&bob, "den").await;
+    say_confirmed(&alice, "alice", "before the restart").await;
+    bob.wait_confirmed("alice", "before the restart").await;
+
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+    alice
+        .wait_for(
+            "alice's page to notice the server is gone",
+            "return document.getElementById('status').dataset.state === 'offline';",
+            vec![],
+        )
+        .await;
+    // Typed while the server is down: shown pending, kept for the reconnect.
+    say(&alice, "typed while down").await;
+    alice
+        .wait_messages("the message typed while down to be pending", |shown| {
+            shown
+                .iter()
+                .any(|m| m.pending && m.from == "alice" && m.text == "typed while down")
+        })
+        .await;
+
+    let http_port = http.port().to_string();
+    let server =
+        ServerProcess::restart_same_ports(dir.path(), tcp, udp, &["--http-port", &http_port]);
+    assert_eq!(server.http, http);
+
+    // Both pages come back on their own, and the pending message goes out once.
+    wait_in_room(&alice, "den").await;
+    wait_in_room(&bob, "den").await;
+    alice.wait_confirmed("alice", "typed while down").await;
+    bob.wait_confirmed("alice", "typed while down").await;
+    say_confirmed(&alice, "alice", "after the restart").await;
+    say_confirmed(&bob, "bob", "bob after the restart").await;
+    bob.wait_confirmed("alice", "after the restart").await;
+    alice.wait_confirmed("bob", "bob after the restart").await;
+
+    let all = [
+        ("alice", "before the restart"),
+        ("alice", "typed while down"),
+        ("alice", "after the restart"),
+        ("bob", "bob after the restart"),
+    ];
+    assert_shown_once("alice's page", &alice.messages().await, &all);
+    assert_shown_once("bob's page", &bob.messages().await, &all);
+    drop(server);
+
+    alice.close().await;
+    bob.close().await;
+}
+
+/// Not a test: writes docs/screenshot.png, the page in a room with a few messages, for the
+/// README. Run it by hand: `cargo test -p chat-tests --test browser -- --ignored screenshot`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes docs/screenshot.png; run by hand"]
+async fn screenshot_for_the_readme() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    create_room(&alice, "lobby").await;
+    let bob = open_lobby(&driver, &server, "bob").await;
+    join_from_list(&bob, "lobby").await;
+    let mut carol = terminal(&server, "lobby", "carol");
+    say_confirmed(
+        &alice,
+        "alice",
+        "Welcome! This room is served straight from chat-server.",
+    )
+    .await;
+    say_confirmed(
+        &bob,
+        "bob",
+        "Hi alice \u{1f44b} the page reconnects on its own.",
+    )
+    .await;
+    carol.send_line("And I am in the terminal client, same room.");
+    alice
+        .wait_confirmed("carol", "And I am in the terminal client, same room.")
+        .await;
+    say_confirmed(&alice, "alice", "Nothing lost, nothing twice.").await;
+    // Bob starts typing, so the typing line shows too.
+    bob.type_into("#text", "typing").await;
+    alice
+        .wait_for(
+            "the typing line",
+            "return document.getElementById('typing').textContent.includes('bob');",
+            vec![],
+        )
+        .await;
+
+    let png = alice.screenshot().await;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshot.png");
+    std::fs::write(&path, png).unwrap();
+    drop(carol);
+    alice.close().await;
+    bob.close().await;
+}
