@@ -17,6 +17,8 @@ pub struct ServerProcess {
     pub tcp: SocketAddr,
     /// The data-plane address.
     pub udp: SocketAddr,
+    /// The HTTP listener's address (page, API, WebSocket), unless started with `--no-http`.
+    pub http: Option<SocketAddr>,
     /// The state file it uses.
     pub state: PathBuf,
     log: PathBuf,
@@ -45,6 +47,8 @@ impl ServerProcess {
             "0".into(),
             "--udp-port".into(),
             "0".into(),
+            "--http-port".into(),
+            "0".into(),
             "--state".into(),
             state.display().to_string(),
             "--history".into(),
@@ -67,11 +71,12 @@ impl ServerProcess {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(remaining) {
                 Ok(line) => {
-                    if let Some((tcp, udp)) = parse_listening(&line) {
+                    if let Some((tcp, udp, http)) = parse_listening(&line) {
                         return Ok(Self {
                             child,
                             tcp,
                             udp,
+                            http,
                             state,
                             log,
                         });
@@ -89,7 +94,8 @@ impl ServerProcess {
         }
     }
 
-    /// Restarts on the same ports and state file, after the old process is gone.
+    /// Restarts on the same TCP and UDP ports and state file, after the old process is gone
+    /// (pass `--http-port` in `extra` to keep the HTTP port too).
     pub fn restart_same_ports(
         dir: &Path,
         tcp: SocketAddr,
@@ -153,18 +159,21 @@ impl Drop for ServerProcess {
     }
 }
 
-fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
     let rest = line.strip_prefix("chat-server listening ")?;
     let mut tcp = None;
     let mut udp = None;
+    let mut http = None;
     for part in rest.split_whitespace() {
         if let Some(addr) = part.strip_prefix("tcp=") {
             tcp = addr.parse().ok();
         } else if let Some(addr) = part.strip_prefix("udp=") {
             udp = addr.parse().ok();
+        } else if let Some(addr) = part.strip_prefix("http=") {
+            http = addr.parse().ok();
         }
     }
-    Some((tcp?, udp?))
+    Some((tcp?, udp?, http))
 }
 
 fn unique_suffix() -> String {

@@ -141,7 +141,7 @@ fn flags_win_over_the_environment_which_wins_over_the_file_which_wins_over_defau
         &config,
         format!(
             "# the file gives the address (over the default 0.0.0.0) and both ports\n\
-             bind = \"127.0.0.1\"\ntcp-port = {}\nudp-port = {}\nstate = \"{}\"\n\
+             bind = \"127.0.0.1\"\ntcp-port = {}\nudp-port = {}\nhttp-port = 0\nstate = \"{}\"\n\
              history = \"{}\"\nflood-rate = 2.5\n",
             file_tcp.local_addr().unwrap().port(),
             file_udp.local_addr().unwrap().port(),
@@ -266,6 +266,8 @@ fn an_unwritable_state_path_stops_the_server_at_start() {
         "0",
         "--udp-port",
         "0",
+        "--http-port",
+        "0",
         "--history",
         history.to_str().unwrap(),
     ];
@@ -304,6 +306,8 @@ fn an_unknown_log_level_is_refused() {
         "--tcp-port",
         "0",
         "--udp-port",
+        "0",
+        "--http-port",
         "0",
         "--state",
         state.to_str().unwrap(),
@@ -410,6 +414,8 @@ fn systemd_is_told_ready_after_the_sockets_are_bound_and_stopping_at_shutdown() 
             "--tcp-port",
             "0",
             "--udp-port",
+            "0",
+            "--http-port",
             "0",
             "--state",
             state.to_str().unwrap(),

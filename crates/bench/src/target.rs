@@ -102,7 +102,16 @@ impl ServerTarget {
         let binary = std::path::absolute(binary).map_err(BenchError::SpawnFailed)?;
         let mut child = Command::new(&binary)
             .current_dir(state_dir.path())
-            .args(["--bind", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--tcp-port",
+                "0",
+                "--udp-port",
+                "0",
+                "--http-port",
+                "0",
+            ])
             .arg("--state")
             .arg(&state_file)
             .args(["--flood-rate", "0", "--log-level", "warn"])

@@ -103,6 +103,24 @@ pub struct Config {
     /// their token is unknown (never larger than the datagram answered); 0 answers none.
     #[arg(long, default_value_t = 20)]
     pub no_room_replies: u32,
+    /// TCP port of the HTTP listener: the chat page, the JSON API, the WebSocket gateway,
+    /// health and metrics (0 picks a free port).
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// Serve no HTTP: terminals only.
+    #[arg(long)]
+    pub no_http: bool,
+    /// Origins (`https://chat.example.org`) whose pages may open the WebSocket besides the
+    /// server's own, comma-separated.
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+    /// Most WebSockets open at once; more are refused with server_busy.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_websockets: usize,
+    /// WebSockets one source address may have open at once; more are refused with
+    /// too_many_attempts. 0 turns the limit off.
+    #[arg(long, default_value_t = 64)]
+    pub websockets_per_ip: usize,
 }
 
 /// How log lines are written on stderr.

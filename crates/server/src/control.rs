@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::ip_limit::{Admission, HandshakeRateLimiter};
+use crate::metrics::Metrics;
 use crate::password_gate::PasswordGate;
 use crate::room_quota::RoomQuota;
 use crate::send::Outlet;
@@ -56,6 +57,8 @@ pub struct ControlContext {
     pub passwords: PasswordGate,
     /// Live rooms each source address may have created.
     pub room_quota: RoomQuota,
+    /// Where handshakes are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Accepts connections until `stop` turns true, then waits for the handshakes in flight.
@@ -302,6 +305,6 @@ impl Reply {
     }
 }
 
-mod handshake;
+pub mod handshake;
 
 use handshake::process;

@@ -14,7 +14,6 @@
 //! so the relay loop never waits for the disk.
 
 use std::collections::VecDeque;
-use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -27,7 +26,7 @@ use chat_protocol::v2::{ChatMessage, ServerV2};
 
 use crate::engine::{Effects, HistoryJob, Outbox, PendingMessage, StoredMessage};
 use crate::history::HistoryStore;
-use crate::send::BatchSender;
+use crate::send::{BatchSender, Transports};
 use crate::shared::{SharedEngine, lock};
 use crate::stats::RelayStats;
 
@@ -48,8 +47,8 @@ const UNAWAITED_GATHER: Duration = Duration::from_millis(20);
 /// Longest wait between retries of a failed commit (disk full, I/O error).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
-/// Starts the history thread. It sends from `socket`, a clone of the data-plane socket,
-/// through the same batching path as the relay, and counts what it sends in `stats`. Once
+/// Starts the history thread. It sends through `transports`, with the same batching path as
+/// the relay, and counts what it sends in `stats`. Once
 /// `stopping` is set, a failing commit is no longer retried, so that a full disk cannot hold
 /// up shutdown; the thread's result is how many accepted messages it could not store.
 ///
@@ -61,7 +60,7 @@ pub fn spawn(
     checkpoints: HistoryStore,
     retention: u64,
     engine: SharedEngine,
-    socket: UdpSocket,
+    transports: Arc<Transports>,
     stopping: Arc<AtomicBool>,
     stats: Arc<RelayStats>,
 ) -> std::io::Result<(Sender<HistoryJob>, JoinHandle<u64>)> {
@@ -84,7 +83,7 @@ pub fn spawn(
         .name("history".into())
         .spawn(move || {
             let link = Link {
-                socket: &socket,
+                transports: &transports,
                 sender: BatchSender::default(),
                 stats: &stats,
                 fx: Effects::default(),
@@ -123,7 +122,7 @@ fn checkpoint_until_stopped(store: &HistoryStore, stop: &Receiver<()>) {
 /// Where the history thread's datagrams go out: the relay's batching path, on a clone of its
 /// socket.
 struct Link<'a> {
-    socket: &'a UdpSocket,
+    transports: &'a Transports,
     sender: BatchSender,
     stats: &'a RelayStats,
     fx: Effects,
@@ -133,7 +132,7 @@ impl Link<'_> {
     /// Sends every datagram queued and empties the queue.
     fn flush(&mut self) {
         self.sender
-            .send_all(self.socket, &self.fx.datagrams, self.stats);
+            .send_all(self.transports, &self.fx.datagrams, self.stats);
         self.fx.datagrams.clear();
     }
 }
@@ -177,9 +176,16 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            if commit(&mut store, &batch, retention, shutting_down) {
+            let started = Instant::now();
+            let stored = commit(&mut store, &batch, retention, shutting_down);
+            link.stats
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if stored {
                 lock(engine).committed(&batch, &mut link.fx);
                 own.extend(link.fx.history.drain(..));
+                // HTTP requests waiting for their message to be stored read the outcome now.
+                link.transports.web.committed();
             } else {
                 not_stored += batch.len() as u64;
             }

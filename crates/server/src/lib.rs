@@ -4,8 +4,9 @@
 //! Layers, each using only the ones before it: the protocol crate, then the sans-IO
 //! [`engine`] (the one place where rooms, members and tokens change, with no socket, clock or
 //! channel in it), then the I/O layer that feeds it and carries out its effects. In the I/O
-//! layer [`control`] is the TCP handshake front end and [`relay`] the UDP data plane; every
-//! datagram leaves through [`send`]; [`writer`] makes the engine's changes durable in the
+//! layer [`control`] is the TCP handshake front end, [`relay`] the UDP data plane and [`web`]
+//! the HTTP listener (page, JSON API, WebSocket gateway); every datagram and web event leaves
+//! through [`send`]; [`metrics`] serves what they counted; [`writer`] makes the engine's changes durable in the
 //! state file ([`persist`]) and its [`journal`]; chat history lives in SQLite ([`history`]),
 //! written only by the [`history_writer`] thread; [`server`] wires them together.
 //!
@@ -25,6 +26,7 @@ pub mod history;
 pub mod history_writer;
 pub mod ip_limit;
 pub mod journal;
+pub mod metrics;
 pub mod password;
 pub mod password_gate;
 pub mod persist;
@@ -37,6 +39,7 @@ pub mod server;
 pub mod shared;
 pub mod stats;
 pub mod token;
+pub mod web;
 pub mod writer;
 
 pub use config::Config;

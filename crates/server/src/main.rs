@@ -139,13 +139,17 @@ async fn run(config: Config) -> Result<(), String> {
     let server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let tcp = server.tcp_addr().map_err(|e| e.to_string())?;
     let udp = server.udp_addr().map_err(|e| e.to_string())?;
+    let http = match server.http_addr() {
+        Some(addr) => format!(" http={}", addr.map_err(|e| e.to_string())?),
+        None => String::new(),
+    };
     // Before anyone learns that the server is up: a signal that came before its handler
     // would get the default action, and SIGHUP's is to end the process.
     let signals = Signals::install().map_err(|e| format!("cannot handle signals: {e}"))?;
-    tracing::info!("listening on tcp={tcp} udp={udp}");
+    tracing::info!("listening on tcp={tcp} udp={udp}{http}");
     // One machine-readable line on stdout, so scripts and tests learn the ephemeral ports.
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "chat-server listening tcp={tcp} udp={udp}");
+    let _ = writeln!(stdout, "chat-server listening tcp={tcp} udp={udp}{http}");
     let _ = stdout.flush();
     drop(stdout);
     // Under systemd (Type=notify): ready now that the state is loaded and both sockets bound.

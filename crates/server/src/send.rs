@@ -2,9 +2,10 @@
 //!
 //! Every datagram the server sends (relays, acks and relays released by a history commit,
 //! challenges, welcomes, replays, history pages, notices from a tick or a handshake) leaves
-//! through a [`BatchSender`], which hands them to the kernel with `sendmmsg`. An [`Outlet`]
-//! carries out what the engine decided: history jobs to the history thread while the engine
-//! is still locked, datagrams after.
+//! through a [`BatchSender`], which hands UDP datagrams to the kernel with `sendmmsg` and web
+//! members' frames to their connections' queues ([`WebPeers`]). An [`Outlet`] carries out what
+//! the engine decided: history jobs to the history thread while the engine is still locked,
+//! datagrams after.
 
 use std::io::IoSlice;
 use std::net::UdpSocket;
@@ -18,25 +19,44 @@ use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, 
 use crate::engine::{Effects, Endpoint, Engine, HistoryJob, Outbox};
 use crate::shared::{SharedEngine, lock};
 use crate::stats::RelayStats;
+use crate::web::WebPeers;
+
+/// Where the engine's frames go: the data-plane socket (or a clone of it, so members see one
+/// server address) and the web connections.
+#[derive(Debug)]
+pub struct Transports {
+    /// The UDP data plane.
+    pub udp: UdpSocket,
+    /// WebSocket members and HTTP requests waiting for an answer.
+    pub web: Arc<WebPeers>,
+}
 
 /// Carries out the engine's effects for one I/O loop: history jobs go to the history thread,
-/// datagrams to the data-plane socket through a [`BatchSender`].
+/// datagrams to their transport through a [`BatchSender`].
 #[derive(Debug, Clone)]
 pub struct Outlet {
-    socket: Arc<UdpSocket>,
+    transports: Arc<Transports>,
     jobs: Sender<HistoryJob>,
     stats: Arc<RelayStats>,
 }
 
 impl Outlet {
-    /// An outlet sending from `socket` (the data-plane socket or a clone of it, so members
-    /// see one server address) and handing jobs to `jobs`.
-    pub fn new(socket: UdpSocket, jobs: Sender<HistoryJob>, stats: Arc<RelayStats>) -> Self {
+    /// An outlet sending through `transports` and handing jobs to `jobs`.
+    pub fn new(
+        transports: Arc<Transports>,
+        jobs: Sender<HistoryJob>,
+        stats: Arc<RelayStats>,
+    ) -> Self {
         Self {
-            socket: Arc::new(socket),
+            transports,
             jobs,
             stats,
         }
+    }
+
+    /// Where the frames go.
+    pub fn transports(&self) -> &Arc<Transports> {
+        &self.transports
     }
 
     /// Hands the history jobs over. Called with the engine still locked: store jobs carry ids
@@ -52,7 +72,10 @@ impl Outlet {
     /// Sends the queued datagrams and empties `fx`. Called after the engine's lock is
     /// released.
     pub fn send(&self, sender: &mut BatchSender, fx: &mut Effects) {
-        sender.send_all(&self.socket, &fx.datagrams, &self.stats);
+        sender.send_all(&self.transports, &fx.datagrams, &self.stats);
+        self.stats
+            .replayed
+            .fetch_add(fx.replayed, Ordering::Relaxed);
         fx.clear();
     }
 
@@ -102,10 +125,24 @@ impl std::fmt::Debug for BatchSender {
 }
 
 impl BatchSender {
-    /// Sends every queued datagram. A failed send concerns one recipient (gone, unreachable)
-    /// and never stops the others.
-    pub fn send_all(&mut self, socket: &UdpSocket, out: &Outbox, stats: &RelayStats) {
-        let mut datagrams = out.datagrams().peekable();
+    /// Sends every queued datagram. A failed send concerns one recipient (gone, unreachable,
+    /// not reading) and never stops the others.
+    pub fn send_all(&mut self, to: &Transports, out: &Outbox, stats: &RelayStats) {
+        self.send_udp(&to.udp, out, stats);
+        if to.web.open() > 0 {
+            to.web
+                .deliver(out.datagrams().filter_map(|(frame, addr)| match addr {
+                    Endpoint::Web { conn, .. } => Some((frame, conn)),
+                    Endpoint::Udp(_) => None,
+                }));
+        }
+    }
+
+    fn send_udp(&mut self, socket: &UdpSocket, out: &Outbox, stats: &RelayStats) {
+        let mut datagrams = out
+            .datagrams()
+            .filter_map(|(frame, addr)| addr.udp().map(|addr| (frame, addr)))
+            .peekable();
         while datagrams.peek().is_some() {
             let mut slices = [[IoSlice::new(&[])]; SEND_BATCH];
             let mut addrs: [Option<SockaddrStorage>; SEND_BATCH] = [None; SEND_BATCH];
@@ -118,9 +155,7 @@ impl BatchSender {
                 .zip(datagrams.by_ref())
             {
                 *slice = [IoSlice::new(frame)];
-                *slot = match addr {
-                    Endpoint::Udp(addr) => Some(SockaddrStorage::from(addr)),
-                };
+                *slot = Some(SockaddrStorage::from(addr));
                 count += 1;
             }
             self.send_batch(socket, &slices[..count], &addrs[..count], stats);
@@ -186,7 +221,11 @@ mod tests {
             });
         }
         let stats = RelayStats::default();
-        BatchSender::default().send_all(&sender, &out, &stats);
+        let transports = Transports {
+            udp: sender,
+            web: Arc::default(),
+        };
+        BatchSender::default().send_all(&transports, &out, &stats);
         assert_eq!(stats.sent.load(Ordering::Relaxed), receivers.len() as u64);
         for (index, receiver) in receivers.iter().enumerate() {
             let mut buf = [0; 64];

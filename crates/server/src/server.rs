@@ -13,21 +13,24 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::control::{self, ControlContext};
 use crate::engine::{Effects, Engine, HistoryJob, HistoryReadError, RestoreError};
 use crate::history::{HistoryError, HistoryStore};
 use crate::history_writer;
+use crate::ip_limit::HandshakeRateLimiter;
 use crate::journal;
+use crate::metrics::Metrics;
 use crate::password_gate::{PasswordGate, PasswordPolicy};
 use crate::persist::StateError;
 use crate::relay::{self, Relay};
 use crate::room_quota::RoomQuota;
-use crate::send::{BatchSender, Outlet};
+use crate::send::{BatchSender, Outlet, Transports};
 use crate::shared::{self, SharedEngine, lock};
 use crate::stats::RelayStats;
+use crate::web::{self, WebContext, WebPeers};
 use crate::writer::StateWriter;
 
 /// Why the server could not start.
@@ -45,7 +48,7 @@ pub enum StartError {
     /// A socket could not be bound.
     #[error("cannot listen on {protocol} {addr}: {source}")]
     Bind {
-        /// "TCP" or "UDP".
+        /// "TCP", "UDP" or "HTTP".
         protocol: &'static str,
         /// The address asked for.
         addr: SocketAddr,
@@ -65,6 +68,10 @@ pub struct Server {
     engine: SharedEngine,
     tcp: TcpListener,
     udp: UdpSocket,
+    /// The HTTP listener, unless `--no-http`.
+    http: Option<TcpListener>,
+    /// Where every loop's frames go (a clone of `udp`, and the web connections).
+    transports: Arc<Transports>,
     stats: Arc<RelayStats>,
     history_jobs: Sender<HistoryJob>,
     history_thread: JoinHandle<u64>,
@@ -136,6 +143,24 @@ impl Server {
             addr: udp_addr,
             source,
         })?;
+        let http = if config.no_http {
+            None
+        } else {
+            let http_addr = SocketAddr::new(config.bind, config.http_port);
+            Some(
+                TcpListener::bind(http_addr)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        protocol: "HTTP",
+                        addr: http_addr,
+                        source,
+                    })?,
+            )
+        };
+        let transports = Arc::new(Transports {
+            udp: history_socket,
+            web: Arc::new(WebPeers::default()),
+        });
 
         let mut engine = engine;
         engine.attach_history();
@@ -148,7 +173,7 @@ impl Server {
             checkpoints,
             config.history_limit,
             Arc::clone(&engine),
-            history_socket,
+            Arc::clone(&transports),
             Arc::clone(&history_stopping),
             Arc::clone(&stats),
         )
@@ -158,6 +183,8 @@ impl Server {
             engine,
             tcp,
             udp,
+            http,
+            transports,
             stats,
             history_jobs,
             history_thread,
@@ -173,6 +200,11 @@ impl Server {
     /// The bound UDP address (useful with port 0).
     pub fn udp_addr(&self) -> io::Result<SocketAddr> {
         self.udp.local_addr()
+    }
+
+    /// The bound HTTP address, unless `--no-http`.
+    pub fn http_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.http.as_ref().map(TcpListener::local_addr)
     }
 
     /// Counters of the data plane.
@@ -204,13 +236,18 @@ impl Server {
             self.config.state.clone(),
             writer_stopped,
         );
-        // One outlet for every loop: datagrams leave through the data-plane socket, jobs go to
-        // the history thread.
+        // One outlet for every loop: frames leave through the data-plane socket or to the web
+        // connections, jobs go to the history thread.
         let outlet = Outlet::new(
-            self.udp.try_clone()?,
+            Arc::clone(&self.transports),
             self.history_jobs.clone(),
             Arc::clone(&self.stats),
         );
+        let metrics = Arc::new(Metrics::new(
+            Arc::clone(&self.engine),
+            Arc::clone(&self.stats),
+            Arc::clone(&self.transports.web),
+        ));
         let stop_relay = Arc::new(AtomicBool::new(false));
         let relay_thread = relay::spawn(
             self.udp.try_clone()?,
@@ -244,6 +281,27 @@ impl Server {
                 self.config.password_failures_per_room,
             ))?,
             room_quota: RoomQuota::new(self.config.rooms_per_ip),
+            metrics: Arc::clone(&metrics),
+        });
+        let web_task = self.http.map(|listener| {
+            let web = Arc::new(WebContext {
+                control: Arc::clone(&context),
+                peers: Arc::clone(&self.transports.web),
+                metrics,
+                allowed_origins: self.config.allowed_origin.clone(),
+                max_websockets: self.config.max_websockets,
+                websockets_per_ip: self.config.websockets_per_ip,
+                websockets: Mutex::default(),
+                handshake_rate: Mutex::new(HandshakeRateLimiter::new(
+                    self.config.handshakes_per_ip,
+                )),
+                handshake_slots: Arc::new(Semaphore::new(self.config.max_handshakes)),
+                stop: front_ends_stopped.clone(),
+            });
+            let mut stopped = front_ends_stopped.clone();
+            tokio::spawn(web::serve(listener, web, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
         });
         let control_task = tokio::spawn(control::serve(
             self.tcp,
@@ -262,6 +320,9 @@ impl Server {
         let _ = stop_front_ends.send(true);
         // Handshakes in flight still need the writer, so it stops last.
         let _ = control_task.await;
+        if let Some(web_task) = web_task {
+            let _ = web_task.await;
+        }
         stop_relay.store(true, Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || relay_thread.join()).await;
         let _ = tick_task.await;

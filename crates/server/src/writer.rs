@@ -152,6 +152,12 @@ impl StateWriter {
         self.wake.notify_one();
     }
 
+    /// Why the latest write failed, while no later one has succeeded (for `/readyz`).
+    pub fn failure(&self) -> Option<String> {
+        let progress = self.progress.borrow();
+        (progress.failed > progress.durable).then(|| progress.reason.clone())
+    }
+
     /// Asks for a write and waits until `journal_seq` is on disk, or its write failed.
     pub async fn durable(&self, journal_seq: u64) -> Result<(), WriteFailed> {
         self.schedule();

@@ -22,11 +22,13 @@ use crate::shared::{self, lock};
 /// Longest password accepted; argon2 hashes any length, but a bound keeps the work bounded.
 const MAX_PASSWORD_LEN: usize = 1024;
 
-/// Why a create, join or pair was refused.
+/// Why a create, join or pair was refused: the contract's code and a sentence for the user.
 #[derive(Debug)]
-struct Refusal {
-    code: ErrorCode,
-    message: String,
+pub struct Refusal {
+    /// The code (protocol.md, "Refusals").
+    pub code: ErrorCode,
+    /// What the user reads.
+    pub message: String,
 }
 
 impl From<JoinError> for Refusal {
@@ -39,12 +41,54 @@ impl From<JoinError> for Refusal {
 }
 
 impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    /// A refusal with this code and sentence.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
         }
     }
+}
+
+/// Grants a create, join or pair (not list) to `peer`, durably, or says why not: the one path
+/// for both front ends (the TCP control plane and the HTTP API).
+pub async fn grant(
+    operation: Operation,
+    room_name: &str,
+    user: UserRequest,
+    peer: SocketAddr,
+    context: &ControlContext,
+) -> Result<Membership, Refusal> {
+    let username = user.username.clone();
+    let result = match operation {
+        Operation::Create => create(room_name, user, peer, context).await,
+        Operation::Join => join(room_name, user, peer, context).await,
+        Operation::Pair => pair(user, context).await,
+        Operation::List => Err(Refusal::new(
+            ErrorCode::UnsupportedOperation,
+            "list grants no membership",
+        )),
+    };
+    let op = match operation {
+        Operation::Create => "create",
+        Operation::Join => "join",
+        Operation::Pair => "pair",
+        Operation::List => "list",
+    };
+    context.metrics.handshake(
+        op,
+        crate::metrics::result_label(result.as_ref().map(|_| ()).map_err(|r| r.code)),
+    );
+    match &result {
+        Ok(membership) => {
+            lock(&context.engine).set_home_ip(&membership.token, peer.ip());
+            tracing::info!(%peer, room = %quoted(&membership.room), user = %quoted(&membership.username), host = membership.host, token = %membership.token, ?operation, "handshake granted");
+        }
+        Err(refusal) => {
+            tracing::info!(%peer, room = %quoted(room_name), user = %quoted(&username), code = %refusal.code, ?operation, "handshake refused");
+        }
+    }
+    result
 }
 
 pub(super) async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Reply {
@@ -73,30 +117,23 @@ pub(super) async fn process(frame: Frame, peer: SocketAddr, context: &ControlCon
             ),
         );
     };
-    let user = UserRequest::parse(&payload)
-        .map_err(|error| Refusal::new(ErrorCode::InvalidRequest, error.to_string()));
-    // For the log of a refusal: who asked, as far as the payload says.
-    let username = user
-        .as_ref()
-        .map_or_else(|_| String::new(), |user| user.username.clone());
-    let result = match (operation, user) {
-        (Operation::List, _) => {
-            let request = match ListRequest::parse(&payload) {
-                Ok(request) => request,
-                Err(error) => return refuse(ErrorCode::InvalidRequest, error.to_string()),
-            };
-            let list = lock(&context.engine).list();
-            return Reply::accepted(operation_byte, room_name, room_list::page(list, &request));
+    if operation == Operation::List {
+        let request = match ListRequest::parse(&payload) {
+            Ok(request) => request,
+            Err(error) => return refuse(ErrorCode::InvalidRequest, error.to_string()),
+        };
+        let list = lock(&context.engine).list();
+        return Reply::accepted(operation_byte, room_name, room_list::page(list, &request));
+    }
+    let user = match UserRequest::parse(&payload) {
+        Ok(user) => user,
+        Err(error) => {
+            tracing::info!(%peer, room = %quoted(&room_name), code = %ErrorCode::InvalidRequest, ?operation, "handshake refused");
+            return refuse(ErrorCode::InvalidRequest, error.to_string());
         }
-        (_, Err(refusal)) => Err(refusal),
-        (Operation::Create, Ok(user)) => create(&room_name, user, peer, context).await,
-        (Operation::Join, Ok(user)) => join(&room_name, user, peer, context).await,
-        (Operation::Pair, Ok(user)) => pair(user, context).await,
     };
-    match result {
+    match grant(operation, &room_name, user, peer, context).await {
         Ok(membership) => {
-            lock(&context.engine).set_home_ip(&membership.token, peer.ip());
-            tracing::info!(%peer, room = %quoted(&membership.room), user = %quoted(&membership.username), host = membership.host, token = %membership.token, ?operation, "handshake granted");
             let grant = Grant {
                 token: membership.token.to_hex(),
                 room: Some(membership.room.clone()),
@@ -109,10 +146,7 @@ pub(super) async fn process(frame: Frame, peer: SocketAddr, context: &ControlCon
             // Pair rooms get their name from the server; echo it so the client learns it.
             Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))
         }
-        Err(refusal) => {
-            tracing::info!(%peer, room = %quoted(&room_name), user = %quoted(&username), code = %refusal.code, ?operation, "handshake refused");
-            refuse(refusal.code, refusal.message)
-        }
+        Err(refusal) => refuse(refusal.code, refusal.message),
     }
 }
 

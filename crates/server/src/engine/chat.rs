@@ -45,11 +45,15 @@ impl Engine {
             .get_mut(&room_id)
             .and_then(|room| room.members.get_mut(&member_id))
             .ok_or(DropReason::UnknownToken)?;
-        let addr = member.addr.ok_or(DropReason::WrongAddress)?;
+        // Where answers go: none for a member posting over HTTP without a binding, who reads
+        // the outcome from `seq_status`.
+        let addr = member.addr;
         match member.seqs.status(seq) {
             SeqStatus::New => {}
             SeqStatus::Stored(id) => {
-                unicast_v2(&mut fx.datagrams, addr, &ServerV2::Ack { seq, id });
+                if let Some(addr) = addr {
+                    unicast_v2(&mut fx.datagrams, addr, &ServerV2::Ack { seq, id });
+                }
                 return Ok(());
             }
             SeqStatus::Refused(code) => {
@@ -128,7 +132,7 @@ impl Engine {
         let member = members
             .get_mut(&member_id)
             .ok_or(DropReason::UnknownToken)?;
-        let addr = member.addr.ok_or(DropReason::WrongAddress)?;
+        let addr = member.addr;
         if let Some(seq) = seq
             && text.is_empty()
         {
@@ -349,7 +353,8 @@ fn refusal_text(code: V2ErrorCode) -> &'static str {
     }
 }
 
-fn refuse_v2(out: &mut Outbox, to: Endpoint, code: V2ErrorCode, seq: u64, message: &str) {
+fn refuse_v2(out: &mut Outbox, to: Option<Endpoint>, code: V2ErrorCode, seq: u64, message: &str) {
+    let Some(to) = to else { return };
     unicast_v2(
         out,
         to,

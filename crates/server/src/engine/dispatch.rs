@@ -88,9 +88,10 @@ impl Engine {
                 if !member.probes.allow(&flood, now) {
                     return Err(DropReason::RateLimited);
                 }
-                if member.addr != Some(src) {
+                if member.addr != Some(src) && !src.is_connection() {
                     // Not bound here yet: all this address gets is a challenge, smaller than
-                    // the register itself, until it echoes it from here.
+                    // the register itself, until it echoes it from here. A connection needs
+                    // none: it cannot be spoofed, and the token came over it.
                     let nonce = challenge(member, src, last_id, now)?;
                     unicast_v2(&mut fx.datagrams, src, &ServerV2::Challenge { nonce });
                     return Ok(());

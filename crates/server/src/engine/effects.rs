@@ -22,6 +22,9 @@ pub struct Effects {
     pub datagrams: Outbox,
     /// Work for the history thread, in the order decided (chat to store in id order).
     pub history: Vec<HistoryJob>,
+    /// Messages replayed to members who caught up (from memory, or asked of the history
+    /// thread), for the metrics.
+    pub replayed: u64,
 }
 
 impl Effects {
@@ -29,6 +32,7 @@ impl Effects {
     pub fn clear(&mut self) {
         self.datagrams.clear();
         self.history.clear();
+        self.replayed = 0;
     }
 
     /// Whether there is nothing to do.

@@ -11,6 +11,14 @@ use std::net::{IpAddr, SocketAddr};
 pub enum Endpoint {
     /// A UDP address, reached through the data-plane socket.
     Udp(SocketAddr),
+    /// A connection of the HTTP listener (a WebSocket, or one HTTP request waiting for its
+    /// answer), reached through [`crate::web::WebPeers`].
+    Web {
+        /// The connection's number, unique for the life of the process.
+        conn: u64,
+        /// The peer's IP.
+        ip: IpAddr,
+    },
 }
 
 impl Endpoint {
@@ -19,7 +27,14 @@ impl Endpoint {
     pub fn ip(&self) -> IpAddr {
         match self {
             Self::Udp(addr) => addr.ip().to_canonical(),
+            Self::Web { ip, .. } => ip.to_canonical(),
         }
+    }
+
+    /// Whether the transport itself proves where the peer is (a TCP connection whose first
+    /// message carried the token), so that registering from it needs no challenge.
+    pub fn is_connection(&self) -> bool {
+        matches!(self, Self::Web { .. })
     }
 
     /// The UDP address, for the state file (which records UDP bindings only: another
@@ -27,6 +42,7 @@ impl Endpoint {
     pub fn udp(&self) -> Option<SocketAddr> {
         match self {
             Self::Udp(addr) => Some(*addr),
+            Self::Web { .. } => None,
         }
     }
 }
@@ -41,6 +57,7 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Udp(addr) => write!(f, "udp:{addr}"),
+            Self::Web { conn, ip } => write!(f, "web:{conn}@{ip}"),
         }
     }
 }

@@ -13,7 +13,7 @@
 //! Layout: [`room`] is the model; [`membership`] and [`departures`] create, join, pair, leave
 //! and time members out; [`dispatch`] decodes a datagram into an action and binds addresses;
 //! [`chat`] orders, deduplicates, numbers and stores chat; [`replay`] sends notices and
-//! catch-ups; [`restore`] takes and restores snapshots; [`durable`] is the vocabulary of the
+//! catch-ups; [`api`] takes the HTTP API's token-carrying requests; [`restore`] takes and restores snapshots; [`durable`] is the vocabulary of the
 //! state file and journal.
 
 use std::collections::HashMap;
@@ -28,6 +28,7 @@ use thiserror::Error;
 use crate::flood::FloodPolicy;
 use crate::token::{RandomError, Token};
 
+pub use api::{Credentials, MemberList};
 pub use durable::{JournalRecord, StateChange};
 pub use effects::{Effects, HistoryJob, Outbox, PendingMessage, StoredMessage};
 pub use endpoint::Endpoint;
@@ -35,9 +36,11 @@ pub use memory::MemoryBudget;
 pub use replay::{MAX_REPLAY, NO_ROOM_TEXT};
 pub use restore::{HistoryReadError, HistorySource, RestoreError};
 pub use room::{MemberId, RoomId, RoomKind, WireVersion};
+pub use seq_window::SeqStatus;
 
 use room::Room;
 
+pub mod api;
 pub mod chat;
 mod checks;
 pub mod departures;

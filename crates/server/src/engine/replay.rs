@@ -124,6 +124,7 @@ fn replay(
         return;
     }
     let upto = after + allowed;
+    fx.replayed += allowed;
     let room = &*room;
     let cached_from = room.recent.front().map_or(u64::MAX, |first| first.id);
     if cached_from <= after + 1 {
