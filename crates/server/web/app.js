@@ -556,7 +556,10 @@
     memberNames = memberNames.filter((n) => n !== l.name);
     renderMembers(0);
     hideTyping(l.name);
-    addNotice(l.name + (l.reason === 'timeout' ? ' timed out' : ' left'));
+    let text = l.name + (l.reason === 'timeout' ? ' timed out' : ' left');
+    // A pair room stays open for the one left behind, waiting for a new partner.
+    if (session.room.startsWith('pair-')) text += ': wait here for someone new, or press New chat.';
+    addNotice(text);
   }
 
   function onTyping(t) {
