@@ -300,16 +300,23 @@ impl Page {
             .to_owned()
     }
 
-    /// Clicks the element matching `css`, once it is there and visible.
+    /// Clicks the element matching `css`, once it is there and visible. The page may replace
+    /// the element between finding and clicking (the room list refreshes itself), so a failed
+    /// click is tried again on a fresh find, up to [`PAGE_TIMEOUT`].
     pub async fn click(&self, css: &str) {
-        self.wait_visible(css).await;
-        self.client()
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("find {css}: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        loop {
+            self.wait_visible(css).await;
+            let clicked = match self.client().find(Locator::Css(css)).await {
+                Ok(element) => element.click().await,
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(()) => return,
+                Err(e) if Instant::now() >= deadline => panic!("click {css}: {e}"),
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
     }
 
     /// Replaces the text of the input matching `css` with `text` by typing it.
