@@ -362,6 +362,66 @@ async fn the_page_reconnects_across_a_server_restart_and_loses_nothing() {
     bob.close().await;
 }
 
+/// Makes every ping the page sends ask for the last three messages again (as a server replay
+/// overlapping what is shown does), and counts the pings in `window.__pings`.
+const OVERLAPPING_PINGS_JS: &str = "window.__pings = 0;
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  try {
+    const m = JSON.parse(data);
+    if (m.t === 'ping' && m.last_id > 3) {
+      m.last_id -= 3;
+      data = JSON.stringify(m);
+      window.__pings += 1;
+    }
+  } catch (_) {}
+  return send.call(this, data);
+};";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_replayed_again_are_shown_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    create_room(&alice, "den").await;
+    let mut carol = terminal(&server, "den", "carol");
+    let lines = ["one", "two", "three", "four", "five"];
+    for line in lines {
+        carol.send_line(line);
+    }
+    alice.wait_confirmed("carol", "five").await;
+    say_confirmed(&alice, "alice", "six").await;
+
+    alice.js(OVERLAPPING_PINGS_JS, vec![]).await;
+    // Three overlapping pings: the replays of the first two have long arrived by the third
+    // (each is answered at once; they are 2 s apart).
+    alice
+        .wait_for(
+            "three overlapping pings",
+            "return window.__pings >= 3;",
+            vec![],
+        )
+        .await;
+    carol.send_line("seven");
+    let shown = alice.wait_confirmed("carol", "seven").await;
+    assert_shown_once(
+        "alice's page",
+        &shown,
+        &[
+            ("carol", "one"),
+            ("carol", "two"),
+            ("carol", "three"),
+            ("carol", "four"),
+            ("carol", "five"),
+            ("alice", "six"),
+            ("carol", "seven"),
+        ],
+    );
+    alice.close().await;
+}
+
 /// Not a test: writes docs/screenshot.png, the page in a room with a few messages, for the
 /// README. Run it by hand: `cargo test -p chat-tests --test browser -- --ignored screenshot`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
