@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use chat_tests::browser::PAGE_TIMEOUT;
 use chat_tests::{Chromedriver, ClientProcess, Page, ServerProcess, Shown, count_confirmed};
 use serde_json::json;
 
@@ -145,6 +146,16 @@ async fn two_browsers_and_the_terminal_client_see_each_message_once() {
         )
         .await;
     }
+
+    // Bob starts typing: alice is told.
+    bob.type_into("#text", "hm").await;
+    alice
+        .wait_for(
+            "alice to see that bob is typing",
+            "return document.getElementById('typing').textContent.includes('bob is typing');",
+            vec![],
+        )
+        .await;
 
     say_confirmed(&alice, "alice", "hello from alice").await;
     say_confirmed(&bob, "bob", "hello from bob").await;
@@ -442,26 +453,27 @@ async fn screenshot_for_the_readme() {
         "Welcome! This room is served straight from chat-server.",
     )
     .await;
-    say_confirmed(
-        &bob,
-        "bob",
-        "Hi alice \u{1f44b} the page reconnects on its own.",
-    )
-    .await;
+    say_confirmed(&bob, "bob", "Hi alice, the page reconnects on its own.").await;
     carol.send_line("And I am in the terminal client, same room.");
     alice
         .wait_confirmed("carol", "And I am in the terminal client, same room.")
         .await;
     say_confirmed(&alice, "alice", "Nothing lost, nothing twice.").await;
-    // Bob starts typing, so the typing line shows too.
-    bob.type_into("#text", "typing").await;
-    alice
-        .wait_for(
-            "the typing line",
-            "return document.getElementById('typing').textContent.includes('bob');",
-            vec![],
-        )
-        .await;
+    // Bob types on, so the typing line shows too: the page sends `typing` at most every 3 s,
+    // so keep typing until alice shows it.
+    let deadline = std::time::Instant::now() + PAGE_TIMEOUT;
+    loop {
+        bob.type_into("#text", "I am typing").await;
+        let typing = alice.text_of("#typing").await;
+        if typing.contains("bob") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob never shows as typing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
 
     let png = alice.screenshot().await;
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshot.png");

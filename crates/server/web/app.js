@@ -513,10 +513,15 @@
       if (!shown.has(m.id)) showMessage(m, true);
     }
     keep();
-    if (h.more === false) {
-      noOlder = true;
-      $('older').hidden = true;
-    }
+    if (h.more === false) noOlder = true;
+    updateOlder();
+  }
+
+  /** Hides "Load older" once nothing older can exist: the server said so, or id 1 is shown. */
+  function updateOlder() {
+    const first = $('messages').querySelector('.msg[data-id]');
+    if (first && Number(first.dataset.id) === 1) noOlder = true;
+    $('older').hidden = noOlder;
   }
 
   function onPong(p) {
@@ -525,6 +530,9 @@
       backoff = BACKOFF_MIN_MS;
       setConn('');
       setStatus('online');
+      // An empty room (no stored message yet) has no history to load.
+      if (p.id === 0 && shown.size === 0) noOlder = true;
+      updateOlder();
     }
     // The replay went in id order, so a missing id below the highest one it delivered does not
     // exist (a crash can skip ids): stop asking for it. A replay cut at its limit proves less.
