@@ -373,6 +373,176 @@ async fn the_page_reconnects_across_a_server_restart_and_loses_nothing() {
     bob.close().await;
 }
 
+/// Whether the page fits its window's width (nothing to scroll sideways).
+async fn fits_width(page: &Page) -> bool {
+    page.js(
+        "return document.documentElement.scrollWidth <= window.innerWidth;",
+        vec![],
+    )
+    .await
+    .as_bool()
+    .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_room_asks_for_its_password_on_a_phone_sized_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    alice.click("#new-private").await;
+    alice.type_into("#new-password", "moby dick").await;
+    create_room(&alice, "book-club").await;
+
+    let bob = driver.session().await;
+    bob.client().set_window_size(390, 740).await.unwrap();
+    bob.open(&page_url(&server)).await;
+    bob.type_into("#name", "bob").await;
+    bob.click("#refresh").await;
+    let item = "#rooms li.room[data-room=\"book-club\"]";
+    bob.wait_for(
+        "the room list to show book-club as private with 1 member",
+        "const li = document.querySelector(arguments[0]);
+         return !!li && li.querySelector('.count').textContent === '1 member'
+           && !!li.querySelector('.private');",
+        vec![json!(item)],
+    )
+    .await;
+    assert!(fits_width(&bob).await, "the lobby fits a phone's width");
+
+    // Joining asks for the password; a wrong one is refused, the right one lets bob in.
+    bob.click(&format!("{item} button.join")).await;
+    bob.wait_visible("#password-form").await;
+    bob.type_into("#password", "wrong").await;
+    bob.click("#password-join").await;
+    bob.wait_for(
+        "the wrong password to be refused",
+        "return document.getElementById('notice').textContent === 'Wrong password.';",
+        vec![],
+    )
+    .await;
+    bob.type_into("#password", "moby dick").await;
+    bob.click("#password-join").await;
+    wait_in_room(&bob, "book-club").await;
+    assert!(fits_width(&bob).await, "the room fits a phone's width");
+    bob.wait_visible("#text").await;
+
+    // Text from the network is shown as text, never as markup.
+    let markup = "<img src=x onerror=\"document.title='owned'\"><b>bold</b>";
+    say_confirmed(&alice, "alice", markup).await;
+    bob.wait_confirmed("alice", markup).await;
+    let injected = bob
+        .js(
+            "return document.querySelectorAll('#messages img, #messages b').length;",
+            vec![],
+        )
+        .await;
+    assert_eq!(injected, json!(0), "no element was made from a message");
+
+    // The host leaves: her page is back in the lobby, and bob's page says the room closed.
+    alice.click("#leave").await;
+    alice.wait_visible("#lobby").await;
+    bob.wait_for(
+        "bob to be told the room closed",
+        "return !document.getElementById('lobby').hidden
+           && document.getElementById('notice').textContent.includes('closed');",
+        vec![],
+    )
+    .await;
+
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_messages_load_when_scrolling_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // No flood control: the terminal client sends 30 lines at once.
+    let server = ServerProcess::start_with(dir.path(), &["--flood-rate", "0"]);
+    let driver = Chromedriver::start();
+
+    let mut carol = ClientProcess::start(&server, &["create", "den", "--name", "carol"]);
+    carol.wait_for("the welcome notice", |line| {
+        line.starts_with("* welcome to den, carol")
+    });
+    let lines: Vec<String> = (1..=30).map(|n| format!("line {n}")).collect();
+    for line in &lines {
+        carol.send_line(line);
+    }
+    // All stored: a joiner reads them.
+    let mut dan = terminal(&server, "den", "dan");
+    let _ = dan.wait_for("the last line", |line| line.ends_with("line 30"));
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    join_from_list(&alice, "den").await;
+    // Entering shows the newest 20 (the server's --join-history).
+    let shown = alice.wait_confirmed("carol", "line 30").await;
+    assert_eq!(count_confirmed(&shown, "carol", "line 10"), 0, "{shown:#?}");
+    assert_eq!(count_confirmed(&shown, "carol", "line 11"), 1, "{shown:#?}");
+
+    // Scrolling to the top asks for the page before.
+    alice
+        .js(
+            "const s = document.getElementById('scroller'); s.scrollTop = 1; s.scrollTop = 0;
+             s.dispatchEvent(new Event('scroll'));",
+            vec![],
+        )
+        .await;
+    let shown = alice.wait_confirmed("carol", "line 1").await;
+    let expected: Vec<(&str, &str)> = lines.iter().map(|l| ("carol", l.as_str())).collect();
+    assert_shown_once("alice's page", &shown, &expected);
+    let texts: Vec<&str> = shown.iter().map(|m| m.text.as_str()).collect();
+    let want: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert_eq!(texts, want, "in order");
+    // Nothing older remains: the button is gone.
+    alice
+        .wait_for(
+            "Load older to be hidden",
+            "return document.getElementById('older').hidden;",
+            vec![],
+        )
+        .await;
+    alice.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_over_flood_control_are_marked_failed_and_not_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        ServerProcess::start_with(dir.path(), &["--flood-burst", "3", "--flood-rate", "1"]);
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    create_room(&alice, "den").await;
+    for n in 1..=8 {
+        say(&alice, &format!("burst {n}")).await;
+    }
+    // Every message ends confirmed or failed; some are refused.
+    let shown = alice
+        .wait_messages("every burst message to be confirmed or failed", |shown| {
+            shown.len() == 8 && shown.iter().all(|m| !m.pending)
+        })
+        .await;
+    let failed = shown.iter().filter(|m| m.failed).count();
+    assert!(failed > 0, "flood control refused some: {shown:#?}");
+    assert!(failed < 8, "the burst got through: {shown:#?}");
+    let reason = alice.text_of("#messages .msg.failed .reason").await;
+    assert!(reason.contains("too fast"), "says why: {reason:?}");
+    let unacked = alice
+        .js(
+            "return JSON.parse(localStorage.getItem('chat.session')).unacked.length;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        unacked,
+        json!(0),
+        "refused messages are not kept for resending"
+    );
+    alice.close().await;
+}
+
 /// Makes every ping the page sends ask for the last three messages again (as a server replay
 /// overlapping what is shown does), and counts the pings in `window.__pings`.
 const OVERLAPPING_PINGS_JS: &str = "window.__pings = 0;
