@@ -458,7 +458,7 @@ async fn a_private_room_asks_for_its_password_on_a_phone_sized_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn older_messages_load_when_scrolling_back() {
     let dir = tempfile::tempdir().unwrap();
-    // No flood control: the terminal client sends 30 lines at once.
+    // No flood control: the terminal client sends 60 lines at once.
     let server = ServerProcess::start_with(dir.path(), &["--flood-rate", "0"]);
     let driver = Chromedriver::start();
 
@@ -466,22 +466,22 @@ async fn older_messages_load_when_scrolling_back() {
     carol.wait_for("the welcome notice", |line| {
         line.starts_with("* welcome to den, carol")
     });
-    let lines: Vec<String> = (1..=30).map(|n| format!("line {n}")).collect();
+    let lines: Vec<String> = (1..=60).map(|n| format!("line {n}")).collect();
     for line in &lines {
         carol.send_line(line);
     }
     // All stored: a joiner reads them.
     let mut dan = terminal(&server, "den", "dan");
-    let _ = dan.wait_for("the last line", |line| line.ends_with("line 30"));
+    let _ = dan.wait_for("the last line", |line| line.ends_with("line 60"));
 
     let alice = open_lobby(&driver, &server, "alice").await;
     join_from_list(&alice, "den").await;
     // Entering shows the newest 20 (the server's --join-history).
-    let shown = alice.wait_confirmed("carol", "line 30").await;
-    assert_eq!(count_confirmed(&shown, "carol", "line 10"), 0, "{shown:#?}");
-    assert_eq!(count_confirmed(&shown, "carol", "line 11"), 1, "{shown:#?}");
+    let shown = alice.wait_confirmed("carol", "line 60").await;
+    assert_eq!(count_confirmed(&shown, "carol", "line 40"), 0, "{shown:#?}");
+    assert_eq!(count_confirmed(&shown, "carol", "line 41"), 1, "{shown:#?}");
 
-    // Scrolling to the top asks for the page before.
+    // Scrolling to the top asks for the page before (lines 1 to 40, at most 50 a page).
     alice
         .js(
             "const s = document.getElementById('scroller'); s.scrollTop = 1; s.scrollTop = 0;
