@@ -426,6 +426,13 @@ async fn a_private_room_asks_for_its_password_on_a_phone_sized_window() {
     bob.click("#password-join").await;
     wait_in_room(&bob, "book-club").await;
     assert!(fits_width(&bob).await, "the room fits a phone's width");
+    let wide = bob
+        .js(
+            "return document.getElementById('scroller').clientWidth >= 0.8 * window.innerWidth;",
+            vec![],
+        )
+        .await;
+    assert_eq!(wide, json!(true), "on a phone the messages take the width");
     bob.wait_visible("#text").await;
 
     // Text from the network is shown as text, never as markup.
