@@ -8,8 +8,9 @@
 //! Modules: [`process`] (binaries, output lines, exits), [`server`] (`chat-server`),
 //! [`client`] (`chat-client`), [`tcrp`] (control-plane exchanges), [`member`] (UDP members,
 //! version 1 and 2), [`proxy`] (the loss proxy), [`reference`](mod@reference) (the reference
-//! Python implementation), [`browser`] (headless Chromium through chromedriver, for the chat
-//! page). Everything is re-exported here, so tests name it `chat_tests::X`.
+//! Python implementation), [`web`] (the HTTP API and WebSocket members), [`browser`] (headless
+//! Chromium through chromedriver, for the chat page). Everything is re-exported here, so tests
+//! name it `chat_tests::X`.
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ pub mod proxy;
 pub mod reference;
 pub mod server;
 pub mod tcrp;
+pub mod web;
 
 pub use browser::{Chromedriver, Page, Shown, count_confirmed};
 pub use client::ClientProcess;
@@ -30,6 +32,7 @@ pub use proxy::{Faults, LossProxy, ProxyStats, REORDER_HOLD, XorShift64Star};
 pub use reference::{PythonProcess, free_port, reference_dir};
 pub use server::ServerProcess;
 pub use tcrp::{Replies, create, decode_frames, handshake, join, raw_exchange, try_handshake};
+pub use web::{Answer, Api, WebMember};
 
 /// How long any single expected event may take before a test fails. Generous on purpose: CI
 /// machines are slow and shared; a correct server answers in milliseconds.

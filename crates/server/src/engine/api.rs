@@ -7,7 +7,6 @@
 //! storage), the same leave, the same history pages.
 
 use chat_protocol::limits::MAX_HISTORY_PAGE;
-use chat_protocol::names;
 use chat_protocol::v2::LeaveReason;
 
 use super::room::{MemberId, RoomId};
@@ -41,19 +40,11 @@ impl Engine {
         who: Credentials<'_>,
         clock: Now,
     ) -> Result<(RoomId, MemberId), DropReason> {
-        let Credentials {
-            token: token_hex,
-            room: room_name,
-        } = who;
-        let token = Token::from_hex(token_hex.as_bytes()).ok_or(DropReason::UnknownToken)?;
-        let &(room_id, member_id) = self.tokens.get(&token).ok_or(DropReason::UnknownToken)?;
+        let (room_id, member_id) = self.member_of(who.token.as_bytes(), who.room)?;
         let room = self
             .rooms
             .get_mut(&room_id)
             .ok_or(DropReason::UnknownToken)?;
-        if room.name != room_name && names::room_key(&room.name) != names::room_key(room_name) {
-            return Err(DropReason::WrongRoom);
-        }
         let member = room
             .members
             .get_mut(&member_id)

@@ -11,7 +11,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chat_protocol::limits::{MAX_DATAGRAM, TOKEN_HEX_LEN};
+use chat_protocol::limits::TOKEN_HEX_LEN;
 use chat_protocol::listing::ListRequest;
 use chat_protocol::tcrp::{ErrorCode, Operation, UserRequest};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::WebContext;
 use super::error::ApiError;
 use crate::control::handshake::{self, Refusal};
-use crate::engine::{Credentials, SeqStatus};
+use crate::engine::{Credentials, DropReason, SeqStatus};
 use crate::ip_limit::Admission;
 use crate::room_list;
 use crate::shared::{self, lock};
@@ -319,31 +319,31 @@ pub async fn post_message(
     if key == 0 {
         return Err(ApiError::invalid("key must be a positive integer"));
     }
-    if text.len() > MAX_DATAGRAM {
-        return Err(chat_protocol::v2::V2ErrorCode::TooLarge.into());
-    }
+    // Too long or empty is the engine's to refuse, so that the key is remembered as refused
+    // and the keys after it do not wait for it.
     // Watching before posting, so that a commit between the two is not missed.
     let mut commits = context.peers.watch_commits();
-    context
+    let posted = context
         .control
         .outlet
         .apply(&context.control.engine, |engine, fx| {
-            engine.post(
-                Credentials {
-                    token: &token,
-                    room: &room,
-                },
-                key,
-                &text,
-                shared::now(),
-                fx,
-            )
-        })?;
+            let who = Credentials {
+                token: &token,
+                room: &room,
+            };
+            engine.post(who, key, &text, shared::now(), fx)
+        });
+    if let Err(
+        reason @ (DropReason::UnknownToken | DropReason::WrongRoom | DropReason::WrongAddress),
+    ) = posted
+    {
+        return Err(reason.into());
+    }
     let deadline = tokio::time::Instant::now() + STORE_WAIT;
     loop {
         let status = lock(&context.control.engine).seq_status(&token, key);
         match status {
-            None => return Err(crate::engine::DropReason::UnknownToken.into()),
+            None => return Err(DropReason::UnknownToken.into()),
             Some(SeqStatus::Stored(id)) => return Ok(Json(StoredBody { id, key })),
             Some(SeqStatus::Refused(code)) => return Err(code.into()),
             Some(SeqStatus::Forgotten) => {
@@ -352,6 +352,10 @@ pub async fn post_message(
                     "invalid_request",
                     "this key is older than the last 1024 messages; send with a new key",
                 ));
+            }
+            // Refused before it reached the window (the history backlog): nothing to wait for.
+            Some(SeqStatus::New) if posted.is_err() => {
+                return Err(posted.err().unwrap_or(DropReason::HistoryBacklog).into());
             }
             Some(SeqStatus::Pending | SeqStatus::New) => {}
         }

@@ -29,6 +29,8 @@ use crate::shared;
 
 /// Largest WebSocket message read; chat itself is bounded by the engine (4 KiB frames).
 const MAX_MESSAGE: usize = MAX_TCRP_PAYLOAD;
+/// What a connection reserves for reading: one typical message.
+const READ_BUFFER: usize = 4096;
 /// How long a new connection has to send its register.
 const REGISTER_WAIT: Duration = Duration::from_secs(10);
 
@@ -68,6 +70,11 @@ pub async fn upgrade(
     upgrade
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
+        // The defaults reserve 128 KiB per connection for reading alone; chat messages are
+        // small, and a thousand members must not cost a hundred megabytes.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_MESSAGE * 4)
         .on_upgrade(move |socket| async move {
             session(socket, &slot.context, ip).await;
             drop(slot);
@@ -225,7 +232,6 @@ async fn serve(
                     // Closed, or an error (a message over the limit among them).
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
                 };
-                member.context.peers.stats.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match member.feed(text.as_bytes()) {
                     Ok(()) => {}
                     Err(DropReason::Malformed) => {
@@ -271,6 +277,11 @@ struct Member<'a> {
 impl Member<'_> {
     /// Feeds one message to the engine as the datagram carrying it would be.
     fn feed(&self, json: &[u8]) -> Result<(), DropReason> {
+        self.context
+            .peers
+            .stats
+            .received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut message = Vec::with_capacity(json.len() + 1);
         message.push(V2_MARKER);
         message.extend_from_slice(json);
