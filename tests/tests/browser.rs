@@ -373,6 +373,71 @@ async fn the_page_reconnects_across_a_server_restart_and_loses_nothing() {
     bob.close().await;
 }
 
+/// Sends a signal (`STOP`, `CONT`) to the server process.
+fn signal(server: &ServerProcess, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &server.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_gives_up_on_a_silent_link_and_recovers_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    create_room(&alice, "den").await;
+    let bob = open_lobby(&driver, &server, "bob").await;
+    join_from_list(&bob, "den").await;
+    say_confirmed(&alice, "alice", "before the stall").await;
+    bob.wait_confirmed("alice", "before the stall").await;
+
+    // A stalled server looks like a dead network: the socket stays open, nothing answers.
+    signal(&server, "STOP");
+    let stalled = alice
+        .wait_for(
+            "alice's page to give up on the silent socket",
+            "return document.getElementById('status').dataset.state === 'offline';",
+            vec![],
+        )
+        .await;
+    assert_eq!(stalled, json!(true));
+    // Typed while offline: kept pending for the reconnect.
+    say(&alice, "typed during the stall").await;
+    alice
+        .wait_messages(
+            "the message typed during the stall to be pending",
+            |shown| {
+                shown
+                    .iter()
+                    .any(|m| m.pending && m.text == "typed during the stall")
+            },
+        )
+        .await;
+    signal(&server, "CONT");
+
+    wait_in_room(&alice, "den").await;
+    wait_in_room(&bob, "den").await;
+    bob.wait_confirmed("alice", "typed during the stall").await;
+    alice
+        .wait_confirmed("alice", "typed during the stall")
+        .await;
+    say_confirmed(&bob, "bob", "bob is back").await;
+    alice.wait_confirmed("bob", "bob is back").await;
+    let all = [
+        ("alice", "before the stall"),
+        ("alice", "typed during the stall"),
+        ("bob", "bob is back"),
+    ];
+    assert_shown_once("alice's page", &alice.messages().await, &all);
+    assert_shown_once("bob's page", &bob.messages().await, &all);
+    alice.close().await;
+    bob.close().await;
+}
+
 /// Whether the page fits its window's width (nothing to scroll sideways).
 async fn fits_width(page: &Page) -> bool {
     page.js(
