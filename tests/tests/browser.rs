@@ -615,6 +615,84 @@ async fn messages_over_flood_control_are_marked_failed_and_not_resent() {
     alice.close().await;
 }
 
+/// Loses the first `msg` whose text is "lost once" on every socket the page opens from now on
+/// (as a gap in ids looks to the page), and drops the page's current socket so that it opens a
+/// new one; `window.__patched` says a new socket has the filter.
+const LOSE_ONE_MESSAGE_JS: &str =
+    "const desc = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
+Object.defineProperty(WebSocket.prototype, 'onmessage', {
+  configurable: true,
+  get() { return desc.get.call(this); },
+  set(handler) {
+    if (typeof handler !== 'function') return desc.set.call(this, handler);
+    window.__patched = true;
+    desc.set.call(this, function (event) {
+      try {
+        const m = JSON.parse(event.data);
+        if (m.t === 'msg' && m.text === 'lost once' && !window.__lost) {
+          window.__lost = true;
+          return;
+        }
+      } catch (_) {}
+      return handler.call(this, event);
+    });
+  },
+});
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  if (!window.__closed) {
+    window.__closed = true;
+    setTimeout(() => this.close(), 0);
+  }
+  return send.call(this, data);
+};";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_ids_is_filled_by_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    create_room(&alice, "den").await;
+    let mut carol = terminal(&server, "den", "carol");
+    carol.send_line("first");
+    alice.wait_confirmed("carol", "first").await;
+
+    alice.js(LOSE_ONE_MESSAGE_JS, vec![]).await;
+    alice
+        .wait_for(
+            "the page to reconnect through the filter",
+            "return window.__patched === true
+               && document.getElementById('status').dataset.state === 'online';",
+            vec![],
+        )
+        .await;
+    carol.send_line("lost once");
+    carol.send_line("after the gap");
+    let shown = alice.wait_confirmed("carol", "lost once").await;
+    assert_eq!(
+        alice.js("return window.__lost === true;", vec![]).await,
+        json!(true),
+        "the filter lost the message once"
+    );
+    let shown = if count_confirmed(&shown, "carol", "after the gap") == 0 {
+        alice.wait_confirmed("carol", "after the gap").await
+    } else {
+        shown
+    };
+    assert_shown_once(
+        "alice's page",
+        &shown,
+        &[
+            ("carol", "first"),
+            ("carol", "lost once"),
+            ("carol", "after the gap"),
+        ],
+    );
+    alice.close().await;
+}
+
 /// Makes every ping the page sends ask for the last three messages again (as a server replay
 /// overlapping what is shown does), and counts the pings in `window.__pings`.
 const OVERLAPPING_PINGS_JS: &str = "window.__pings = 0;
