@@ -555,11 +555,7 @@ async fn older_messages_load_when_scrolling_back() {
 
     // Scrolling to the top asks for the page before (lines 1 to 40, at most 50 a page).
     alice
-        .js(
-            "const s = document.getElementById('scroller'); s.scrollTop = 1; s.scrollTop = 0;
-             s.dispatchEvent(new Event('scroll'));",
-            vec![],
-        )
+        .js("document.getElementById('scroller').scrollTop = 0;", vec![])
         .await;
     let shown = alice.wait_confirmed("carol", "line 1").await;
     let expected: Vec<(&str, &str)> = lines.iter().map(|l| ("carol", l.as_str())).collect();

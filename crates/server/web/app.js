@@ -53,7 +53,12 @@
   }
 
   function saveSession() {
-    if (session) localStorage.setItem(STORE_SESSION, JSON.stringify(session));
+    if (!session) return;
+    try {
+      localStorage.setItem(STORE_SESSION, JSON.stringify(session));
+    } catch (_) {
+      // Storage full or disabled: the page still works, it just cannot survive a reload.
+    }
   }
 
   function clearSession() {
@@ -582,6 +587,9 @@
     } else if (Number.isInteger(e.seq)) {
       const why = { rate_limited: 'too fast: not sent', too_large: 'too long: not sent' }[e.code];
       markFailed(e.seq, why || (typeof e.message === 'string' ? e.message : 'not sent'));
+    } else {
+      // A refused `history` (flood control counts it) is never answered: allow asking again.
+      olderPending = false;
     }
   }
 
@@ -854,8 +862,14 @@
     $('leave').addEventListener('click', leaveClicked);
     $('new-chat').addEventListener('click', newChat);
     $('older').addEventListener('click', loadOlder);
+    $('who').addEventListener('click', () => send({ t: 'who' }));
+    // Near the top while moving up: the reader scrolls back. (Following new messages down, or
+    // a list that has only just started to overflow, must not load older pages by itself.)
+    let lastScrollTop = 0;
     $('scroller').addEventListener('scroll', () => {
-      if ($('scroller').scrollTop < 40) loadOlder();
+      const top = $('scroller').scrollTop;
+      if (top < 40 && top < lastScrollTop) loadOlder();
+      lastScrollTop = top;
     });
     // Back online: try now instead of waiting out the backoff.
     window.addEventListener('online', () => {
