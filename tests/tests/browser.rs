@@ -611,6 +611,70 @@ async fn messages_over_flood_control_are_marked_failed_and_not_resent() {
     alice.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tab_takes_the_chat_over_and_the_first_steps_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    create_room(&alice, "den").await;
+    let mut carol = terminal(&server, "den", "carol");
+    say_confirmed(&alice, "alice", "from the first tab").await;
+
+    // The same browser (the same localStorage) opens the page in a second tab: it enters the
+    // same membership.
+    let first = alice.client().window().await.unwrap();
+    let second = alice.client().new_window(true).await.unwrap();
+    alice
+        .client()
+        .switch_to_window(second.handle.clone())
+        .await
+        .unwrap();
+    alice.open(&page_url(&server)).await;
+    wait_in_room(&alice, "den").await;
+    alice.wait_confirmed("alice", "from the first tab").await;
+    say_confirmed(&alice, "alice", "from the second tab").await;
+    client_saw_once(&mut carol, "alice: from the second tab");
+
+    // The first tab was told (`moved`) and stays out of the way instead of taking it back.
+    alice
+        .client()
+        .switch_to_window(first.clone())
+        .await
+        .unwrap();
+    alice
+        .wait_for(
+            "the first tab to step aside",
+            "return document.getElementById('conn').textContent === 'open in another tab';",
+            vec![],
+        )
+        .await;
+    // And the second tab keeps the chat.
+    alice
+        .client()
+        .switch_to_window(second.handle)
+        .await
+        .unwrap();
+    carol.send_line("are you still there");
+    alice.wait_confirmed("carol", "are you still there").await;
+    say_confirmed(&alice, "alice", "yes").await;
+    client_saw_once(&mut carol, "alice: yes");
+    // No tug of war: the second tab was never moved, and the first one is still aside.
+    let moved = alice
+        .js(
+            "return [...document.querySelectorAll('#messages .notice-line')]
+               .some(e => e.textContent.includes('opened elsewhere'));",
+            vec![],
+        )
+        .await;
+    assert_eq!(moved, json!(false), "the second tab was taken back");
+    alice.client().switch_to_window(first).await.unwrap();
+    assert_eq!(alice.text_of("#conn").await, "open in another tab");
+    client_saw_once(&mut carol, "alice: from the first tab");
+    alice.close().await;
+}
+
 /// Loses the first `msg` whose text is "lost once" on every socket the page opens from now on
 /// (as a gap in ids looks to the page), and drops the page's current socket so that it opens a
 /// new one; `window.__patched` says a new socket has the filter.
