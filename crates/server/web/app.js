@@ -22,6 +22,11 @@
   const ROOMS_REFRESH_MS = 5000;
   const REPLAY_MAX = 256; // the most a register or ping replays at once
   const MISSING_MAX = 1000; // ids we remember as missing; more than that, a replay fills anyway
+  // Flood control lets a member send --flood-burst messages at once, then --flood-rate a second
+  // (defaults 10 and 5; the HTTP grant does not announce them). The page paces itself a little
+  // under that, so that a queue resent after an outage is not refused.
+  const SEND_BURST = 8;
+  const SEND_INTERVAL_MS = 250;
 
   const STORE_NAME = 'chat.name';
   const STORE_SESSION = 'chat.session';
@@ -267,6 +272,10 @@
   let olderPending = false; // a history request is on its way
   let noOlder = false; // the server said no older messages remain
   let lastTypingSent = 0;
+  let sentSeq = 0; // the highest seq sent on the current socket
+  let sendTokens = SEND_BURST; // the page's own token bucket, see SEND_BURST
+  let tokensAt = Date.now();
+  let pumpTimer = null;
   const typingTimers = new Map(); // name -> timeout that hides "name is typing"
   let memberNames = [];
   let hostName = null;
@@ -321,6 +330,8 @@
   function stopRoom() {
     clearInterval(pingTimer);
     pingTimer = null;
+    clearTimeout(pumpTimer);
+    pumpTimer = null;
     clearTimeout(reconnectTimer);
     reconnectTimer = null;
     dropSocket();
@@ -399,7 +410,37 @@
     // After a reload the screen is empty: show the conversation up to where we were.
     if (firstConnect && session.lastId !== null) requestHistory(session.lastId + 1);
     firstConnect = false;
-    for (const item of session.unacked) send({ t: 'msg', seq: item.seq, text: item.text });
+    sentSeq = 0; // a new socket: everything unacked goes out again, with its own seq
+    pump();
+  }
+
+  /** Sends the unacked messages not yet sent on this socket, in seq order, as fast as the
+   * page's token bucket allows; comes back for the rest. */
+  function pump() {
+    clearTimeout(pumpTimer);
+    pumpTimer = null;
+    if (!registered || !session) return;
+    refillTokens();
+    for (const item of session.unacked) {
+      if (item.seq <= sentSeq) continue;
+      if (sendTokens < 1) {
+        pumpTimer = setTimeout(pump, SEND_INTERVAL_MS);
+        return;
+      }
+      sendTokens -= 1;
+      sentSeq = item.seq;
+      send({ t: 'msg', seq: item.seq, text: item.text });
+    }
+  }
+
+  function refillTokens() {
+    const now = Date.now();
+    const earned = Math.floor((now - tokensAt) / SEND_INTERVAL_MS);
+    if (earned > 0) {
+      sendTokens = Math.min(SEND_BURST, sendTokens + earned);
+      tokensAt += earned * SEND_INTERVAL_MS;
+    }
+    if (sendTokens >= SEND_BURST) tokensAt = now;
   }
 
   /** The id to replay after: just below the oldest missing id, else the newest shown. */
@@ -791,8 +832,8 @@
     saveSession();
     addPending(item);
     $('scroller').scrollTop = $('scroller').scrollHeight;
-    // Not registered yet: register() sends it with the rest of the queue.
-    if (registered) send({ t: 'msg', seq: item.seq, text: item.text });
+    // Behind anything still queued; not registered yet: register() sends the whole queue.
+    pump();
   }
 
   function typed() {
