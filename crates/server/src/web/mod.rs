@@ -17,6 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use chat_protocol::limits::MAX_TCRP_PAYLOAD;
@@ -150,6 +151,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let app = router(context).into_make_service_with_connect_info::<SocketAddr>();
+    // Every event is its own small frame: with Nagle's algorithm on, a frame written while
+    // the previous one is unacknowledged waits for the peer's delayed ACK (40 ms and more).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
