@@ -22,11 +22,30 @@
   const ROOMS_REFRESH_MS = 5000;
   const REPLAY_MAX = 256; // the most a register or ping replays at once
   const MISSING_MAX = 1000; // ids we remember as missing; more than that, a replay fills anyway
-  // Flood control lets a member send --flood-burst messages at once, then --flood-rate a second
-  // (defaults 10 and 5; the HTTP grant does not announce them). The page paces itself a little
-  // under that, so that a queue resent after an outage is not refused.
-  const SEND_BURST = 8;
-  const SEND_INTERVAL_MS = 250;
+  // Flood control lets a member send a burst of messages at once, then one per interval; the
+  // grant announces both (send_burst, send_interval_ms; absent when flood control is off). The
+  // page paces itself a little under that, so that a queue resent after an outage is not
+  // refused. A session saved before grants announced them assumes the server's defaults.
+  const DEFAULT_PACE = { burst: 10, intervalMs: 200 };
+  const UNPACED = { burst: 1000, intervalMs: 1 };
+
+  /** The page's own pace: a little under what the grant announced. */
+  function paceOf(grant) {
+    if (!Number.isInteger(grant.send_burst) || !Number.isInteger(grant.send_interval_ms)) {
+      return UNPACED;
+    }
+    return {
+      burst: Math.max(1, grant.send_burst - 2),
+      intervalMs: Math.ceil(grant.send_interval_ms * 1.25),
+    };
+  }
+
+  function pace() {
+    const saved = session && session.pace;
+    const valid = saved && Number.isInteger(saved.burst) && saved.burst > 0 &&
+      Number.isInteger(saved.intervalMs) && saved.intervalMs > 0;
+    return valid ? saved : DEFAULT_PACE;
+  }
 
   const STORE_NAME = 'chat.name';
   const STORE_SESSION = 'chat.session';
@@ -273,7 +292,7 @@
   let noOlder = false; // the server said no older messages remain
   let lastTypingSent = 0;
   let sentSeq = 0; // the highest seq sent on the current socket
-  let sendTokens = SEND_BURST; // the page's own token bucket, see SEND_BURST
+  let sendTokens = DEFAULT_PACE.burst; // the page's own token bucket, see paceOf
   let tokensAt = Date.now();
   let pumpTimer = null;
   const typingTimers = new Map(); // name -> timeout that hides "name is typing"
@@ -286,6 +305,7 @@
       token: grant.token,
       name: grant.username,
       host: Boolean(grant.host),
+      pace: paceOf(grant),
       lastId: null,
       seq: 0,
       unacked: [],
@@ -424,7 +444,7 @@
     for (const item of session.unacked) {
       if (item.seq <= sentSeq) continue;
       if (sendTokens < 1) {
-        pumpTimer = setTimeout(pump, SEND_INTERVAL_MS);
+        pumpTimer = setTimeout(pump, pace().intervalMs);
         return;
       }
       sendTokens -= 1;
@@ -435,12 +455,15 @@
 
   function refillTokens() {
     const now = Date.now();
-    const earned = Math.floor((now - tokensAt) / SEND_INTERVAL_MS);
+    const { burst, intervalMs } = pace();
+    const earned = Math.floor((now - tokensAt) / intervalMs);
     if (earned > 0) {
-      sendTokens = Math.min(SEND_BURST, sendTokens + earned);
-      tokensAt += earned * SEND_INTERVAL_MS;
+      sendTokens = Math.min(burst, sendTokens + earned);
+      tokensAt += earned * intervalMs;
     }
-    if (sendTokens >= SEND_BURST) tokensAt = now;
+    // A pace learned after the bucket was filled (a new grant) lowers it at once.
+    sendTokens = Math.min(sendTokens, burst);
+    if (sendTokens >= burst) tokensAt = now;
   }
 
   /** The id to replay after: just below the oldest missing id, else the newest shown. */
