@@ -167,4 +167,33 @@ impl Engine {
         }
         counts
     }
+
+    /// The room's stable id and the member's name, for a request that acts in its name.
+    pub fn identify(
+        &mut self,
+        who: Credentials<'_>,
+        clock: Now,
+    ) -> Result<(u64, String), DropReason> {
+        let (room_id, member_id) = self.authorize(who, clock)?;
+        let room = self.rooms.get(&room_id).ok_or(DropReason::UnknownToken)?;
+        let member = room
+            .members
+            .get(&member_id)
+            .ok_or(DropReason::UnknownToken)?;
+        Ok((room.uid, member.username.clone()))
+    }
+
+    /// Says `text` in the room in the member's name without a `seq` (as version-1 chat is:
+    /// stored, relayed to everyone else, never acked), for what the server says on a
+    /// member's behalf, such as a shared file.
+    pub fn announce(
+        &mut self,
+        who: Credentials<'_>,
+        text: &str,
+        clock: Now,
+        fx: &mut Effects,
+    ) -> Result<(), DropReason> {
+        let (room_id, member_id) = self.authorize(who, clock)?;
+        self.accept_chat(room_id, member_id, None, text, clock, fx)
+    }
 }

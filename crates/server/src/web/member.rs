@@ -39,7 +39,7 @@ pub struct MessageBody {
 }
 
 /// The token of `Authorization: Bearer TOKEN`, if it has a token's form.
-fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())

@@ -8,7 +8,7 @@
 //! an `.await`.
 //!
 //! Layout: [`rooms`] has the room list and handshakes, [`member`] what a token may do,
-//! [`health`] health, readiness and metrics, [`ws`] the gateway, [`peers`] the connections'
+//! [`health`] health, readiness and metrics, [`files`] shared files, [`ws`] the gateway, [`peers`] the connections'
 //! queues, [`assets`] the page, [`metrics`] the Prometheus text, [`error`] the error answers.
 
 use std::collections::HashMap;
@@ -19,16 +19,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
 use chat_protocol::limits::MAX_TCRP_PAYLOAD;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::control::ControlContext;
+use crate::files::FileStore;
 use crate::ip_limit::HandshakeRateLimiter;
 use crate::metrics::Metrics;
 
 pub mod assets;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod member;
 pub mod peers;
@@ -61,6 +64,10 @@ pub struct WebContext {
     pub handshake_rate: Mutex<HandshakeRateLimiter>,
     /// HTTP handshakes in progress at once.
     pub handshake_slots: Arc<Semaphore>,
+    /// The files members share.
+    pub files: Arc<FileStore>,
+    /// Uploads being stored at once (each holds its whole body in memory).
+    pub uploads: Semaphore,
     /// Turns true once shutdown starts: open WebSockets close, `/readyz` answers 503.
     pub stop: watch::Receiver<bool>,
 }
@@ -79,6 +86,7 @@ const MAX_BODY: usize = MAX_TCRP_PAYLOAD;
 
 /// Every route.
 pub fn router(context: Arc<WebContext>) -> Router {
+    let max_upload = context.max_upload();
     Router::new()
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
@@ -98,10 +106,41 @@ pub fn router(context: Arc<WebContext>) -> Router {
             "/api/rooms/{room}/messages",
             get(member::messages).post(member::post_message),
         )
+        .route(
+            "/api/rooms/{room}/files",
+            post(files::upload)
+                .layer(DefaultBodyLimit::max(max_upload))
+                .get(files::list),
+        )
+        .route("/api/rooms/{room}/files/{id}", get(files::download))
         .route("/ws", get(ws::upgrade))
         .fallback(health::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(MAX_REQUESTS)),
+            bounded,
+        ))
         .with_state(context)
+}
+
+/// HTTP requests in progress at once, all routes together (a WebSocket counts only while it
+/// upgrades); more are answered `server_busy` at once, so slow or piled-up requests cannot
+/// take the server's memory.
+const MAX_REQUESTS: usize = 1024;
+
+async fn bounded(
+    axum::extract::State(slots): axum::extract::State<Arc<Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match slots.try_acquire() {
+        Ok(_slot) => next.run(request).await,
+        Err(_) => {
+            error::ApiError::busy("the server is handling too many requests; try again shortly")
+                .into_response()
+        }
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes; WebSockets are told to close and
@@ -112,6 +151,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let app = router(context).into_make_service_with_connect_info::<SocketAddr>();
+    // Every event is its own small frame: with Nagle's algorithm on, a frame written while
+    // the previous one is unacknowledged waits for the peer's delayed ACK (40 ms and more).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -46,6 +46,13 @@ pub struct GrantBody {
     pub username: String,
     /// Whether the member hosts the room.
     pub host: bool,
+    /// Flood control's burst, as TCP grants announce it, so clients pace themselves; absent
+    /// when flood control is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_burst: Option<u32>,
+    /// Flood control's milliseconds per message after the burst.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_interval_ms: Option<u64>,
 }
 
 /// The room list's query.
@@ -138,6 +145,8 @@ async fn handshake(
         room: membership.room,
         username: membership.username,
         host: membership.host,
+        send_burst: context.control.send_pace.map(|(burst, _)| burst),
+        send_interval_ms: context.control.send_pace.map(|(_, interval)| interval),
     })
 }
 
