@@ -159,7 +159,7 @@ mod tests {
                 .socket
                 .set_read_timeout(Some(Duration::from_secs(10)))
                 .unwrap();
-            let (len, _) = member.socket.recv_from(&mut buf).unwrap();
+            let (len, _) = crate::member::recv_from_retrying(&member.socket, &mut buf).unwrap();
             assert_eq!(
                 ServerDatagram::decode(&buf[..len]).unwrap(),
                 ServerDatagram::Chat {

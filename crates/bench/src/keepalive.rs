@@ -162,7 +162,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         let mut buf = [0u8; 4096];
-        let (len, from) = relay.recv_from(&mut buf).unwrap();
+        let (len, from) = crate::member::recv_from_retrying(&relay, &mut buf).unwrap();
         assert_eq!(from, member.socket.local_addr().unwrap());
         let datagram = Datagram::decode(&buf[..len]).unwrap();
         assert_eq!(datagram.room, "lobby");

@@ -146,10 +146,14 @@ impl Member {
                         }
                     }
                     Ok(_) => {}
+                    // A socket with a read timeout is not restarted after the process was
+                    // stopped and continued (signal(7)): EINTR is just another wake-up.
                     Err(e)
                         if matches!(
                             e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
                         ) => {}
                     Err(e) => return Err(BenchError::socket("waiting for the confirmation")(e)),
                 }
@@ -213,6 +217,24 @@ pub fn loopback_socket(buffers: Option<BufferSizes>) -> Result<UdpSocket> {
         .bind(&SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())
         .map_err(BenchError::socket("binding a UDP socket on 127.0.0.1"))?;
     Ok(socket.into())
+}
+
+/// `recv_from`, asked again when a stop and continue of the process interrupted it (a socket
+/// with a read timeout is not restarted then, signal(7)); at most 100 times. For tests.
+#[cfg(test)]
+pub fn recv_from_retrying(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    let mut interrupted = 0;
+    loop {
+        match socket.recv_from(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && interrupted < 100 => {
+                interrupted += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Silence the relay must keep before a run may start.

@@ -70,6 +70,7 @@ pub fn handshake(
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     let mut frames = Vec::with_capacity(2);
+    let mut interrupted = 0u32;
     while frames.len() < 2 {
         match Frame::decode(&buf).map_err(|e| BenchError::BadReply(e.to_string()))? {
             Some((frame, used)) => {
@@ -84,7 +85,15 @@ pub fn handshake(
             }
             None => {}
         }
-        let read = stream.read(&mut chunk).map_err(io)?;
+        // A read with a timeout is not restarted after the process was stopped and continued
+        // (signal(7)); it is asked again, up to 100 times.
+        let read = match stream.read(&mut chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && interrupted < 100 => {
+                interrupted += 1;
+                continue;
+            }
+            other => other.map_err(io)?,
+        };
         if read == 0 {
             return Err(BenchError::BadReply(format!(
                 "the server closed the connection after {} of 2 reply frames",
