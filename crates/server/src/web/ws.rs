@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use chat_protocol::limits::MAX_TCRP_PAYLOAD;
 use chat_protocol::ucrp::{Datagram, V2_MARKER};
 use chat_protocol::v2::{ServerV2, V2ErrorCode};
+use futures_util::SinkExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -29,6 +30,10 @@ use crate::shared;
 
 /// Largest WebSocket message read; chat itself is bounded by the engine (4 KiB frames).
 const MAX_MESSAGE: usize = MAX_TCRP_PAYLOAD;
+/// Most queued events written with one flush.
+const WRITE_BATCH: usize = 32;
+/// Bytes of frames gathered before they are written even without a flush.
+const WRITE_BUFFER: usize = 8192;
 /// What a connection reserves for reading: one typical message.
 const READ_BUFFER: usize = 4096;
 /// How long a registered connection may stay silent before it is closed: clients ping every
@@ -76,7 +81,9 @@ pub async fn upgrade(
         // The defaults reserve 128 KiB per connection for reading alone; chat messages are
         // small, and a thousand members must not cost a hundred megabytes.
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        // Frames gather until the batch is flushed (one write for everything queued), and
+        // never beyond this much before they are written anyway.
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_MESSAGE * 4)
         .on_upgrade(move |socket| async move {
             session(socket, &slot.context, ip).await;
@@ -220,8 +227,19 @@ async fn serve(
                     close(socket, close_code::POLICY, "too slow: messages were not read").await;
                     return None;
                 };
-                let last = is_final(&text);
-                if socket.send(Message::Text(text)).await.is_err() {
+                // Whatever else is already queued goes in the same write: with Nagle off,
+                // each frame written alone would be a TCP segment (and a system call) of its
+                // own.
+                let mut last = is_final(&text);
+                let mut written = socket.feed(Message::Text(text)).await;
+                let mut batched = 1;
+                while written.is_ok() && !last && batched < WRITE_BATCH {
+                    let Ok(more) = events.try_recv() else { break };
+                    last = is_final(&more);
+                    written = socket.feed(Message::Text(more)).await;
+                    batched += 1;
+                }
+                if written.is_err() || socket.flush().await.is_err() {
                     return None;
                 }
                 if last {
