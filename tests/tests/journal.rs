@@ -67,13 +67,15 @@ fn kill_9_after_a_burst_of_joins_keeps_every_answered_member() {
         list,
         serde_json::json!({"rooms": [{"name": "burst", "members": JOINS + 1, "private": false}]})
     );
+    // Bound before the members register from short-lived sockets, so that none of theirs can
+    // be given this port afterwards (the room's notices to that member would come here).
+    let host = V2Member::new(server.udp, "burst", &host);
     for (name, token) in &answered {
         welcome(server.udp, "burst", token)
             .unwrap_or_else(|| panic!("{name}'s token does not register after the restart"));
     }
     // Everyone is in the room under the name they were granted: the version-1 welcome is cut
     // to a few names in a room this big, the version-2 member list holds them all.
-    let host = V2Member::new(server.udp, "burst", &host);
     let (names, _) = host
         .register(None)
         .members

@@ -33,9 +33,9 @@ const MAX_MESSAGE: usize = MAX_TCRP_PAYLOAD;
 /// Most queued events written with one flush.
 const WRITE_BATCH: usize = 32;
 /// Bytes of frames gathered before they are written even without a flush.
-const WRITE_BUFFER: usize = 8192;
+const WRITE_BUFFER: usize = 1024;
 /// What a connection reserves for reading: one typical message.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
 /// How long a registered connection may stay silent before it is closed: clients ping every
 /// few seconds, and with the default `--idle-timeout` the engine removed the member long ago.
 const SILENCE_LIMIT: Duration = Duration::from_secs(300);
