@@ -521,7 +521,14 @@ fn a_backup_during_live_chat_restores_every_acked_message_and_answered_token() {
     // One address makes every handshake and message here: no per-address limits.
     let server = ServerProcess::start_with(
         live.path(),
-        &["--handshakes-per-ip", "0", "--rooms-per-ip", "0", "--flood-rate", "0"],
+        &[
+            "--handshakes-per-ip",
+            "0",
+            "--rooms-per-ip",
+            "0",
+            "--flood-rate",
+            "0",
+        ],
     );
     let host_token = create(server.tcp, "lobby", "alice").token();
     let seen = Arc::new(Mutex::new(Acknowledged::default()));
