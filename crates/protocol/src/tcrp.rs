@@ -584,6 +584,9 @@ pub struct RoomSummary {
     pub members: usize,
     /// Whether joining needs a password.
     pub private: bool,
+    /// The room's topic, when it has one (version-1 clients ignore the extra field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 /// The State 2 reply to operation 4.

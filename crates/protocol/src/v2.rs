@@ -54,10 +54,25 @@ pub enum ClientV2 {
         /// The challenge's nonce, unchanged.
         nonce: String,
     },
+    /// An action (`/me waves`): stored and acked like `msg`, shown as `* alice waves`.
+    Me {
+        /// The sender's sequence number, shared with `msg`.
+        seq: u64,
+        /// The action, without the sender's name.
+        text: String,
+    },
+    /// Sets the room's topic (at most [`MAX_TOPIC`] bytes; empty clears it).
+    Topic {
+        /// The new topic.
+        text: String,
+    },
 }
 
+/// Longest room topic, in bytes of UTF-8.
+pub const MAX_TOPIC: usize = 200;
+
 /// A stored chat message as members see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Room message id: +1 per message in the room.
     pub id: u64,
@@ -67,6 +82,16 @@ pub struct ChatMessage {
     pub text: String,
     /// When the server accepted it, in Unix milliseconds.
     pub ts: u64,
+    /// An action (`/me`): shown as `* from text`. Absent on the wire when false.
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "read_bool"
+    )]
+    pub me: bool,
+    /// A direct message: the one member it was sent to. Absent for the whole room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 /// Why a member left.
@@ -152,6 +177,16 @@ pub enum ServerV2 {
         /// How many members did not fit in `names`; 0 (and absent on the wire) when none.
         #[serde(skip_serializing_if = "is_zero")]
         more: u64,
+        /// The room's topic; absent when it has none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
+    /// The topic changed (also the setter's confirmation).
+    Topic {
+        /// Who set it.
+        name: String,
+        /// The new topic; empty when cleared.
+        text: String,
     },
     /// Before an address is bound to a token, it must show that it receives there: echo
     /// `nonce` back in an `echo` from this address. Nothing else is sent to it until then.
@@ -210,6 +245,8 @@ enum ClientKind {
     Who,
     Leave,
     Echo,
+    Me,
+    Topic,
     /// Refused after reading, without quoting: the derived refusal copies the unknown type
     /// name (attacker-chosen, up to a whole datagram) into the error message.
     #[serde(other)]
@@ -240,6 +277,13 @@ impl<'de> Deserialize<'de> for ClientV2 {
             ClientKind::Echo => Self::Echo {
                 nonce: required(wire.nonce, "nonce")?,
             },
+            ClientKind::Me => Self::Me {
+                seq: required(wire.seq, "seq")?.get(),
+                text: required(wire.text, "text")?,
+            },
+            ClientKind::Topic => Self::Topic {
+                text: required(wire.text, "text")?,
+            },
             ClientKind::Unknown => return Err(unknown_type()),
         })
     }
@@ -263,6 +307,9 @@ struct ServerWire {
     message: Option<String>,
     more: Option<WireMore>,
     nonce: Option<String>,
+    me: Option<WireBool>,
+    to: Option<String>,
+    topic: Option<String>,
 }
 
 /// `more` is a boolean in `history` and a count in `members`; the flat struct reads either
@@ -318,6 +365,7 @@ enum ServerKind {
     Error,
     Challenge,
     Moved,
+    Topic,
     /// Refused after reading, like [`ClientKind::Unknown`].
     #[serde(other)]
     Unknown,
@@ -380,6 +428,8 @@ impl<'de> Deserialize<'de> for ServerV2 {
                 from: required(wire.from, "from")?,
                 text: required(wire.text, "text")?,
                 ts: required(wire.ts, "ts")?.get(),
+                me: wire.me.is_some_and(|me| me.0),
+                to: wire.to,
             }),
             ServerKind::History => Self::History {
                 messages: required(wire.messages, "messages")?,
@@ -410,6 +460,11 @@ impl<'de> Deserialize<'de> for ServerV2 {
                         return Err(de::Error::custom("`more` must be a count"));
                     }
                 },
+                topic: wire.topic,
+            },
+            ServerKind::Topic => Self::Topic {
+                name: required(wire.name, "name")?,
+                text: required(wire.text, "text")?,
             },
             ServerKind::Challenge => Self::Challenge {
                 nonce: required(wire.nonce, "nonce")?,
@@ -464,6 +519,47 @@ fn read_object<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 )]
 fn is_zero(count: &u64) -> bool {
     *count == 0
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_false(flag: &bool) -> bool {
+    !*flag
+}
+
+fn read_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    WireBool::deserialize(deserializer).map(|flag| flag.0)
+}
+
+/// A JSON boolean, read like [`WireU64`] so that a string in its place is refused without
+/// quoting it.
+#[derive(Clone, Copy)]
+struct WireBool(bool);
+
+impl<'de> Deserialize<'de> for WireBool {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BoolVisitor;
+
+        impl<'de> Visitor<'de> for BoolVisitor {
+            type Value = WireBool;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a boolean")
+            }
+
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<WireBool, E> {
+                Ok(WireBool(value))
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<WireBool, E> {
+                Err(E::invalid_type(Unexpected::Other("a string"), &self))
+            }
+        }
+
+        deserializer.deserialize_any(BoolVisitor)
+    }
 }
 
 fn unknown_type<E: de::Error>() -> E {
@@ -528,6 +624,8 @@ mod tests {
             from: "alice".into(),
             text: "hi".into(),
             ts: 5,
+            me: false,
+            to: None,
         });
         assert_eq!(
             serde_json::to_string(&msg).unwrap(),
@@ -546,6 +644,7 @@ mod tests {
             names: vec!["alice".into()],
             host: "alice".into(),
             more: 0,
+            topic: None,
         };
         assert_eq!(
             serde_json::to_string(&members).unwrap(),
@@ -570,6 +669,54 @@ mod tests {
         );
         let register: ClientV2 = serde_json::from_str(r#"{"t":"register"}"#).unwrap();
         assert_eq!(register, ClientV2::Register { last_id: None });
+    }
+
+    #[test]
+    fn actions_and_topics_have_their_wire_forms() {
+        let me: ClientV2 = serde_json::from_str(r#"{"t":"me","seq":4,"text":"waves"}"#).unwrap();
+        assert_eq!(
+            me,
+            ClientV2::Me {
+                seq: 4,
+                text: "waves".into()
+            }
+        );
+        let action = ServerV2::Msg(ChatMessage {
+            id: 17,
+            from: "alice".into(),
+            text: "waves".into(),
+            ts: 5,
+            me: true,
+            to: None,
+        });
+        let json = r#"{"t":"msg","id":17,"from":"alice","text":"waves","ts":5,"me":true}"#;
+        assert_eq!(serde_json::to_string(&action).unwrap(), json);
+        assert_eq!(serde_json::from_str::<ServerV2>(json).unwrap(), action);
+        let topic: ClientV2 = serde_json::from_str(r#"{"t":"topic","text":"hi"}"#).unwrap();
+        assert_eq!(topic, ClientV2::Topic { text: "hi".into() });
+        let event = ServerV2::Topic {
+            name: "bob".into(),
+            text: String::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"t":"topic","name":"bob","text":""}"#
+        );
+        let members = ServerV2::Members {
+            names: vec!["a".into()],
+            host: "a".into(),
+            more: 0,
+            topic: Some("x".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&members).unwrap(),
+            r#"{"t":"members","names":["a"],"host":"a","topic":"x"}"#
+        );
+        // A string where a flag belongs is refused without being quoted.
+        let long = "\u{7f}".repeat(100);
+        let json = format!(r#"{{"t":"msg","id":1,"from":"a","text":"","ts":1,"me":"{long}"}}"#);
+        let error = serde_json::from_str::<ServerV2>(&json).unwrap_err();
+        assert!(error.to_string().len() < 100, "{error}");
     }
 
     #[test]

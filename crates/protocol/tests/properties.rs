@@ -67,12 +67,22 @@ fn frame() -> impl Strategy<Value = Frame> {
 }
 
 fn chat_message() -> impl Strategy<Value = ChatMessage> {
-    (any::<u64>(), text(32), text(200), any::<u64>()).prop_map(|(id, from, text, ts)| ChatMessage {
-        id,
-        from,
-        text,
-        ts,
-    })
+    (
+        any::<u64>(),
+        text(32),
+        text(200),
+        any::<u64>(),
+        any::<bool>(),
+        proptest::option::of(text(32)),
+    )
+        .prop_map(|(id, from, text, ts, me, to)| ChatMessage {
+            id,
+            from,
+            text,
+            ts,
+            me,
+            to,
+        })
 }
 
 fn client_v2() -> impl Strategy<Value = ClientV2> {
@@ -86,6 +96,8 @@ fn client_v2() -> impl Strategy<Value = ClientV2> {
         Just(ClientV2::Who),
         Just(ClientV2::Leave),
         text(40).prop_map(|nonce| ClientV2::Echo { nonce }),
+        (any::<u64>(), text(3000)).prop_map(|(seq, text)| ClientV2::Me { seq, text }),
+        text(200).prop_map(|text| ClientV2::Topic { text }),
     ]
 }
 
@@ -115,9 +127,16 @@ fn server_v2() -> impl Strategy<Value = ServerV2> {
         (
             proptest::collection::vec(text(32), 0..16),
             text(32),
-            any::<u64>()
+            any::<u64>(),
+            proptest::option::of(text(200))
         )
-            .prop_map(|(names, host, more)| ServerV2::Members { names, host, more }),
+            .prop_map(|(names, host, more, topic)| ServerV2::Members {
+                names,
+                host,
+                more,
+                topic
+            }),
+        (text(32), text(200)).prop_map(|(name, text)| ServerV2::Topic { name, text }),
         text(40).prop_map(|nonce| ServerV2::Challenge { nonce }),
         Just(ServerV2::Moved),
         any::<u64>().prop_map(|id| ServerV2::Pong { id }),

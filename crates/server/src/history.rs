@@ -94,6 +94,7 @@ impl HistoryStore {
                  DROP INDEX IF EXISTS messages_by_member;",
             )
             .map_err(open_error)?;
+        migrate(&connection).map_err(open_error)?;
         // Touch the table so that a file that is not a database fails here, at start-up.
         connection
             .query_row("SELECT count(*) FROM messages LIMIT 1", [], |_| Ok(()))
@@ -138,8 +139,9 @@ impl HistoryStore {
         let transaction = self.connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(
-                "INSERT OR REPLACE INTO messages (room_uid, id, member_uid, seq, sender, text, ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO messages
+                     (room_uid, id, member_uid, seq, sender, text, ts, me, recipient, recipient_uid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for stored in batch.clone() {
                 insert.execute(params![
@@ -150,6 +152,9 @@ impl HistoryStore {
                     stored.message.from,
                     stored.message.text,
                     to_sql(stored.message.ts),
+                    stored.message.me,
+                    stored.message.to,
+                    stored.recipient_uid.map(to_sql),
                 ])?;
             }
             let mut trim = transaction
@@ -194,7 +199,7 @@ impl HistoryStore {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, HistoryError> {
         self.query(
-            "SELECT room_uid, id, member_uid, seq, sender, text, ts FROM messages
+            "SELECT room_uid, id, member_uid, seq, sender, text, ts, me, recipient, recipient_uid FROM messages
              WHERE room_uid = ?1 AND id > ?2 AND id <= ?3 ORDER BY id ASC LIMIT ?4",
             params![to_sql(room_uid), to_sql(after), to_sql(upto), limit as i64],
         )
@@ -210,7 +215,7 @@ impl HistoryStore {
     ) -> Result<(Vec<StoredMessage>, bool), HistoryError> {
         let before = before.map_or(i64::MAX, to_sql);
         let mut newest_first = self.query(
-            "SELECT room_uid, id, member_uid, seq, sender, text, ts FROM messages
+            "SELECT room_uid, id, member_uid, seq, sender, text, ts, me, recipient, recipient_uid FROM messages
              WHERE room_uid = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
             params![to_sql(room_uid), before, limit as i64 + 1],
         )?;
@@ -225,7 +230,7 @@ impl HistoryStore {
     /// then write a second B-tree, on the busiest path the database has.)
     pub fn recent(&self, room_uid: u64, limit: usize) -> Result<Vec<StoredMessage>, HistoryError> {
         self.query(
-            "SELECT room_uid, id, member_uid, seq, sender, text, ts FROM messages
+            "SELECT room_uid, id, member_uid, seq, sender, text, ts, me, recipient, recipient_uid FROM messages
              WHERE room_uid = ?1 ORDER BY id DESC LIMIT ?2",
             params![to_sql(room_uid), limit as i64],
         )
@@ -277,16 +282,51 @@ impl HistoryStore {
                 room_uid: from_sql(row.get(0)?),
                 member_uid: from_sql(row.get(2)?),
                 seq: row.get::<_, Option<i64>>(3)?.map(from_sql),
+                recipient_uid: row.get::<_, Option<i64>>(9)?.map(from_sql),
                 message: ChatMessage {
                     id: from_sql(row.get(1)?),
                     from: row.get(4)?,
                     text: row.get(5)?,
                     ts: from_sql(row.get(6)?),
+                    me: row.get(7)?,
+                    to: row.get(8)?,
                 },
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Columns added since the first schema, each with the `ALTER TABLE` that adds it to an
+/// older database: `me` (an action, `/me`) and `recipient` (a direct message's recipient,
+/// by the name it had, and `recipient_uid`, by its stable id; NULL for the whole room).
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    (
+        "me",
+        "ALTER TABLE messages ADD COLUMN me INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "recipient",
+        "ALTER TABLE messages ADD COLUMN recipient TEXT",
+    ),
+    (
+        "recipient_uid",
+        "ALTER TABLE messages ADD COLUMN recipient_uid INTEGER",
+    ),
+];
+
+/// Brings a database made by an older version up to the current schema.
+fn migrate(connection: &Connection) -> Result<(), rusqlite::Error> {
+    let mut statement = connection.prepare("SELECT name FROM pragma_table_info('messages')")?;
+    let present: Vec<String> = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (column, alter) in ADDED_COLUMNS {
+        if !present.iter().any(|name| name == column) {
+            connection.execute_batch(alter)?;
+        }
+    }
+    Ok(())
 }
 
 /// What a restore reads, through the engine's read-only view of the history.
@@ -320,6 +360,7 @@ mod tests {
 
     fn message(room_uid: u64, id: u64, seq: u64) -> StoredMessage {
         StoredMessage {
+            recipient_uid: None,
             room_uid,
             member_uid: 7,
             seq: Some(seq),
@@ -328,6 +369,8 @@ mod tests {
                 from: "alice".into(),
                 text: format!("message {id}"),
                 ts: 1000 + id,
+                me: false,
+                to: None,
             },
         }
     }

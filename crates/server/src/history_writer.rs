@@ -314,6 +314,7 @@ mod tests {
     fn history_pages_always_fit_in_a_datagram() {
         let stored: Vec<StoredMessage> = (1..=100)
             .map(|id| StoredMessage {
+                recipient_uid: None,
                 room_uid: 1,
                 member_uid: 1,
                 seq: None,
@@ -322,6 +323,8 @@ mod tests {
                     from: "someone".into(),
                     text: "x".repeat(200),
                     ts: 0,
+                    me: false,
+                    to: None,
                 },
             })
             .collect();

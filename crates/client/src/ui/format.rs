@@ -19,7 +19,11 @@ pub struct LineStyle {
 
 /// One chat line.
 pub fn chat_line(message: &ChatMessage, style: LineStyle) -> String {
-    let body = format!("{}: {}", sanitize(&message.from), sanitize(&message.text));
+    let body = if message.me {
+        format!("* {} {}", sanitize(&message.from), sanitize(&message.text))
+    } else {
+        format!("{}: {}", sanitize(&message.from), sanitize(&message.text))
+    };
     if style.clock {
         format!("[{}] {body}", local_clock(message.ts))
     } else {
@@ -155,6 +159,8 @@ mod tests {
             from: from.into(),
             text: text.into(),
             ts,
+            me: false,
+            to: None,
         }
     }
 
@@ -162,6 +168,17 @@ mod tests {
     fn chat_lines_are_name_colon_text_for_pipes() {
         let line = chat_line(&message("alice", "hello", 0), LineStyle::default());
         assert_eq!(line, "alice: hello");
+    }
+
+    #[test]
+    fn actions_read_as_notices_about_their_sender() {
+        let action = ChatMessage {
+            me: true,
+            ..message("alice", "waves", 0)
+        };
+        assert_eq!(chat_line(&action, LineStyle::default()), "* alice waves");
+        let line = chat_line(&action, LineStyle { clock: true });
+        assert!(line.ends_with("] * alice waves"), "{line}");
     }
 
     #[test]

@@ -5,13 +5,16 @@ use chat_protocol::limits::MAX_HISTORY_PAGE;
 /// Messages `/history` asks for when no count is given.
 pub const DEFAULT_HISTORY: u32 = 20;
 
-/// The command list shown by `/help` and after an unknown command.
+/// The command list shown after an unknown command: the everyday ones, `/help` first, which
+/// lists them all.
 pub const COMMAND_LIST: &str = "/help, /who, /history [N], /next, /quit";
 
 /// `/help`, one notice per line.
-pub const HELP: [&str; 7] = [
+pub const HELP: [&str; 9] = [
     "commands:",
     "  /who          who is in the room",
+    "  /me TEXT      an action, shown as * yourname TEXT",
+    "  /topic [TEXT] show the room's topic, or set it (any member; /topic - clears it)",
     "  /history [N]  show N earlier messages (default 20, at most 100)",
     "  /next         in a pair room: leave and meet someone new",
     "  /quit         leave the room (end of input does too)",
@@ -34,6 +37,10 @@ pub enum Typed {
     History(u32),
     /// `/next`.
     Next,
+    /// `/me TEXT`: an action.
+    Action(String),
+    /// `/topic`: show it (`None`); `/topic TEXT`: set it; `/topic -`: clear it (empty).
+    Topic(Option<String>),
     /// `/quit`.
     Quit,
     /// A command with an argument it does not take; the sentence says what is expected.
@@ -56,6 +63,19 @@ pub fn parse(line: &str) -> Typed {
     };
     let mut words = command.split_whitespace();
     let name = words.next().unwrap_or_default().to_lowercase();
+    // Everything after the command's name, for commands that take free text.
+    let rest = command
+        .trim_start()
+        .split_once(char::is_whitespace)
+        .map_or("", |(_, rest)| rest.trim());
+    match name.as_str() {
+        "me" if rest.is_empty() => return Typed::Misused("usage: /me TEXT, e.g. /me waves"),
+        "me" => return Typed::Action(rest.to_owned()),
+        "topic" if rest.is_empty() => return Typed::Topic(None),
+        "topic" if rest == "-" => return Typed::Topic(Some(String::new())),
+        "topic" => return Typed::Topic(Some(rest.to_owned())),
+        _ => {}
+    }
     let argument = words.next();
     let extra = words.next().is_some();
     match (name.as_str(), argument) {
@@ -127,6 +147,23 @@ mod tests {
     fn unknown_commands_are_named() {
         assert_eq!(parse("/shrug"), Typed::Unknown("/shrug".into()));
         assert_eq!(parse("/"), Typed::Unknown("/".into()));
+    }
+
+    #[test]
+    fn actions_and_topics_take_the_rest_of_the_line() {
+        assert_eq!(
+            parse("/me  waves at  everyone "),
+            Typed::Action("waves at  everyone".into())
+        );
+        assert!(matches!(parse("/me"), Typed::Misused(_)));
+        assert!(matches!(parse("/ME   "), Typed::Misused(_)));
+        assert_eq!(parse("/topic"), Typed::Topic(None));
+        assert_eq!(parse("/topic -"), Typed::Topic(Some(String::new())));
+        assert_eq!(
+            parse("/Topic release day"),
+            Typed::Topic(Some("release day".into()))
+        );
+        assert_eq!(parse("/meet"), Typed::Unknown("/meet".into()));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::durable::StateChange;
 use super::effects::Outbox;
 use super::memory;
 use super::replay::{NO_ROOM_TEXT, unicast_v2};
-use super::room::{CachedMessage, Member, MemberId, Room, RoomId};
+use super::room::{CachedMessage, Member, MemberId, Room, RoomId, Said};
 use super::seq_window::SeqStatus;
 use super::{
     DropReason, Effects, Endpoint, Engine, HistoryJob, ID_RESERVATION, MAX_UNSTORED, Now,
@@ -27,17 +27,22 @@ impl Engine {
     /// before it, so a person's lines keep the order they were typed in.
     ///
     /// [`SeqWindow`]: super::seq_window::SeqWindow
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the message, its sender and kind, the clock and the effects it causes"
+    )]
     pub(super) fn accept_chat(
         &mut self,
         room_id: RoomId,
         member_id: MemberId,
         seq: Option<u64>,
         text: &str,
+        said: Said,
         clock: Now,
         fx: &mut Effects,
     ) -> Result<(), DropReason> {
         let Some(seq) = seq else {
-            return self.accept_one(room_id, member_id, None, text, clock, fx);
+            return self.accept_one(room_id, member_id, None, text, &said, clock, fx);
         };
         let now = clock.instant;
         let member = self
@@ -76,10 +81,33 @@ impl Engine {
             .admit(seq, text, now, self.memory.hold_allowance());
         self.memory
             .release_held(held_before, member.seqs.held_bytes());
+        let mut said = Some(said);
+        if !ready.iter().any(|(ready_seq, _)| *ready_seq == seq)
+            && let Some(kind) = said.take().filter(|kind| *kind != Said::Line)
+            && member.seqs.status(seq) == SeqStatus::Pending
+        {
+            // Held for an earlier seq: what kind it is waits beside it.
+            if member.held_kinds.len() >= 2 * super::seq_window::HOLD_LIMIT {
+                member.held_kinds.pop_first();
+            }
+            member.held_kinds.insert(seq, kind);
+        }
         let mut result = Ok(());
         for (ready_seq, ready_text) in ready {
-            let accepted =
-                self.accept_one(room_id, member_id, Some(ready_seq), &ready_text, clock, fx);
+            let kind = if ready_seq == seq {
+                said.take().unwrap_or(Said::Line)
+            } else {
+                self.held_kind(room_id, member_id, ready_seq)
+            };
+            let accepted = self.accept_one(
+                room_id,
+                member_id,
+                Some(ready_seq),
+                &ready_text,
+                &kind,
+                clock,
+                fx,
+            );
             if ready_seq == seq {
                 result = accepted;
             }
@@ -99,21 +127,36 @@ impl Engine {
         fx: &mut Effects,
     ) {
         for (seq, text) in ready {
+            let kind = self.held_kind(room_id, member_id, seq);
             // A refusal has already been sent to the member and counted there.
-            let _ = self.accept_one(room_id, member_id, Some(seq), &text, clock, fx);
+            let _ = self.accept_one(room_id, member_id, Some(seq), &text, &kind, clock, fx);
         }
+    }
+
+    /// The kind of a message that was held back for an earlier `seq`.
+    fn held_kind(&mut self, room_id: RoomId, member_id: MemberId, seq: u64) -> Said {
+        self.rooms
+            .get_mut(&room_id)
+            .and_then(|room| room.members.get_mut(&member_id))
+            .and_then(|member| member.held_kinds.remove(&seq))
+            .unwrap_or(Said::Line)
     }
 
     /// Accepts one chat message in order: applies flood control, assigns the next room id
     /// and hands it to the history thread. Version-1 text goes to version-1 members at once;
     /// everything else (the ack, the version-2 relay) waits for the commit, so an id a member
     /// has seen is never handed out again after a crash.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the message, its sender and kind, the clock and the effects it causes"
+    )]
     fn accept_one(
         &mut self,
         room_id: RoomId,
         member_id: MemberId,
         seq: Option<u64>,
         text: &str,
+        said: &Said,
         clock: Now,
         fx: &mut Effects,
     ) -> Result<(), DropReason> {
@@ -158,7 +201,12 @@ impl Engine {
             return Err(DropReason::RateLimited);
         }
         let ts = clock.unix_ms;
-        let whole = msg_event(room.last_id + 1, &member.username, text, ts);
+        let mut whole = msg_event(room.last_id + 1, &member.username, text, ts);
+        if *said == Said::Action {
+            whole.0.me = true;
+            whole.1.clear();
+            ucrp::encode_v2_msg(&whole.0, &mut whole.1);
+        }
         if seq.is_none() {
             // Version 1: relay now, on the hot path, as the reference server does.
             out.fanout(v1_recipients, Some(member_id), |buf| {
@@ -209,6 +257,7 @@ impl Engine {
                     room_uid: room.uid,
                     member_uid: member.uid,
                     seq,
+                    recipient_uid: None,
                     message,
                 },
             });
@@ -286,7 +335,13 @@ impl Engine {
             if !pending.v1_relayed {
                 let message = &pending.stored.message;
                 out.fanout(&room.v1_recipients, skip, |buf| {
-                    ucrp::encode_v1_chat(&message.from, &message.text, buf)
+                    if message.me {
+                        // Version 1 has no actions: a notice reads the same.
+                        let action = format!("{} {}", message.from, message.text);
+                        ucrp::encode_v1_chat(NOTICE_SENDER, &action, buf)
+                    } else {
+                        ucrp::encode_v1_chat(&message.from, &message.text, buf)
+                    }
                 });
             }
         }
@@ -337,6 +392,8 @@ fn msg_event(id: u64, from: &str, text: &str, ts: u64) -> (ChatMessage, Vec<u8>)
         from: from.to_owned(),
         text: text.to_owned(),
         ts,
+        me: false,
+        to: None,
     };
     let mut frame = Vec::with_capacity(text.len() + 96);
     ucrp::encode_v2_msg(&message, &mut frame);

@@ -14,7 +14,8 @@ use super::durable::StateChange;
 use super::effects::Outbox;
 use super::replay::{NO_ROOM_TEXT, ReplaySource, catch_up, members_of, notify, unicast_v2};
 use super::room::{
-    CHALLENGE_LIFETIME, Challenge, MAX_CHALLENGES, Member, MemberId, Room, RoomId, WireVersion,
+    CHALLENGE_LIFETIME, Challenge, MAX_CHALLENGES, Member, MemberId, Room, RoomId, Said,
+    WireVersion,
 };
 use super::{DropReason, Effects, Endpoint, Engine, HistoryJob, Now};
 use crate::token::Token;
@@ -135,10 +136,26 @@ impl Engine {
                 Ok(())
             }
             ClientMessage::Chat(text) => {
-                self.accept_chat(room_id, member_id, None, text, clock, fx)
+                self.accept_chat(room_id, member_id, None, text, Said::Line, clock, fx)
             }
             ClientMessage::V2(ClientV2::Msg { seq, text }) => {
-                self.accept_chat(room_id, member_id, Some(seq), &text, clock, fx)
+                self.accept_chat(room_id, member_id, Some(seq), &text, Said::Line, clock, fx)
+            }
+            ClientMessage::V2(ClientV2::Me { seq, text }) => self.accept_chat(
+                room_id,
+                member_id,
+                Some(seq),
+                &text,
+                Said::Action,
+                clock,
+                fx,
+            ),
+            ClientMessage::V2(ClientV2::Topic { .. }) if !member.flood.allow(&self.flood, now) => {
+                Err(DropReason::RateLimited)
+            }
+            ClientMessage::V2(ClientV2::Topic { text }) => {
+                self.set_topic(room_id, member_id, &text, src, fx);
+                Ok(())
             }
             ClientMessage::V2(ClientV2::Ping { .. }) if !member.probes.allow(&flood, now) => {
                 Err(DropReason::RateLimited)

@@ -57,6 +57,9 @@ pub struct PersistedRoom {
     /// if the history database is lost, ids go on from here rather than start again at 1.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ids_reserved: u64,
+    /// The room's topic, when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -136,6 +139,14 @@ pub enum StateChange {
         room: String,
         /// The new host's stable id.
         uid: u64,
+    },
+    /// A member set the room's topic (`None`: cleared).
+    TopicChanged {
+        /// The room's name.
+        room: String,
+        /// The new topic.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
     },
     /// A member registered its address for the first time, or from a new one.
     MemberRegistered {

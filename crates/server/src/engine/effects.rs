@@ -50,6 +50,9 @@ pub struct StoredMessage {
     pub member_uid: u64,
     /// The sender's sequence number, for version-2 senders.
     pub seq: Option<u64>,
+    /// A direct message's recipient (its stable id); `None` for the whole room. Only the
+    /// sender and the recipient may read it.
+    pub recipient_uid: Option<u64>,
     /// The message as members see it.
     pub message: ChatMessage,
 }

@@ -54,6 +54,7 @@ pub mod replay;
 pub mod restore;
 pub mod room;
 pub mod seq_window;
+pub mod topic;
 
 /// Most messages waiting for the history store before chat stops being accepted.
 pub const MAX_UNSTORED: usize = 65_536;

@@ -155,6 +155,7 @@ pub(super) fn members_of(room: &Room) -> ServerV2 {
         names: Vec::new(),
         host: host.clone(),
         more: u64::MAX,
+        topic: room.topic.clone(),
     };
     let mut used = 1 + serde_json::to_vec(&bare).map_or(MAX_DATAGRAM, |json| json.len());
     let mut fits = 0;
@@ -172,6 +173,7 @@ pub(super) fn members_of(room: &Room) -> ServerV2 {
         names,
         host,
         more: (total - fits) as u64,
+        topic: room.topic.clone(),
     }
 }
 

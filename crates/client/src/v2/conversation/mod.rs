@@ -5,6 +5,7 @@
 //! It combines the [`UnackedQueue`] (seq, ack, retransmit), the [`ReorderBuffer`] (print each
 //! message once, in id order) and the [`Keepalive`] (ping, re-register, silence notices).
 
+use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
 use chat_protocol::time::unix_ms;
@@ -21,6 +22,7 @@ mod effects;
 mod leaving;
 mod registration;
 mod requests;
+mod room_info;
 mod sending;
 mod setup;
 
@@ -28,6 +30,7 @@ pub use effects::{Effects, Ending};
 use leaving::Leaving;
 use registration::Registration;
 use requests::Outstanding;
+pub use sending::Outgoing;
 pub use setup::{Setup, Timing};
 
 /// What the user is told when the server does not know the room any more.
@@ -44,6 +47,12 @@ pub struct Conversation {
     typing: TypingNotices,
     who: Option<Outstanding>,
     history: Option<Outstanding>,
+    /// A `/topic` waiting for the server's `topic` event.
+    topic_request: Option<Outstanding>,
+    /// The room's topic, as the server last said.
+    topic: Option<String>,
+    /// Queued messages that are not plain lines, by seq.
+    kinds: BTreeMap<u64, Outgoing>,
     oldest_shown: Option<u64>,
     leaving: Option<Leaving>,
     ended: bool,
@@ -66,6 +75,9 @@ impl Conversation {
             typing: TypingNotices::default(),
             who: None,
             history: None,
+            topic_request: None,
+            topic: None,
+            kinds: BTreeMap::new(),
             oldest_shown: None,
             leaving: None,
             ended: false,
@@ -90,7 +102,7 @@ impl Conversation {
 
     /// The next instant at which [`Conversation::on_tick`] has something to do.
     pub fn next_wakeup(&self) -> Instant {
-        let requests = [&self.who, &self.history]
+        let requests = [&self.who, &self.history, &self.topic_request]
             .into_iter()
             .flatten()
             .map(|outstanding| outstanding.next_at);
@@ -117,11 +129,14 @@ impl Conversation {
         match message {
             ServerV2::Ack { seq, id } => {
                 if let Some(text) = self.unacked.acked(seq) {
+                    let kind = self.kinds.remove(&seq);
                     let own = ChatMessage {
                         id,
                         from: self.setup.me.clone(),
                         text,
                         ts: unix_ms(SystemTime::now()),
+                        me: kind == Some(Outgoing::Action),
+                        to: None,
                     };
                     let released = self.reorder.offer(own);
                     self.show(&mut fx, released);
@@ -151,13 +166,21 @@ impl Conversation {
                     self.say(&mut fx, format::typing(&name));
                 }
             }
-            ServerV2::Members { names, host, more } => {
+            ServerV2::Members {
+                names,
+                host,
+                more,
+                topic,
+            } => {
+                self.topic = topic;
                 if let Some(registration) = &mut self.registration {
                     registration.members = Some((names, host, more));
                 } else if self.who.take().is_some() {
                     self.say(&mut fx, format::here_now(&names, &host, more));
+                    self.show_topic(&mut fx, false);
                 }
             }
+            ServerV2::Topic { name, text } => self.topic_changed(&mut fx, &name, &text),
             // This socket's address is not bound yet: prove that it receives here.
             ServerV2::Challenge { nonce } => fx.send.push(ClientV2::Echo { nonce }),
             ServerV2::Moved => {
@@ -204,6 +227,8 @@ impl Conversation {
                     }
                 }
                 None => {
+                    // Only a `/topic` is refused without a seq: it is not asked again.
+                    self.topic_request = None;
                     let line = format::notice(&format!("the server refused a request: {message}"));
                     self.say(&mut fx, line);
                 }
@@ -221,7 +246,9 @@ impl Conversation {
         }
         match commands::parse(line) {
             Typed::Blank => {}
-            Typed::Say(text) => self.submit(&mut fx, text, now),
+            Typed::Say(text) => self.submit(&mut fx, text, None, now),
+            Typed::Action(text) => self.submit(&mut fx, text, Some(Outgoing::Action), now),
+            Typed::Topic(text) => self.ask_topic(&mut fx, text, now),
             Typed::Help => {
                 for line in HELP {
                     self.say(&mut fx, format::notice(line));
@@ -316,7 +343,7 @@ impl Conversation {
         }
         self.keepalive.want_fill(self.reorder.has_gap());
         for (seq, text) in self.unacked.due(now) {
-            fx.send.push(ClientV2::Msg { seq, text });
+            fx.send.push(self.message(seq, text));
         }
         if let Some(leaving) = &self.leaving
             && self.unacked.is_empty()

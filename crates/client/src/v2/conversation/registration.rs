@@ -61,6 +61,9 @@ impl Conversation {
             self.setup.room,
             format::member_list(&names, &host, more)
         )));
+        if let Some(topic) = &self.topic {
+            fx.lines.push(format::notice(&format!("topic: {topic}")));
+        }
         if self.setup.pair && names.iter().all(|name| name == me) {
             fx.lines
                 .push(format::notice("waiting for someone to pair with…"));

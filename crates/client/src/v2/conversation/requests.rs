@@ -89,7 +89,7 @@ impl Conversation {
         let max = self.setup.timing.request_attempts;
         let every = self.setup.timing.request_every;
         let mut unanswered = Vec::new();
-        for slot in [&mut self.who, &mut self.history] {
+        for slot in [&mut self.who, &mut self.history, &mut self.topic_request] {
             let Some(outstanding) = slot else { continue };
             if now < outstanding.next_at {
                 continue;

@@ -28,12 +28,16 @@ fn who_and_history_print_their_answers() {
                 from: "bob".into(),
                 text: "b".into(),
                 ts: 0,
+                me: false,
+                to: None,
             },
             ChatMessage {
                 id: 30,
                 from: "bob".into(),
                 text: "c".into(),
                 ts: 0,
+                me: false,
+                to: None,
             },
         ],
         more: true,
@@ -253,6 +257,7 @@ fn a_challenge_is_echoed_at_once_and_a_big_room_says_how_many_more() {
         names: vec!["bob".into(), "alice".into()],
         host: "bob".into(),
         more: 254,
+        topic: None,
     };
     conversation.on_server(big, start);
     let fx = conversation.on_server(ServerV2::Pong { id: 0 }, start);

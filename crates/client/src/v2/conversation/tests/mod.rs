@@ -33,6 +33,8 @@ fn msg(id: u64, from: &str, text: &str) -> ServerV2 {
         from: from.into(),
         text: text.into(),
         ts: 0,
+        me: false,
+        to: None,
     })
 }
 
@@ -41,6 +43,7 @@ fn members(names: &[&str]) -> ServerV2 {
         names: names.iter().map(|name| (*name).to_owned()).collect(),
         host: names[0].to_owned(),
         more: 0,
+        topic: None,
     }
 }
 
