@@ -66,6 +66,16 @@ pub enum ClientV2 {
         /// The new topic.
         text: String,
     },
+    /// A direct message (`/msg bob hi`) to one member of the room: stored and acked like
+    /// `msg`, delivered to that member only, readable in history by the two of them only.
+    Dm {
+        /// The sender's sequence number, shared with `msg`.
+        seq: u64,
+        /// The recipient's username (compared by key, as names are).
+        to: String,
+        /// The text.
+        text: String,
+    },
 }
 
 /// Longest room topic, in bytes of UTF-8.
@@ -129,6 +139,8 @@ pub enum V2ErrorCode {
     /// The server knows no such token in that room: the room closed, expired, or the server
     /// restarted without it. The member should stop.
     NoRoom,
+    /// A direct message names someone who is not a member of the room.
+    NoSuchMember,
 }
 
 /// What the server sends a version-2 member.
@@ -197,6 +209,12 @@ pub enum ServerV2 {
     /// This token's address moved to another address, which proved it receives there; this
     /// address gets nothing more. A client that did not move registers again to take it back.
     Moved,
+    /// Room message `id` is one this member may not read (a direct message between two
+    /// others): nothing to show, but the id is used, so there is no gap to wait for.
+    Skip {
+        /// The id.
+        id: u64,
+    },
     /// Answer to `ping`, with the newest message id in the room.
     Pong {
         /// Newest message id.
@@ -231,6 +249,7 @@ struct ClientWire {
     before: Option<WireU64>,
     limit: Option<WireU64>,
     nonce: Option<String>,
+    to: Option<String>,
 }
 
 /// The `t` values of [`ClientV2`].
@@ -247,6 +266,7 @@ enum ClientKind {
     Echo,
     Me,
     Topic,
+    Dm,
     /// Refused after reading, without quoting: the derived refusal copies the unknown type
     /// name (attacker-chosen, up to a whole datagram) into the error message.
     #[serde(other)]
@@ -282,6 +302,11 @@ impl<'de> Deserialize<'de> for ClientV2 {
                 text: required(wire.text, "text")?,
             },
             ClientKind::Topic => Self::Topic {
+                text: required(wire.text, "text")?,
+            },
+            ClientKind::Dm => Self::Dm {
+                seq: required(wire.seq, "seq")?.get(),
+                to: required(wire.to, "to")?,
                 text: required(wire.text, "text")?,
             },
             ClientKind::Unknown => return Err(unknown_type()),
@@ -366,6 +391,7 @@ enum ServerKind {
     Challenge,
     Moved,
     Topic,
+    Skip,
     /// Refused after reading, like [`ClientKind::Unknown`].
     #[serde(other)]
     Unknown,
@@ -470,6 +496,9 @@ impl<'de> Deserialize<'de> for ServerV2 {
                 nonce: required(wire.nonce, "nonce")?,
             },
             ServerKind::Moved => Self::Moved,
+            ServerKind::Skip => Self::Skip {
+                id: required(wire.id, "id")?.get(),
+            },
             ServerKind::Pong => Self::Pong {
                 id: required(wire.id, "id")?.get(),
             },
@@ -711,6 +740,21 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&members).unwrap(),
             r#"{"t":"members","names":["a"],"host":"a","topic":"x"}"#
+        );
+        let dm: ClientV2 =
+            serde_json::from_str(r#"{"t":"dm","seq":5,"to":"Bob","text":"six"}"#).unwrap();
+        assert_eq!(
+            dm,
+            ClientV2::Dm {
+                seq: 5,
+                to: "Bob".into(),
+                text: "six".into()
+            }
+        );
+        assert!(serde_json::from_str::<ClientV2>(r#"{"t":"dm","seq":5,"text":"six"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&ServerV2::Skip { id: 18 }).unwrap(),
+            r#"{"t":"skip","id":18}"#
         );
         // A string where a flag belongs is refused without being quoted.
         let long = "\u{7f}".repeat(100);

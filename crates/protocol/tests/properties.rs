@@ -98,6 +98,11 @@ fn client_v2() -> impl Strategy<Value = ClientV2> {
         text(40).prop_map(|nonce| ClientV2::Echo { nonce }),
         (any::<u64>(), text(3000)).prop_map(|(seq, text)| ClientV2::Me { seq, text }),
         text(200).prop_map(|text| ClientV2::Topic { text }),
+        (any::<u64>(), text(32), text(3000)).prop_map(|(seq, to, text)| ClientV2::Dm {
+            seq,
+            to,
+            text
+        }),
     ]
 }
 
@@ -137,6 +142,7 @@ fn server_v2() -> impl Strategy<Value = ServerV2> {
                 topic
             }),
         (text(32), text(200)).prop_map(|(name, text)| ServerV2::Topic { name, text }),
+        any::<u64>().prop_map(|id| ServerV2::Skip { id }),
         text(40).prop_map(|nonce| ServerV2::Challenge { nonce }),
         Just(ServerV2::Moved),
         any::<u64>().prop_map(|id| ServerV2::Pong { id }),

@@ -213,11 +213,27 @@ impl HistoryStore {
         before: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<StoredMessage>, bool), HistoryError> {
+        self.page_for(room_uid, before, limit, None)
+    }
+
+    /// [`page`](Self::page) as the member with stable id `reader` may read it: without the
+    /// direct messages between others (with `None`, everything).
+    pub fn page_for(
+        &self,
+        room_uid: u64,
+        before: Option<u64>,
+        limit: usize,
+        reader: Option<u64>,
+    ) -> Result<(Vec<StoredMessage>, bool), HistoryError> {
         let before = before.map_or(i64::MAX, to_sql);
+        let everything = reader.is_none();
+        let reader = reader.map_or(-1, to_sql);
         let mut newest_first = self.query(
             "SELECT room_uid, id, member_uid, seq, sender, text, ts, me, recipient, recipient_uid FROM messages
-             WHERE room_uid = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-            params![to_sql(room_uid), before, limit as i64 + 1],
+             WHERE room_uid = ?1 AND id < ?2
+               AND (?5 OR recipient_uid IS NULL OR recipient_uid = ?4 OR member_uid = ?4)
+             ORDER BY id DESC LIMIT ?3",
+            params![to_sql(room_uid), before, limit as i64 + 1, reader, everything],
         )?;
         let more = newest_first.len() > limit;
         newest_first.truncate(limit);
@@ -420,6 +436,54 @@ mod tests {
         store.retain_rooms(&[2]).unwrap();
         assert_eq!(store.latest_id(1).unwrap(), 0);
         assert_eq!(store.latest_id(2).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_page_leaves_out_direct_messages_between_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = HistoryStore::open(&dir.path().join("h.db")).unwrap();
+        let mut direct = message(1, 2, 2);
+        direct.recipient_uid = Some(8);
+        direct.message.to = Some("bob".into());
+        let batch = [message(1, 1, 1), direct, message(1, 3, 3)];
+        store.store(&batch, 100).unwrap();
+        let ids = |reader| -> Vec<u64> {
+            let (page, _) = store.page_for(1, None, 10, reader).unwrap();
+            page.iter().map(|m| m.message.id).collect()
+        };
+        assert_eq!(ids(None), [1, 2, 3]);
+        assert_eq!(ids(Some(7)), [1, 2, 3], "the sender reads it");
+        assert_eq!(ids(Some(8)), [1, 2, 3], "the recipient reads it");
+        assert_eq!(ids(Some(9)), [1, 3], "nobody else does");
+        let (page, _) = store.page_for(1, None, 10, Some(8)).unwrap();
+        assert_eq!(page[1].recipient_uid, Some(8));
+        assert_eq!(page[1].message.to.as_deref(), Some("bob"));
+    }
+
+    #[test]
+    fn a_database_from_before_actions_and_direct_messages_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE messages (
+                 room_uid INTEGER NOT NULL, id INTEGER NOT NULL, member_uid INTEGER NOT NULL,
+                 seq INTEGER, sender TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL,
+                 PRIMARY KEY (room_uid, id)
+             ) WITHOUT ROWID;
+             INSERT INTO messages VALUES (1, 1, 7, 1, 'alice', 'from before', 5);",
+        )
+        .unwrap();
+        drop(old);
+        let mut store = HistoryStore::open(&path).unwrap();
+        store.store(&[message(1, 2, 2)], 100).unwrap();
+        let (page, _) = store.page_for(1, None, 10, Some(9)).unwrap();
+        assert_eq!(page.len(), 2);
+        assert_eq!(page[0].message.text, "from before");
+        assert!(!page[0].message.me && page[0].recipient_uid.is_none());
+        drop(store);
+        // Opening it again finds the columns there.
+        HistoryStore::open(&path).unwrap();
     }
 
     #[test]

@@ -235,11 +235,20 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
             after,
             upto,
             to,
+            reader_uid,
         } => match store.range(room_uid, after, upto, usize::MAX) {
             Ok(messages) => {
                 for stored in messages {
+                    let readable = stored
+                        .recipient_uid
+                        .is_none_or(|to| to == reader_uid || stored.member_uid == reader_uid);
                     out.unicast(to, |buf| {
-                        ucrp::encode_v2_msg(&stored.message, buf);
+                        if readable {
+                            ucrp::encode_v2_msg(&stored.message, buf);
+                        } else {
+                            // A direct message between two others: its id is used, nothing more.
+                            crate::engine::direct::skip_frame(stored.message.id, buf);
+                        }
                         Ok(())
                     });
                 }
@@ -251,7 +260,8 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
             before,
             limit,
             to,
-        } => match store.page(room_uid, before, limit) {
+            reader_uid,
+        } => match store.page_for(room_uid, before, limit, Some(reader_uid)) {
             Ok((messages, more)) => {
                 let frame = history_frame(messages, more);
                 out.unicast(to, |buf| {

@@ -21,6 +21,9 @@ pub struct LineStyle {
 pub fn chat_line(message: &ChatMessage, style: LineStyle) -> String {
     let body = if message.me {
         format!("* {} {}", sanitize(&message.from), sanitize(&message.text))
+    } else if let Some(to) = &message.to {
+        let (from, to) = (sanitize(&message.from), sanitize(to));
+        format!("{from} -> {to} (private): {}", sanitize(&message.text))
     } else {
         format!("{}: {}", sanitize(&message.from), sanitize(&message.text))
     };
@@ -117,7 +120,7 @@ pub fn refused(code: V2ErrorCode, server_message: &str, text: &str) -> String {
     let why = match code {
         V2ErrorCode::RateLimited => "you are sending too fast".to_owned(),
         V2ErrorCode::TooLarge => "the message is too long".to_owned(),
-        V2ErrorCode::Invalid | V2ErrorCode::NoRoom => {
+        V2ErrorCode::Invalid | V2ErrorCode::NoRoom | V2ErrorCode::NoSuchMember => {
             format!("the server refused it ({server_message})")
         }
     };
@@ -179,6 +182,18 @@ mod tests {
         assert_eq!(chat_line(&action, LineStyle::default()), "* alice waves");
         let line = chat_line(&action, LineStyle { clock: true });
         assert!(line.ends_with("] * alice waves"), "{line}");
+    }
+
+    #[test]
+    fn direct_messages_name_both_ends() {
+        let direct = ChatMessage {
+            to: Some("bob".into()),
+            ..message("alice", "see you", 0)
+        };
+        assert_eq!(
+            chat_line(&direct, LineStyle::default()),
+            "alice -> bob (private): see you"
+        );
     }
 
     #[test]

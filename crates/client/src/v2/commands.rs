@@ -10,10 +10,11 @@ pub const DEFAULT_HISTORY: u32 = 20;
 pub const COMMAND_LIST: &str = "/help, /who, /history [N], /next, /quit";
 
 /// `/help`, one notice per line.
-pub const HELP: [&str; 9] = [
+pub const HELP: [&str; 10] = [
     "commands:",
     "  /who          who is in the room",
     "  /me TEXT      an action, shown as * yourname TEXT",
+    "  /msg NAME TEXT  a private message to NAME only (kept for the two of you)",
     "  /topic [TEXT] show the room's topic, or set it (any member; /topic - clears it)",
     "  /history [N]  show N earlier messages (default 20, at most 100)",
     "  /next         in a pair room: leave and meet someone new",
@@ -41,6 +42,13 @@ pub enum Typed {
     Action(String),
     /// `/topic`: show it (`None`); `/topic TEXT`: set it; `/topic -`: clear it (empty).
     Topic(Option<String>),
+    /// `/msg NAME TEXT`: a direct message.
+    Direct {
+        /// The recipient's name.
+        to: String,
+        /// The text.
+        text: String,
+    },
     /// `/quit`.
     Quit,
     /// A command with an argument it does not take; the sentence says what is expected.
@@ -74,6 +82,15 @@ pub fn parse(line: &str) -> Typed {
         "topic" if rest.is_empty() => return Typed::Topic(None),
         "topic" if rest == "-" => return Typed::Topic(Some(String::new())),
         "topic" => return Typed::Topic(Some(rest.to_owned())),
+        "msg" => {
+            return match rest.split_once(char::is_whitespace) {
+                Some((to, text)) if !text.trim().is_empty() => Typed::Direct {
+                    to: to.to_owned(),
+                    text: text.trim().to_owned(),
+                },
+                _ => Typed::Misused("usage: /msg NAME TEXT, e.g. /msg bob see you at six"),
+            };
+        }
         _ => {}
     }
     let argument = words.next();
@@ -164,6 +181,20 @@ mod tests {
             Typed::Topic(Some("release day".into()))
         );
         assert_eq!(parse("/meet"), Typed::Unknown("/meet".into()));
+    }
+
+    #[test]
+    fn direct_messages_name_their_recipient_then_the_text() {
+        assert_eq!(
+            parse("/msg bob  see you at six "),
+            Typed::Direct {
+                to: "bob".into(),
+                text: "see you at six".into()
+            }
+        );
+        assert!(matches!(parse("/msg bob"), Typed::Misused(_)));
+        assert!(matches!(parse("/msg bob   "), Typed::Misused(_)));
+        assert!(matches!(parse("/msg"), Typed::Misused(_)));
     }
 
     #[test]

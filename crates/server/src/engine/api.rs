@@ -131,6 +131,7 @@ impl Engine {
                 before,
                 limit,
                 to,
+                reader_uid: member.uid,
             });
         } else {
             super::replay::unicast_v2(

@@ -5,20 +5,20 @@
 //! [`SeqWindow`]: super::seq_window::SeqWindow
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use chat_protocol::ucrp::{self, NOTICE_SENDER};
 use chat_protocol::v2::{ChatMessage, ServerV2, V2ErrorCode};
 
+use super::direct;
 use super::durable::StateChange;
-use super::effects::Outbox;
 use super::memory;
-use super::replay::{NO_ROOM_TEXT, unicast_v2};
-use super::room::{CachedMessage, Member, MemberId, Room, RoomId, Said};
+use super::refusals::{refusal_text, refuse_v2, warn_rate_limited};
+use super::replay::unicast_v2;
+use super::room::{CachedMessage, MemberId, Room, RoomId, Said};
 use super::seq_window::SeqStatus;
 use super::{
-    DropReason, Effects, Endpoint, Engine, HistoryJob, ID_RESERVATION, MAX_UNSTORED, Now,
-    PendingMessage, StoredMessage,
+    DropReason, Effects, Engine, HistoryJob, ID_RESERVATION, MAX_UNSTORED, Now, PendingMessage,
+    StoredMessage,
 };
 
 impl Engine {
@@ -167,6 +167,10 @@ impl Engine {
             .rooms
             .get_mut(&room_id)
             .ok_or(DropReason::UnknownToken)?;
+        let recipient = match said {
+            Said::Direct(name) => direct::recipient(&room.members, member_id, name),
+            Said::Line | Said::Action => None,
+        };
         let Room {
             members,
             v1_recipients,
@@ -189,6 +193,12 @@ impl Engine {
             );
             return Err(DropReason::Malformed);
         }
+        if let (Some(seq), Said::Direct(_), None) = (seq, said, &recipient) {
+            let code = V2ErrorCode::NoSuchMember;
+            member.seqs.refused(seq, code);
+            refuse_v2(out, addr, code, seq, refusal_text(code));
+            return Err(DropReason::Malformed);
+        }
         if !member.flood.allow(&flood, now) {
             match seq {
                 Some(seq) => {
@@ -202,8 +212,9 @@ impl Engine {
         }
         let ts = clock.unix_ms;
         let mut whole = msg_event(room.last_id + 1, &member.username, text, ts);
-        if *said == Said::Action {
-            whole.0.me = true;
+        if *said != Said::Line {
+            whole.0.me = *said == Said::Action;
+            whole.0.to = recipient.as_ref().map(|r| r.username.clone());
             whole.1.clear();
             ucrp::encode_v2_msg(&whole.0, &mut whole.1);
         }
@@ -250,6 +261,7 @@ impl Engine {
             pendings.push(PendingMessage {
                 room_id,
                 sender: member_id,
+                recipient: recipient.as_ref().map(|r| r.id),
                 v1_relayed: seq.is_none(),
                 awaited,
                 v2_frame: v2_frame.into(),
@@ -257,7 +269,7 @@ impl Engine {
                     room_uid: room.uid,
                     member_uid: member.uid,
                     seq,
-                    recipient_uid: None,
+                    recipient_uid: recipient.as_ref().map(|r| r.uid),
                     message,
                 },
             });
@@ -311,6 +323,10 @@ impl Engine {
                 let freed = room.cache(CachedMessage {
                     id,
                     v2_frame: Arc::clone(&pending.v2_frame),
+                    audience: pending
+                        .stored
+                        .recipient_uid
+                        .map(|to| (pending.stored.member_uid, to)),
                 });
                 self.memory.uncached(freed);
                 self.memory
@@ -321,10 +337,22 @@ impl Engine {
             {
                 sender.seqs.stored(seq, id);
                 if let Some(addr) = sender.addr {
+                    if pending.recipient.is_some() {
+                        // A direct message: its sender sees it as stored, with the
+                        // recipient's name as the room spells it, before the ack.
+                        out.unicast(addr, |buf| {
+                            buf.extend_from_slice(&pending.v2_frame);
+                            Ok(())
+                        });
+                    }
                     unicast_v2(out, addr, &ServerV2::Ack { seq, id });
                 }
             }
             if forgotten && room.members.keys().any(|&m| m >= room.new_members_from) {
+                continue;
+            }
+            if let Some(recipient) = pending.recipient {
+                direct::relay(room, pending, recipient, out);
                 continue;
             }
             let skip = Some(pending.sender);
@@ -398,46 +426,4 @@ fn msg_event(id: u64, from: &str, text: &str, ts: u64) -> (ChatMessage, Vec<u8>)
     let mut frame = Vec::with_capacity(text.len() + 96);
     ucrp::encode_v2_msg(&message, &mut frame);
     (message, frame)
-}
-
-/// The sentence that goes with a refusal of a chat message.
-fn refusal_text(code: V2ErrorCode) -> &'static str {
-    match code {
-        V2ErrorCode::RateLimited => "you are sending too fast; this message was dropped",
-        V2ErrorCode::TooLarge => "this message is too long to send in one datagram",
-        V2ErrorCode::Invalid => "empty messages are not sent",
-        V2ErrorCode::NoRoom => NO_ROOM_TEXT,
-    }
-}
-
-fn refuse_v2(out: &mut Outbox, to: Option<Endpoint>, code: V2ErrorCode, seq: u64, message: &str) {
-    let Some(to) = to else { return };
-    unicast_v2(
-        out,
-        to,
-        &ServerV2::Error {
-            code,
-            seq: Some(seq),
-            message: message.to_owned(),
-        },
-    );
-}
-
-/// Tells a flooding version-1 member, at most once a second, that messages are being dropped.
-fn warn_rate_limited(member: &mut Member, now: Instant, out: &mut Outbox) {
-    let recently = member
-        .warned_at
-        .is_some_and(|at| now.saturating_duration_since(at).as_secs() < 1);
-    let Some(addr) = member.addr else { return };
-    if recently {
-        return;
-    }
-    member.warned_at = Some(now);
-    out.unicast(addr, |buf| {
-        ucrp::encode_v1_chat(
-            NOTICE_SENDER,
-            "you are sending too fast; messages are being dropped",
-            buf,
-        )
-    });
 }

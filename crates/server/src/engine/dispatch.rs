@@ -150,6 +150,10 @@ impl Engine {
                 clock,
                 fx,
             ),
+            ClientMessage::V2(ClientV2::Dm { seq, to, text }) => {
+                let said = Said::Direct(to);
+                self.accept_chat(room_id, member_id, Some(seq), &text, said, clock, fx)
+            }
             ClientMessage::V2(ClientV2::Topic { .. }) if !member.flood.allow(&self.flood, now) => {
                 Err(DropReason::RateLimited)
             }
@@ -204,6 +208,7 @@ impl Engine {
                         before,
                         limit,
                         to: src,
+                        reader_uid: member.uid,
                     });
                 } else {
                     unicast_v2(

@@ -9,6 +9,7 @@ use chat_protocol::limits::MAX_DATAGRAM;
 use chat_protocol::ucrp::{self, NOTICE_SENDER};
 use chat_protocol::v2::ServerV2;
 
+use super::direct::{may_read, skip_frame};
 use super::effects::Outbox;
 use super::room::{MemberId, REPLAY_BUDGET, Room, RoomId};
 use super::{Effects, Endpoint, Engine, HistoryJob};
@@ -119,6 +120,7 @@ fn replay(
     let Some(member) = room.members.get_mut(&member_id) else {
         return;
     };
+    let reader_uid = member.uid;
     let allowed = member.replay_budget.take_up_to(wanted, &REPLAY_BUDGET, now);
     if allowed == 0 {
         return;
@@ -130,7 +132,11 @@ fn replay(
     if cached_from <= after + 1 {
         for cached in room.recent.iter().filter(|m| m.id > after && m.id <= upto) {
             fx.datagrams.unicast(to, |buf| {
-                buf.extend_from_slice(&cached.v2_frame);
+                if may_read(cached.audience, reader_uid) {
+                    buf.extend_from_slice(&cached.v2_frame);
+                } else {
+                    skip_frame(cached.id, buf);
+                }
                 Ok(())
             });
         }
@@ -140,6 +146,7 @@ fn replay(
             after,
             upto,
             to,
+            reader_uid,
         });
     }
 }

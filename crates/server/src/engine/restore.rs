@@ -215,6 +215,7 @@ impl Engine {
                     let freed = room.cache(CachedMessage {
                         id: stored.message.id,
                         v2_frame: frame.into(),
+                        audience: stored.recipient_uid.map(|to| (stored.member_uid, to)),
                     });
                     engine.memory.uncached(freed);
                     engine

@@ -134,6 +134,8 @@ pub struct CachedMessage {
     pub id: u64,
     /// `0xFF` + the `msg` JSON.
     pub v2_frame: Arc<[u8]>,
+    /// A direct message's (sender, recipient) stable ids: only they are replayed it.
+    pub audience: Option<(u64, u64)>,
 }
 
 /// How many recent messages each room keeps in memory for replay; older ones are read from

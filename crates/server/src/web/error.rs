@@ -116,6 +116,11 @@ impl From<V2ErrorCode> for ApiError {
             ),
             V2ErrorCode::Invalid => DropReason::Malformed.into(),
             V2ErrorCode::NoRoom => DropReason::UnknownToken.into(),
+            V2ErrorCode::NoSuchMember => Self::new(
+                StatusCode::NOT_FOUND,
+                "no_such_member",
+                "there is no other member of that name in this room",
+            ),
         }
     }
 }

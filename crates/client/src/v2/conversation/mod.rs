@@ -136,7 +136,10 @@ impl Conversation {
                         text,
                         ts: unix_ms(SystemTime::now()),
                         me: kind == Some(Outgoing::Action),
-                        to: None,
+                        to: match kind {
+                            Some(Outgoing::Direct(to)) => Some(to),
+                            _ => None,
+                        },
                     };
                     let released = self.reorder.offer(own);
                     self.show(&mut fx, released);
@@ -181,6 +184,15 @@ impl Conversation {
                 }
             }
             ServerV2::Topic { name, text } => self.topic_changed(&mut fx, &name, &text),
+            ServerV2::Skip { id } => {
+                // A direct message between two others: its id is taken, nothing to show.
+                let placeholder = ChatMessage {
+                    id,
+                    ..ChatMessage::default()
+                };
+                let released = self.reorder.offer(placeholder);
+                self.show(&mut fx, released);
+            }
             // This socket's address is not bound yet: prove that it receives here.
             ServerV2::Challenge { nonce } => fx.send.push(ClientV2::Echo { nonce }),
             ServerV2::Moved => {
@@ -222,6 +234,7 @@ impl Conversation {
             }
             ServerV2::Error { code, seq, message } => match seq {
                 Some(seq) => {
+                    self.kinds.remove(&seq);
                     if let Some(text) = self.unacked.refused(seq) {
                         fx.problems.push(format::refused(code, &message, &text));
                     }
@@ -248,6 +261,9 @@ impl Conversation {
             Typed::Blank => {}
             Typed::Say(text) => self.submit(&mut fx, text, None, now),
             Typed::Action(text) => self.submit(&mut fx, text, Some(Outgoing::Action), now),
+            Typed::Direct { to, text } => {
+                self.submit(&mut fx, text, Some(Outgoing::Direct(to)), now);
+            }
             Typed::Topic(text) => self.ask_topic(&mut fx, text, now),
             Typed::Help => {
                 for line in HELP {
@@ -355,6 +371,10 @@ impl Conversation {
 
     fn show(&mut self, fx: &mut Effects, released: Vec<ChatMessage>) {
         for message in released {
+            if message.from.is_empty() {
+                // The placeholder of a skipped id (no username is empty).
+                continue;
+            }
             if self.oldest_shown.is_none() {
                 self.oldest_shown = Some(message.id);
             }

@@ -78,12 +78,19 @@ impl Conversation {
 pub enum Outgoing {
     /// `/me TEXT`.
     Action,
+    /// `/msg NAME TEXT`, to that member.
+    Direct(String),
 }
 
 fn outgoing(seq: u64, text: String, kind: Option<&Outgoing>) -> ClientV2 {
     match kind {
         None => ClientV2::Msg { seq, text },
         Some(Outgoing::Action) => ClientV2::Me { seq, text },
+        Some(Outgoing::Direct(to)) => ClientV2::Dm {
+            seq,
+            to: to.clone(),
+            text,
+        },
     }
 }
 
