@@ -467,6 +467,8 @@ pub enum ErrorCode {
     TooManyAttempts,
     /// Create: the source address already holds its cap of rooms.
     TooManyRooms,
+    /// Join: the room's host banned this address (version 2's `/ban`).
+    Banned,
 }
 
 impl ErrorCode {
@@ -486,6 +488,7 @@ impl ErrorCode {
             Self::ServerBusy => "server_busy",
             Self::TooManyAttempts => "too_many_attempts",
             Self::TooManyRooms => "too_many_rooms",
+            Self::Banned => "banned",
         }
     }
 }

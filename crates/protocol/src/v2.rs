@@ -76,6 +76,21 @@ pub enum ClientV2 {
         /// The text.
         text: String,
     },
+    /// The host removes a member, who may join again.
+    Kick {
+        /// The member's username.
+        name: String,
+    },
+    /// The host removes a member and bans its address from the room for the room's life.
+    Ban {
+        /// The member's username.
+        name: String,
+    },
+    /// The host hands the host role to another member.
+    Host {
+        /// The new host's username.
+        name: String,
+    },
 }
 
 /// Longest room topic, in bytes of UTF-8.
@@ -112,6 +127,10 @@ pub enum LeaveReason {
     Leave,
     /// The member went silent for longer than the idle timeout.
     Timeout,
+    /// The host removed the member (`/kick`).
+    Kicked,
+    /// The host removed the member and banned its address (`/ban`).
+    Banned,
 }
 
 /// Why a room closed.
@@ -139,8 +158,10 @@ pub enum V2ErrorCode {
     /// The server knows no such token in that room: the room closed, expired, or the server
     /// restarted without it. The member should stop.
     NoRoom,
-    /// A direct message names someone who is not a member of the room.
+    /// A direct message or a host's command names someone who is not a member of the room.
     NoSuchMember,
+    /// Only the host may do that (`kick`, `ban`, `host`).
+    NotHost,
 }
 
 /// What the server sends a version-2 member.
@@ -215,6 +236,19 @@ pub enum ServerV2 {
         /// The id.
         id: u64,
     },
+    /// This member was removed by the host; the token is no longer valid.
+    Kicked {
+        /// The host's username.
+        by: String,
+        /// Whether its address is banned from the room too.
+        #[serde(skip_serializing_if = "is_false")]
+        ban: bool,
+    },
+    /// The host role passed to another member.
+    Host {
+        /// The new host's username.
+        name: String,
+    },
     /// Answer to `ping`, with the newest message id in the room.
     Pong {
         /// Newest message id.
@@ -250,6 +284,7 @@ struct ClientWire {
     limit: Option<WireU64>,
     nonce: Option<String>,
     to: Option<String>,
+    name: Option<String>,
 }
 
 /// The `t` values of [`ClientV2`].
@@ -267,6 +302,9 @@ enum ClientKind {
     Me,
     Topic,
     Dm,
+    Kick,
+    Ban,
+    Host,
     /// Refused after reading, without quoting: the derived refusal copies the unknown type
     /// name (attacker-chosen, up to a whole datagram) into the error message.
     #[serde(other)]
@@ -304,6 +342,15 @@ impl<'de> Deserialize<'de> for ClientV2 {
             ClientKind::Topic => Self::Topic {
                 text: required(wire.text, "text")?,
             },
+            ClientKind::Kick => Self::Kick {
+                name: required(wire.name, "name")?,
+            },
+            ClientKind::Ban => Self::Ban {
+                name: required(wire.name, "name")?,
+            },
+            ClientKind::Host => Self::Host {
+                name: required(wire.name, "name")?,
+            },
             ClientKind::Dm => Self::Dm {
                 seq: required(wire.seq, "seq")?.get(),
                 to: required(wire.to, "to")?,
@@ -335,6 +382,8 @@ struct ServerWire {
     me: Option<WireBool>,
     to: Option<String>,
     topic: Option<String>,
+    by: Option<String>,
+    ban: Option<WireBool>,
 }
 
 /// `more` is a boolean in `history` and a count in `members`; the flat struct reads either
@@ -392,6 +441,8 @@ enum ServerKind {
     Moved,
     Topic,
     Skip,
+    Kicked,
+    Host,
     /// Refused after reading, like [`ClientKind::Unknown`].
     #[serde(other)]
     Unknown,
@@ -404,12 +455,14 @@ enum ServerKind {
 enum WireReason {
     Leave,
     Timeout,
+    Kicked,
+    Banned,
     HostLeft,
     HostTimeout,
     ServerShutdown,
 }
 
-const LEAVE_REASONS: &[&str] = &["leave", "timeout"];
+const LEAVE_REASONS: &[&str] = &["leave", "timeout", "kicked", "banned"];
 const CLOSE_REASONS: &[&str] = &["host_left", "host_timeout", "server_shutdown"];
 
 impl WireReason {
@@ -417,6 +470,8 @@ impl WireReason {
         match self {
             Self::Leave => "leave",
             Self::Timeout => "timeout",
+            Self::Kicked => "kicked",
+            Self::Banned => "banned",
             Self::HostLeft => "host_left",
             Self::HostTimeout => "host_timeout",
             Self::ServerShutdown => "server_shutdown",
@@ -427,6 +482,8 @@ impl WireReason {
         match self {
             Self::Leave => Ok(LeaveReason::Leave),
             Self::Timeout => Ok(LeaveReason::Timeout),
+            Self::Kicked => Ok(LeaveReason::Kicked),
+            Self::Banned => Ok(LeaveReason::Banned),
             other => Err(E::unknown_variant(other.name(), LEAVE_REASONS)),
         }
     }
@@ -498,6 +555,13 @@ impl<'de> Deserialize<'de> for ServerV2 {
             ServerKind::Moved => Self::Moved,
             ServerKind::Skip => Self::Skip {
                 id: required(wire.id, "id")?.get(),
+            },
+            ServerKind::Kicked => Self::Kicked {
+                by: required(wire.by, "by")?,
+                ban: wire.ban.is_some_and(|ban| ban.0),
+            },
+            ServerKind::Host => Self::Host {
+                name: required(wire.name, "name")?,
             },
             ServerKind::Pong => Self::Pong {
                 id: required(wire.id, "id")?.get(),

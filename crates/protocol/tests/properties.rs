@@ -103,11 +103,19 @@ fn client_v2() -> impl Strategy<Value = ClientV2> {
             to,
             text
         }),
+        text(32).prop_map(|name| ClientV2::Kick { name }),
+        text(32).prop_map(|name| ClientV2::Ban { name }),
+        text(32).prop_map(|name| ClientV2::Host { name }),
     ]
 }
 
 fn server_v2() -> impl Strategy<Value = ServerV2> {
-    let leave_reason = prop_oneof![Just(LeaveReason::Leave), Just(LeaveReason::Timeout)];
+    let leave_reason = prop_oneof![
+        Just(LeaveReason::Leave),
+        Just(LeaveReason::Timeout),
+        Just(LeaveReason::Kicked),
+        Just(LeaveReason::Banned)
+    ];
     let close_reason = prop_oneof![
         Just(CloseReason::HostLeft),
         Just(CloseReason::HostTimeout),
@@ -143,6 +151,8 @@ fn server_v2() -> impl Strategy<Value = ServerV2> {
             }),
         (text(32), text(200)).prop_map(|(name, text)| ServerV2::Topic { name, text }),
         any::<u64>().prop_map(|id| ServerV2::Skip { id }),
+        (text(32), any::<bool>()).prop_map(|(by, ban)| ServerV2::Kicked { by, ban }),
+        text(32).prop_map(|name| ServerV2::Host { name }),
         text(40).prop_map(|nonce| ServerV2::Challenge { nonce }),
         Just(ServerV2::Moved),
         any::<u64>().prop_map(|id| ServerV2::Pong { id }),

@@ -175,6 +175,7 @@ mod tests {
             kind: RoomKind::Public,
             created_at_ms: 7,
             topic: None,
+            banned: Vec::new(),
             members: vec![PersistedMember {
                 username: "alice".into(),
                 uid: 3,

@@ -93,6 +93,8 @@ pub fn left(name: &str, reason: LeaveReason, pair: bool) -> String {
     let what = match reason {
         LeaveReason::Leave => "left",
         LeaveReason::Timeout => "timed out",
+        LeaveReason::Kicked => "was kicked out by the host",
+        LeaveReason::Banned => "was banned by the host",
     };
     if pair {
         notice(&format!("{name} {what}; type /next to meet someone new"))
@@ -120,7 +122,10 @@ pub fn refused(code: V2ErrorCode, server_message: &str, text: &str) -> String {
     let why = match code {
         V2ErrorCode::RateLimited => "you are sending too fast".to_owned(),
         V2ErrorCode::TooLarge => "the message is too long".to_owned(),
-        V2ErrorCode::Invalid | V2ErrorCode::NoRoom | V2ErrorCode::NoSuchMember => {
+        V2ErrorCode::Invalid
+        | V2ErrorCode::NoRoom
+        | V2ErrorCode::NoSuchMember
+        | V2ErrorCode::NotHost => {
             format!("the server refused it ({server_message})")
         }
     };

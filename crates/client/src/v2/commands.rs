@@ -10,13 +10,18 @@ pub const DEFAULT_HISTORY: u32 = 20;
 pub const COMMAND_LIST: &str = "/help, /who, /history [N], /next, /quit";
 
 /// `/help`, one notice per line.
-pub const HELP: [&str; 10] = [
+pub const HELP: [&str; 15] = [
     "commands:",
     "  /who          who is in the room",
     "  /me TEXT      an action, shown as * yourname TEXT",
     "  /msg NAME TEXT  a private message to NAME only (kept for the two of you)",
     "  /topic [TEXT] show the room's topic, or set it (any member; /topic - clears it)",
     "  /history [N]  show N earlier messages (default 20, at most 100)",
+    "  /ignore [NAME]  hide NAME's messages on this screen (alone: list); /unignore NAME",
+    "  host only:",
+    "  /kick NAME    remove NAME from the room (they may come back)",
+    "  /ban NAME     remove NAME and refuse their address for the room's life",
+    "  /host NAME    make NAME the host",
     "  /next         in a pair room: leave and meet someone new",
     "  /quit         leave the room (end of input does too)",
     "  /help         this list",
@@ -42,6 +47,12 @@ pub enum Typed {
     Action(String),
     /// `/topic`: show it (`None`); `/topic TEXT`: set it; `/topic -`: clear it (empty).
     Topic(Option<String>),
+    /// `/kick NAME`, `/ban NAME`, `/host NAME`: the host's commands.
+    Moderate(Moderation, String),
+    /// `/ignore NAME` (`None`: list who is ignored).
+    Ignore(Option<String>),
+    /// `/unignore NAME`.
+    Unignore(String),
     /// `/msg NAME TEXT`: a direct message.
     Direct {
         /// The recipient's name.
@@ -82,6 +93,16 @@ pub fn parse(line: &str) -> Typed {
         "topic" if rest.is_empty() => return Typed::Topic(None),
         "topic" if rest == "-" => return Typed::Topic(Some(String::new())),
         "topic" => return Typed::Topic(Some(rest.to_owned())),
+        "kick" | "ban" | "host" | "unignore" if rest.is_empty() || rest.contains(' ') => {
+            return Typed::Misused(NAME_USAGE);
+        }
+        "kick" => return Typed::Moderate(Moderation::Kick, rest.to_owned()),
+        "ban" => return Typed::Moderate(Moderation::Ban, rest.to_owned()),
+        "host" => return Typed::Moderate(Moderation::Host, rest.to_owned()),
+        "unignore" => return Typed::Unignore(rest.to_owned()),
+        "ignore" if rest.is_empty() => return Typed::Ignore(None),
+        "ignore" if rest.contains(' ') => return Typed::Misused(NAME_USAGE),
+        "ignore" => return Typed::Ignore(Some(rest.to_owned())),
         "msg" => {
             return match rest.split_once(char::is_whitespace) {
                 Some((to, text)) if !text.trim().is_empty() => Typed::Direct {
@@ -114,6 +135,19 @@ pub fn parse(line: &str) -> Typed {
         _ => Typed::Unknown(format!("/{name}")),
     }
 }
+
+/// What the host asks of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moderation {
+    /// `/kick`.
+    Kick,
+    /// `/ban`.
+    Ban,
+    /// `/host`.
+    Host,
+}
+
+const NAME_USAGE: &str = "usage: /kick NAME, /ban NAME, /host NAME, /ignore NAME, /unignore NAME";
 
 const HISTORY_USAGE: &str =
     "usage: /history [N], with N a number from 1 to 100 (the most the server sends at once)";
@@ -181,6 +215,28 @@ mod tests {
             Typed::Topic(Some("release day".into()))
         );
         assert_eq!(parse("/meet"), Typed::Unknown("/meet".into()));
+    }
+
+    #[test]
+    fn host_commands_and_ignore_take_one_name() {
+        assert_eq!(
+            parse("/kick bob"),
+            Typed::Moderate(Moderation::Kick, "bob".into())
+        );
+        assert_eq!(
+            parse("/BAN  bob "),
+            Typed::Moderate(Moderation::Ban, "bob".into())
+        );
+        assert_eq!(
+            parse("/host bob"),
+            Typed::Moderate(Moderation::Host, "bob".into())
+        );
+        assert!(matches!(parse("/kick"), Typed::Misused(_)));
+        assert!(matches!(parse("/kick bob carol"), Typed::Misused(_)));
+        assert_eq!(parse("/ignore"), Typed::Ignore(None));
+        assert_eq!(parse("/ignore eve"), Typed::Ignore(Some("eve".into())));
+        assert_eq!(parse("/unignore eve"), Typed::Unignore("eve".into()));
+        assert!(matches!(parse("/unignore"), Typed::Misused(_)));
     }
 
     #[test]

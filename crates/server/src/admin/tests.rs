@@ -16,6 +16,7 @@ fn room(n: u64) -> PersistedRoom {
         kind: RoomKind::Public,
         created_at_ms: n,
         topic: None,
+        banned: Vec::new(),
         members: vec![PersistedMember {
             username: "host".into(),
             uid: n,

@@ -12,6 +12,7 @@ use chat_protocol::v2::{ClientV2, LeaveReason, ServerV2, V2ErrorCode};
 
 use super::durable::StateChange;
 use super::effects::Outbox;
+use super::moderation::Moderation;
 use super::replay::{NO_ROOM_TEXT, ReplaySource, catch_up, members_of, notify, unicast_v2};
 use super::room::{
     CHALLENGE_LIFETIME, Challenge, MAX_CHALLENGES, Member, MemberId, Room, RoomId, Said,
@@ -153,6 +154,21 @@ impl Engine {
             ClientMessage::V2(ClientV2::Dm { seq, to, text }) => {
                 let said = Said::Direct(to);
                 self.accept_chat(room_id, member_id, Some(seq), &text, said, clock, fx)
+            }
+            ClientMessage::V2(
+                ClientV2::Kick { .. } | ClientV2::Ban { .. } | ClientV2::Host { .. },
+            ) if !member.flood.allow(&self.flood, now) => Err(DropReason::RateLimited),
+            ClientMessage::V2(ClientV2::Kick { name }) => {
+                self.moderate(room_id, member_id, Moderation::Kick, &name, src, now, fx);
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::Ban { name }) => {
+                self.moderate(room_id, member_id, Moderation::Ban, &name, src, now, fx);
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::Host { name }) => {
+                self.moderate(room_id, member_id, Moderation::Host, &name, src, now, fx);
+                Ok(())
             }
             ClientMessage::V2(ClientV2::Topic { .. }) if !member.flood.allow(&self.flood, now) => {
                 Err(DropReason::RateLimited)

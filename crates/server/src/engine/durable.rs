@@ -3,7 +3,7 @@
 //! `seq` (the engine's `journal_seq`) is one above the previous change's. Reading and writing
 //! the files is the I/O layer's business (the `persist` and `journal` modules).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -60,6 +60,9 @@ pub struct PersistedRoom {
     /// The room's topic, when one is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
+    /// Addresses banned from joining (`/ban`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub banned: Vec<IpAddr>,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -147,6 +150,13 @@ pub enum StateChange {
         /// The new topic.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
+    },
+    /// The host banned a member's addresses from joining the room again.
+    AddressesBanned {
+        /// The room's name.
+        room: String,
+        /// The addresses newly banned.
+        addresses: Vec<IpAddr>,
     },
     /// A member registered its address for the first time, or from a new one.
     MemberRegistered {

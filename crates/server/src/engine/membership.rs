@@ -77,6 +77,7 @@ impl Engine {
             forgotten_upto: 0,
             new_members_from: 0,
             topic: None,
+            bans: Vec::new(),
         };
         room.rebuild_recipients();
         let created = StateChange::RoomCreated {

@@ -19,6 +19,7 @@ pub(super) fn refusal_text(code: V2ErrorCode) -> &'static str {
         V2ErrorCode::Invalid => "empty messages are not sent",
         V2ErrorCode::NoRoom => NO_ROOM_TEXT,
         V2ErrorCode::NoSuchMember => "there is no other member of that name in this room",
+        V2ErrorCode::NotHost => "only the host can do that",
     }
 }
 

@@ -202,6 +202,12 @@ impl Engine {
                 forgotten_upto: 0,
                 new_members_from: 0,
                 topic: persisted.topic,
+                bans: persisted
+                    .banned
+                    .iter()
+                    .map(|ip| ip.to_canonical())
+                    .take(super::moderation::MAX_BANS)
+                    .collect(),
             };
             if let Some(history) = history {
                 let latest = continue_ids_from(history.latest_id(room_uid)?, room.ids_reserved);
@@ -262,6 +268,7 @@ pub(super) fn persisted_room(room: &Room) -> PersistedRoom {
         kind: room.kind.clone(),
         created_at_ms: room.created_at_ms,
         topic: room.topic.clone(),
+        banned: room.bans.clone(),
         members: room
             .members
             .values()

@@ -185,6 +185,8 @@ pub struct Room {
     pub new_members_from: MemberId,
     /// The topic any member may set (`/topic`), at most `MAX_TOPIC` bytes.
     pub topic: Option<String>,
+    /// Addresses the host banned (`/ban`), canonical, oldest first, at most `MAX_BANS`.
+    pub bans: Vec<IpAddr>,
 }
 
 impl Room {

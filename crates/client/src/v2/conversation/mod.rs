@@ -20,6 +20,7 @@ use crate::v2::unacked::{MAX_PENDING, UnackedQueue};
 
 mod effects;
 mod leaving;
+mod moderation;
 mod registration;
 mod requests;
 mod room_info;
@@ -53,6 +54,10 @@ pub struct Conversation {
     topic: Option<String>,
     /// Queued messages that are not plain lines, by seq.
     kinds: BTreeMap<u64, Outgoing>,
+    /// A `/kick`, `/ban` or `/host` waiting for its answer.
+    moderation: Option<Outstanding>,
+    /// Names whose messages are hidden (`/ignore`), by key.
+    ignored: BTreeMap<String, String>,
     oldest_shown: Option<u64>,
     leaving: Option<Leaving>,
     ended: bool,
@@ -78,6 +83,8 @@ impl Conversation {
             topic_request: None,
             topic: None,
             kinds: BTreeMap::new(),
+            moderation: None,
+            ignored: BTreeMap::new(),
             oldest_shown: None,
             leaving: None,
             ended: false,
@@ -102,10 +109,15 @@ impl Conversation {
 
     /// The next instant at which [`Conversation::on_tick`] has something to do.
     pub fn next_wakeup(&self) -> Instant {
-        let requests = [&self.who, &self.history, &self.topic_request]
-            .into_iter()
-            .flatten()
-            .map(|outstanding| outstanding.next_at);
+        let requests = [
+            &self.who,
+            &self.history,
+            &self.topic_request,
+            &self.moderation,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|outstanding| outstanding.next_at);
         if let Some(registration) = &self.registration {
             return requests.fold(registration.next_at, Instant::min);
         }
@@ -158,12 +170,14 @@ impl Conversation {
             ServerV2::Joined { name } => self.say(&mut fx, format::joined(&name)),
             ServerV2::Left { name, reason } => {
                 self.typing.forget(&name);
+                self.moderation_answered(&name);
                 let line = format::left(&name, reason, self.setup.pair);
                 self.say(&mut fx, line);
             }
             ServerV2::Typing { name } => {
                 if self.setup.typing_notices
                     && name != self.setup.me
+                    && !self.is_ignored(&name)
                     && self.typing.should_show(&name, now)
                 {
                     self.say(&mut fx, format::typing(&name));
@@ -184,6 +198,14 @@ impl Conversation {
                 }
             }
             ServerV2::Topic { name, text } => self.topic_changed(&mut fx, &name, &text),
+            ServerV2::Host { name } => {
+                self.moderation_answered(&name);
+                self.say(&mut fx, format::notice(&format!("{name} is now the host")));
+            }
+            ServerV2::Kicked { by, ban } => {
+                self.removed(&mut fx, &by, ban);
+                return fx;
+            }
             ServerV2::Skip { id } => {
                 // A direct message between two others: its id is taken, nothing to show.
                 let placeholder = ChatMessage {
@@ -240,8 +262,10 @@ impl Conversation {
                     }
                 }
                 None => {
-                    // Only a `/topic` is refused without a seq: it is not asked again.
+                    // Only `/topic` and the host's commands are refused without a seq: they
+                    // are not asked again.
                     self.topic_request = None;
+                    self.moderation = None;
                     let line = format::notice(&format!("the server refused a request: {message}"));
                     self.say(&mut fx, line);
                 }
@@ -261,6 +285,9 @@ impl Conversation {
             Typed::Blank => {}
             Typed::Say(text) => self.submit(&mut fx, text, None, now),
             Typed::Action(text) => self.submit(&mut fx, text, Some(Outgoing::Action), now),
+            Typed::Moderate(action, name) => self.ask_moderation(&mut fx, action, name, now),
+            Typed::Ignore(name) => self.ignore(&mut fx, name),
+            Typed::Unignore(name) => self.unignore(&mut fx, &name),
             Typed::Direct { to, text } => {
                 self.submit(&mut fx, text, Some(Outgoing::Direct(to)), now);
             }
@@ -371,8 +398,8 @@ impl Conversation {
 
     fn show(&mut self, fx: &mut Effects, released: Vec<ChatMessage>) {
         for message in released {
-            if message.from.is_empty() {
-                // The placeholder of a skipped id (no username is empty).
+            if !self.shows(&message) {
+                // The placeholder of a skipped id, or someone ignored.
                 continue;
             }
             if self.oldest_shown.is_none() {

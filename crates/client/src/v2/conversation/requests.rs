@@ -89,7 +89,13 @@ impl Conversation {
         let max = self.setup.timing.request_attempts;
         let every = self.setup.timing.request_every;
         let mut unanswered = Vec::new();
-        for slot in [&mut self.who, &mut self.history, &mut self.topic_request] {
+        let slots = [
+            &mut self.who,
+            &mut self.history,
+            &mut self.topic_request,
+            &mut self.moderation,
+        ];
+        for slot in slots {
             let Some(outstanding) = slot else { continue };
             if now < outstanding.next_at {
                 continue;
