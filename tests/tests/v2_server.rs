@@ -443,6 +443,7 @@ fn who_lists_members_and_typing_reaches_the_others_without_being_stored() {
             host: "alice".into(),
             more: 0,
             topic: None,
+            away: Default::default(),
         }
     );
 

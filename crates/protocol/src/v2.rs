@@ -5,6 +5,7 @@
 //! tagged enum first copies the whole object, unknown fields included, into a tree of its own:
 //! a datagram padded with `"x":[0,0,0,...]` then cost 16 to 32 bytes of heap per byte received.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, Unexpected, Visitor};
@@ -91,7 +92,17 @@ pub enum ClientV2 {
         /// The new host's username.
         name: String,
     },
+    /// This member is away (`/away lunch`): shown beside its name in `members`.
+    Away {
+        /// Why, at most [`MAX_AWAY`] bytes; may be empty.
+        text: String,
+    },
+    /// This member is back.
+    Back,
 }
+
+/// Longest away text, in bytes of UTF-8.
+pub const MAX_AWAY: usize = 100;
 
 /// Longest room topic, in bytes of UTF-8.
 pub const MAX_TOPIC: usize = 200;
@@ -213,6 +224,17 @@ pub enum ServerV2 {
         /// The room's topic; absent when it has none.
         #[serde(skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
+        /// Away texts of the listed members who are away, by name; absent when none is.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        away: BTreeMap<String, String>,
+    },
+    /// This member's away state changed (its confirmation of `away` or `back`).
+    Away {
+        /// This member's username.
+        name: String,
+        /// The away text; absent when back.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
     },
     /// The topic changed (also the setter's confirmation).
     Topic {
@@ -305,6 +327,8 @@ enum ClientKind {
     Kick,
     Ban,
     Host,
+    Away,
+    Back,
     /// Refused after reading, without quoting: the derived refusal copies the unknown type
     /// name (attacker-chosen, up to a whole datagram) into the error message.
     #[serde(other)]
@@ -342,6 +366,10 @@ impl<'de> Deserialize<'de> for ClientV2 {
             ClientKind::Topic => Self::Topic {
                 text: required(wire.text, "text")?,
             },
+            ClientKind::Away => Self::Away {
+                text: required(wire.text, "text")?,
+            },
+            ClientKind::Back => Self::Back,
             ClientKind::Kick => Self::Kick {
                 name: required(wire.name, "name")?,
             },
@@ -384,6 +412,7 @@ struct ServerWire {
     topic: Option<String>,
     by: Option<String>,
     ban: Option<WireBool>,
+    away: Option<BTreeMap<String, String>>,
 }
 
 /// `more` is a boolean in `history` and a count in `members`; the flat struct reads either
@@ -443,6 +472,7 @@ enum ServerKind {
     Skip,
     Kicked,
     Host,
+    Away,
     /// Refused after reading, like [`ClientKind::Unknown`].
     #[serde(other)]
     Unknown,
@@ -544,6 +574,11 @@ impl<'de> Deserialize<'de> for ServerV2 {
                     }
                 },
                 topic: wire.topic,
+                away: wire.away.unwrap_or_default(),
+            },
+            ServerKind::Away => Self::Away {
+                name: required(wire.name, "name")?,
+                text: wire.text,
             },
             ServerKind::Topic => Self::Topic {
                 name: required(wire.name, "name")?,
@@ -738,6 +773,7 @@ mod tests {
             host: "alice".into(),
             more: 0,
             topic: None,
+            away: Default::default(),
         };
         assert_eq!(
             serde_json::to_string(&members).unwrap(),
@@ -800,6 +836,7 @@ mod tests {
             host: "a".into(),
             more: 0,
             topic: Some("x".into()),
+            away: Default::default(),
         };
         assert_eq!(
             serde_json::to_string(&members).unwrap(),

@@ -104,6 +104,8 @@ fn client_v2() -> impl Strategy<Value = ClientV2> {
             text
         }),
         text(32).prop_map(|name| ClientV2::Kick { name }),
+        text(100).prop_map(|text| ClientV2::Away { text }),
+        Just(ClientV2::Back),
         text(32).prop_map(|name| ClientV2::Ban { name }),
         text(32).prop_map(|name| ClientV2::Host { name }),
     ]
@@ -147,8 +149,20 @@ fn server_v2() -> impl Strategy<Value = ServerV2> {
                 names,
                 host,
                 more,
-                topic
+                topic,
+                away: Default::default(),
             }),
+        proptest::collection::btree_map(text(32), text(100), 0..4).prop_map(|away| {
+            ServerV2::Members {
+                names: away.keys().cloned().collect(),
+                host: String::new(),
+                more: 0,
+                topic: None,
+                away,
+            }
+        }),
+        (text(32), proptest::option::of(text(100)))
+            .prop_map(|(name, text)| ServerV2::Away { name, text }),
         (text(32), text(200)).prop_map(|(name, text)| ServerV2::Topic { name, text }),
         any::<u64>().prop_map(|id| ServerV2::Skip { id }),
         (text(32), any::<bool>()).prop_map(|(by, ban)| ServerV2::Kicked { by, ban }),

@@ -3,6 +3,7 @@
 //! network goes through on its way to the screen, whatever the version.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use chat_protocol::v2::{ChatMessage, CloseReason, LeaveReason, V2ErrorCode};
 use chrono::{DateTime, Local, TimeZone};
@@ -60,14 +61,29 @@ pub fn notice(text: &str) -> String {
 
 /// `alice (host), bob`.
 pub fn member_list(names: &[String], host: &str, more: u64) -> String {
+    member_list_away(names, host, more, &BTreeMap::new())
+}
+
+/// `alice (host), bob (away: lunch), carol (away)`.
+pub fn member_list_away(
+    names: &[String],
+    host: &str,
+    more: u64,
+    away: &BTreeMap<String, String>,
+) -> String {
     let mut list = names
         .iter()
         .map(|name| {
+            let mut shown = sanitize(name).into_owned();
             if name == host {
-                format!("{name} (host)")
-            } else {
-                name.clone()
+                shown.push_str(" (host)");
             }
+            match away.get(name).map(String::as_str) {
+                Some("") => shown.push_str(" (away)"),
+                Some(text) => shown.push_str(&format!(" (away: {})", sanitize(text))),
+                None => {}
+            }
+            shown
         })
         .collect::<Vec<_>>()
         .join(", ");
@@ -82,6 +98,44 @@ pub fn member_list(names: &[String], host: &str, more: u64) -> String {
 pub fn here_now(names: &[String], host: &str, more: u64) -> String {
     notice(&format!("here now: {}", member_list(names, host, more)))
 }
+
+/// Whether `text` names `me`: the name as a word of its own (any case, `@` in front or not).
+pub fn mentions(text: &str, me: &str) -> bool {
+    let (text, me) = (text.to_lowercase(), me.to_lowercase());
+    if me.is_empty() {
+        return false;
+    }
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    text.match_indices(&me).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + me.len()..].chars().next();
+        !word(before) && !word(after)
+    })
+}
+
+/// A line that names this member, as a terminal shows it: in reverse video, after a bell
+/// when `bell`.
+pub fn highlighted(line: &str, bell: bool) -> String {
+    let bell = if bell { "\u{7}" } else { "" };
+    format!("{bell}\u{1b}[7m{line}\u{1b}[0m")
+}
+
+/// The date line a terminal shows before the first message of a day, `* Tuesday 1 December
+/// 2026`, in the local time zone; None for a timestamp out of range.
+pub fn day_line(ts_ms: u64) -> Option<(chrono::NaiveDate, String)> {
+    day_in(ts_ms, &Local)
+}
+
+/// [`day_line`] in `zone`.
+pub fn day_in<Tz: TimeZone>(ts_ms: u64, zone: &Tz) -> Option<(chrono::NaiveDate, String)> {
+    let instant = DateTime::from_timestamp_millis(i64::try_from(ts_ms).ok()?)?;
+    let local = instant.with_timezone(zone);
+    let day = local.date_naive();
+    Some((day, notice(&day.format("%A %-d %B %Y").to_string())))
+}
+
+/// What a terminal shows between the messages replayed on entering and the new ones.
+pub const NEW_MESSAGES_MARKER: &str = "* ---- new messages ----";
 
 /// `* bob joined`.
 pub fn joined(name: &str) -> String {
@@ -187,6 +241,42 @@ mod tests {
         assert_eq!(chat_line(&action, LineStyle::default()), "* alice waves");
         let line = chat_line(&action, LineStyle { clock: true });
         assert!(line.ends_with("] * alice waves"), "{line}");
+    }
+
+    #[test]
+    fn mentions_are_whole_words_in_any_case() {
+        assert!(mentions("hey bob, look", "bob"));
+        assert!(mentions("@Bob!", "bob"));
+        assert!(mentions("BOB", "bob"));
+        assert!(!mentions("bobby tables", "bob"));
+        assert!(!mentions("kebob", "bob"));
+        assert!(mentions("émilie?", "Émilie"));
+        assert_eq!(highlighted("x", true), "\u{7}\u{1b}[7mx\u{1b}[0m");
+        assert_eq!(highlighted("x", false), "\u{1b}[7mx\u{1b}[0m");
+    }
+
+    #[test]
+    fn days_are_named_in_the_local_zone() {
+        // 2021-01-01T23:30:00Z: still Friday in London, Saturday in Paris.
+        let ts = 1_609_543_800_000;
+        let utc = FixedOffset::east_opt(0).unwrap();
+        let paris = FixedOffset::east_opt(3600).unwrap();
+        assert_eq!(day_in(ts, &utc).unwrap().1, "* Friday 1 January 2021");
+        assert_eq!(day_in(ts, &paris).unwrap().1, "* Saturday 2 January 2021");
+        assert!(day_in(u64::MAX, &utc).is_none());
+    }
+
+    #[test]
+    fn away_members_are_marked_in_the_list() {
+        let names = vec!["alice".to_owned(), "bob".to_owned(), "carol".to_owned()];
+        let away = BTreeMap::from([
+            ("bob".to_owned(), "lunch".to_owned()),
+            ("carol".to_owned(), String::new()),
+        ]);
+        assert_eq!(
+            member_list_away(&names, "alice", 0, &away),
+            "alice (host), bob (away: lunch), carol (away)"
+        );
     }
 
     #[test]

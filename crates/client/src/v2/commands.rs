@@ -10,7 +10,7 @@ pub const DEFAULT_HISTORY: u32 = 20;
 pub const COMMAND_LIST: &str = "/help, /who, /history [N], /next, /quit";
 
 /// `/help`, one notice per line.
-pub const HELP: [&str; 15] = [
+pub const HELP: [&str; 16] = [
     "commands:",
     "  /who          who is in the room",
     "  /me TEXT      an action, shown as * yourname TEXT",
@@ -18,6 +18,7 @@ pub const HELP: [&str; 15] = [
     "  /topic [TEXT] show the room's topic, or set it (any member; /topic - clears it)",
     "  /history [N]  show N earlier messages (default 20, at most 100)",
     "  /ignore [NAME]  hide NAME's messages on this screen (alone: list); /unignore NAME",
+    "  /away [TEXT]  mark yourself away (shown in /who); /back when you return",
     "  host only:",
     "  /kick NAME    remove NAME from the room (they may come back)",
     "  /ban NAME     remove NAME and refuse their address for the room's life",
@@ -53,6 +54,10 @@ pub enum Typed {
     Ignore(Option<String>),
     /// `/unignore NAME`.
     Unignore(String),
+    /// `/away [TEXT]` (empty: no reason).
+    Away(String),
+    /// `/back`.
+    Back,
     /// `/msg NAME TEXT`: a direct message.
     Direct {
         /// The recipient's name.
@@ -100,6 +105,8 @@ pub fn parse(line: &str) -> Typed {
         "ban" => return Typed::Moderate(Moderation::Ban, rest.to_owned()),
         "host" => return Typed::Moderate(Moderation::Host, rest.to_owned()),
         "unignore" => return Typed::Unignore(rest.to_owned()),
+        "away" => return Typed::Away(rest.to_owned()),
+        "back" if rest.is_empty() => return Typed::Back,
         "ignore" if rest.is_empty() => return Typed::Ignore(None),
         "ignore" if rest.contains(' ') => return Typed::Misused(NAME_USAGE),
         "ignore" => return Typed::Ignore(Some(rest.to_owned())),
@@ -237,6 +244,9 @@ mod tests {
         assert_eq!(parse("/ignore eve"), Typed::Ignore(Some("eve".into())));
         assert_eq!(parse("/unignore eve"), Typed::Unignore("eve".into()));
         assert!(matches!(parse("/unignore"), Typed::Misused(_)));
+        assert_eq!(parse("/away"), Typed::Away(String::new()));
+        assert_eq!(parse("/away  at lunch "), Typed::Away("at lunch".into()));
+        assert_eq!(parse("/back"), Typed::Back);
     }
 
     #[test]

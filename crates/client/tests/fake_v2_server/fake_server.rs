@@ -136,6 +136,7 @@ impl FakeServer {
             host: names[0].to_owned(),
             more: 0,
             topic: None,
+            away: Default::default(),
         });
         for message in history {
             self.send(&ServerV2::Msg(message.clone()));

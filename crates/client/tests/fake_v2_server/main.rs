@@ -168,6 +168,7 @@ fn commands_ask_the_server_and_print_its_answers() {
         host: "alice".into(),
         more: 0,
         topic: None,
+        away: Default::default(),
     });
     client.wait_for_line("* here now: alice (host), bob");
     client.send_line("/history 2");

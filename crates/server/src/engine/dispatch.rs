@@ -170,6 +170,19 @@ impl Engine {
                 self.moderate(room_id, member_id, Moderation::Host, &name, src, now, fx);
                 Ok(())
             }
+            ClientMessage::V2(ClientV2::Away { .. } | ClientV2::Back)
+                if !member.flood.allow(&self.flood, now) =>
+            {
+                Err(DropReason::RateLimited)
+            }
+            ClientMessage::V2(ClientV2::Away { text }) => {
+                self.set_away(room_id, member_id, Some(&text), src, fx);
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::Back) => {
+                self.set_away(room_id, member_id, None, src, fx);
+                Ok(())
+            }
             ClientMessage::V2(ClientV2::Topic { .. }) if !member.flood.allow(&self.flood, now) => {
                 Err(DropReason::RateLimited)
             }

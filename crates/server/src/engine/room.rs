@@ -76,6 +76,9 @@ pub struct Member {
     /// Challenges sent to addresses that asked to be bound and have not echoed yet, oldest
     /// first, at most [`MAX_CHALLENGES`].
     pub challenges: VecDeque<Challenge>,
+    /// Why the member is away (`/away`; empty: no reason given), at most `MAX_AWAY` bytes;
+    /// `None` while present. Not kept across restarts.
+    pub away: Option<String>,
     /// What kind of message each held-back `seq` is, for those that are not plain lines
     /// (actions, direct messages); bounded like the held messages themselves.
     pub held_kinds: BTreeMap<u64, Said>,
@@ -297,6 +300,7 @@ impl Member {
             home_ip: None,
             challenges: VecDeque::new(),
             held_kinds: BTreeMap::new(),
+            away: None,
         }
     }
 }

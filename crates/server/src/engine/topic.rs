@@ -1,9 +1,10 @@
 //! The room's topic: any member may set it (`/topic text`) or clear it (an empty text). It is
 //! kept in the durable state with the room, shown in the `members` answer to a registration or
-//! `who`, in the room list, and announced to the room when it changes.
+//! `who`, in the room list, and announced to the room when it changes. And a member's away
+//! text (`/away`), shown beside its name in `members`.
 
 use chat_protocol::ucrp;
-use chat_protocol::v2::{MAX_TOPIC, ServerV2, V2ErrorCode};
+use chat_protocol::v2::{MAX_AWAY, MAX_TOPIC, ServerV2, V2ErrorCode};
 
 use super::durable::StateChange;
 use super::replay::{notify, unicast_v2};
@@ -28,7 +29,55 @@ pub fn check(topic: &str) -> Result<(), TopicRefusal> {
     Ok(())
 }
 
+/// Checks an away text: at most [`MAX_AWAY`] bytes, one line.
+pub fn check_away(text: &str) -> Result<(), TopicRefusal> {
+    if text.len() > MAX_AWAY {
+        return Err((V2ErrorCode::TooLarge, "an away text is at most 100 bytes"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err((
+            V2ErrorCode::Invalid,
+            "an away text is one line, without control characters",
+        ));
+    }
+    Ok(())
+}
+
 impl Engine {
+    /// Marks the member away with `text` (`None`: back), and confirms it to `src` alone; the
+    /// others see it in `members`.
+    pub(super) fn set_away(
+        &mut self,
+        room_id: RoomId,
+        member_id: MemberId,
+        text: Option<&str>,
+        src: Endpoint,
+        fx: &mut Effects,
+    ) {
+        let text = text.map(str::trim);
+        if let Some(Err((code, message))) = text.map(check_away) {
+            let error = ServerV2::Error {
+                code,
+                seq: None,
+                message: message.to_owned(),
+            };
+            return unicast_v2(&mut fx.datagrams, src, &error);
+        }
+        let Some(member) = self
+            .rooms
+            .get_mut(&room_id)
+            .and_then(|room| room.members.get_mut(&member_id))
+        else {
+            return;
+        };
+        member.away = text.map(str::to_owned);
+        let event = ServerV2::Away {
+            name: member.username.clone(),
+            text: member.away.clone(),
+        };
+        unicast_v2(&mut fx.datagrams, src, &event);
+    }
+
     /// Sets (or, with an empty `text`, clears) the topic of the member's room, records it in
     /// the durable state and tells everyone, the setter included (its confirmation); a topic
     /// that is already the room's is confirmed to the setter alone. A topic that breaks the

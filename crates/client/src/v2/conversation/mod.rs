@@ -12,7 +12,6 @@ use chat_protocol::time::unix_ms;
 use chat_protocol::v2::{ChatMessage, ClientV2, ServerV2, V2ErrorCode};
 
 use crate::ui::format;
-use crate::v2::commands::{self, COMMAND_LIST, HELP, Typed};
 use crate::v2::keepalive::{Keepalive, Probe, Silence};
 use crate::v2::reorder::ReorderBuffer;
 use crate::v2::typing::TypingNotices;
@@ -21,11 +20,13 @@ use crate::v2::unacked::{MAX_PENDING, UnackedQueue};
 mod effects;
 mod leaving;
 mod moderation;
+mod presence;
 mod registration;
 mod requests;
 mod room_info;
 mod sending;
 mod setup;
+mod typed;
 
 pub use effects::{Effects, Ending};
 use leaving::Leaving;
@@ -58,6 +59,12 @@ pub struct Conversation {
     moderation: Option<Outstanding>,
     /// Names whose messages are hidden (`/ignore`), by key.
     ignored: BTreeMap<String, String>,
+    /// An `/away` or `/back` waiting for its confirmation.
+    away_request: Option<Outstanding>,
+    /// Who is away, as the last `members` said.
+    away: BTreeMap<String, String>,
+    /// The local day of the last message shown with its date line (terminals).
+    last_day: Option<chrono::NaiveDate>,
     oldest_shown: Option<u64>,
     leaving: Option<Leaving>,
     ended: bool,
@@ -85,6 +92,9 @@ impl Conversation {
             kinds: BTreeMap::new(),
             moderation: None,
             ignored: BTreeMap::new(),
+            away_request: None,
+            away: BTreeMap::new(),
+            last_day: None,
             oldest_shown: None,
             leaving: None,
             ended: false,
@@ -114,6 +124,7 @@ impl Conversation {
             &self.history,
             &self.topic_request,
             &self.moderation,
+            &self.away_request,
         ]
         .into_iter()
         .flatten()
@@ -188,14 +199,20 @@ impl Conversation {
                 host,
                 more,
                 topic,
+                away,
             } => {
                 self.topic = topic;
+                self.away = away;
                 if let Some(registration) = &mut self.registration {
                     registration.members = Some((names, host, more));
                 } else if self.who.take().is_some() {
-                    self.say(&mut fx, format::here_now(&names, &host, more));
+                    let list = format::member_list_away(&names, &host, more, &self.away);
+                    self.say(&mut fx, format::notice(&format!("here now: {list}")));
                     self.show_topic(&mut fx, false);
                 }
+            }
+            ServerV2::Away { name, text } => {
+                self.away_confirmed(&mut fx, &name, text.as_deref());
             }
             ServerV2::Topic { name, text } => self.topic_changed(&mut fx, &name, &text),
             ServerV2::Host { name } => {
@@ -230,12 +247,13 @@ impl Conversation {
                 });
             }
             ServerV2::Pong { id } => {
-                let released = if self.reorder.is_synced() {
-                    self.reorder.pong(id)
+                if self.reorder.is_synced() {
+                    let released = self.reorder.pong(id);
+                    self.show(&mut fx, released);
                 } else {
-                    self.reorder.sync(id)
-                };
-                self.show(&mut fx, released);
+                    let released = self.reorder.sync(id);
+                    self.show_synced(&mut fx, released, id);
+                }
             }
             ServerV2::RoomClosed { reason } => {
                 self.say(&mut fx, format::closed(reason));
@@ -262,64 +280,15 @@ impl Conversation {
                     }
                 }
                 None => {
-                    // Only `/topic` and the host's commands are refused without a seq: they
-                    // are not asked again.
+                    // Only `/topic`, `/away` and the host's commands are refused without a
+                    // seq: they are not asked again.
                     self.topic_request = None;
                     self.moderation = None;
+                    self.away_request = None;
                     let line = format::notice(&format!("the server refused a request: {message}"));
                     self.say(&mut fx, line);
                 }
             },
-        }
-        self.settle(&mut fx, now);
-        fx
-    }
-
-    /// A line the user typed.
-    pub fn on_line(&mut self, line: &str, now: Instant) -> Effects {
-        let mut fx = Effects::default();
-        if self.ended || self.leaving.is_some() {
-            return fx;
-        }
-        match commands::parse(line) {
-            Typed::Blank => {}
-            Typed::Say(text) => self.submit(&mut fx, text, None, now),
-            Typed::Action(text) => self.submit(&mut fx, text, Some(Outgoing::Action), now),
-            Typed::Moderate(action, name) => self.ask_moderation(&mut fx, action, name, now),
-            Typed::Ignore(name) => self.ignore(&mut fx, name),
-            Typed::Unignore(name) => self.unignore(&mut fx, &name),
-            Typed::Direct { to, text } => {
-                self.submit(&mut fx, text, Some(Outgoing::Direct(to)), now);
-            }
-            Typed::Topic(text) => self.ask_topic(&mut fx, text, now),
-            Typed::Help => {
-                for line in HELP {
-                    self.say(&mut fx, format::notice(line));
-                }
-            }
-            Typed::Who => {
-                // Counted by the server's flood control; never held back, it is one line.
-                self.unacked.try_spend(now);
-                let request = self.outstanding(ClientV2::Who, "/who", now);
-                fx.send.push(request.request.clone());
-                self.who = Some(request);
-            }
-            Typed::History(limit) => self.ask_history(&mut fx, limit, now),
-            Typed::Next if self.setup.pair => self.leave(&mut fx, Ending::Next, now),
-            Typed::Next => {
-                let line = format::notice(
-                    "/next only works in pair rooms (start one with: chat-client pair --name NAME)",
-                );
-                self.say(&mut fx, line);
-            }
-            Typed::Quit => self.leave(&mut fx, Ending::Quit, now),
-            Typed::Misused(usage) => self.say(&mut fx, format::notice(usage)),
-            Typed::Unknown(command) => {
-                let line = format::notice(&format!(
-                    "unknown command {command}; commands: {COMMAND_LIST}"
-                ));
-                self.say(&mut fx, line);
-            }
         }
         self.settle(&mut fx, now);
         fx
@@ -405,7 +374,7 @@ impl Conversation {
             if self.oldest_shown.is_none() {
                 self.oldest_shown = Some(message.id);
             }
-            let line = format::chat_line(&message, self.setup.style);
+            let line = self.line_for(fx, &message);
             self.say(fx, line);
         }
     }

@@ -59,7 +59,7 @@ impl Conversation {
         fx.lines.push(format::notice(&format!(
             "welcome to {}, {me}; here now: {}",
             self.setup.room,
-            format::member_list(&names, &host, more)
+            format::member_list_away(&names, &host, more, &self.away)
         )));
         if let Some(topic) = &self.topic {
             fx.lines.push(format::notice(&format!("topic: {topic}")));

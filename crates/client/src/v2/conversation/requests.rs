@@ -94,6 +94,7 @@ impl Conversation {
             &mut self.history,
             &mut self.topic_request,
             &mut self.moderation,
+            &mut self.away_request,
         ];
         for slot in slots {
             let Some(outstanding) = slot else { continue };

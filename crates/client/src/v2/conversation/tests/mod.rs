@@ -18,6 +18,7 @@ fn setup() -> Setup {
         pair: false,
         style: LineStyle::default(),
         typing_notices: false,
+        bell: false,
         message_capacity: 4000,
         timing: Timing::default(),
     }
@@ -44,6 +45,7 @@ fn members(names: &[&str]) -> ServerV2 {
         host: names[0].to_owned(),
         more: 0,
         topic: None,
+        away: Default::default(),
     }
 }
 
