@@ -8,10 +8,13 @@
 //! Modules: [`process`] (binaries, output lines, exits), [`server`] (`chat-server`),
 //! [`client`] (`chat-client`), [`tcrp`] (control-plane exchanges), [`member`] (UDP members,
 //! version 1 and 2), [`proxy`] (the loss proxy), [`reference`](mod@reference) (the reference
-//! Python implementation), [`web`] (the HTTP API and WebSocket members). Everything is re-exported here, so tests name it `chat_tests::X`.
+//! Python implementation), [`web`] (the HTTP API and WebSocket members), [`browser`] (headless
+//! Chromium through chromedriver, for the chat page). Everything is re-exported here, so tests
+//! name it `chat_tests::X`.
 
 use std::time::Duration;
 
+pub mod browser;
 pub mod client;
 pub mod member;
 pub mod process;
@@ -21,6 +24,7 @@ pub mod server;
 pub mod tcrp;
 pub mod web;
 
+pub use browser::{Chromedriver, Page, Shown, count_confirmed};
 pub use client::ClientProcess;
 pub use member::{Replay, UdpMember, V2Member, decode_v2, v1_frame};
 pub use process::{binary, proc_status_kb, wait_with_timeout};

@@ -94,6 +94,40 @@ impl Api {
         )
     }
 
+    /// `POST path` with raw bytes and a bearer token.
+    pub fn upload(&self, path: &str, bytes: &[u8], token: &str) -> Answer {
+        answer(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header("Authorization", format!("Bearer {token}"))
+                .header("Content-Type", "application/octet-stream")
+                .send(bytes),
+        )
+    }
+
+    /// `GET path` with a bearer token, as bytes, with the `x-content-sha256` header.
+    pub fn download(&self, path: &str, token: &str) -> (u16, Vec<u8>, Option<String>) {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .expect("the HTTP request completes");
+        let status = response.status().as_u16();
+        let sha256 = response
+            .headers()
+            .get("x-content-sha256")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap_or_default();
+        (status, bytes, sha256)
+    }
+
     /// `DELETE path` with a bearer token.
     pub fn delete(&self, path: &str, token: &str) -> Answer {
         answer(

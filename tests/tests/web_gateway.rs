@@ -11,6 +11,27 @@ fn server(dir: &tempfile::TempDir, extra: &[&str]) -> ServerProcess {
     ServerProcess::start_with(dir.path(), extra)
 }
 
+/// Room "den" with a WebSocket member for each name (the first creates it), each registered;
+/// also returns their tokens.
+fn den_of(server: &ServerProcess, names: &[&str]) -> (Vec<WebMember>, Vec<String>) {
+    let api = Api::of(server);
+    let http = server.http.expect("the server serves HTTP");
+    let mut members = Vec::new();
+    let mut tokens = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        let token = if index == 0 {
+            api.create("den", name)
+        } else {
+            api.join("den", name)
+        };
+        let mut member = WebMember::connect(http, "den", &token, None);
+        member.wait_for_type("pong");
+        members.push(member);
+        tokens.push(token);
+    }
+    (members, tokens)
+}
+
 /// A browser-side member, a terminal and an HTTP-only poster chat in one room, and each sees
 /// the others' messages exactly once.
 #[test]
@@ -224,13 +245,10 @@ fn a_reconnecting_websocket_gets_what_it_missed_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(&dir, &["--flood-rate", "0"]);
     let http = server.http.unwrap();
-    let api = Api::of(&server);
-    let ann = api.create("den", "ann");
-    let ben = api.join("den", "ben");
-    let mut writer = WebMember::connect(http, "den", &ann, None);
-    writer.wait_for_type("pong");
-    let mut reader = WebMember::connect(http, "den", &ben, None);
-    reader.wait_for_type("pong");
+    let (members, tokens) = den_of(&server, &["ann", "ben"]);
+    let [mut writer, reader] = <[WebMember; 2]>::try_from(members).ok().unwrap();
+    let mut reader = reader;
+    let ben = tokens[1].clone();
 
     writer.say("before the drop");
     let seen = reader.wait_for("the first message", |event| event["t"] == "msg");
@@ -274,17 +292,9 @@ fn a_reconnecting_websocket_gets_what_it_missed_exactly_once() {
 fn a_websocket_that_stops_reading_is_cut_off_without_slowing_the_room() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(&dir, &["--flood-rate", "0"]);
-    let http = server.http.unwrap();
     let api = Api::of(&server);
-    let ann = api.create("den", "ann");
-    let ben = api.join("den", "ben");
-    let sloth = api.join("den", "sloth");
-    let mut writer = WebMember::connect(http, "den", &ann, None);
-    writer.wait_for_type("pong");
-    let mut reader = WebMember::connect(http, "den", &ben, None);
-    reader.wait_for_type("pong");
-    let mut slow = WebMember::connect(http, "den", &sloth, None);
-    slow.wait_for_type("pong");
+    let (members, _) = den_of(&server, &["ann", "ben", "sloth"]);
+    let [mut writer, mut reader, mut slow] = <[WebMember; 3]>::try_from(members).ok().unwrap();
 
     // Enough to fill the slow member's queue and the kernel buffers in between many times.
     let text = "z".repeat(3000);

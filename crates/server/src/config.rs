@@ -121,6 +121,16 @@ pub struct Config {
     /// too_many_attempts. 0 turns the limit off.
     #[arg(long, default_value_t = 64)]
     pub websockets_per_ip: usize,
+    /// Directory of the files members share (one directory per room, removed with the
+    /// room); by default `chat-files` beside the history database.
+    #[arg(long, value_name = "PATH")]
+    pub files: Option<PathBuf>,
+    /// Largest file a member may share, in bytes.
+    #[arg(long, default_value_t = 10 << 20, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub max_file_size: u64,
+    /// Bytes of shared files one room may hold; more are refused until the room closes.
+    #[arg(long, default_value_t = 100 << 20)]
+    pub room_file_quota: u64,
 }
 
 /// How log lines are written on stderr.
@@ -133,6 +143,16 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// Where shared files are kept: `--files`, or `chat-files` beside the history database.
+    pub fn files_dir(&self) -> PathBuf {
+        self.files.clone().unwrap_or_else(|| {
+            self.history
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new(""))
+                .join("chat-files")
+        })
+    }
+
     /// The flood-control policy these flags describe.
     pub fn flood_policy(&self) -> FloodPolicy {
         FloodPolicy {

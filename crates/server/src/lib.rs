@@ -21,6 +21,7 @@ pub mod config_file;
 pub mod control;
 pub mod engine;
 pub mod escape;
+pub mod files;
 pub mod flood;
 pub mod history;
 pub mod history_writer;

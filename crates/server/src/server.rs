@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::config::Config;
 use crate::control::{self, ControlContext};
 use crate::engine::{Effects, Engine, HistoryJob, HistoryReadError, RestoreError};
+use crate::files::FileStore;
 use crate::history::{HistoryError, HistoryStore};
 use crate::history_writer;
 use crate::ip_limit::HandshakeRateLimiter;
@@ -56,6 +57,15 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The shared files' directory cannot be made or used.
+    #[error("cannot use the shared files' directory {path}: {source}")]
+    Files {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
     /// The history thread could not be started.
     #[error("cannot start the history thread: {0}")]
     Thread(#[source] io::Error),
@@ -68,8 +78,8 @@ pub struct Server {
     engine: SharedEngine,
     tcp: TcpListener,
     udp: UdpSocket,
-    /// The HTTP listener, unless `--no-http`.
-    http: Option<TcpListener>,
+    /// The HTTP listener and the shared files it serves, unless `--no-http`.
+    http: Option<(TcpListener, Arc<FileStore>)>,
     /// Where every loop's frames go (a clone of `udp`, and the web connections).
     transports: Arc<Transports>,
     stats: Arc<RelayStats>,
@@ -78,6 +88,9 @@ pub struct Server {
     /// Tells the history thread to stop retrying failed commits.
     history_stopping: Arc<AtomicBool>,
 }
+
+/// Uploads stored at once; each holds its body (up to `--max-file-size`) in memory.
+const UPLOADS_AT_ONCE: usize = 4;
 
 /// The longest shutdown waits for the history thread (which stops retrying failed commits as
 /// soon as shutdown starts, so this is reached only if the disk itself hangs).
@@ -147,15 +160,21 @@ impl Server {
             None
         } else {
             let http_addr = SocketAddr::new(config.bind, config.http_port);
-            Some(
+            let listener =
                 TcpListener::bind(http_addr)
                     .await
                     .map_err(|source| StartError::Bind {
                         protocol: "HTTP",
                         addr: http_addr,
                         source,
-                    })?,
-            )
+                    })?;
+            let files_dir = config.files_dir();
+            let files = FileStore::open(&files_dir, config.max_file_size, config.room_file_quota)
+                .map_err(|source| StartError::Files {
+                path: files_dir,
+                source,
+            })?;
+            Some((listener, Arc::new(files)))
         };
         let transports = Arc::new(Transports {
             udp: history_socket,
@@ -204,7 +223,9 @@ impl Server {
 
     /// The bound HTTP address, unless `--no-http`.
     pub fn http_addr(&self) -> Option<io::Result<SocketAddr>> {
-        self.http.as_ref().map(TcpListener::local_addr)
+        self.http
+            .as_ref()
+            .map(|(listener, _)| listener.local_addr())
     }
 
     /// Counters of the data plane.
@@ -283,8 +304,15 @@ impl Server {
             room_quota: RoomQuota::new(self.config.rooms_per_ip),
             metrics: Arc::clone(&metrics),
         });
-        let web_task = self.http.map(|listener| {
+        let web_task = self.http.map(|(listener, files)| {
+            let sweep = tokio::spawn(web::files::sweep(
+                Arc::clone(&files),
+                Arc::clone(&self.engine),
+                front_ends_stopped.clone(),
+            ));
             let web = Arc::new(WebContext {
+                files,
+                uploads: Semaphore::new(UPLOADS_AT_ONCE),
                 control: Arc::clone(&context),
                 peers: Arc::clone(&self.transports.web),
                 metrics,
@@ -299,9 +327,10 @@ impl Server {
                 stop: front_ends_stopped.clone(),
             });
             let mut stopped = front_ends_stopped.clone();
-            tokio::spawn(web::serve(listener, web, async move {
+            let serve = tokio::spawn(web::serve(listener, web, async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
-            }))
+            }));
+            (serve, sweep)
         });
         let control_task = tokio::spawn(control::serve(
             self.tcp,
@@ -320,8 +349,9 @@ impl Server {
         let _ = stop_front_ends.send(true);
         // Handshakes in flight still need the writer, so it stops last.
         let _ = control_task.await;
-        if let Some(web_task) = web_task {
-            let _ = web_task.await;
+        if let Some((serve, sweep)) = web_task {
+            let _ = serve.await;
+            let _ = sweep.await;
         }
         stop_relay.store(true, Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || relay_thread.join()).await;

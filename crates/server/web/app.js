@@ -22,6 +22,30 @@
   const ROOMS_REFRESH_MS = 5000;
   const REPLAY_MAX = 256; // the most a register or ping replays at once
   const MISSING_MAX = 1000; // ids we remember as missing; more than that, a replay fills anyway
+  // Flood control lets a member send a burst of messages at once, then one per interval; the
+  // grant announces both (send_burst, send_interval_ms; absent when flood control is off). The
+  // page paces itself a little under that, so that a queue resent after an outage is not
+  // refused. A session saved before grants announced them assumes the server's defaults.
+  const DEFAULT_PACE = { burst: 10, intervalMs: 200 };
+  const UNPACED = { burst: 1000, intervalMs: 1 };
+
+  /** The page's own pace: a little under what the grant announced. */
+  function paceOf(grant) {
+    if (!Number.isInteger(grant.send_burst) || !Number.isInteger(grant.send_interval_ms)) {
+      return UNPACED;
+    }
+    return {
+      burst: Math.max(1, grant.send_burst - 2),
+      intervalMs: Math.ceil(grant.send_interval_ms * 1.25),
+    };
+  }
+
+  function pace() {
+    const saved = session && session.pace;
+    const valid = saved && Number.isInteger(saved.burst) && saved.burst > 0 &&
+      Number.isInteger(saved.intervalMs) && saved.intervalMs > 0;
+    return valid ? saved : DEFAULT_PACE;
+  }
 
   const STORE_NAME = 'chat.name';
   const STORE_SESSION = 'chat.session';
@@ -53,7 +77,12 @@
   }
 
   function saveSession() {
-    if (session) localStorage.setItem(STORE_SESSION, JSON.stringify(session));
+    if (!session) return;
+    try {
+      localStorage.setItem(STORE_SESSION, JSON.stringify(session));
+    } catch (_) {
+      // Storage full or disabled: the page still works, it just cannot survive a reload.
+    }
   }
 
   function clearSession() {
@@ -262,6 +291,10 @@
   let olderPending = false; // a history request is on its way
   let noOlder = false; // the server said no older messages remain
   let lastTypingSent = 0;
+  let sentSeq = 0; // the highest seq sent on the current socket
+  let sendTokens = DEFAULT_PACE.burst; // the page's own token bucket, see paceOf
+  let tokensAt = Date.now();
+  let pumpTimer = null;
   const typingTimers = new Map(); // name -> timeout that hides "name is typing"
   let memberNames = [];
   let hostName = null;
@@ -272,6 +305,7 @@
       token: grant.token,
       name: grant.username,
       host: Boolean(grant.host),
+      pace: paceOf(grant),
       lastId: null,
       seq: 0,
       unacked: [],
@@ -316,6 +350,8 @@
   function stopRoom() {
     clearInterval(pingTimer);
     pingTimer = null;
+    clearTimeout(pumpTimer);
+    pumpTimer = null;
     clearTimeout(reconnectTimer);
     reconnectTimer = null;
     dropSocket();
@@ -394,7 +430,40 @@
     // After a reload the screen is empty: show the conversation up to where we were.
     if (firstConnect && session.lastId !== null) requestHistory(session.lastId + 1);
     firstConnect = false;
-    for (const item of session.unacked) send({ t: 'msg', seq: item.seq, text: item.text });
+    sentSeq = 0; // a new socket: everything unacked goes out again, with its own seq
+    pump();
+  }
+
+  /** Sends the unacked messages not yet sent on this socket, in seq order, as fast as the
+   * page's token bucket allows; comes back for the rest. */
+  function pump() {
+    clearTimeout(pumpTimer);
+    pumpTimer = null;
+    if (!registered || !session) return;
+    refillTokens();
+    for (const item of session.unacked) {
+      if (item.seq <= sentSeq) continue;
+      if (sendTokens < 1) {
+        pumpTimer = setTimeout(pump, pace().intervalMs);
+        return;
+      }
+      sendTokens -= 1;
+      sentSeq = item.seq;
+      send({ t: 'msg', seq: item.seq, text: item.text });
+    }
+  }
+
+  function refillTokens() {
+    const now = Date.now();
+    const { burst, intervalMs } = pace();
+    const earned = Math.floor((now - tokensAt) / intervalMs);
+    if (earned > 0) {
+      sendTokens = Math.min(burst, sendTokens + earned);
+      tokensAt += earned * intervalMs;
+    }
+    // A pace learned after the bucket was filled (a new grant) lowers it at once.
+    sendTokens = Math.min(sendTokens, burst);
+    if (sendTokens >= burst) tokensAt = now;
   }
 
   /** The id to replay after: just below the oldest missing id, else the newest shown. */
@@ -529,10 +598,15 @@
       if (!shown.has(m.id)) showMessage(m, true);
     }
     keep();
-    if (h.more === false) {
-      noOlder = true;
-      $('older').hidden = true;
-    }
+    if (h.more === false) noOlder = true;
+    updateOlder();
+  }
+
+  /** Hides "Load older" once nothing older can exist: the server said so, or id 1 is shown. */
+  function updateOlder() {
+    const first = $('messages').querySelector('.msg[data-id]');
+    if (first && Number(first.dataset.id) === 1) noOlder = true;
+    $('older').hidden = noOlder;
   }
 
   function onPong(p) {
@@ -541,6 +615,9 @@
       backoff = BACKOFF_MIN_MS;
       setConn('');
       setStatus('online');
+      // An empty room (no stored message yet) has no history to load.
+      if (p.id === 0 && shown.size === 0) noOlder = true;
+      updateOlder();
     }
     // The replay went in id order, so a missing id below the highest one it delivered does not
     // exist (a crash can skip ids): stop asking for it. A replay cut at its limit proves less.
@@ -572,7 +649,10 @@
     memberNames = memberNames.filter((n) => n !== l.name);
     renderMembers(0);
     hideTyping(l.name);
-    addNotice(l.name + (l.reason === 'timeout' ? ' timed out' : ' left'));
+    let text = l.name + (l.reason === 'timeout' ? ' timed out' : ' left');
+    // A pair room stays open for the one left behind, waiting for a new partner.
+    if (session.room.startsWith('pair-')) text += ': wait here for someone new, or press New chat.';
+    addNotice(text);
   }
 
   function onTyping(t) {
@@ -587,6 +667,9 @@
     } else if (Number.isInteger(e.seq)) {
       const why = { rate_limited: 'too fast: not sent', too_large: 'too long: not sent' }[e.code];
       markFailed(e.seq, why || (typeof e.message === 'string' ? e.message : 'not sent'));
+    } else {
+      // A refused `history` (flood control counts it) is never answered: allow asking again.
+      olderPending = false;
     }
   }
 
@@ -788,8 +871,8 @@
     saveSession();
     addPending(item);
     $('scroller').scrollTop = $('scroller').scrollHeight;
-    // Not registered yet: register() sends it with the rest of the queue.
-    if (registered) send({ t: 'msg', seq: item.seq, text: item.text });
+    // Behind anything still queued; not registered yet: register() sends the whole queue.
+    pump();
   }
 
   function typed() {
@@ -859,8 +942,14 @@
     $('leave').addEventListener('click', leaveClicked);
     $('new-chat').addEventListener('click', newChat);
     $('older').addEventListener('click', loadOlder);
+    $('who').addEventListener('click', () => send({ t: 'who' }));
+    // Near the top while moving up: the reader scrolls back. (Following new messages down, or
+    // a list that has only just started to overflow, must not load older pages by itself.)
+    let lastScrollTop = 0;
     $('scroller').addEventListener('scroll', () => {
-      if ($('scroller').scrollTop < 40) loadOlder();
+      const top = $('scroller').scrollTop;
+      if (top < 40 && top < lastScrollTop) loadOlder();
+      lastScrollTop = top;
     });
     // Back online: try now instead of waiting out the backoff.
     window.addEventListener('online', () => {

@@ -7,7 +7,6 @@
 //! storage), the same leave, the same history pages.
 
 use chat_protocol::limits::MAX_HISTORY_PAGE;
-use chat_protocol::names;
 use chat_protocol::v2::LeaveReason;
 
 use super::room::{MemberId, RoomId, Said};
@@ -41,19 +40,11 @@ impl Engine {
         who: Credentials<'_>,
         clock: Now,
     ) -> Result<(RoomId, MemberId), DropReason> {
-        let Credentials {
-            token: token_hex,
-            room: room_name,
-        } = who;
-        let token = Token::from_hex(token_hex.as_bytes()).ok_or(DropReason::UnknownToken)?;
-        let &(room_id, member_id) = self.tokens.get(&token).ok_or(DropReason::UnknownToken)?;
+        let (room_id, member_id) = self.member_of(who.token.as_bytes(), who.room)?;
         let room = self
             .rooms
             .get_mut(&room_id)
             .ok_or(DropReason::UnknownToken)?;
-        if room.name != room_name && names::room_key(&room.name) != names::room_key(room_name) {
-            return Err(DropReason::WrongRoom);
-        }
         let member = room
             .members
             .get_mut(&member_id)
@@ -176,5 +167,34 @@ impl Engine {
             }
         }
         counts
+    }
+
+    /// The room's stable id and the member's name, for a request that acts in its name.
+    pub fn identify(
+        &mut self,
+        who: Credentials<'_>,
+        clock: Now,
+    ) -> Result<(u64, String), DropReason> {
+        let (room_id, member_id) = self.authorize(who, clock)?;
+        let room = self.rooms.get(&room_id).ok_or(DropReason::UnknownToken)?;
+        let member = room
+            .members
+            .get(&member_id)
+            .ok_or(DropReason::UnknownToken)?;
+        Ok((room.uid, member.username.clone()))
+    }
+
+    /// Says `text` in the room in the member's name without a `seq` (as version-1 chat is:
+    /// stored, relayed to everyone else, never acked), for what the server says on a
+    /// member's behalf, such as a shared file.
+    pub fn announce(
+        &mut self,
+        who: Credentials<'_>,
+        text: &str,
+        clock: Now,
+        fx: &mut Effects,
+    ) -> Result<(), DropReason> {
+        let (room_id, member_id) = self.authorize(who, clock)?;
+        self.accept_chat(room_id, member_id, None, text, clock, fx)
     }
 }

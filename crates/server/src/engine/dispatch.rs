@@ -36,17 +36,11 @@ impl Engine {
     ) -> Result<(), DropReason> {
         let (room_name, token_hex, message) = (datagram.room, datagram.token, datagram.message);
         let now = clock.instant;
-        let token = Token::from_hex(token_hex).ok_or(DropReason::UnknownToken)?;
-        let &(room_id, member_id) = self.tokens.get(&token).ok_or(DropReason::UnknownToken)?;
+        let (room_id, member_id) = self.member_of(token_hex, room_name)?;
         let room = self
             .rooms
             .get_mut(&room_id)
             .ok_or(DropReason::UnknownToken)?;
-        // The name as the member typed it may differ from the stored one in case or form;
-        // the key is computed only then, off the common path.
-        if room.name != room_name && names::room_key(&room.name) != names::room_key(room_name) {
-            return Err(DropReason::WrongRoom);
-        }
         // The whole datagram, for the budget of what an unproven address may be sent back.
         let received = 2 + room_name.len() + token_hex.len() + message.len();
         let message = ClientMessage::decode(message).map_err(|_| DropReason::Malformed)?;
@@ -235,6 +229,23 @@ impl Engine {
                 Ok(())
             }
         }
+    }
+
+    /// The room and member a token names, if it is live and belongs to `room_name`.
+    pub(super) fn member_of(
+        &self,
+        token_hex: &[u8],
+        room_name: &str,
+    ) -> Result<(RoomId, MemberId), DropReason> {
+        let token = Token::from_hex(token_hex).ok_or(DropReason::UnknownToken)?;
+        let &(room_id, member_id) = self.tokens.get(&token).ok_or(DropReason::UnknownToken)?;
+        let room = self.rooms.get(&room_id).ok_or(DropReason::UnknownToken)?;
+        // The name as the member typed it may differ from the stored one in case or form;
+        // the key is computed only then, off the common path.
+        if room.name != room_name && names::room_key(&room.name) != names::room_key(room_name) {
+            return Err(DropReason::WrongRoom);
+        }
+        Ok((room_id, member_id))
     }
 
     /// Binds a version-2 member at an address it has proven (already bound there, or an

@@ -1,6 +1,8 @@
 //! The HTTP API's errors: the handshake's and the datagrams' codes, with a status.
 
 use axum::Json;
+use axum::extract::Query;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chat_protocol::tcrp::ErrorCode;
@@ -138,4 +140,25 @@ impl IntoResponse for ApiError {
         };
         (self.status, Json(body)).into_response()
     }
+}
+
+/// The body of a request, or the error that says why it could not be read.
+pub(super) fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    parsed.map(|Json(body)| body).map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is over 16 KiB",
+            )
+        } else {
+            ApiError::invalid(rejection.body_text())
+        }
+    })
+}
+
+pub(super) fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    parsed
+        .map(|Query(query)| query)
+        .map_err(|rejection| ApiError::invalid(rejection.body_text()))
 }

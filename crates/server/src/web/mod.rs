@@ -7,7 +7,8 @@
 //! sender hands to its bounded queue ([`peers`]); nothing here holds the engine's lock across
 //! an `.await`.
 //!
-//! Layout: [`api`] has the JSON routes, [`ws`] the gateway, [`peers`] the connections'
+//! Layout: [`rooms`] has the room list and handshakes, [`member`] what a token may do,
+//! [`health`] health, readiness and metrics, [`files`] shared files, [`ws`] the gateway, [`peers`] the connections'
 //! queues, [`assets`] the page, [`metrics`] the Prometheus text, [`error`] the error answers.
 
 use std::collections::HashMap;
@@ -18,21 +19,29 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
 use chat_protocol::limits::MAX_TCRP_PAYLOAD;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::control::ControlContext;
+use crate::files::FileStore;
 use crate::ip_limit::HandshakeRateLimiter;
 use crate::metrics::Metrics;
 
-pub mod api;
 pub mod assets;
 pub mod error;
+pub mod files;
+pub mod health;
+pub mod member;
 pub mod peers;
+pub mod rooms;
 pub mod ws;
 
 pub use peers::WebPeers;
+
+/// The state every route is given.
+type Ctx = axum::extract::State<Arc<WebContext>>;
 
 /// What the HTTP routes share.
 #[derive(Debug)]
@@ -55,6 +64,10 @@ pub struct WebContext {
     pub handshake_rate: Mutex<HandshakeRateLimiter>,
     /// HTTP handshakes in progress at once.
     pub handshake_slots: Arc<Semaphore>,
+    /// The files members share.
+    pub files: Arc<FileStore>,
+    /// Uploads being stored at once (each holds its whole body in memory).
+    pub uploads: Semaphore,
     /// Turns true once shutdown starts: open WebSockets close, `/readyz` answers 503.
     pub stop: watch::Receiver<bool>,
 }
@@ -73,26 +86,61 @@ const MAX_BODY: usize = MAX_TCRP_PAYLOAD;
 
 /// Every route.
 pub fn router(context: Arc<WebContext>) -> Router {
+    let max_upload = context.max_upload();
     Router::new()
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
         .route("/style.css", get(assets::style))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
-        .route("/api/rooms", get(api::list_rooms).post(api::create_room))
-        .route("/api/rooms/{room}/join", post(api::join_room))
-        .route("/api/pair", post(api::pair))
-        .route("/api/rooms/{room}/members", get(api::members))
-        .route("/api/rooms/{room}/members/me", delete(api::leave))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route(
+            "/api/rooms",
+            get(rooms::list_rooms).post(rooms::create_room),
+        )
+        .route("/api/rooms/{room}/join", post(rooms::join_room))
+        .route("/api/pair", post(rooms::pair))
+        .route("/api/rooms/{room}/members", get(member::members))
+        .route("/api/rooms/{room}/members/me", delete(member::leave))
         .route(
             "/api/rooms/{room}/messages",
-            get(api::messages).post(api::post_message),
+            get(member::messages).post(member::post_message),
         )
+        .route(
+            "/api/rooms/{room}/files",
+            post(files::upload)
+                .layer(DefaultBodyLimit::max(max_upload))
+                .get(files::list),
+        )
+        .route("/api/rooms/{room}/files/{id}", get(files::download))
         .route("/ws", get(ws::upgrade))
-        .fallback(api::not_found)
+        .fallback(health::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(MAX_REQUESTS)),
+            bounded,
+        ))
         .with_state(context)
+}
+
+/// HTTP requests in progress at once, all routes together (a WebSocket counts only while it
+/// upgrades); more are answered `server_busy` at once, so slow or piled-up requests cannot
+/// take the server's memory.
+const MAX_REQUESTS: usize = 1024;
+
+async fn bounded(
+    axum::extract::State(slots): axum::extract::State<Arc<Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match slots.try_acquire() {
+        Ok(_slot) => next.run(request).await,
+        Err(_) => {
+            error::ApiError::busy("the server is handling too many requests; try again shortly")
+                .into_response()
+        }
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes; WebSockets are told to close and
@@ -103,6 +151,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let app = router(context).into_make_service_with_connect_info::<SocketAddr>();
+    // Every event is its own small frame: with Nagle's algorithm on, a frame written while
+    // the previous one is unacknowledged waits for the peer's delayed ACK (40 ms and more).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -31,6 +31,9 @@ use crate::shared;
 const MAX_MESSAGE: usize = MAX_TCRP_PAYLOAD;
 /// What a connection reserves for reading: one typical message.
 const READ_BUFFER: usize = 4096;
+/// How long a registered connection may stay silent before it is closed: clients ping every
+/// few seconds, and with the default `--idle-timeout` the engine removed the member long ago.
+const SILENCE_LIMIT: Duration = Duration::from_secs(300);
 /// How long a new connection has to send its register.
 const REGISTER_WAIT: Duration = Duration::from_secs(10);
 
@@ -203,8 +206,14 @@ async fn serve(
     events: &mut mpsc::Receiver<Utf8Bytes>,
 ) -> Option<DropReason> {
     let mut stop = member.context.stop.clone();
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            () = tokio::time::sleep_until(heard + SILENCE_LIMIT) => {
+                // A client this quiet is gone; free its slot under the caps.
+                close(socket, close_code::AWAY, "nothing heard from this client").await;
+                return None;
+            }
             event = events.recv() => {
                 let Some(text) = event else {
                     // The queue was dropped when it filled: this client does not read.
@@ -221,6 +230,7 @@ async fn serve(
                 }
             }
             received = socket.recv() => {
+                heard = tokio::time::Instant::now();
                 let text = match received {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => {
