@@ -16,7 +16,7 @@ use thiserror::Error;
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest file read for upload or accepted on download (the server's own cap is usually
 /// lower, and it answers with its own limit).
-pub const MAX_FILE: u64 = 1 << 30;
+pub const MAX_FILE: u64 = 256 << 20;
 
 /// Where the room's files are: the server's HTTP API, the room and the member's token.
 #[derive(Debug, Clone)]

@@ -561,6 +561,9 @@ pub struct Grant {
     /// Flood control's steady pace after the burst, in milliseconds per message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_interval_ms: Option<u64>,
+    /// The port of the server's HTTP listener (shared files, the page), when it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
 }
 
 impl Grant {
@@ -574,6 +577,7 @@ impl Grant {
             udp_port: None,
             send_burst: None,
             send_interval_ms: None,
+            http_port: None,
         }
     }
 }

@@ -193,6 +193,8 @@ async fn act_on(
         | Typed::Away(_)
         | Typed::Back
         | Typed::Search(_)
+        | Typed::Share(_)
+        | Typed::Fetch { .. }
         | Typed::Topic(_) => {
             let command = line.split_whitespace().next().unwrap_or(line);
             print_line(&format!(

@@ -10,7 +10,7 @@ pub const DEFAULT_HISTORY: u32 = 20;
 pub const COMMAND_LIST: &str = "/help, /who, /history [N], /next, /quit";
 
 /// `/help`, one notice per line.
-pub const HELP: [&str; 17] = [
+pub const HELP: [&str; 19] = [
     "commands:",
     "  /who          who is in the room",
     "  /me TEXT      an action, shown as * yourname TEXT",
@@ -20,6 +20,8 @@ pub const HELP: [&str; 17] = [
     "  /search WORDS messages with all these words (again: older ones)",
     "  /ignore [NAME]  hide NAME's messages on this screen (alone: list); /unignore NAME",
     "  /away [TEXT]  mark yourself away (shown in /who); /back when you return",
+    "  /send PATH    share a file with the room (members see its name, size and id)",
+    "  /get ID [PATH]  download a shared file (checked against its checksum)",
     "  host only:",
     "  /kick NAME    remove NAME from the room (they may come back)",
     "  /ban NAME     remove NAME and refuse their address for the room's life",
@@ -68,6 +70,15 @@ pub enum Typed {
         /// The text.
         text: String,
     },
+    /// `/send PATH`: share a file.
+    Share(String),
+    /// `/get ID [PATH]`: download a shared file, to PATH or under its own name.
+    Fetch {
+        /// The file's id, as the room was told.
+        id: String,
+        /// Where to save it.
+        to: Option<String>,
+    },
     /// `/quit`.
     Quit,
     /// A command with an argument it does not take; the sentence says what is expected.
@@ -115,6 +126,21 @@ pub fn parse(line: &str) -> Typed {
         "ignore" if rest.is_empty() => return Typed::Ignore(None),
         "ignore" if rest.contains(' ') => return Typed::Misused(NAME_USAGE),
         "ignore" => return Typed::Ignore(Some(rest.to_owned())),
+        "send" if rest.is_empty() => return Typed::Misused("usage: /send PATH"),
+        "send" => return Typed::Share(rest.to_owned()),
+        "get" => {
+            return match rest.split_once(char::is_whitespace) {
+                _ if rest.is_empty() => Typed::Misused("usage: /get ID [PATH]"),
+                None => Typed::Fetch {
+                    id: rest.to_owned(),
+                    to: None,
+                },
+                Some((id, to)) => Typed::Fetch {
+                    id: id.to_owned(),
+                    to: Some(to.trim().to_owned()),
+                },
+            };
+        }
         "msg" => {
             return match rest.split_once(char::is_whitespace) {
                 Some((to, text)) if !text.trim().is_empty() => Typed::Direct {
@@ -271,6 +297,30 @@ mod tests {
         assert!(matches!(parse("/msg bob"), Typed::Misused(_)));
         assert!(matches!(parse("/msg bob   "), Typed::Misused(_)));
         assert!(matches!(parse("/msg"), Typed::Misused(_)));
+    }
+
+    #[test]
+    fn send_takes_a_path_with_spaces_and_get_an_id_and_an_optional_path() {
+        assert_eq!(
+            parse("/send my notes.txt"),
+            Typed::Share("my notes.txt".into())
+        );
+        assert!(matches!(parse("/send"), Typed::Misused(_)));
+        assert_eq!(
+            parse("/get 3f1a9c0b7d2e"),
+            Typed::Fetch {
+                id: "3f1a9c0b7d2e".into(),
+                to: None
+            }
+        );
+        assert_eq!(
+            parse("/get 3f1a9c0b7d2e /tmp/a b.pdf"),
+            Typed::Fetch {
+                id: "3f1a9c0b7d2e".into(),
+                to: Some("/tmp/a b.pdf".into())
+            }
+        );
+        assert!(matches!(parse("/get"), Typed::Misused(_)));
     }
 
     #[test]

@@ -142,6 +142,7 @@ pub(super) async fn process(frame: Frame, peer: SocketAddr, context: &ControlCon
                 udp_port: Some(context.udp_port),
                 send_burst: context.send_pace.map(|(burst, _)| burst),
                 send_interval_ms: context.send_pace.map(|(_, interval)| interval),
+                http_port: context.http_port,
             };
             // Pair rooms get their name from the server; echo it so the client learns it.
             Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))

@@ -195,6 +195,6 @@ impl Engine {
         fx: &mut Effects,
     ) -> Result<(), DropReason> {
         let (room_id, member_id) = self.authorize(who, clock)?;
-        self.accept_chat(room_id, member_id, None, text, clock, fx)
+        self.accept_chat(room_id, member_id, None, text, Said::Line, clock, fx)
     }
 }

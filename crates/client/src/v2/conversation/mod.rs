@@ -29,7 +29,7 @@ mod sending;
 mod setup;
 mod typed;
 
-pub use effects::{Effects, Ending};
+pub use effects::{Effects, Ending, Transfer};
 use leaving::Leaving;
 use presence::Roster;
 use registration::Registration;

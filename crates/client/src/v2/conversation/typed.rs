@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use chat_protocol::v2::ClientV2;
 
-use super::{Conversation, Effects, Ending, Outgoing};
+use super::{Conversation, Effects, Ending, Outgoing, Transfer};
 use crate::ui::format;
 use crate::v2::commands::{self, COMMAND_LIST, HELP, Typed};
 
@@ -42,6 +42,17 @@ impl Conversation {
             }
             Typed::History(limit) => self.ask_history(&mut fx, limit, now),
             Typed::Search(words) => self.ask_search(&mut fx, words, now),
+            Typed::Share(path) => {
+                let shown = format::notice(&format!("sharing {path}…"));
+                self.say(&mut fx, shown);
+                fx.transfers.push(Transfer::Upload(path.into()));
+            }
+            Typed::Fetch { id, to } => {
+                fx.transfers.push(Transfer::Download {
+                    id,
+                    to: to.map(Into::into),
+                });
+            }
             Typed::Next if self.setup.pair => self.leave(&mut fx, Ending::Next, now),
             Typed::Next => {
                 let line = format::notice(
