@@ -77,3 +77,45 @@ fn a_shared_file_is_announced_and_downloads_byte_for_byte() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `/send` in one terminal, `/get` in another: the file arrives whole and checked.
+#[test]
+fn terminals_share_a_file_with_send_and_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut alice = ClientProcess::start(&server, &["create", "den", "--name", "alice"]);
+    alice.wait_for("alice's welcome", |line| {
+        line.starts_with("* welcome to den, alice")
+    });
+    let mut bob = ClientProcess::start(&server, &["join", "den", "--name", "bob"]);
+    bob.wait_for("bob's welcome", |line| {
+        line.starts_with("* welcome to den, bob")
+    });
+
+    let original = dir.path().join("plan v1.txt");
+    let bytes: Vec<u8> = (0..20_000u32).map(|n| (n % 97) as u8 + 32).collect();
+    std::fs::write(&original, &bytes).unwrap();
+    alice.send_line(&format!("/send {}", original.display()));
+    let confirmed = alice.wait_for("the upload's confirmation", |line| {
+        line.starts_with("* shared plan v1.txt (20000 bytes) as ")
+    });
+    let id = confirmed.rsplit(' ').next().unwrap().to_owned();
+    bob.wait_for_line(&format!("alice: shared plan v1.txt (19.5 KiB): /get {id}"));
+
+    let saved = dir.path().join("from alice.txt");
+    bob.send_line(&format!("/get {id} {}", saved.display()));
+    bob.wait_for("the download's confirmation", |line| {
+        line.starts_with("* saved plan v1.txt (20000 bytes, checksum verified) to ")
+    });
+    assert_eq!(std::fs::read(&saved).unwrap(), bytes, "byte for byte");
+
+    // Never over an existing file; an unknown id is said so.
+    bob.send_line(&format!("/get {id} {}", saved.display()));
+    bob.wait_for("the refusal to overwrite", |line| {
+        line.contains("not downloaded") && line.contains("exists")
+    });
+    bob.send_line("/get 000000000000");
+    bob.wait_for("the unknown id", |line| {
+        line.contains("there is no file 000000000000 in this room")
+    });
+}

@@ -219,6 +219,7 @@ mod tests {
             udp_port: Some(9091),
             send_burst: None,
             send_interval_ms: None,
+            http_port: None,
         };
         let (addr, peer) = scripted_server(vec![
             Frame::new(

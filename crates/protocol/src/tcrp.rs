@@ -467,6 +467,8 @@ pub enum ErrorCode {
     TooManyAttempts,
     /// Create: the source address already holds its cap of rooms.
     TooManyRooms,
+    /// Join: the room's host banned this address (version 2's `/ban`).
+    Banned,
 }
 
 impl ErrorCode {
@@ -486,6 +488,7 @@ impl ErrorCode {
             Self::ServerBusy => "server_busy",
             Self::TooManyAttempts => "too_many_attempts",
             Self::TooManyRooms => "too_many_rooms",
+            Self::Banned => "banned",
         }
     }
 }
@@ -558,6 +561,9 @@ pub struct Grant {
     /// Flood control's steady pace after the burst, in milliseconds per message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_interval_ms: Option<u64>,
+    /// The port of the server's HTTP listener (shared files, the page), when it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
 }
 
 impl Grant {
@@ -571,6 +577,7 @@ impl Grant {
             udp_port: None,
             send_burst: None,
             send_interval_ms: None,
+            http_port: None,
         }
     }
 }
@@ -584,6 +591,9 @@ pub struct RoomSummary {
     pub members: usize,
     /// Whether joining needs a password.
     pub private: bool,
+    /// The room's topic, when it has one (version-1 clients ignore the extra field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 /// The State 2 reply to operation 4.

@@ -43,6 +43,8 @@ pub struct ControlContext {
     pub writer: StateWriter,
     /// The UDP port announced in grants.
     pub udp_port: u16,
+    /// The HTTP port announced in grants, unless `--no-http`.
+    pub http_port: Option<u16>,
     /// Flood control's burst and milliseconds per message, announced in grants so that
     /// clients pace themselves; `None` when flood control is off.
     pub send_pace: Option<(u32, u64)>,

@@ -235,11 +235,20 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
             after,
             upto,
             to,
+            reader_uid,
         } => match store.range(room_uid, after, upto, usize::MAX) {
             Ok(messages) => {
                 for stored in messages {
+                    let readable = stored
+                        .recipient_uid
+                        .is_none_or(|to| to == reader_uid || stored.member_uid == reader_uid);
                     out.unicast(to, |buf| {
-                        ucrp::encode_v2_msg(&stored.message, buf);
+                        if readable {
+                            ucrp::encode_v2_msg(&stored.message, buf);
+                        } else {
+                            // A direct message between two others: its id is used, nothing more.
+                            crate::engine::direct::skip_frame(stored.message.id, buf);
+                        }
                         Ok(())
                     });
                 }
@@ -251,7 +260,8 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
             before,
             limit,
             to,
-        } => match store.page(room_uid, before, limit) {
+            reader_uid,
+        } => match store.page_for(room_uid, before, limit, Some(reader_uid)) {
             Ok((messages, more)) => {
                 let frame = history_frame(messages, more);
                 out.unicast(to, |buf| {
@@ -260,6 +270,27 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
                 });
             }
             Err(error) => tracing::warn!(%error, "history page failed"),
+        },
+        HistoryJob::Search {
+            room_uid,
+            words,
+            before,
+            limit,
+            to,
+            reader_uid,
+        } => match store.search(room_uid, &words, before, limit, reader_uid) {
+            Ok((messages, more)) => {
+                let frame = page_frame(messages, more, |messages, more| ServerV2::Found {
+                    words: words.clone(),
+                    messages,
+                    more,
+                });
+                out.unicast(to, |buf| {
+                    buf.extend_from_slice(&frame);
+                    Ok(())
+                });
+            }
+            Err(error) => tracing::warn!(%error, "search failed"),
         },
         HistoryJob::DeleteRoom(room_uid) => {
             if let Err(error) = store.delete_room(room_uid) {
@@ -279,17 +310,24 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
 /// least one, so that paging back always makes progress (a message stored before stored
 /// messages were bounded to fit a page is shortened to fit).
 fn history_frame(stored: Vec<StoredMessage>, more: bool) -> Vec<u8> {
+    page_frame(stored, more, |messages, more| ServerV2::History {
+        messages,
+        more,
+    })
+}
+
+/// A page of messages in one datagram, as [`history_frame`] makes it, in the event `page`
+/// makes of the messages and `more`.
+fn page_frame(
+    stored: Vec<StoredMessage>,
+    more: bool,
+    page: impl Fn(Vec<ChatMessage>, bool) -> ServerV2,
+) -> Vec<u8> {
     let mut messages: Vec<ChatMessage> = stored.into_iter().map(|s| s.message).collect();
     let mut more = more;
     loop {
         let mut frame = Vec::new();
-        ucrp::encode_v2(
-            &ServerV2::History {
-                messages: messages.clone(),
-                more,
-            },
-            &mut frame,
-        );
+        ucrp::encode_v2(&page(messages.clone(), more), &mut frame);
         if frame.len() <= MAX_DATAGRAM || messages.is_empty() {
             return frame;
         }
@@ -314,6 +352,7 @@ mod tests {
     fn history_pages_always_fit_in_a_datagram() {
         let stored: Vec<StoredMessage> = (1..=100)
             .map(|id| StoredMessage {
+                recipient_uid: None,
                 room_uid: 1,
                 member_uid: 1,
                 seq: None,
@@ -322,6 +361,8 @@ mod tests {
                     from: "someone".into(),
                     text: "x".repeat(200),
                     ts: 0,
+                    me: false,
+                    to: None,
                 },
             })
             .collect();

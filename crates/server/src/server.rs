@@ -293,6 +293,11 @@ impl Server {
             outlet,
             writer,
             udp_port,
+            http_port: self
+                .http
+                .as_ref()
+                .and_then(|(listener, _)| listener.local_addr().ok())
+                .map(|addr| addr.port()),
             send_pace: self.config.send_pace(),
             request_timeout: self.config.handshake_timeout,
             max_handshakes: self.config.max_handshakes,

@@ -265,6 +265,7 @@ mod tests {
                 udp_port: Some(9091),
                 send_burst: None,
                 send_interval_ms: None,
+                http_port: None,
             },
         }
     }

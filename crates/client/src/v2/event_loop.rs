@@ -1,17 +1,21 @@
 //! The I/O around a [`Conversation`]: datagrams from the server, lines and typing from the
 //! user, and timers go in; datagrams and printed lines come out, until the conversation ends.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 use chat_protocol::ucrp::ServerDatagram;
 use chat_protocol::v2::{ClientV2, ServerV2};
 
 use crate::error::ClientError;
+use crate::files::FileLink;
 use crate::transport::{Link, receive_buffer};
 use crate::ui::format;
 use crate::ui::input::{InputLine, Inputs, MAX_INPUT_LINE, UserEvent};
 use crate::ui::screen::Screen;
-use crate::v2::conversation::{Conversation, Effects, Ending};
+use crate::v2::conversation::{Conversation, Effects, Ending, Transfer};
 
 /// `leave` is sent this many times, since UDP may drop one.
 pub const LEAVE_COPIES: usize = 3;
@@ -27,10 +31,16 @@ pub async fn run(
     first: Effects,
     inputs: &mut Inputs,
     screen: &dyn Screen,
+    files: Option<&FileLink>,
 ) -> Result<Ending, ClientError> {
     let mut buffer = receive_buffer();
     let mut effects = first;
+    // Transfers run on blocking threads and report here, so the chat goes on meanwhile.
+    let (reports, mut reported) = mpsc::channel::<Report>(MAX_TRANSFERS);
     loop {
+        for transfer in std::mem::take(&mut effects.transfers) {
+            start_transfer(transfer, files, &reports, &mut effects);
+        }
         if let Some(ending) = apply(link, screen, effects).await? {
             if matches!(ending, Ending::Quit | Ending::Next) {
                 leave(link).await?;
@@ -63,6 +73,10 @@ pub async fn run(
                 UserEvent::Typing => conversation.on_typing(Instant::now()),
             },
             () = tokio::time::sleep_until(wakeup) => conversation.on_tick(Instant::now()),
+            Some(report) = reported.recv() => match report {
+                Ok(line) => Effects { lines: vec![format::notice(&line)], ..Effects::default() },
+                Err(line) => problem(&line),
+            },
         };
     }
 }
@@ -83,7 +97,62 @@ async fn apply(
     for line in &effects.problems {
         screen.problem(line)?;
     }
+    if let Some(names) = &effects.members {
+        screen.names(names);
+    }
     Ok(effects.ending)
+}
+
+/// How a transfer went, in a sentence: `Ok` for the transcript, `Err` as a problem.
+type Report = Result<String, String>;
+
+/// Transfers in progress at once; more are refused until one finishes.
+const MAX_TRANSFERS: usize = 4;
+
+/// Starts a transfer on a blocking thread; its report comes back on `reports`.
+fn start_transfer(
+    transfer: Transfer,
+    files: Option<&FileLink>,
+    reports: &mpsc::Sender<Report>,
+    effects: &mut Effects,
+) {
+    let Some(files) = files.cloned() else {
+        effects.problems.push(format::notice(
+            "this server does not share files (it serves no HTTP)",
+        ));
+        return;
+    };
+    let Ok(slot) = reports.clone().try_reserve_owned() else {
+        effects.problems.push(format::notice(&format!(
+            "{MAX_TRANSFERS} transfers are already running; wait for one to finish"
+        )));
+        return;
+    };
+    tokio::task::spawn_blocking(move || {
+        let report = match transfer {
+            Transfer::Upload(path) => files
+                .upload(&path)
+                .map(|shared| {
+                    format!(
+                        "shared {} ({} bytes) as {}",
+                        shared.name, shared.size, shared.id
+                    )
+                })
+                .map_err(|error| format!("not shared: {error}")),
+            Transfer::Download { id, to } => files
+                .download(&id, to.as_deref(), Path::new("."))
+                .map(|(shared, saved)| {
+                    format!(
+                        "saved {} ({} bytes, checksum verified) to {}",
+                        shared.name,
+                        shared.size,
+                        saved.display()
+                    )
+                })
+                .map_err(|error| format!("not downloaded: {error}")),
+        };
+        slot.send(report);
+    });
 }
 
 /// Tells the server this member leaves: `leave`, [`LEAVE_COPIES`] times.

@@ -22,6 +22,7 @@ use crate::cli::Cli;
 use crate::entering::handshake::{self, Membership, Request, Timeouts};
 use crate::entering::{room_name, udp_server, username};
 use crate::error::ClientError;
+use crate::files::FileLink;
 use crate::pace;
 use crate::signals;
 use crate::transport::Link;
@@ -77,6 +78,7 @@ async fn chat_in_rooms(
             pair,
             style: LineStyle { clock: interactive },
             typing_notices: interactive,
+            bell: interactive && !cli.no_bell,
             message_capacity: link.message_capacity(),
             timing: Timing::default(),
         };
@@ -87,7 +89,20 @@ async fn chat_in_rooms(
         if let Some((burst, interval)) = pace::announced(&membership) {
             conversation.pace(burst, interval, Instant::now());
         }
-        let ending = match event_loop::run(&link, &mut conversation, first, inputs, screen).await {
+        let files = membership.grant.http_port.map(|port| FileLink {
+            base: format!("http://{}", host_port(&cli.server, port)),
+            room: link.room().to_owned(),
+            token: membership.grant.token.clone(),
+        });
+        let ran = event_loop::run(
+            &link,
+            &mut conversation,
+            first,
+            inputs,
+            screen,
+            files.as_ref(),
+        );
+        let ending = match ran.await {
             Ok(ending) => ending,
             Err(error) => {
                 // Best effort, so that the name (or, for a host, the room) is not left behind.
@@ -124,6 +139,15 @@ async fn chat_in_rooms(
                 });
             }
         }
+    }
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

@@ -84,6 +84,7 @@ impl FakeServer {
             ),
             send_burst: None,
             send_interval_ms: None,
+            http_port: None,
         };
         self.answer_handshake(&Compliance::accepted(), to_json_payload(&grant))
     }
@@ -135,6 +136,8 @@ impl FakeServer {
             names: names.iter().map(|name| (*name).to_owned()).collect(),
             host: names[0].to_owned(),
             more: 0,
+            topic: None,
+            away: Default::default(),
         });
         for message in history {
             self.send(&ServerV2::Msg(message.clone()));

@@ -142,6 +142,7 @@ pub(super) async fn process(frame: Frame, peer: SocketAddr, context: &ControlCon
                 udp_port: Some(context.udp_port),
                 send_burst: context.send_pace.map(|(burst, _)| burst),
                 send_interval_ms: context.send_pace.map(|(_, interval)| interval),
+                http_port: context.http_port,
             };
             // Pair rooms get their name from the server; echo it so the client learns it.
             Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))
@@ -224,8 +225,16 @@ async fn join(
     peer: SocketAddr,
     context: &ControlContext,
 ) -> Result<Membership, Refusal> {
-    // Cheap checks first (names, room, capacity, name taken), so that a hopeless request
-    // never costs a password check.
+    // Cheap checks first (a ban, names, room, capacity, name taken), so that a hopeless
+    // request never costs a password check.
+    let banned = |engine: &crate::engine::Engine| {
+        if engine.is_banned(room_name, peer.ip()) {
+            Err(JoinError::Banned(room_name.to_owned()))
+        } else {
+            Ok(())
+        }
+    };
+    banned(&lock(&context.engine))?;
     let private =
         lock(&context.engine).check_join(room_name, &user.username, std::time::Instant::now())?;
     let verified_for = match private {
@@ -255,6 +264,8 @@ async fn join(
         }
     };
     let granted = context.outlet.apply(&context.engine, |engine, fx| {
+        // A ban may have come while the password was checked.
+        banned(engine)?;
         engine
             .join(room_name, &user.username, verified_for, shared::now(), fx)
             .map(|membership| (membership, engine.journal_seq()))

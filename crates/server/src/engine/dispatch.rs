@@ -5,16 +5,19 @@
 
 use std::time::Instant;
 
-use chat_protocol::limits::{MAX_DATAGRAM, MAX_HISTORY_PAGE};
+use chat_protocol::limits::MAX_HISTORY_PAGE;
 use chat_protocol::names;
 use chat_protocol::ucrp::{self, ClientMessage, Datagram, NOTICE_SENDER, ROOM_CLOSED, V2_MARKER};
 use chat_protocol::v2::{ClientV2, LeaveReason, ServerV2, V2ErrorCode};
 
 use super::durable::StateChange;
 use super::effects::Outbox;
-use super::replay::{NO_ROOM_TEXT, ReplaySource, catch_up, members_of, notify, unicast_v2};
+use super::replay::{
+    NO_ROOM_TEXT, ReplaySource, catch_up, members_of, notify, unicast_v2, welcome_v1,
+};
 use super::room::{
-    CHALLENGE_LIFETIME, Challenge, MAX_CHALLENGES, Member, MemberId, Room, RoomId, WireVersion,
+    CHALLENGE_LIFETIME, Challenge, MAX_CHALLENGES, Member, MemberId, Room, RoomId, Said,
+    WireVersion,
 };
 use super::{DropReason, Effects, Endpoint, Engine, HistoryJob, Now};
 use crate::token::Token;
@@ -129,10 +132,40 @@ impl Engine {
                 Ok(())
             }
             ClientMessage::Chat(text) => {
-                self.accept_chat(room_id, member_id, None, text, clock, fx)
+                self.accept_chat(room_id, member_id, None, text, Said::Line, clock, fx)
             }
             ClientMessage::V2(ClientV2::Msg { seq, text }) => {
-                self.accept_chat(room_id, member_id, Some(seq), &text, clock, fx)
+                self.accept_chat(room_id, member_id, Some(seq), &text, Said::Line, clock, fx)
+            }
+            ClientMessage::V2(ClientV2::Me { seq, text }) => self.accept_chat(
+                room_id,
+                member_id,
+                Some(seq),
+                &text,
+                Said::Action,
+                clock,
+                fx,
+            ),
+            ClientMessage::V2(ClientV2::Dm { seq, to, text }) => {
+                let said = Said::Direct(to);
+                self.accept_chat(room_id, member_id, Some(seq), &text, said, clock, fx)
+            }
+            // The host's commands, away, search and topic: requests that change or read
+            // the room, each counted by flood control.
+            ClientMessage::V2(
+                request @ (ClientV2::Kick { .. }
+                | ClientV2::Ban { .. }
+                | ClientV2::Host { .. }
+                | ClientV2::Away { .. }
+                | ClientV2::Back
+                | ClientV2::Search { .. }
+                | ClientV2::Topic { .. }),
+            ) => {
+                if !member.flood.allow(&self.flood, now) {
+                    return Err(DropReason::RateLimited);
+                }
+                self.request(room_id, member_id, request, src, now, fx);
+                Ok(())
             }
             ClientMessage::V2(ClientV2::Ping { .. }) if !member.probes.allow(&flood, now) => {
                 Err(DropReason::RateLimited)
@@ -181,6 +214,7 @@ impl Engine {
                         before,
                         limit,
                         to: src,
+                        reader_uid: member.uid,
                     });
                 } else {
                     unicast_v2(
@@ -306,43 +340,6 @@ fn bind(
 /// What a version-1 address hears when its member registered from another address.
 const MOVED_NOTICE: &str =
     "your name is now used from another address; this one no longer receives the room";
-
-/// Answers a version-1 registration with the notice that confirms it, within `budget` bytes
-/// (the reference protocol has no acknowledgement, and a version-1 address never proves it
-/// receives): as many names as fit, then how many more there are.
-fn welcome_v1(room: &Room, member_id: MemberId, to: Endpoint, budget: usize, out: &mut Outbox) {
-    let Some(member) = room.members.get(&member_id) else {
-        return;
-    };
-    let names = room.usernames();
-    let mut text = format!("welcome to {}, {}; here now: ", room.name, member.username);
-    // The frame adds a length byte and the sender `*`.
-    let limit = budget.min(MAX_DATAGRAM).saturating_sub(2);
-    let all = names.join(", ");
-    if text.len() + all.len() <= limit {
-        text.push_str(&all);
-    } else {
-        let reserve = format!(" and {} more", names.len()).len();
-        let mut listed = 0;
-        for name in &names {
-            let separator = if listed == 0 { 0 } else { 2 };
-            if text.len() + separator + name.len() + reserve > limit {
-                break;
-            }
-            if listed > 0 {
-                text.push_str(", ");
-            }
-            text.push_str(name);
-            listed += 1;
-        }
-        if listed == 0 {
-            text.push_str(&format!("{} members", names.len()));
-        } else {
-            text.push_str(&format!(" and {} more", names.len() - listed));
-        }
-    }
-    out.unicast(to, |buf| ucrp::encode_v1_chat(NOTICE_SENDER, &text, buf));
-}
 
 /// Sends (or sends again) a challenge to `src` for this member and returns its nonce. A
 /// retransmitted register gets the same nonce, so an echo of either attempt works.

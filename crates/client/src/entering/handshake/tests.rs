@@ -75,6 +75,7 @@ async fn accepted_join_returns_the_grant() {
             udp_port: Some(9191),
             send_burst: Some(10),
             send_interval_ms: Some(200),
+            http_port: None,
         };
         let mut bytes = reply(
             State::Compliance,
@@ -117,6 +118,7 @@ async fn replies_split_into_single_bytes_are_reassembled() {
             udp_port: None,
             send_burst: None,
             send_interval_ms: None,
+            http_port: None,
         };
         let mut bytes = reply(
             State::Compliance,
@@ -265,6 +267,7 @@ async fn room_lists_are_requested_with_operation_4_and_an_empty_name() {
                 name: "lobby".into(),
                 members: 3,
                 private: false,
+                topic: None,
             }],
         };
         let mut bytes = Frame::new(

@@ -1,5 +1,6 @@
 //! What a conversation asks of the I/O around it after each event, and how it ends.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_protocol::v2::ClientV2;
@@ -39,4 +40,23 @@ pub struct Effects {
     pub problems: Vec<String>,
     /// Set once: the conversation is over.
     pub ending: Option<Ending>,
+    /// The members' names, when they changed (for completing names in a terminal).
+    pub members: Option<Vec<String>>,
+    /// Files to share or fetch over the server's HTTP API, beside the conversation.
+    pub transfers: Vec<Transfer>,
+}
+
+/// A file transfer the user asked for (`/send`, `/get`); the event loop runs it without
+/// holding up the chat, and prints how it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transfer {
+    /// Share the file at this path.
+    Upload(PathBuf),
+    /// Download the shared file `id`, to `to` or under its own name in the current directory.
+    Download {
+        /// The file's id.
+        id: String,
+        /// Where to save it.
+        to: Option<PathBuf>,
+    },
 }

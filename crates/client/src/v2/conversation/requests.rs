@@ -71,6 +71,21 @@ impl Conversation {
         self.say(fx, format::notice(last));
     }
 
+    /// When each unanswered request is due to be asked again.
+    pub(super) fn requests_due(&self) -> impl Iterator<Item = Instant> + '_ {
+        [
+            &self.who,
+            &self.history,
+            &self.topic_request,
+            &self.moderation,
+            &self.away_request,
+            &self.search,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|outstanding| outstanding.next_at)
+    }
+
     pub(super) fn outstanding(
         &self,
         request: ClientV2,
@@ -89,7 +104,15 @@ impl Conversation {
         let max = self.setup.timing.request_attempts;
         let every = self.setup.timing.request_every;
         let mut unanswered = Vec::new();
-        for slot in [&mut self.who, &mut self.history] {
+        let slots = [
+            &mut self.who,
+            &mut self.history,
+            &mut self.topic_request,
+            &mut self.moderation,
+            &mut self.away_request,
+            &mut self.search,
+        ];
+        for slot in slots {
             let Some(outstanding) = slot else { continue };
             if now < outstanding.next_at {
                 continue;
