@@ -547,6 +547,8 @@ fn a_backup_during_live_chat_restores_every_acked_message_and_answered_token() {
                     from: "alice".into(),
                     text,
                     ts: 0,
+                    me: false,
+                    to: None,
                 };
                 seen.lock().unwrap().messages.push((message, before));
             }

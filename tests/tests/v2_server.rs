@@ -442,6 +442,8 @@ fn who_lists_members_and_typing_reaches_the_others_without_being_stored() {
             names: vec!["alice".into(), "bob".into(), "carol".into()],
             host: "alice".into(),
             more: 0,
+            topic: None,
+            away: Default::default(),
         }
     );
 
@@ -543,6 +545,8 @@ fn framed_event_len(from: &str, text: &str, id: u64) -> usize {
         text: text.to_owned(),
         // Thirteen digits, like every Unix-millisecond time until the year 2286.
         ts: 1_700_000_000_000,
+        me: false,
+        to: None,
     });
     1 + serde_json::to_vec(&event).expect("events encode").len()
 }

@@ -13,7 +13,8 @@ pub const DEFAULT_UDP_PORT: u16 = 9091;
 
 const EXIT_CODES_HELP: &str = "\
 Lines typed on standard input are sent to the room, one message per line. In the chat:
-  /who  /history [N]  /next (pair rooms)  /help  /quit (end of input leaves too)
+  /who  /me  /msg  /topic  /away  /ignore  /history [N]  /next (pair rooms)  /help
+  /quit (end of input leaves too); the host also has /kick, /ban and /host
 
 Exit codes:
   0  normal end: /quit, end of input, or the room was closed
@@ -46,6 +47,10 @@ pub struct Cli {
     /// client falls back to version 1 by itself on a version-1-only server.
     #[arg(long, global = true)]
     pub v1: bool,
+    /// In a terminal, do not ring the bell when a message names you (it is still
+    /// highlighted). In the configuration file: `bell = false`.
+    #[arg(long, global = true)]
+    pub no_bell: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

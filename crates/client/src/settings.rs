@@ -1,7 +1,8 @@
 //! What the command line does beside chatting, and the defaults a user keeps in a file.
 //!
 //! `$XDG_CONFIG_HOME/chat-client/config.toml` (else `~/.config/chat-client/config.toml`) may
-//! set `server`, `tcp-port`, `udp-port`, `name`, `log-level` and `v1`; a flag given on the
+//! set `server`, `tcp-port`, `udp-port`, `name`, `log-level`, `v1` and `bell` (`false`: as
+//! `--no-bell`); a flag given on the
 //! command line wins over the file. A bad key or value is refused with the file and line.
 
 use std::collections::BTreeMap;
@@ -26,7 +27,15 @@ pub const VERSION: &str = concat!(
 const MAX_FILE_BYTES: u64 = 64 * 1024;
 
 /// The keys of the file: the global flags, and `name` for create, join and pair.
-const KEYS: [&str; 6] = ["server", "tcp-port", "udp-port", "log-level", "v1", "name"];
+const KEYS: [&str; 7] = [
+    "server",
+    "tcp-port",
+    "udp-port",
+    "log-level",
+    "v1",
+    "name",
+    "bell",
+];
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -187,6 +196,12 @@ fn load(path: &Path) -> Result<Vec<(&'static str, Option<String>)>, SettingsErro
             (Value::Boolean(true), "v1") => None,
             (Value::Boolean(false), "v1") => continue,
             (_, "v1") => return Err(refuse(line, "\"v1\" must be true or false".into())),
+            (Value::Boolean(true), "bell") => continue,
+            (Value::Boolean(false), "bell") => {
+                settings.push(("no-bell", None));
+                continue;
+            }
+            (_, "bell") => return Err(refuse(line, "\"bell\" must be true or false".into())),
             (Value::String(text), _) => Some(text.clone()),
             (Value::Integer(number), _) => Some(number.to_string()),
             _ => {
@@ -283,6 +298,15 @@ mod tests {
         // `rooms` takes no name: the file's is not forced on it.
         let cli = chat(parse_with(file, &["chat-client", "rooms"]));
         assert_eq!(cli.command, crate::cli::Command::Rooms);
+    }
+
+    #[test]
+    fn the_bell_can_be_silenced_in_the_file_or_with_a_flag() {
+        let join = ["chat-client", "join", "lobby", "--name", "bob"];
+        assert!(!chat(parse_with("bell = true\n", &join)).no_bell);
+        assert!(chat(parse_with("bell = false\n", &join)).no_bell);
+        assert!(chat(parse_with("", &["chat-client", "--no-bell", "rooms"])).no_bell);
+        assert!(parse_with("bell = \"no\"\n", &join).is_err());
     }
 
     #[test]

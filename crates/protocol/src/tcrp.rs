@@ -467,6 +467,8 @@ pub enum ErrorCode {
     TooManyAttempts,
     /// Create: the source address already holds its cap of rooms.
     TooManyRooms,
+    /// Join: the room's host banned this address (version 2's `/ban`).
+    Banned,
 }
 
 impl ErrorCode {
@@ -486,6 +488,7 @@ impl ErrorCode {
             Self::ServerBusy => "server_busy",
             Self::TooManyAttempts => "too_many_attempts",
             Self::TooManyRooms => "too_many_rooms",
+            Self::Banned => "banned",
         }
     }
 }
@@ -584,6 +587,9 @@ pub struct RoomSummary {
     pub members: usize,
     /// Whether joining needs a password.
     pub private: bool,
+    /// The room's topic, when it has one (version-1 clients ignore the extra field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 /// The State 2 reply to operation 4.

@@ -283,6 +283,8 @@ mod tests {
             from: "ann".into(),
             text: "a \"quoted\" line".into(),
             ts: 1_700_000_000_000,
+            me: false,
+            to: None,
         };
         let mut msg = Vec::new();
         encode_v2_msg(&message, &mut msg);
@@ -386,6 +388,8 @@ mod tests {
             from: "zoë".into(),
             text: "a \"quoted\" line\n".into(),
             ts: 1_700_000_000_000,
+            me: false,
+            to: None,
         };
         let mut owned = Vec::new();
         encode_v2(&ServerV2::Msg(message.clone()), &mut owned);

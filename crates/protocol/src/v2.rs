@@ -5,6 +5,7 @@
 //! tagged enum first copies the whole object, unknown fields included, into a tree of its own:
 //! a datagram padded with `"x":[0,0,0,...]` then cost 16 to 32 bytes of heap per byte received.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, Unexpected, Visitor};
@@ -54,10 +55,60 @@ pub enum ClientV2 {
         /// The challenge's nonce, unchanged.
         nonce: String,
     },
+    /// An action (`/me waves`): stored and acked like `msg`, shown as `* alice waves`.
+    Me {
+        /// The sender's sequence number, shared with `msg`.
+        seq: u64,
+        /// The action, without the sender's name.
+        text: String,
+    },
+    /// Sets the room's topic (at most [`MAX_TOPIC`] bytes; empty clears it).
+    Topic {
+        /// The new topic.
+        text: String,
+    },
+    /// A direct message (`/msg bob hi`) to one member of the room: stored and acked like
+    /// `msg`, delivered to that member only, readable in history by the two of them only.
+    Dm {
+        /// The sender's sequence number, shared with `msg`.
+        seq: u64,
+        /// The recipient's username (compared by key, as names are).
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// The host removes a member, who may join again.
+    Kick {
+        /// The member's username.
+        name: String,
+    },
+    /// The host removes a member and bans its address from the room for the room's life.
+    Ban {
+        /// The member's username.
+        name: String,
+    },
+    /// The host hands the host role to another member.
+    Host {
+        /// The new host's username.
+        name: String,
+    },
+    /// This member is away (`/away lunch`): shown beside its name in `members`.
+    Away {
+        /// Why, at most [`MAX_AWAY`] bytes; may be empty.
+        text: String,
+    },
+    /// This member is back.
+    Back,
 }
 
+/// Longest away text, in bytes of UTF-8.
+pub const MAX_AWAY: usize = 100;
+
+/// Longest room topic, in bytes of UTF-8.
+pub const MAX_TOPIC: usize = 200;
+
 /// A stored chat message as members see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Room message id: +1 per message in the room.
     pub id: u64,
@@ -67,6 +118,16 @@ pub struct ChatMessage {
     pub text: String,
     /// When the server accepted it, in Unix milliseconds.
     pub ts: u64,
+    /// An action (`/me`): shown as `* from text`. Absent on the wire when false.
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "read_bool"
+    )]
+    pub me: bool,
+    /// A direct message: the one member it was sent to. Absent for the whole room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 /// Why a member left.
@@ -77,6 +138,10 @@ pub enum LeaveReason {
     Leave,
     /// The member went silent for longer than the idle timeout.
     Timeout,
+    /// The host removed the member (`/kick`).
+    Kicked,
+    /// The host removed the member and banned its address (`/ban`).
+    Banned,
 }
 
 /// Why a room closed.
@@ -104,6 +169,10 @@ pub enum V2ErrorCode {
     /// The server knows no such token in that room: the room closed, expired, or the server
     /// restarted without it. The member should stop.
     NoRoom,
+    /// A direct message or a host's command names someone who is not a member of the room.
+    NoSuchMember,
+    /// Only the host may do that (`kick`, `ban`, `host`).
+    NotHost,
 }
 
 /// What the server sends a version-2 member.
@@ -152,6 +221,27 @@ pub enum ServerV2 {
         /// How many members did not fit in `names`; 0 (and absent on the wire) when none.
         #[serde(skip_serializing_if = "is_zero")]
         more: u64,
+        /// The room's topic; absent when it has none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        /// Away texts of the listed members who are away, by name; absent when none is.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        away: BTreeMap<String, String>,
+    },
+    /// This member's away state changed (its confirmation of `away` or `back`).
+    Away {
+        /// This member's username.
+        name: String,
+        /// The away text; absent when back.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
+    /// The topic changed (also the setter's confirmation).
+    Topic {
+        /// Who set it.
+        name: String,
+        /// The new topic; empty when cleared.
+        text: String,
     },
     /// Before an address is bound to a token, it must show that it receives there: echo
     /// `nonce` back in an `echo` from this address. Nothing else is sent to it until then.
@@ -162,6 +252,25 @@ pub enum ServerV2 {
     /// This token's address moved to another address, which proved it receives there; this
     /// address gets nothing more. A client that did not move registers again to take it back.
     Moved,
+    /// Room message `id` is one this member may not read (a direct message between two
+    /// others): nothing to show, but the id is used, so there is no gap to wait for.
+    Skip {
+        /// The id.
+        id: u64,
+    },
+    /// This member was removed by the host; the token is no longer valid.
+    Kicked {
+        /// The host's username.
+        by: String,
+        /// Whether its address is banned from the room too.
+        #[serde(skip_serializing_if = "is_false")]
+        ban: bool,
+    },
+    /// The host role passed to another member.
+    Host {
+        /// The new host's username.
+        name: String,
+    },
     /// Answer to `ping`, with the newest message id in the room.
     Pong {
         /// Newest message id.
@@ -196,6 +305,8 @@ struct ClientWire {
     before: Option<WireU64>,
     limit: Option<WireU64>,
     nonce: Option<String>,
+    to: Option<String>,
+    name: Option<String>,
 }
 
 /// The `t` values of [`ClientV2`].
@@ -210,6 +321,14 @@ enum ClientKind {
     Who,
     Leave,
     Echo,
+    Me,
+    Topic,
+    Dm,
+    Kick,
+    Ban,
+    Host,
+    Away,
+    Back,
     /// Refused after reading, without quoting: the derived refusal copies the unknown type
     /// name (attacker-chosen, up to a whole datagram) into the error message.
     #[serde(other)]
@@ -240,6 +359,31 @@ impl<'de> Deserialize<'de> for ClientV2 {
             ClientKind::Echo => Self::Echo {
                 nonce: required(wire.nonce, "nonce")?,
             },
+            ClientKind::Me => Self::Me {
+                seq: required(wire.seq, "seq")?.get(),
+                text: required(wire.text, "text")?,
+            },
+            ClientKind::Topic => Self::Topic {
+                text: required(wire.text, "text")?,
+            },
+            ClientKind::Away => Self::Away {
+                text: required(wire.text, "text")?,
+            },
+            ClientKind::Back => Self::Back,
+            ClientKind::Kick => Self::Kick {
+                name: required(wire.name, "name")?,
+            },
+            ClientKind::Ban => Self::Ban {
+                name: required(wire.name, "name")?,
+            },
+            ClientKind::Host => Self::Host {
+                name: required(wire.name, "name")?,
+            },
+            ClientKind::Dm => Self::Dm {
+                seq: required(wire.seq, "seq")?.get(),
+                to: required(wire.to, "to")?,
+                text: required(wire.text, "text")?,
+            },
             ClientKind::Unknown => return Err(unknown_type()),
         })
     }
@@ -263,6 +407,12 @@ struct ServerWire {
     message: Option<String>,
     more: Option<WireMore>,
     nonce: Option<String>,
+    me: Option<WireBool>,
+    to: Option<String>,
+    topic: Option<String>,
+    by: Option<String>,
+    ban: Option<WireBool>,
+    away: Option<BTreeMap<String, String>>,
 }
 
 /// `more` is a boolean in `history` and a count in `members`; the flat struct reads either
@@ -318,6 +468,11 @@ enum ServerKind {
     Error,
     Challenge,
     Moved,
+    Topic,
+    Skip,
+    Kicked,
+    Host,
+    Away,
     /// Refused after reading, like [`ClientKind::Unknown`].
     #[serde(other)]
     Unknown,
@@ -330,12 +485,14 @@ enum ServerKind {
 enum WireReason {
     Leave,
     Timeout,
+    Kicked,
+    Banned,
     HostLeft,
     HostTimeout,
     ServerShutdown,
 }
 
-const LEAVE_REASONS: &[&str] = &["leave", "timeout"];
+const LEAVE_REASONS: &[&str] = &["leave", "timeout", "kicked", "banned"];
 const CLOSE_REASONS: &[&str] = &["host_left", "host_timeout", "server_shutdown"];
 
 impl WireReason {
@@ -343,6 +500,8 @@ impl WireReason {
         match self {
             Self::Leave => "leave",
             Self::Timeout => "timeout",
+            Self::Kicked => "kicked",
+            Self::Banned => "banned",
             Self::HostLeft => "host_left",
             Self::HostTimeout => "host_timeout",
             Self::ServerShutdown => "server_shutdown",
@@ -353,6 +512,8 @@ impl WireReason {
         match self {
             Self::Leave => Ok(LeaveReason::Leave),
             Self::Timeout => Ok(LeaveReason::Timeout),
+            Self::Kicked => Ok(LeaveReason::Kicked),
+            Self::Banned => Ok(LeaveReason::Banned),
             other => Err(E::unknown_variant(other.name(), LEAVE_REASONS)),
         }
     }
@@ -380,6 +541,8 @@ impl<'de> Deserialize<'de> for ServerV2 {
                 from: required(wire.from, "from")?,
                 text: required(wire.text, "text")?,
                 ts: required(wire.ts, "ts")?.get(),
+                me: wire.me.is_some_and(|me| me.0),
+                to: wire.to,
             }),
             ServerKind::History => Self::History {
                 messages: required(wire.messages, "messages")?,
@@ -410,11 +573,31 @@ impl<'de> Deserialize<'de> for ServerV2 {
                         return Err(de::Error::custom("`more` must be a count"));
                     }
                 },
+                topic: wire.topic,
+                away: wire.away.unwrap_or_default(),
+            },
+            ServerKind::Away => Self::Away {
+                name: required(wire.name, "name")?,
+                text: wire.text,
+            },
+            ServerKind::Topic => Self::Topic {
+                name: required(wire.name, "name")?,
+                text: required(wire.text, "text")?,
             },
             ServerKind::Challenge => Self::Challenge {
                 nonce: required(wire.nonce, "nonce")?,
             },
             ServerKind::Moved => Self::Moved,
+            ServerKind::Skip => Self::Skip {
+                id: required(wire.id, "id")?.get(),
+            },
+            ServerKind::Kicked => Self::Kicked {
+                by: required(wire.by, "by")?,
+                ban: wire.ban.is_some_and(|ban| ban.0),
+            },
+            ServerKind::Host => Self::Host {
+                name: required(wire.name, "name")?,
+            },
             ServerKind::Pong => Self::Pong {
                 id: required(wire.id, "id")?.get(),
             },
@@ -464,6 +647,47 @@ fn read_object<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 )]
 fn is_zero(count: &u64) -> bool {
     *count == 0
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_false(flag: &bool) -> bool {
+    !*flag
+}
+
+fn read_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    WireBool::deserialize(deserializer).map(|flag| flag.0)
+}
+
+/// A JSON boolean, read like [`WireU64`] so that a string in its place is refused without
+/// quoting it.
+#[derive(Clone, Copy)]
+struct WireBool(bool);
+
+impl<'de> Deserialize<'de> for WireBool {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BoolVisitor;
+
+        impl<'de> Visitor<'de> for BoolVisitor {
+            type Value = WireBool;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a boolean")
+            }
+
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<WireBool, E> {
+                Ok(WireBool(value))
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<WireBool, E> {
+                Err(E::invalid_type(Unexpected::Other("a string"), &self))
+            }
+        }
+
+        deserializer.deserialize_any(BoolVisitor)
+    }
 }
 
 fn unknown_type<E: de::Error>() -> E {
@@ -528,6 +752,8 @@ mod tests {
             from: "alice".into(),
             text: "hi".into(),
             ts: 5,
+            me: false,
+            to: None,
         });
         assert_eq!(
             serde_json::to_string(&msg).unwrap(),
@@ -546,6 +772,8 @@ mod tests {
             names: vec!["alice".into()],
             host: "alice".into(),
             more: 0,
+            topic: None,
+            away: Default::default(),
         };
         assert_eq!(
             serde_json::to_string(&members).unwrap(),
@@ -570,6 +798,70 @@ mod tests {
         );
         let register: ClientV2 = serde_json::from_str(r#"{"t":"register"}"#).unwrap();
         assert_eq!(register, ClientV2::Register { last_id: None });
+    }
+
+    #[test]
+    fn actions_and_topics_have_their_wire_forms() {
+        let me: ClientV2 = serde_json::from_str(r#"{"t":"me","seq":4,"text":"waves"}"#).unwrap();
+        assert_eq!(
+            me,
+            ClientV2::Me {
+                seq: 4,
+                text: "waves".into()
+            }
+        );
+        let action = ServerV2::Msg(ChatMessage {
+            id: 17,
+            from: "alice".into(),
+            text: "waves".into(),
+            ts: 5,
+            me: true,
+            to: None,
+        });
+        let json = r#"{"t":"msg","id":17,"from":"alice","text":"waves","ts":5,"me":true}"#;
+        assert_eq!(serde_json::to_string(&action).unwrap(), json);
+        assert_eq!(serde_json::from_str::<ServerV2>(json).unwrap(), action);
+        let topic: ClientV2 = serde_json::from_str(r#"{"t":"topic","text":"hi"}"#).unwrap();
+        assert_eq!(topic, ClientV2::Topic { text: "hi".into() });
+        let event = ServerV2::Topic {
+            name: "bob".into(),
+            text: String::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"t":"topic","name":"bob","text":""}"#
+        );
+        let members = ServerV2::Members {
+            names: vec!["a".into()],
+            host: "a".into(),
+            more: 0,
+            topic: Some("x".into()),
+            away: Default::default(),
+        };
+        assert_eq!(
+            serde_json::to_string(&members).unwrap(),
+            r#"{"t":"members","names":["a"],"host":"a","topic":"x"}"#
+        );
+        let dm: ClientV2 =
+            serde_json::from_str(r#"{"t":"dm","seq":5,"to":"Bob","text":"six"}"#).unwrap();
+        assert_eq!(
+            dm,
+            ClientV2::Dm {
+                seq: 5,
+                to: "Bob".into(),
+                text: "six".into()
+            }
+        );
+        assert!(serde_json::from_str::<ClientV2>(r#"{"t":"dm","seq":5,"text":"six"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&ServerV2::Skip { id: 18 }).unwrap(),
+            r#"{"t":"skip","id":18}"#
+        );
+        // A string where a flag belongs is refused without being quoted.
+        let long = "\u{7f}".repeat(100);
+        let json = format!(r#"{{"t":"msg","id":1,"from":"a","text":"","ts":1,"me":"{long}"}}"#);
+        let error = serde_json::from_str::<ServerV2>(&json).unwrap_err();
+        assert!(error.to_string().len() < 100, "{error}");
     }
 
     #[test]

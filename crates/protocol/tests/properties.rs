@@ -67,12 +67,22 @@ fn frame() -> impl Strategy<Value = Frame> {
 }
 
 fn chat_message() -> impl Strategy<Value = ChatMessage> {
-    (any::<u64>(), text(32), text(200), any::<u64>()).prop_map(|(id, from, text, ts)| ChatMessage {
-        id,
-        from,
-        text,
-        ts,
-    })
+    (
+        any::<u64>(),
+        text(32),
+        text(200),
+        any::<u64>(),
+        any::<bool>(),
+        proptest::option::of(text(32)),
+    )
+        .prop_map(|(id, from, text, ts, me, to)| ChatMessage {
+            id,
+            from,
+            text,
+            ts,
+            me,
+            to,
+        })
 }
 
 fn client_v2() -> impl Strategy<Value = ClientV2> {
@@ -86,11 +96,28 @@ fn client_v2() -> impl Strategy<Value = ClientV2> {
         Just(ClientV2::Who),
         Just(ClientV2::Leave),
         text(40).prop_map(|nonce| ClientV2::Echo { nonce }),
+        (any::<u64>(), text(3000)).prop_map(|(seq, text)| ClientV2::Me { seq, text }),
+        text(200).prop_map(|text| ClientV2::Topic { text }),
+        (any::<u64>(), text(32), text(3000)).prop_map(|(seq, to, text)| ClientV2::Dm {
+            seq,
+            to,
+            text
+        }),
+        text(32).prop_map(|name| ClientV2::Kick { name }),
+        text(100).prop_map(|text| ClientV2::Away { text }),
+        Just(ClientV2::Back),
+        text(32).prop_map(|name| ClientV2::Ban { name }),
+        text(32).prop_map(|name| ClientV2::Host { name }),
     ]
 }
 
 fn server_v2() -> impl Strategy<Value = ServerV2> {
-    let leave_reason = prop_oneof![Just(LeaveReason::Leave), Just(LeaveReason::Timeout)];
+    let leave_reason = prop_oneof![
+        Just(LeaveReason::Leave),
+        Just(LeaveReason::Timeout),
+        Just(LeaveReason::Kicked),
+        Just(LeaveReason::Banned)
+    ];
     let close_reason = prop_oneof![
         Just(CloseReason::HostLeft),
         Just(CloseReason::HostTimeout),
@@ -115,9 +142,31 @@ fn server_v2() -> impl Strategy<Value = ServerV2> {
         (
             proptest::collection::vec(text(32), 0..16),
             text(32),
-            any::<u64>()
+            any::<u64>(),
+            proptest::option::of(text(200))
         )
-            .prop_map(|(names, host, more)| ServerV2::Members { names, host, more }),
+            .prop_map(|(names, host, more, topic)| ServerV2::Members {
+                names,
+                host,
+                more,
+                topic,
+                away: Default::default(),
+            }),
+        proptest::collection::btree_map(text(32), text(100), 0..4).prop_map(|away| {
+            ServerV2::Members {
+                names: away.keys().cloned().collect(),
+                host: String::new(),
+                more: 0,
+                topic: None,
+                away,
+            }
+        }),
+        (text(32), proptest::option::of(text(100)))
+            .prop_map(|(name, text)| ServerV2::Away { name, text }),
+        (text(32), text(200)).prop_map(|(name, text)| ServerV2::Topic { name, text }),
+        any::<u64>().prop_map(|id| ServerV2::Skip { id }),
+        (text(32), any::<bool>()).prop_map(|(by, ban)| ServerV2::Kicked { by, ban }),
+        text(32).prop_map(|name| ServerV2::Host { name }),
         text(40).prop_map(|nonce| ServerV2::Challenge { nonce }),
         Just(ServerV2::Moved),
         any::<u64>().prop_map(|id| ServerV2::Pong { id }),

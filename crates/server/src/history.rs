@@ -94,6 +94,7 @@ impl HistoryStore {
                  DROP INDEX IF EXISTS messages_by_member;",
             )
             .map_err(open_error)?;
+        migrate(&connection).map_err(open_error)?;
         // Touch the table so that a file that is not a database fails here, at start-up.
         connection
             .query_row("SELECT count(*) FROM messages LIMIT 1", [], |_| Ok(()))
@@ -138,8 +139,9 @@ impl HistoryStore {
         let transaction = self.connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(
-                "INSERT OR REPLACE INTO messages (room_uid, id, member_uid, seq, sender, text, ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO messages
+                     (room_uid, id, member_uid, seq, sender, text, ts, me, recipient, recipient_uid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for stored in batch.clone() {
                 insert.execute(params![
@@ -150,6 +152,9 @@ impl HistoryStore {
                     stored.message.from,
                     stored.message.text,
                     to_sql(stored.message.ts),
+                    stored.message.me,
+                    stored.message.to,
+                    stored.recipient_uid.map(to_sql),
                 ])?;
             }
             let mut trim = transaction
@@ -194,7 +199,7 @@ impl HistoryStore {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, HistoryError> {
         self.query(
-            "SELECT room_uid, id, member_uid, seq, sender, text, ts FROM messages
+            "SELECT room_uid, id, member_uid, seq, sender, text, ts, me, recipient, recipient_uid FROM messages
              WHERE room_uid = ?1 AND id > ?2 AND id <= ?3 ORDER BY id ASC LIMIT ?4",
             params![to_sql(room_uid), to_sql(after), to_sql(upto), limit as i64],
         )
@@ -208,11 +213,27 @@ impl HistoryStore {
         before: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<StoredMessage>, bool), HistoryError> {
+        self.page_for(room_uid, before, limit, None)
+    }
+
+    /// [`page`](Self::page) as the member with stable id `reader` may read it: without the
+    /// direct messages between others (with `None`, everything).
+    pub fn page_for(
+        &self,
+        room_uid: u64,
+        before: Option<u64>,
+        limit: usize,
+        reader: Option<u64>,
+    ) -> Result<(Vec<StoredMessage>, bool), HistoryError> {
         let before = before.map_or(i64::MAX, to_sql);
+        let everything = reader.is_none();
+        let reader = reader.map_or(-1, to_sql);
         let mut newest_first = self.query(
-            "SELECT room_uid, id, member_uid, seq, sender, text, ts FROM messages
-             WHERE room_uid = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-            params![to_sql(room_uid), before, limit as i64 + 1],
+            "SELECT room_uid, id, member_uid, seq, sender, text, ts, me, recipient, recipient_uid FROM messages
+             WHERE room_uid = ?1 AND id < ?2
+               AND (?5 OR recipient_uid IS NULL OR recipient_uid = ?4 OR member_uid = ?4)
+             ORDER BY id DESC LIMIT ?3",
+            params![to_sql(room_uid), before, limit as i64 + 1, reader, everything],
         )?;
         let more = newest_first.len() > limit;
         newest_first.truncate(limit);
@@ -225,7 +246,7 @@ impl HistoryStore {
     /// then write a second B-tree, on the busiest path the database has.)
     pub fn recent(&self, room_uid: u64, limit: usize) -> Result<Vec<StoredMessage>, HistoryError> {
         self.query(
-            "SELECT room_uid, id, member_uid, seq, sender, text, ts FROM messages
+            "SELECT room_uid, id, member_uid, seq, sender, text, ts, me, recipient, recipient_uid FROM messages
              WHERE room_uid = ?1 ORDER BY id DESC LIMIT ?2",
             params![to_sql(room_uid), limit as i64],
         )
@@ -277,16 +298,51 @@ impl HistoryStore {
                 room_uid: from_sql(row.get(0)?),
                 member_uid: from_sql(row.get(2)?),
                 seq: row.get::<_, Option<i64>>(3)?.map(from_sql),
+                recipient_uid: row.get::<_, Option<i64>>(9)?.map(from_sql),
                 message: ChatMessage {
                     id: from_sql(row.get(1)?),
                     from: row.get(4)?,
                     text: row.get(5)?,
                     ts: from_sql(row.get(6)?),
+                    me: row.get(7)?,
+                    to: row.get(8)?,
                 },
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Columns added since the first schema, each with the `ALTER TABLE` that adds it to an
+/// older database: `me` (an action, `/me`) and `recipient` (a direct message's recipient,
+/// by the name it had, and `recipient_uid`, by its stable id; NULL for the whole room).
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    (
+        "me",
+        "ALTER TABLE messages ADD COLUMN me INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "recipient",
+        "ALTER TABLE messages ADD COLUMN recipient TEXT",
+    ),
+    (
+        "recipient_uid",
+        "ALTER TABLE messages ADD COLUMN recipient_uid INTEGER",
+    ),
+];
+
+/// Brings a database made by an older version up to the current schema.
+fn migrate(connection: &Connection) -> Result<(), rusqlite::Error> {
+    let mut statement = connection.prepare("SELECT name FROM pragma_table_info('messages')")?;
+    let present: Vec<String> = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (column, alter) in ADDED_COLUMNS {
+        if !present.iter().any(|name| name == column) {
+            connection.execute_batch(alter)?;
+        }
+    }
+    Ok(())
 }
 
 /// What a restore reads, through the engine's read-only view of the history.
@@ -320,6 +376,7 @@ mod tests {
 
     fn message(room_uid: u64, id: u64, seq: u64) -> StoredMessage {
         StoredMessage {
+            recipient_uid: None,
             room_uid,
             member_uid: 7,
             seq: Some(seq),
@@ -328,6 +385,8 @@ mod tests {
                 from: "alice".into(),
                 text: format!("message {id}"),
                 ts: 1000 + id,
+                me: false,
+                to: None,
             },
         }
     }
@@ -377,6 +436,54 @@ mod tests {
         store.retain_rooms(&[2]).unwrap();
         assert_eq!(store.latest_id(1).unwrap(), 0);
         assert_eq!(store.latest_id(2).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_page_leaves_out_direct_messages_between_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = HistoryStore::open(&dir.path().join("h.db")).unwrap();
+        let mut direct = message(1, 2, 2);
+        direct.recipient_uid = Some(8);
+        direct.message.to = Some("bob".into());
+        let batch = [message(1, 1, 1), direct, message(1, 3, 3)];
+        store.store(&batch, 100).unwrap();
+        let ids = |reader| -> Vec<u64> {
+            let (page, _) = store.page_for(1, None, 10, reader).unwrap();
+            page.iter().map(|m| m.message.id).collect()
+        };
+        assert_eq!(ids(None), [1, 2, 3]);
+        assert_eq!(ids(Some(7)), [1, 2, 3], "the sender reads it");
+        assert_eq!(ids(Some(8)), [1, 2, 3], "the recipient reads it");
+        assert_eq!(ids(Some(9)), [1, 3], "nobody else does");
+        let (page, _) = store.page_for(1, None, 10, Some(8)).unwrap();
+        assert_eq!(page[1].recipient_uid, Some(8));
+        assert_eq!(page[1].message.to.as_deref(), Some("bob"));
+    }
+
+    #[test]
+    fn a_database_from_before_actions_and_direct_messages_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE messages (
+                 room_uid INTEGER NOT NULL, id INTEGER NOT NULL, member_uid INTEGER NOT NULL,
+                 seq INTEGER, sender TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL,
+                 PRIMARY KEY (room_uid, id)
+             ) WITHOUT ROWID;
+             INSERT INTO messages VALUES (1, 1, 7, 1, 'alice', 'from before', 5);",
+        )
+        .unwrap();
+        drop(old);
+        let mut store = HistoryStore::open(&path).unwrap();
+        store.store(&[message(1, 2, 2)], 100).unwrap();
+        let (page, _) = store.page_for(1, None, 10, Some(9)).unwrap();
+        assert_eq!(page.len(), 2);
+        assert_eq!(page[0].message.text, "from before");
+        assert!(!page[0].message.me && page[0].recipient_uid.is_none());
+        drop(store);
+        // Opening it again finds the columns there.
+        HistoryStore::open(&path).unwrap();
     }
 
     #[test]

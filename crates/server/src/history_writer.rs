@@ -235,11 +235,20 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
             after,
             upto,
             to,
+            reader_uid,
         } => match store.range(room_uid, after, upto, usize::MAX) {
             Ok(messages) => {
                 for stored in messages {
+                    let readable = stored
+                        .recipient_uid
+                        .is_none_or(|to| to == reader_uid || stored.member_uid == reader_uid);
                     out.unicast(to, |buf| {
-                        ucrp::encode_v2_msg(&stored.message, buf);
+                        if readable {
+                            ucrp::encode_v2_msg(&stored.message, buf);
+                        } else {
+                            // A direct message between two others: its id is used, nothing more.
+                            crate::engine::direct::skip_frame(stored.message.id, buf);
+                        }
                         Ok(())
                     });
                 }
@@ -251,7 +260,8 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
             before,
             limit,
             to,
-        } => match store.page(room_uid, before, limit) {
+            reader_uid,
+        } => match store.page_for(room_uid, before, limit, Some(reader_uid)) {
             Ok((messages, more)) => {
                 let frame = history_frame(messages, more);
                 out.unicast(to, |buf| {
@@ -314,6 +324,7 @@ mod tests {
     fn history_pages_always_fit_in_a_datagram() {
         let stored: Vec<StoredMessage> = (1..=100)
             .map(|id| StoredMessage {
+                recipient_uid: None,
                 room_uid: 1,
                 member_uid: 1,
                 seq: None,
@@ -322,6 +333,8 @@ mod tests {
                     from: "someone".into(),
                     text: "x".repeat(200),
                     ts: 0,
+                    me: false,
+                    to: None,
                 },
             })
             .collect();

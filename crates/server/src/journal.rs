@@ -194,6 +194,20 @@ impl Replay {
                     member.host = member.uid == uid;
                 }
             }
+            StateChange::AddressesBanned { room, addresses } => {
+                let target = self
+                    .rooms
+                    .get_mut(&room)
+                    .ok_or_else(|| unknown_room(&room))?;
+                target.room.banned.extend(addresses);
+            }
+            StateChange::TopicChanged { room, topic } => {
+                let target = self
+                    .rooms
+                    .get_mut(&room)
+                    .ok_or_else(|| unknown_room(&room))?;
+                target.room.topic = topic;
+            }
             StateChange::MemberRegistered {
                 room,
                 uid,

@@ -174,6 +174,8 @@ mod tests {
             uid: 9,
             kind: RoomKind::Public,
             created_at_ms: 7,
+            topic: None,
+            banned: Vec::new(),
             members: vec![PersistedMember {
                 username: "alice".into(),
                 uid: 3,

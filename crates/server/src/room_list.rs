@@ -59,6 +59,7 @@ mod tests {
                 name: format!("{i:05}{}", "r".repeat(name_len - 5)),
                 members: 256,
                 private: false,
+                topic: None,
             })
             .collect()
     }

@@ -511,6 +511,8 @@
     error: onError,
     room_closed: onRoomClosed,
     moved: onMoved,
+    skip: onSkip,
+    topic: onTopic,
   };
 
   function handleFrame(data) {
@@ -536,6 +538,20 @@
     noteId(m.id);
     hideTyping(m.from);
     if (!shown.has(m.id)) showMessage(m);
+  }
+
+  /** A direct message between two others: its id is used, there is nothing to show. */
+  function onSkip(s) {
+    if (!Number.isInteger(s.id) || s.id <= 0) return;
+    receivedSincePing += 1;
+    replayHigh = Math.max(replayHigh, s.id);
+    noteId(s.id);
+    shown.add(s.id);
+  }
+
+  function onTopic(t) {
+    if (typeof t.name !== 'string' || typeof t.text !== 'string') return;
+    addNotice(t.text === '' ? t.name + ' cleared the topic' : t.name + ' set the topic: ' + t.text);
   }
 
   /** Keeps lastId (the newest id seen) and notices gaps, which it asks the server to replay. */
@@ -689,10 +705,10 @@
     if (m.from === session.name) el.classList.add('mine');
     const from = document.createElement('span');
     from.className = 'from';
-    from.textContent = m.from;
+    from.textContent = m.me ? '* ' + m.from : typeof m.to === 'string' ? m.from + ' -> ' + m.to : m.from;
     const text = document.createElement('span');
     text.className = 'text';
-    text.textContent = m.text;
+    text.textContent = m.me ? m.text : typeof m.to === 'string' ? '(private) ' + m.text : m.text;
     const time = document.createElement('time');
     const when = Number.isFinite(m.ts) ? new Date(m.ts) : new Date();
     time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });

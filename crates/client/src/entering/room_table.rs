@@ -20,10 +20,22 @@ pub fn table(list: &RoomList) -> Vec<String> {
         .chain([ROOM_HEADER.len()])
         .max()
         .unwrap_or_default();
-    let mut lines = vec![row(ROOM_HEADER, width, "MEMBERS", "ACCESS")];
+    // A topic column only when some room has a topic.
+    let topics = list.rooms.iter().any(|room| room.topic.is_some());
+    // Where the topic column starts: after the widest access, `password`.
+    let topic_at = row(ROOM_HEADER, width, "", "password").len();
+    let mut header = row(ROOM_HEADER, width, "MEMBERS", "ACCESS");
+    if topics {
+        header = format!("{header:<topic_at$}  TOPIC");
+    }
+    let mut lines = vec![header];
     for (room, name) in list.rooms.iter().zip(&names) {
         let access = if room.private { "password" } else { "open" };
-        lines.push(row(name, width, &room.members.to_string(), access));
+        let mut line = row(name, width, &room.members.to_string(), access);
+        if let Some(topic) = room.topic.as_deref().filter(|_| topics) {
+            line = format!("{line:<topic_at$}  {}", sanitize(topic));
+        }
+        lines.push(line);
     }
     lines
 }
@@ -54,11 +66,13 @@ mod tests {
                     name: "lobby".into(),
                     members: 3,
                     private: false,
+                    topic: None,
                 },
                 RoomSummary {
                     name: "den".into(),
                     members: 12,
                     private: true,
+                    topic: None,
                 },
             ],
         };
@@ -68,6 +82,32 @@ mod tests {
                 "ROOM   MEMBERS  ACCESS",
                 "lobby        3  open",
                 "den         12  password",
+            ]
+        );
+    }
+
+    #[test]
+    fn topics_get_a_column_of_their_own_when_a_room_has_one() {
+        let room = |name: &str, private, topic: Option<&str>| RoomSummary {
+            name: name.into(),
+            members: 2,
+            private,
+            topic: topic.map(Into::into),
+        };
+        let list = RoomList {
+            rooms: vec![
+                room("lobby", false, Some("release\u{7}day")),
+                room("den", true, None),
+                room("attic", true, Some("dust")),
+            ],
+        };
+        assert_eq!(
+            table(&list),
+            [
+                "ROOM   MEMBERS  ACCESS    TOPIC",
+                "lobby        2  open      release\u{FFFD}day",
+                "den          2  password",
+                "attic        2  password  dust",
             ]
         );
     }

@@ -3,6 +3,7 @@
 //! network goes through on its way to the screen, whatever the version.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use chat_protocol::v2::{ChatMessage, CloseReason, LeaveReason, V2ErrorCode};
 use chrono::{DateTime, Local, TimeZone};
@@ -19,7 +20,14 @@ pub struct LineStyle {
 
 /// One chat line.
 pub fn chat_line(message: &ChatMessage, style: LineStyle) -> String {
-    let body = format!("{}: {}", sanitize(&message.from), sanitize(&message.text));
+    let body = if message.me {
+        format!("* {} {}", sanitize(&message.from), sanitize(&message.text))
+    } else if let Some(to) = &message.to {
+        let (from, to) = (sanitize(&message.from), sanitize(to));
+        format!("{from} -> {to} (private): {}", sanitize(&message.text))
+    } else {
+        format!("{}: {}", sanitize(&message.from), sanitize(&message.text))
+    };
     if style.clock {
         format!("[{}] {body}", local_clock(message.ts))
     } else {
@@ -53,14 +61,29 @@ pub fn notice(text: &str) -> String {
 
 /// `alice (host), bob`.
 pub fn member_list(names: &[String], host: &str, more: u64) -> String {
+    member_list_away(names, host, more, &BTreeMap::new())
+}
+
+/// `alice (host), bob (away: lunch), carol (away)`.
+pub fn member_list_away(
+    names: &[String],
+    host: &str,
+    more: u64,
+    away: &BTreeMap<String, String>,
+) -> String {
     let mut list = names
         .iter()
         .map(|name| {
+            let mut shown = sanitize(name).into_owned();
             if name == host {
-                format!("{name} (host)")
-            } else {
-                name.clone()
+                shown.push_str(" (host)");
             }
+            match away.get(name).map(String::as_str) {
+                Some("") => shown.push_str(" (away)"),
+                Some(text) => shown.push_str(&format!(" (away: {})", sanitize(text))),
+                None => {}
+            }
+            shown
         })
         .collect::<Vec<_>>()
         .join(", ");
@@ -76,6 +99,44 @@ pub fn here_now(names: &[String], host: &str, more: u64) -> String {
     notice(&format!("here now: {}", member_list(names, host, more)))
 }
 
+/// Whether `text` names `me`: the name as a word of its own (any case, `@` in front or not).
+pub fn mentions(text: &str, me: &str) -> bool {
+    let (text, me) = (text.to_lowercase(), me.to_lowercase());
+    if me.is_empty() {
+        return false;
+    }
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    text.match_indices(&me).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + me.len()..].chars().next();
+        !word(before) && !word(after)
+    })
+}
+
+/// A line that names this member, as a terminal shows it: in reverse video, after a bell
+/// when `bell`.
+pub fn highlighted(line: &str, bell: bool) -> String {
+    let bell = if bell { "\u{7}" } else { "" };
+    format!("{bell}\u{1b}[7m{line}\u{1b}[0m")
+}
+
+/// The date line a terminal shows before the first message of a day, `* Tuesday 1 December
+/// 2026`, in the local time zone; None for a timestamp out of range.
+pub fn day_line(ts_ms: u64) -> Option<(chrono::NaiveDate, String)> {
+    day_in(ts_ms, &Local)
+}
+
+/// [`day_line`] in `zone`.
+pub fn day_in<Tz: TimeZone>(ts_ms: u64, zone: &Tz) -> Option<(chrono::NaiveDate, String)> {
+    let instant = DateTime::from_timestamp_millis(i64::try_from(ts_ms).ok()?)?;
+    let local = instant.with_timezone(zone);
+    let day = local.date_naive();
+    Some((day, notice(&day.format("%A %-d %B %Y").to_string())))
+}
+
+/// What a terminal shows between the messages replayed on entering and the new ones.
+pub const NEW_MESSAGES_MARKER: &str = "* ---- new messages ----";
+
 /// `* bob joined`.
 pub fn joined(name: &str) -> String {
     notice(&format!("{name} joined"))
@@ -86,6 +147,8 @@ pub fn left(name: &str, reason: LeaveReason, pair: bool) -> String {
     let what = match reason {
         LeaveReason::Leave => "left",
         LeaveReason::Timeout => "timed out",
+        LeaveReason::Kicked => "was kicked out by the host",
+        LeaveReason::Banned => "was banned by the host",
     };
     if pair {
         notice(&format!("{name} {what}; type /next to meet someone new"))
@@ -113,7 +176,10 @@ pub fn refused(code: V2ErrorCode, server_message: &str, text: &str) -> String {
     let why = match code {
         V2ErrorCode::RateLimited => "you are sending too fast".to_owned(),
         V2ErrorCode::TooLarge => "the message is too long".to_owned(),
-        V2ErrorCode::Invalid | V2ErrorCode::NoRoom => {
+        V2ErrorCode::Invalid
+        | V2ErrorCode::NoRoom
+        | V2ErrorCode::NoSuchMember
+        | V2ErrorCode::NotHost => {
             format!("the server refused it ({server_message})")
         }
     };
@@ -155,6 +221,8 @@ mod tests {
             from: from.into(),
             text: text.into(),
             ts,
+            me: false,
+            to: None,
         }
     }
 
@@ -162,6 +230,65 @@ mod tests {
     fn chat_lines_are_name_colon_text_for_pipes() {
         let line = chat_line(&message("alice", "hello", 0), LineStyle::default());
         assert_eq!(line, "alice: hello");
+    }
+
+    #[test]
+    fn actions_read_as_notices_about_their_sender() {
+        let action = ChatMessage {
+            me: true,
+            ..message("alice", "waves", 0)
+        };
+        assert_eq!(chat_line(&action, LineStyle::default()), "* alice waves");
+        let line = chat_line(&action, LineStyle { clock: true });
+        assert!(line.ends_with("] * alice waves"), "{line}");
+    }
+
+    #[test]
+    fn mentions_are_whole_words_in_any_case() {
+        assert!(mentions("hey bob, look", "bob"));
+        assert!(mentions("@Bob!", "bob"));
+        assert!(mentions("BOB", "bob"));
+        assert!(!mentions("bobby tables", "bob"));
+        assert!(!mentions("kebob", "bob"));
+        assert!(mentions("émilie?", "Émilie"));
+        assert_eq!(highlighted("x", true), "\u{7}\u{1b}[7mx\u{1b}[0m");
+        assert_eq!(highlighted("x", false), "\u{1b}[7mx\u{1b}[0m");
+    }
+
+    #[test]
+    fn days_are_named_in_the_local_zone() {
+        // 2021-01-01T23:30:00Z: still Friday in London, Saturday in Paris.
+        let ts = 1_609_543_800_000;
+        let utc = FixedOffset::east_opt(0).unwrap();
+        let paris = FixedOffset::east_opt(3600).unwrap();
+        assert_eq!(day_in(ts, &utc).unwrap().1, "* Friday 1 January 2021");
+        assert_eq!(day_in(ts, &paris).unwrap().1, "* Saturday 2 January 2021");
+        assert!(day_in(u64::MAX, &utc).is_none());
+    }
+
+    #[test]
+    fn away_members_are_marked_in_the_list() {
+        let names = vec!["alice".to_owned(), "bob".to_owned(), "carol".to_owned()];
+        let away = BTreeMap::from([
+            ("bob".to_owned(), "lunch".to_owned()),
+            ("carol".to_owned(), String::new()),
+        ]);
+        assert_eq!(
+            member_list_away(&names, "alice", 0, &away),
+            "alice (host), bob (away: lunch), carol (away)"
+        );
+    }
+
+    #[test]
+    fn direct_messages_name_both_ends() {
+        let direct = ChatMessage {
+            to: Some("bob".into()),
+            ..message("alice", "see you", 0)
+        };
+        assert_eq!(
+            chat_line(&direct, LineStyle::default()),
+            "alice -> bob (private): see you"
+        );
     }
 
     #[test]

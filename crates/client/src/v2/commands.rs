@@ -5,14 +5,24 @@ use chat_protocol::limits::MAX_HISTORY_PAGE;
 /// Messages `/history` asks for when no count is given.
 pub const DEFAULT_HISTORY: u32 = 20;
 
-/// The command list shown by `/help` and after an unknown command.
+/// The command list shown after an unknown command: the everyday ones, `/help` first, which
+/// lists them all.
 pub const COMMAND_LIST: &str = "/help, /who, /history [N], /next, /quit";
 
 /// `/help`, one notice per line.
-pub const HELP: [&str; 7] = [
+pub const HELP: [&str; 16] = [
     "commands:",
     "  /who          who is in the room",
+    "  /me TEXT      an action, shown as * yourname TEXT",
+    "  /msg NAME TEXT  a private message to NAME only (kept for the two of you)",
+    "  /topic [TEXT] show the room's topic, or set it (any member; /topic - clears it)",
     "  /history [N]  show N earlier messages (default 20, at most 100)",
+    "  /ignore [NAME]  hide NAME's messages on this screen (alone: list); /unignore NAME",
+    "  /away [TEXT]  mark yourself away (shown in /who); /back when you return",
+    "  host only:",
+    "  /kick NAME    remove NAME from the room (they may come back)",
+    "  /ban NAME     remove NAME and refuse their address for the room's life",
+    "  /host NAME    make NAME the host",
     "  /next         in a pair room: leave and meet someone new",
     "  /quit         leave the room (end of input does too)",
     "  /help         this list",
@@ -34,6 +44,27 @@ pub enum Typed {
     History(u32),
     /// `/next`.
     Next,
+    /// `/me TEXT`: an action.
+    Action(String),
+    /// `/topic`: show it (`None`); `/topic TEXT`: set it; `/topic -`: clear it (empty).
+    Topic(Option<String>),
+    /// `/kick NAME`, `/ban NAME`, `/host NAME`: the host's commands.
+    Moderate(Moderation, String),
+    /// `/ignore NAME` (`None`: list who is ignored).
+    Ignore(Option<String>),
+    /// `/unignore NAME`.
+    Unignore(String),
+    /// `/away [TEXT]` (empty: no reason).
+    Away(String),
+    /// `/back`.
+    Back,
+    /// `/msg NAME TEXT`: a direct message.
+    Direct {
+        /// The recipient's name.
+        to: String,
+        /// The text.
+        text: String,
+    },
     /// `/quit`.
     Quit,
     /// A command with an argument it does not take; the sentence says what is expected.
@@ -56,6 +87,40 @@ pub fn parse(line: &str) -> Typed {
     };
     let mut words = command.split_whitespace();
     let name = words.next().unwrap_or_default().to_lowercase();
+    // Everything after the command's name, for commands that take free text.
+    let rest = command
+        .trim_start()
+        .split_once(char::is_whitespace)
+        .map_or("", |(_, rest)| rest.trim());
+    match name.as_str() {
+        "me" if rest.is_empty() => return Typed::Misused("usage: /me TEXT, e.g. /me waves"),
+        "me" => return Typed::Action(rest.to_owned()),
+        "topic" if rest.is_empty() => return Typed::Topic(None),
+        "topic" if rest == "-" => return Typed::Topic(Some(String::new())),
+        "topic" => return Typed::Topic(Some(rest.to_owned())),
+        "kick" | "ban" | "host" | "unignore" if rest.is_empty() || rest.contains(' ') => {
+            return Typed::Misused(NAME_USAGE);
+        }
+        "kick" => return Typed::Moderate(Moderation::Kick, rest.to_owned()),
+        "ban" => return Typed::Moderate(Moderation::Ban, rest.to_owned()),
+        "host" => return Typed::Moderate(Moderation::Host, rest.to_owned()),
+        "unignore" => return Typed::Unignore(rest.to_owned()),
+        "away" => return Typed::Away(rest.to_owned()),
+        "back" if rest.is_empty() => return Typed::Back,
+        "ignore" if rest.is_empty() => return Typed::Ignore(None),
+        "ignore" if rest.contains(' ') => return Typed::Misused(NAME_USAGE),
+        "ignore" => return Typed::Ignore(Some(rest.to_owned())),
+        "msg" => {
+            return match rest.split_once(char::is_whitespace) {
+                Some((to, text)) if !text.trim().is_empty() => Typed::Direct {
+                    to: to.to_owned(),
+                    text: text.trim().to_owned(),
+                },
+                _ => Typed::Misused("usage: /msg NAME TEXT, e.g. /msg bob see you at six"),
+            };
+        }
+        _ => {}
+    }
     let argument = words.next();
     let extra = words.next().is_some();
     match (name.as_str(), argument) {
@@ -77,6 +142,19 @@ pub fn parse(line: &str) -> Typed {
         _ => Typed::Unknown(format!("/{name}")),
     }
 }
+
+/// What the host asks of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moderation {
+    /// `/kick`.
+    Kick,
+    /// `/ban`.
+    Ban,
+    /// `/host`.
+    Host,
+}
+
+const NAME_USAGE: &str = "usage: /kick NAME, /ban NAME, /host NAME, /ignore NAME, /unignore NAME";
 
 const HISTORY_USAGE: &str =
     "usage: /history [N], with N a number from 1 to 100 (the most the server sends at once)";
@@ -127,6 +205,62 @@ mod tests {
     fn unknown_commands_are_named() {
         assert_eq!(parse("/shrug"), Typed::Unknown("/shrug".into()));
         assert_eq!(parse("/"), Typed::Unknown("/".into()));
+    }
+
+    #[test]
+    fn actions_and_topics_take_the_rest_of_the_line() {
+        assert_eq!(
+            parse("/me  waves at  everyone "),
+            Typed::Action("waves at  everyone".into())
+        );
+        assert!(matches!(parse("/me"), Typed::Misused(_)));
+        assert!(matches!(parse("/ME   "), Typed::Misused(_)));
+        assert_eq!(parse("/topic"), Typed::Topic(None));
+        assert_eq!(parse("/topic -"), Typed::Topic(Some(String::new())));
+        assert_eq!(
+            parse("/Topic release day"),
+            Typed::Topic(Some("release day".into()))
+        );
+        assert_eq!(parse("/meet"), Typed::Unknown("/meet".into()));
+    }
+
+    #[test]
+    fn host_commands_and_ignore_take_one_name() {
+        assert_eq!(
+            parse("/kick bob"),
+            Typed::Moderate(Moderation::Kick, "bob".into())
+        );
+        assert_eq!(
+            parse("/BAN  bob "),
+            Typed::Moderate(Moderation::Ban, "bob".into())
+        );
+        assert_eq!(
+            parse("/host bob"),
+            Typed::Moderate(Moderation::Host, "bob".into())
+        );
+        assert!(matches!(parse("/kick"), Typed::Misused(_)));
+        assert!(matches!(parse("/kick bob carol"), Typed::Misused(_)));
+        assert_eq!(parse("/ignore"), Typed::Ignore(None));
+        assert_eq!(parse("/ignore eve"), Typed::Ignore(Some("eve".into())));
+        assert_eq!(parse("/unignore eve"), Typed::Unignore("eve".into()));
+        assert!(matches!(parse("/unignore"), Typed::Misused(_)));
+        assert_eq!(parse("/away"), Typed::Away(String::new()));
+        assert_eq!(parse("/away  at lunch "), Typed::Away("at lunch".into()));
+        assert_eq!(parse("/back"), Typed::Back);
+    }
+
+    #[test]
+    fn direct_messages_name_their_recipient_then_the_text() {
+        assert_eq!(
+            parse("/msg bob  see you at six "),
+            Typed::Direct {
+                to: "bob".into(),
+                text: "see you at six".into()
+            }
+        );
+        assert!(matches!(parse("/msg bob"), Typed::Misused(_)));
+        assert!(matches!(parse("/msg bob   "), Typed::Misused(_)));
+        assert!(matches!(parse("/msg"), Typed::Misused(_)));
     }
 
     #[test]

@@ -77,6 +77,7 @@ async fn chat_in_rooms(
             pair,
             style: LineStyle { clock: interactive },
             typing_notices: interactive,
+            bell: interactive && !cli.no_bell,
             message_capacity: link.message_capacity(),
             timing: Timing::default(),
         };

@@ -160,6 +160,8 @@ mod tests {
             from: "alice".into(),
             text: format!("message {id}"),
             ts: 0,
+            me: false,
+            to: None,
         }
     }
 
@@ -222,6 +224,8 @@ mod tests {
             from: "me".into(),
             text: "mine".into(),
             ts: 0,
+            me: false,
+            to: None,
         };
         let released = ordering.offer(own);
         assert_eq!(ids(&released), [1, 2]);

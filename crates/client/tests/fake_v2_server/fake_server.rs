@@ -135,6 +135,8 @@ impl FakeServer {
             names: names.iter().map(|name| (*name).to_owned()).collect(),
             host: names[0].to_owned(),
             more: 0,
+            topic: None,
+            away: Default::default(),
         });
         for message in history {
             self.send(&ServerV2::Msg(message.clone()));

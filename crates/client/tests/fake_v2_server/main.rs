@@ -20,6 +20,8 @@ fn chat(id: u64, from: &str, text: &str) -> ChatMessage {
         from: from.into(),
         text: text.into(),
         ts: 1_700_000_000_000,
+        me: false,
+        to: None,
     }
 }
 
@@ -165,6 +167,8 @@ fn commands_ask_the_server_and_print_its_answers() {
         names: vec!["alice".into(), "bob".into()],
         host: "alice".into(),
         more: 0,
+        topic: None,
+        away: Default::default(),
     });
     client.wait_for_line("* here now: alice (host), bob");
     client.send_line("/history 2");
@@ -240,6 +244,7 @@ fn rooms_prints_the_list_as_a_table() {
             name: "lobby".into(),
             members: 2,
             private: true,
+            topic: None,
         }],
     };
     let request = server.answer_handshake(&Compliance::accepted(), to_json_payload(&list));

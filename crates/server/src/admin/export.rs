@@ -56,6 +56,8 @@ pub fn export(
             from: row.get(1).map_err(failed)?,
             text: row.get(2).map_err(failed)?,
             ts: row.get::<_, i64>(3).map_err(failed)? as u64,
+            me: false,
+            to: None,
         };
         let line = match format {
             ExportFormat::Jsonl => {

@@ -15,6 +15,8 @@ fn room(n: u64) -> PersistedRoom {
         uid: n,
         kind: RoomKind::Public,
         created_at_ms: n,
+        topic: None,
+        banned: Vec::new(),
         members: vec![PersistedMember {
             username: "host".into(),
             uid: n,
@@ -96,6 +98,7 @@ fn export_writes_a_rooms_history_and_stops_quietly_when_the_reader_goes() {
     journal::compact(&state, &PersistedState::new(vec![room(7), room(8)])).unwrap();
     let stored: Vec<StoredMessage> = (1..=3)
         .map(|id| StoredMessage {
+            recipient_uid: None,
             room_uid: if id == 2 { 8 } else { 7 },
             member_uid: 7,
             seq: Some(id),
@@ -104,6 +107,8 @@ fn export_writes_a_rooms_history_and_stops_quietly_when_the_reader_goes() {
                 from: "host".into(),
                 text: format!("text {id}"),
                 ts: 1_764_583_200_000,
+                me: false,
+                to: None,
             },
         })
         .collect();
@@ -149,6 +154,8 @@ fn text_lines_are_one_line_and_escaped() {
         from: "eve\u{1b}[2J".into(),
         text: "two\nlines \\ tab\t".into(),
         ts: 1_764_583_200_123,
+        me: false,
+        to: None,
     };
     assert_eq!(
         text_line(&message),

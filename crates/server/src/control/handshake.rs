@@ -224,8 +224,16 @@ async fn join(
     peer: SocketAddr,
     context: &ControlContext,
 ) -> Result<Membership, Refusal> {
-    // Cheap checks first (names, room, capacity, name taken), so that a hopeless request
-    // never costs a password check.
+    // Cheap checks first (a ban, names, room, capacity, name taken), so that a hopeless
+    // request never costs a password check.
+    let banned = |engine: &crate::engine::Engine| {
+        if engine.is_banned(room_name, peer.ip()) {
+            Err(JoinError::Banned(room_name.to_owned()))
+        } else {
+            Ok(())
+        }
+    };
+    banned(&lock(&context.engine))?;
     let private =
         lock(&context.engine).check_join(room_name, &user.username, std::time::Instant::now())?;
     let verified_for = match private {
@@ -255,6 +263,8 @@ async fn join(
         }
     };
     let granted = context.outlet.apply(&context.engine, |engine, fx| {
+        // A ban may have come while the password was checked.
+        banned(engine)?;
         engine
             .join(room_name, &user.username, verified_for, shared::now(), fx)
             .map(|membership| (membership, engine.journal_seq()))

@@ -9,7 +9,7 @@
 use chat_protocol::limits::MAX_HISTORY_PAGE;
 use chat_protocol::v2::LeaveReason;
 
-use super::room::{MemberId, RoomId};
+use super::room::{MemberId, RoomId, Said};
 use super::seq_window::SeqStatus;
 use super::{DropReason, Effects, Endpoint, Engine, HistoryJob, Now};
 use crate::token::Token;
@@ -65,7 +65,7 @@ impl Engine {
         fx: &mut Effects,
     ) -> Result<(), DropReason> {
         let (room_id, member_id) = self.authorize(who, clock)?;
-        self.accept_chat(room_id, member_id, Some(seq), text, clock, fx)
+        self.accept_chat(room_id, member_id, Some(seq), text, Said::Line, clock, fx)
     }
 
     /// What became of the member's message `seq`: stored with an id, refused, or still on
@@ -122,6 +122,7 @@ impl Engine {
                 before,
                 limit,
                 to,
+                reader_uid: member.uid,
             });
         } else {
             super::replay::unicast_v2(
@@ -194,6 +195,6 @@ impl Engine {
         fx: &mut Effects,
     ) -> Result<(), DropReason> {
         let (room_id, member_id) = self.authorize(who, clock)?;
-        self.accept_chat(room_id, member_id, None, text, clock, fx)
+        self.accept_chat(room_id, member_id, None, text, Said::Line, clock, fx)
     }
 }

@@ -5,20 +5,20 @@
 //! [`SeqWindow`]: super::seq_window::SeqWindow
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use chat_protocol::ucrp::{self, NOTICE_SENDER};
 use chat_protocol::v2::{ChatMessage, ServerV2, V2ErrorCode};
 
+use super::direct;
 use super::durable::StateChange;
-use super::effects::Outbox;
 use super::memory;
-use super::replay::{NO_ROOM_TEXT, unicast_v2};
-use super::room::{CachedMessage, Member, MemberId, Room, RoomId};
+use super::refusals::{refusal_text, refuse_v2, warn_rate_limited};
+use super::replay::unicast_v2;
+use super::room::{CachedMessage, MemberId, Room, RoomId, Said};
 use super::seq_window::SeqStatus;
 use super::{
-    DropReason, Effects, Endpoint, Engine, HistoryJob, ID_RESERVATION, MAX_UNSTORED, Now,
-    PendingMessage, StoredMessage,
+    DropReason, Effects, Engine, HistoryJob, ID_RESERVATION, MAX_UNSTORED, Now, PendingMessage,
+    StoredMessage,
 };
 
 impl Engine {
@@ -27,17 +27,22 @@ impl Engine {
     /// before it, so a person's lines keep the order they were typed in.
     ///
     /// [`SeqWindow`]: super::seq_window::SeqWindow
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the message, its sender and kind, the clock and the effects it causes"
+    )]
     pub(super) fn accept_chat(
         &mut self,
         room_id: RoomId,
         member_id: MemberId,
         seq: Option<u64>,
         text: &str,
+        said: Said,
         clock: Now,
         fx: &mut Effects,
     ) -> Result<(), DropReason> {
         let Some(seq) = seq else {
-            return self.accept_one(room_id, member_id, None, text, clock, fx);
+            return self.accept_one(room_id, member_id, None, text, &said, clock, fx);
         };
         let now = clock.instant;
         let member = self
@@ -76,10 +81,33 @@ impl Engine {
             .admit(seq, text, now, self.memory.hold_allowance());
         self.memory
             .release_held(held_before, member.seqs.held_bytes());
+        let mut said = Some(said);
+        if !ready.iter().any(|(ready_seq, _)| *ready_seq == seq)
+            && let Some(kind) = said.take().filter(|kind| *kind != Said::Line)
+            && member.seqs.status(seq) == SeqStatus::Pending
+        {
+            // Held for an earlier seq: what kind it is waits beside it.
+            if member.held_kinds.len() >= 2 * super::seq_window::HOLD_LIMIT {
+                member.held_kinds.pop_first();
+            }
+            member.held_kinds.insert(seq, kind);
+        }
         let mut result = Ok(());
         for (ready_seq, ready_text) in ready {
-            let accepted =
-                self.accept_one(room_id, member_id, Some(ready_seq), &ready_text, clock, fx);
+            let kind = if ready_seq == seq {
+                said.take().unwrap_or(Said::Line)
+            } else {
+                self.held_kind(room_id, member_id, ready_seq)
+            };
+            let accepted = self.accept_one(
+                room_id,
+                member_id,
+                Some(ready_seq),
+                &ready_text,
+                &kind,
+                clock,
+                fx,
+            );
             if ready_seq == seq {
                 result = accepted;
             }
@@ -99,21 +127,36 @@ impl Engine {
         fx: &mut Effects,
     ) {
         for (seq, text) in ready {
+            let kind = self.held_kind(room_id, member_id, seq);
             // A refusal has already been sent to the member and counted there.
-            let _ = self.accept_one(room_id, member_id, Some(seq), &text, clock, fx);
+            let _ = self.accept_one(room_id, member_id, Some(seq), &text, &kind, clock, fx);
         }
+    }
+
+    /// The kind of a message that was held back for an earlier `seq`.
+    fn held_kind(&mut self, room_id: RoomId, member_id: MemberId, seq: u64) -> Said {
+        self.rooms
+            .get_mut(&room_id)
+            .and_then(|room| room.members.get_mut(&member_id))
+            .and_then(|member| member.held_kinds.remove(&seq))
+            .unwrap_or(Said::Line)
     }
 
     /// Accepts one chat message in order: applies flood control, assigns the next room id
     /// and hands it to the history thread. Version-1 text goes to version-1 members at once;
     /// everything else (the ack, the version-2 relay) waits for the commit, so an id a member
     /// has seen is never handed out again after a crash.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the message, its sender and kind, the clock and the effects it causes"
+    )]
     fn accept_one(
         &mut self,
         room_id: RoomId,
         member_id: MemberId,
         seq: Option<u64>,
         text: &str,
+        said: &Said,
         clock: Now,
         fx: &mut Effects,
     ) -> Result<(), DropReason> {
@@ -124,6 +167,10 @@ impl Engine {
             .rooms
             .get_mut(&room_id)
             .ok_or(DropReason::UnknownToken)?;
+        let recipient = match said {
+            Said::Direct(name) => direct::recipient(&room.members, member_id, name),
+            Said::Line | Said::Action => None,
+        };
         let Room {
             members,
             v1_recipients,
@@ -146,6 +193,12 @@ impl Engine {
             );
             return Err(DropReason::Malformed);
         }
+        if let (Some(seq), Said::Direct(_), None) = (seq, said, &recipient) {
+            let code = V2ErrorCode::NoSuchMember;
+            member.seqs.refused(seq, code);
+            refuse_v2(out, addr, code, seq, refusal_text(code));
+            return Err(DropReason::Malformed);
+        }
         if !member.flood.allow(&flood, now) {
             match seq {
                 Some(seq) => {
@@ -158,7 +211,13 @@ impl Engine {
             return Err(DropReason::RateLimited);
         }
         let ts = clock.unix_ms;
-        let whole = msg_event(room.last_id + 1, &member.username, text, ts);
+        let mut whole = msg_event(room.last_id + 1, &member.username, text, ts);
+        if *said != Said::Line {
+            whole.0.me = *said == Said::Action;
+            whole.0.to = recipient.as_ref().map(|r| r.username.clone());
+            whole.1.clear();
+            ucrp::encode_v2_msg(&whole.0, &mut whole.1);
+        }
         if seq.is_none() {
             // Version 1: relay now, on the hot path, as the reference server does.
             out.fanout(v1_recipients, Some(member_id), |buf| {
@@ -202,6 +261,7 @@ impl Engine {
             pendings.push(PendingMessage {
                 room_id,
                 sender: member_id,
+                recipient: recipient.as_ref().map(|r| r.id),
                 v1_relayed: seq.is_none(),
                 awaited,
                 v2_frame: v2_frame.into(),
@@ -209,6 +269,7 @@ impl Engine {
                     room_uid: room.uid,
                     member_uid: member.uid,
                     seq,
+                    recipient_uid: recipient.as_ref().map(|r| r.uid),
                     message,
                 },
             });
@@ -262,6 +323,10 @@ impl Engine {
                 let freed = room.cache(CachedMessage {
                     id,
                     v2_frame: Arc::clone(&pending.v2_frame),
+                    audience: pending
+                        .stored
+                        .recipient_uid
+                        .map(|to| (pending.stored.member_uid, to)),
                 });
                 self.memory.uncached(freed);
                 self.memory
@@ -272,10 +337,22 @@ impl Engine {
             {
                 sender.seqs.stored(seq, id);
                 if let Some(addr) = sender.addr {
+                    if pending.recipient.is_some() {
+                        // A direct message: its sender sees it as stored, with the
+                        // recipient's name as the room spells it, before the ack.
+                        out.unicast(addr, |buf| {
+                            buf.extend_from_slice(&pending.v2_frame);
+                            Ok(())
+                        });
+                    }
                     unicast_v2(out, addr, &ServerV2::Ack { seq, id });
                 }
             }
             if forgotten && room.members.keys().any(|&m| m >= room.new_members_from) {
+                continue;
+            }
+            if let Some(recipient) = pending.recipient {
+                direct::relay(room, pending, recipient, out);
                 continue;
             }
             let skip = Some(pending.sender);
@@ -286,7 +363,13 @@ impl Engine {
             if !pending.v1_relayed {
                 let message = &pending.stored.message;
                 out.fanout(&room.v1_recipients, skip, |buf| {
-                    ucrp::encode_v1_chat(&message.from, &message.text, buf)
+                    if message.me {
+                        // Version 1 has no actions: a notice reads the same.
+                        let action = format!("{} {}", message.from, message.text);
+                        ucrp::encode_v1_chat(NOTICE_SENDER, &action, buf)
+                    } else {
+                        ucrp::encode_v1_chat(&message.from, &message.text, buf)
+                    }
                 });
             }
         }
@@ -337,50 +420,10 @@ fn msg_event(id: u64, from: &str, text: &str, ts: u64) -> (ChatMessage, Vec<u8>)
         from: from.to_owned(),
         text: text.to_owned(),
         ts,
+        me: false,
+        to: None,
     };
     let mut frame = Vec::with_capacity(text.len() + 96);
     ucrp::encode_v2_msg(&message, &mut frame);
     (message, frame)
-}
-
-/// The sentence that goes with a refusal of a chat message.
-fn refusal_text(code: V2ErrorCode) -> &'static str {
-    match code {
-        V2ErrorCode::RateLimited => "you are sending too fast; this message was dropped",
-        V2ErrorCode::TooLarge => "this message is too long to send in one datagram",
-        V2ErrorCode::Invalid => "empty messages are not sent",
-        V2ErrorCode::NoRoom => NO_ROOM_TEXT,
-    }
-}
-
-fn refuse_v2(out: &mut Outbox, to: Option<Endpoint>, code: V2ErrorCode, seq: u64, message: &str) {
-    let Some(to) = to else { return };
-    unicast_v2(
-        out,
-        to,
-        &ServerV2::Error {
-            code,
-            seq: Some(seq),
-            message: message.to_owned(),
-        },
-    );
-}
-
-/// Tells a flooding version-1 member, at most once a second, that messages are being dropped.
-fn warn_rate_limited(member: &mut Member, now: Instant, out: &mut Outbox) {
-    let recently = member
-        .warned_at
-        .is_some_and(|at| now.saturating_duration_since(at).as_secs() < 1);
-    let Some(addr) = member.addr else { return };
-    if recently {
-        return;
-    }
-    member.warned_at = Some(now);
-    out.unicast(addr, |buf| {
-        ucrp::encode_v1_chat(
-            NOTICE_SENDER,
-            "you are sending too fast; messages are being dropped",
-            buf,
-        )
-    });
 }

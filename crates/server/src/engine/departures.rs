@@ -96,7 +96,9 @@ impl Engine {
             };
             let Some(heir) = heir.and_then(|heir| room.members.get(&heir)) else {
                 let close_reason = match reason {
-                    LeaveReason::Leave => CloseReason::HostLeft,
+                    LeaveReason::Leave | LeaveReason::Kicked | LeaveReason::Banned => {
+                        CloseReason::HostLeft
+                    }
                     LeaveReason::Timeout => CloseReason::HostTimeout,
                 };
                 self.close_room(room_id, close_reason, fx);
@@ -143,6 +145,8 @@ impl Engine {
             let text = match reason {
                 LeaveReason::Leave => format!("{} left", member.username),
                 LeaveReason::Timeout => format!("{} timed out", member.username),
+                LeaveReason::Kicked => format!("{} was kicked out by the host", member.username),
+                LeaveReason::Banned => format!("{} was banned by the host", member.username),
             };
             notify(
                 room,

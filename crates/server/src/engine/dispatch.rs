@@ -12,9 +12,11 @@ use chat_protocol::v2::{ClientV2, LeaveReason, ServerV2, V2ErrorCode};
 
 use super::durable::StateChange;
 use super::effects::Outbox;
+use super::moderation::Moderation;
 use super::replay::{NO_ROOM_TEXT, ReplaySource, catch_up, members_of, notify, unicast_v2};
 use super::room::{
-    CHALLENGE_LIFETIME, Challenge, MAX_CHALLENGES, Member, MemberId, Room, RoomId, WireVersion,
+    CHALLENGE_LIFETIME, Challenge, MAX_CHALLENGES, Member, MemberId, Room, RoomId, Said,
+    WireVersion,
 };
 use super::{DropReason, Effects, Endpoint, Engine, HistoryJob, Now};
 use crate::token::Token;
@@ -129,10 +131,58 @@ impl Engine {
                 Ok(())
             }
             ClientMessage::Chat(text) => {
-                self.accept_chat(room_id, member_id, None, text, clock, fx)
+                self.accept_chat(room_id, member_id, None, text, Said::Line, clock, fx)
             }
             ClientMessage::V2(ClientV2::Msg { seq, text }) => {
-                self.accept_chat(room_id, member_id, Some(seq), &text, clock, fx)
+                self.accept_chat(room_id, member_id, Some(seq), &text, Said::Line, clock, fx)
+            }
+            ClientMessage::V2(ClientV2::Me { seq, text }) => self.accept_chat(
+                room_id,
+                member_id,
+                Some(seq),
+                &text,
+                Said::Action,
+                clock,
+                fx,
+            ),
+            ClientMessage::V2(ClientV2::Dm { seq, to, text }) => {
+                let said = Said::Direct(to);
+                self.accept_chat(room_id, member_id, Some(seq), &text, said, clock, fx)
+            }
+            ClientMessage::V2(
+                ClientV2::Kick { .. } | ClientV2::Ban { .. } | ClientV2::Host { .. },
+            ) if !member.flood.allow(&self.flood, now) => Err(DropReason::RateLimited),
+            ClientMessage::V2(ClientV2::Kick { name }) => {
+                self.moderate(room_id, member_id, Moderation::Kick, &name, src, now, fx);
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::Ban { name }) => {
+                self.moderate(room_id, member_id, Moderation::Ban, &name, src, now, fx);
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::Host { name }) => {
+                self.moderate(room_id, member_id, Moderation::Host, &name, src, now, fx);
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::Away { .. } | ClientV2::Back)
+                if !member.flood.allow(&self.flood, now) =>
+            {
+                Err(DropReason::RateLimited)
+            }
+            ClientMessage::V2(ClientV2::Away { text }) => {
+                self.set_away(room_id, member_id, Some(&text), src, fx);
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::Back) => {
+                self.set_away(room_id, member_id, None, src, fx);
+                Ok(())
+            }
+            ClientMessage::V2(ClientV2::Topic { .. }) if !member.flood.allow(&self.flood, now) => {
+                Err(DropReason::RateLimited)
+            }
+            ClientMessage::V2(ClientV2::Topic { text }) => {
+                self.set_topic(room_id, member_id, &text, src, fx);
+                Ok(())
             }
             ClientMessage::V2(ClientV2::Ping { .. }) if !member.probes.allow(&flood, now) => {
                 Err(DropReason::RateLimited)
@@ -181,6 +231,7 @@ impl Engine {
                         before,
                         limit,
                         to: src,
+                        reader_uid: member.uid,
                     });
                 } else {
                     unicast_v2(

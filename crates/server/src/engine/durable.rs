@@ -3,7 +3,7 @@
 //! `seq` (the engine's `journal_seq`) is one above the previous change's. Reading and writing
 //! the files is the I/O layer's business (the `persist` and `journal` modules).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -57,6 +57,12 @@ pub struct PersistedRoom {
     /// if the history database is lost, ids go on from here rather than start again at 1.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ids_reserved: u64,
+    /// The room's topic, when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Addresses banned from joining (`/ban`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub banned: Vec<IpAddr>,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -136,6 +142,21 @@ pub enum StateChange {
         room: String,
         /// The new host's stable id.
         uid: u64,
+    },
+    /// A member set the room's topic (`None`: cleared).
+    TopicChanged {
+        /// The room's name.
+        room: String,
+        /// The new topic.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
+    /// The host banned a member's addresses from joining the room again.
+    AddressesBanned {
+        /// The room's name.
+        room: String,
+        /// The addresses newly banned.
+        addresses: Vec<IpAddr>,
     },
     /// A member registered its address for the first time, or from a new one.
     MemberRegistered {

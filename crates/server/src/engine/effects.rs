@@ -50,6 +50,9 @@ pub struct StoredMessage {
     pub member_uid: u64,
     /// The sender's sequence number, for version-2 senders.
     pub seq: Option<u64>,
+    /// A direct message's recipient (its stable id); `None` for the whole room. Only the
+    /// sender and the recipient may read it.
+    pub recipient_uid: Option<u64>,
     /// The message as members see it.
     pub message: ChatMessage,
 }
@@ -62,6 +65,8 @@ pub struct PendingMessage {
     pub room_id: RoomId,
     /// The sender (process-local id), who is acked and skipped by the relay.
     pub sender: MemberId,
+    /// A direct message's recipient (process-local id), the only member it is relayed to.
+    pub recipient: Option<MemberId>,
     /// Whether version-1 members already got it (version-1 chat is relayed at once).
     pub v1_relayed: bool,
     /// Whether anyone waits for the commit: the sender's ack, or the relay to version-2
@@ -89,6 +94,8 @@ pub enum HistoryJob {
         upto: u64,
         /// The member's address.
         to: Endpoint,
+        /// The member's stable id: direct messages between others are sent as `skip`.
+        reader_uid: u64,
     },
     /// Answer a `history` request.
     Page {
@@ -100,6 +107,8 @@ pub enum HistoryJob {
         limit: usize,
         /// The member's address.
         to: Endpoint,
+        /// The member's stable id: direct messages between others are left out.
+        reader_uid: u64,
     },
     /// A room closed: forget its messages.
     DeleteRoom(u64),

@@ -76,6 +76,8 @@ impl Engine {
             recent: VecDeque::new(),
             forgotten_upto: 0,
             new_members_from: 0,
+            topic: None,
+            bans: Vec::new(),
         };
         room.rebuild_recipients();
         let created = StateChange::RoomCreated {
@@ -252,6 +254,7 @@ impl Engine {
                 name: room.name.clone(),
                 members: room.members.len(),
                 private: matches!(room.kind, RoomKind::Private { .. }),
+                topic: room.topic.clone(),
             })
             .collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));

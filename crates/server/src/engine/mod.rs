@@ -44,16 +44,20 @@ pub mod api;
 pub mod chat;
 mod checks;
 pub mod departures;
+pub mod direct;
 pub mod dispatch;
 pub mod durable;
 pub mod effects;
 pub mod endpoint;
 pub mod membership;
 pub mod memory;
+pub mod moderation;
+pub mod refusals;
 pub mod replay;
 pub mod restore;
 pub mod room;
 pub mod seq_window;
+pub mod topic;
 
 /// Most messages waiting for the history store before chat stops being accepted.
 pub const MAX_UNSTORED: usize = 65_536;
@@ -186,6 +190,9 @@ pub enum JoinError {
         /// Its capacity.
         capacity: usize,
     },
+    /// Join: the room's host banned the address the request came from.
+    #[error("you are banned from room \"{0}\"")]
+    Banned(String),
     /// Create or pair: the server has its maximum number of rooms.
     #[error("the server has reached its limit of {0} rooms; try again later")]
     TooManyRooms(usize),
@@ -205,6 +212,7 @@ impl JoinError {
             Self::NameTaken { .. } => ErrorCode::NameTaken,
             Self::BadPassword(_) => ErrorCode::BadPassword,
             Self::RoomFull { .. } => ErrorCode::RoomFull,
+            Self::Banned(_) => ErrorCode::Banned,
             Self::TooManyRooms(_) | Self::Random(_) => ErrorCode::ServerBusy,
         }
     }

@@ -3,12 +3,14 @@
 //! it, from the history store, server notices to a whole room, and the cache's share of the
 //! memory budget.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chat_protocol::limits::MAX_DATAGRAM;
 use chat_protocol::ucrp::{self, NOTICE_SENDER};
 use chat_protocol::v2::ServerV2;
 
+use super::direct::{may_read, skip_frame};
 use super::effects::Outbox;
 use super::room::{MemberId, REPLAY_BUDGET, Room, RoomId};
 use super::{Effects, Endpoint, Engine, HistoryJob};
@@ -119,6 +121,7 @@ fn replay(
     let Some(member) = room.members.get_mut(&member_id) else {
         return;
     };
+    let reader_uid = member.uid;
     let allowed = member.replay_budget.take_up_to(wanted, &REPLAY_BUDGET, now);
     if allowed == 0 {
         return;
@@ -130,7 +133,11 @@ fn replay(
     if cached_from <= after + 1 {
         for cached in room.recent.iter().filter(|m| m.id > after && m.id <= upto) {
             fx.datagrams.unicast(to, |buf| {
-                buf.extend_from_slice(&cached.v2_frame);
+                if may_read(cached.audience, reader_uid) {
+                    buf.extend_from_slice(&cached.v2_frame);
+                } else {
+                    skip_frame(cached.id, buf);
+                }
                 Ok(())
             });
         }
@@ -140,38 +147,53 @@ fn replay(
             after,
             upto,
             to,
+            reader_uid,
         });
     }
 }
 
-/// The member list as one datagram: as many names as fit in [`MAX_DATAGRAM`], and how many
-/// more there are.
+/// The member list as one datagram: as many names (with their away texts) as fit in
+/// [`MAX_DATAGRAM`], and how many more there are.
 pub(super) fn members_of(room: &Room) -> ServerV2 {
-    let mut names = room.usernames();
     let host = room.host_name().to_owned();
-    let total = names.len();
-    // The frame without names, with the longest possible count.
+    let total = room.members.len();
+    // The frame without names, with the longest possible count and an away map's braces.
     let bare = ServerV2::Members {
         names: Vec::new(),
         host: host.clone(),
         more: u64::MAX,
+        topic: room.topic.clone(),
+        away: if room.members.values().any(|m| m.away.is_some()) {
+            BTreeMap::from([(String::new(), String::new())])
+        } else {
+            BTreeMap::new()
+        },
     };
+    let json_len = |text: &str| serde_json::to_vec(text).map_or(MAX_DATAGRAM, |json| json.len());
     let mut used = 1 + serde_json::to_vec(&bare).map_or(MAX_DATAGRAM, |json| json.len());
-    let mut fits = 0;
-    for name in &names {
-        // The quoted name and a comma.
-        let cost = serde_json::to_vec(name).map_or(MAX_DATAGRAM, |json| json.len()) + 1;
+    let mut names = Vec::new();
+    let mut away = BTreeMap::new();
+    for member in room.members.values() {
+        // The quoted name and a comma; for one away, its entry too.
+        let mut cost = json_len(&member.username) + 1;
+        if let Some(text) = &member.away {
+            cost += json_len(&member.username) + json_len(text) + 2;
+        }
         if used + cost > MAX_DATAGRAM {
             break;
         }
         used += cost;
-        fits += 1;
+        names.push(member.username.clone());
+        if let Some(text) = &member.away {
+            away.insert(member.username.clone(), text.clone());
+        }
     }
-    names.truncate(fits);
     ServerV2::Members {
+        more: (total - names.len()) as u64,
         names,
         host,
-        more: (total - fits) as u64,
+        topic: room.topic.clone(),
+        away,
     }
 }
 

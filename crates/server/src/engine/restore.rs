@@ -173,6 +173,13 @@ impl Engine {
                 members.insert(member_id, member);
             }
             let host = host.ok_or_else(|| problem("has no host".into()))?;
+            if persisted
+                .topic
+                .as_ref()
+                .is_some_and(|topic| super::topic::check(topic).is_err())
+            {
+                return Err(problem("has a topic that breaks the topic rules".into()).into());
+            }
             if persisted.kind == RoomKind::Pair && members.len() > PAIR_ROOM_CAPACITY {
                 return Err(problem("is a pair room with more than two members".into()).into());
             }
@@ -194,6 +201,13 @@ impl Engine {
                 recent: VecDeque::new(),
                 forgotten_upto: 0,
                 new_members_from: 0,
+                topic: persisted.topic,
+                bans: persisted
+                    .banned
+                    .iter()
+                    .map(|ip| ip.to_canonical())
+                    .take(super::moderation::MAX_BANS)
+                    .collect(),
             };
             if let Some(history) = history {
                 let latest = continue_ids_from(history.latest_id(room_uid)?, room.ids_reserved);
@@ -207,6 +221,7 @@ impl Engine {
                     let freed = room.cache(CachedMessage {
                         id: stored.message.id,
                         v2_frame: frame.into(),
+                        audience: stored.recipient_uid.map(|to| (stored.member_uid, to)),
                     });
                     engine.memory.uncached(freed);
                     engine
@@ -252,6 +267,8 @@ pub(super) fn persisted_room(room: &Room) -> PersistedRoom {
         uid: room.uid,
         kind: room.kind.clone(),
         created_at_ms: room.created_at_ms,
+        topic: room.topic.clone(),
+        banned: room.bans.clone(),
         members: room
             .members
             .values()

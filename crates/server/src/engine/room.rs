@@ -76,6 +76,23 @@ pub struct Member {
     /// Challenges sent to addresses that asked to be bound and have not echoed yet, oldest
     /// first, at most [`MAX_CHALLENGES`].
     pub challenges: VecDeque<Challenge>,
+    /// Why the member is away (`/away`; empty: no reason given), at most `MAX_AWAY` bytes;
+    /// `None` while present. Not kept across restarts.
+    pub away: Option<String>,
+    /// What kind of message each held-back `seq` is, for those that are not plain lines
+    /// (actions, direct messages); bounded like the held messages themselves.
+    pub held_kinds: BTreeMap<u64, Said>,
+}
+
+/// What kind of chat message a member sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Said {
+    /// A line for the whole room.
+    Line,
+    /// An action (`/me`), shown as `* name text`.
+    Action,
+    /// A direct message to the member of that name (as typed).
+    Direct(String),
 }
 
 /// A nonce sent to an address that asked to be bound to a token.
@@ -120,6 +137,8 @@ pub struct CachedMessage {
     pub id: u64,
     /// `0xFF` + the `msg` JSON.
     pub v2_frame: Arc<[u8]>,
+    /// A direct message's (sender, recipient) stable ids: only they are replayed it.
+    pub audience: Option<(u64, u64)>,
 }
 
 /// How many recent messages each room keeps in memory for replay; older ones are read from
@@ -167,6 +186,10 @@ pub struct Room {
     /// For pair rooms: members with this id or above joined after the last conversation
     /// ended, so the earlier conversation's late commits are not relayed to them.
     pub new_members_from: MemberId,
+    /// The topic any member may set (`/topic`), at most `MAX_TOPIC` bytes.
+    pub topic: Option<String>,
+    /// Addresses the host banned (`/ban`), canonical, oldest first, at most `MAX_BANS`.
+    pub bans: Vec<IpAddr>,
 }
 
 impl Room {
@@ -276,6 +299,8 @@ impl Member {
             probes: TokenBucket::new(policy, now),
             home_ip: None,
             challenges: VecDeque::new(),
+            held_kinds: BTreeMap::new(),
+            away: None,
         }
     }
 }

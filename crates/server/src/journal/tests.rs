@@ -31,6 +31,8 @@ fn room_created(seq: u64, name: &str, host_uid: u64) -> JournalRecord {
                 uid: seq,
                 kind: RoomKind::Public,
                 created_at_ms: 5,
+                topic: None,
+                banned: Vec::new(),
                 members: vec![member("host", host_uid, true)],
             },
         },

@@ -67,7 +67,7 @@ impl From<Refusal> for ApiError {
             | ErrorCode::InvalidRoomName
             | ErrorCode::InvalidUsername
             | ErrorCode::UnsupportedOperation => StatusCode::BAD_REQUEST,
-            ErrorCode::BadPassword => StatusCode::FORBIDDEN,
+            ErrorCode::BadPassword | ErrorCode::Banned => StatusCode::FORBIDDEN,
             ErrorCode::RoomNotFound => StatusCode::NOT_FOUND,
             ErrorCode::RoomExists | ErrorCode::NameTaken | ErrorCode::RoomFull => {
                 StatusCode::CONFLICT
@@ -118,6 +118,16 @@ impl From<V2ErrorCode> for ApiError {
             ),
             V2ErrorCode::Invalid => DropReason::Malformed.into(),
             V2ErrorCode::NoRoom => DropReason::UnknownToken.into(),
+            V2ErrorCode::NotHost => Self::new(
+                StatusCode::FORBIDDEN,
+                "not_host",
+                "only the host can kick, ban or hand over the room",
+            ),
+            V2ErrorCode::NoSuchMember => Self::new(
+                StatusCode::NOT_FOUND,
+                "no_such_member",
+                "there is no other member of that name in this room",
+            ),
         }
     }
 }

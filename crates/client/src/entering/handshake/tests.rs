@@ -265,6 +265,7 @@ async fn room_lists_are_requested_with_operation_4_and_an_empty_name() {
                 name: "lobby".into(),
                 members: 3,
                 private: false,
+                topic: None,
             }],
         };
         let mut bytes = Frame::new(

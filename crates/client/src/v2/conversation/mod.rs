@@ -5,13 +5,13 @@
 //! It combines the [`UnackedQueue`] (seq, ack, retransmit), the [`ReorderBuffer`] (print each
 //! message once, in id order) and the [`Keepalive`] (ping, re-register, silence notices).
 
+use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
 use chat_protocol::time::unix_ms;
 use chat_protocol::v2::{ChatMessage, ClientV2, ServerV2, V2ErrorCode};
 
 use crate::ui::format;
-use crate::v2::commands::{self, COMMAND_LIST, HELP, Typed};
 use crate::v2::keepalive::{Keepalive, Probe, Silence};
 use crate::v2::reorder::ReorderBuffer;
 use crate::v2::typing::TypingNotices;
@@ -19,15 +19,20 @@ use crate::v2::unacked::{MAX_PENDING, UnackedQueue};
 
 mod effects;
 mod leaving;
+mod moderation;
+mod presence;
 mod registration;
 mod requests;
+mod room_info;
 mod sending;
 mod setup;
+mod typed;
 
 pub use effects::{Effects, Ending};
 use leaving::Leaving;
 use registration::Registration;
 use requests::Outstanding;
+pub use sending::Outgoing;
 pub use setup::{Setup, Timing};
 
 /// What the user is told when the server does not know the room any more.
@@ -44,6 +49,22 @@ pub struct Conversation {
     typing: TypingNotices,
     who: Option<Outstanding>,
     history: Option<Outstanding>,
+    /// A `/topic` waiting for the server's `topic` event.
+    topic_request: Option<Outstanding>,
+    /// The room's topic, as the server last said.
+    topic: Option<String>,
+    /// Queued messages that are not plain lines, by seq.
+    kinds: BTreeMap<u64, Outgoing>,
+    /// A `/kick`, `/ban` or `/host` waiting for its answer.
+    moderation: Option<Outstanding>,
+    /// Names whose messages are hidden (`/ignore`), by key.
+    ignored: BTreeMap<String, String>,
+    /// An `/away` or `/back` waiting for its confirmation.
+    away_request: Option<Outstanding>,
+    /// Who is away, as the last `members` said.
+    away: BTreeMap<String, String>,
+    /// The local day of the last message shown with its date line (terminals).
+    last_day: Option<chrono::NaiveDate>,
     oldest_shown: Option<u64>,
     leaving: Option<Leaving>,
     ended: bool,
@@ -66,6 +87,14 @@ impl Conversation {
             typing: TypingNotices::default(),
             who: None,
             history: None,
+            topic_request: None,
+            topic: None,
+            kinds: BTreeMap::new(),
+            moderation: None,
+            ignored: BTreeMap::new(),
+            away_request: None,
+            away: BTreeMap::new(),
+            last_day: None,
             oldest_shown: None,
             leaving: None,
             ended: false,
@@ -90,10 +119,16 @@ impl Conversation {
 
     /// The next instant at which [`Conversation::on_tick`] has something to do.
     pub fn next_wakeup(&self) -> Instant {
-        let requests = [&self.who, &self.history]
-            .into_iter()
-            .flatten()
-            .map(|outstanding| outstanding.next_at);
+        let requests = [
+            &self.who,
+            &self.history,
+            &self.topic_request,
+            &self.moderation,
+            &self.away_request,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|outstanding| outstanding.next_at);
         if let Some(registration) = &self.registration {
             return requests.fold(registration.next_at, Instant::min);
         }
@@ -117,11 +152,17 @@ impl Conversation {
         match message {
             ServerV2::Ack { seq, id } => {
                 if let Some(text) = self.unacked.acked(seq) {
+                    let kind = self.kinds.remove(&seq);
                     let own = ChatMessage {
                         id,
                         from: self.setup.me.clone(),
                         text,
                         ts: unix_ms(SystemTime::now()),
+                        me: kind == Some(Outgoing::Action),
+                        to: match kind {
+                            Some(Outgoing::Direct(to)) => Some(to),
+                            _ => None,
+                        },
                     };
                     let released = self.reorder.offer(own);
                     self.show(&mut fx, released);
@@ -140,23 +181,56 @@ impl Conversation {
             ServerV2::Joined { name } => self.say(&mut fx, format::joined(&name)),
             ServerV2::Left { name, reason } => {
                 self.typing.forget(&name);
+                self.moderation_answered(&name);
                 let line = format::left(&name, reason, self.setup.pair);
                 self.say(&mut fx, line);
             }
             ServerV2::Typing { name } => {
                 if self.setup.typing_notices
                     && name != self.setup.me
+                    && !self.is_ignored(&name)
                     && self.typing.should_show(&name, now)
                 {
                     self.say(&mut fx, format::typing(&name));
                 }
             }
-            ServerV2::Members { names, host, more } => {
+            ServerV2::Members {
+                names,
+                host,
+                more,
+                topic,
+                away,
+            } => {
+                self.topic = topic;
+                self.away = away;
                 if let Some(registration) = &mut self.registration {
                     registration.members = Some((names, host, more));
                 } else if self.who.take().is_some() {
-                    self.say(&mut fx, format::here_now(&names, &host, more));
+                    let list = format::member_list_away(&names, &host, more, &self.away);
+                    self.say(&mut fx, format::notice(&format!("here now: {list}")));
+                    self.show_topic(&mut fx, false);
                 }
+            }
+            ServerV2::Away { name, text } => {
+                self.away_confirmed(&mut fx, &name, text.as_deref());
+            }
+            ServerV2::Topic { name, text } => self.topic_changed(&mut fx, &name, &text),
+            ServerV2::Host { name } => {
+                self.moderation_answered(&name);
+                self.say(&mut fx, format::notice(&format!("{name} is now the host")));
+            }
+            ServerV2::Kicked { by, ban } => {
+                self.removed(&mut fx, &by, ban);
+                return fx;
+            }
+            ServerV2::Skip { id } => {
+                // A direct message between two others: its id is taken, nothing to show.
+                let placeholder = ChatMessage {
+                    id,
+                    ..ChatMessage::default()
+                };
+                let released = self.reorder.offer(placeholder);
+                self.show(&mut fx, released);
             }
             // This socket's address is not bound yet: prove that it receives here.
             ServerV2::Challenge { nonce } => fx.send.push(ClientV2::Echo { nonce }),
@@ -173,12 +247,13 @@ impl Conversation {
                 });
             }
             ServerV2::Pong { id } => {
-                let released = if self.reorder.is_synced() {
-                    self.reorder.pong(id)
+                if self.reorder.is_synced() {
+                    let released = self.reorder.pong(id);
+                    self.show(&mut fx, released);
                 } else {
-                    self.reorder.sync(id)
-                };
-                self.show(&mut fx, released);
+                    let released = self.reorder.sync(id);
+                    self.show_synced(&mut fx, released, id);
+                }
             }
             ServerV2::RoomClosed { reason } => {
                 self.say(&mut fx, format::closed(reason));
@@ -199,57 +274,21 @@ impl Conversation {
             }
             ServerV2::Error { code, seq, message } => match seq {
                 Some(seq) => {
+                    self.kinds.remove(&seq);
                     if let Some(text) = self.unacked.refused(seq) {
                         fx.problems.push(format::refused(code, &message, &text));
                     }
                 }
                 None => {
+                    // Only `/topic`, `/away` and the host's commands are refused without a
+                    // seq: they are not asked again.
+                    self.topic_request = None;
+                    self.moderation = None;
+                    self.away_request = None;
                     let line = format::notice(&format!("the server refused a request: {message}"));
                     self.say(&mut fx, line);
                 }
             },
-        }
-        self.settle(&mut fx, now);
-        fx
-    }
-
-    /// A line the user typed.
-    pub fn on_line(&mut self, line: &str, now: Instant) -> Effects {
-        let mut fx = Effects::default();
-        if self.ended || self.leaving.is_some() {
-            return fx;
-        }
-        match commands::parse(line) {
-            Typed::Blank => {}
-            Typed::Say(text) => self.submit(&mut fx, text, now),
-            Typed::Help => {
-                for line in HELP {
-                    self.say(&mut fx, format::notice(line));
-                }
-            }
-            Typed::Who => {
-                // Counted by the server's flood control; never held back, it is one line.
-                self.unacked.try_spend(now);
-                let request = self.outstanding(ClientV2::Who, "/who", now);
-                fx.send.push(request.request.clone());
-                self.who = Some(request);
-            }
-            Typed::History(limit) => self.ask_history(&mut fx, limit, now),
-            Typed::Next if self.setup.pair => self.leave(&mut fx, Ending::Next, now),
-            Typed::Next => {
-                let line = format::notice(
-                    "/next only works in pair rooms (start one with: chat-client pair --name NAME)",
-                );
-                self.say(&mut fx, line);
-            }
-            Typed::Quit => self.leave(&mut fx, Ending::Quit, now),
-            Typed::Misused(usage) => self.say(&mut fx, format::notice(usage)),
-            Typed::Unknown(command) => {
-                let line = format::notice(&format!(
-                    "unknown command {command}; commands: {COMMAND_LIST}"
-                ));
-                self.say(&mut fx, line);
-            }
         }
         self.settle(&mut fx, now);
         fx
@@ -316,7 +355,7 @@ impl Conversation {
         }
         self.keepalive.want_fill(self.reorder.has_gap());
         for (seq, text) in self.unacked.due(now) {
-            fx.send.push(ClientV2::Msg { seq, text });
+            fx.send.push(self.message(seq, text));
         }
         if let Some(leaving) = &self.leaving
             && self.unacked.is_empty()
@@ -328,10 +367,14 @@ impl Conversation {
 
     fn show(&mut self, fx: &mut Effects, released: Vec<ChatMessage>) {
         for message in released {
+            if !self.shows(&message) {
+                // The placeholder of a skipped id, or someone ignored.
+                continue;
+            }
             if self.oldest_shown.is_none() {
                 self.oldest_shown = Some(message.id);
             }
-            let line = format::chat_line(&message, self.setup.style);
+            let line = self.line_for(fx, &message);
             self.say(fx, line);
         }
     }

@@ -59,8 +59,11 @@ impl Conversation {
         fx.lines.push(format::notice(&format!(
             "welcome to {}, {me}; here now: {}",
             self.setup.room,
-            format::member_list(&names, &host, more)
+            format::member_list_away(&names, &host, more, &self.away)
         )));
+        if let Some(topic) = &self.topic {
+            fx.lines.push(format::notice(&format!("topic: {topic}")));
+        }
         if self.setup.pair && names.iter().all(|name| name == me) {
             fx.lines
                 .push(format::notice("waiting for someone to pair with…"));

@@ -89,7 +89,14 @@ impl Conversation {
         let max = self.setup.timing.request_attempts;
         let every = self.setup.timing.request_every;
         let mut unanswered = Vec::new();
-        for slot in [&mut self.who, &mut self.history] {
+        let slots = [
+            &mut self.who,
+            &mut self.history,
+            &mut self.topic_request,
+            &mut self.moderation,
+            &mut self.away_request,
+        ];
+        for slot in slots {
             let Some(outstanding) = slot else { continue };
             if now < outstanding.next_at {
                 continue;

@@ -33,12 +33,15 @@ impl Conversation {
         self.unacked.pace(Pacer::new(burst, interval, now));
     }
 
-    /// Queues a chat message; it goes out at once when registered.
-    pub(super) fn submit(&mut self, fx: &mut Effects, text: String, now: Instant) {
-        let encoded = encoded_len(&ClientV2::Msg {
-            seq: u64::MAX,
-            text: text.clone(),
-        });
+    /// Queues a chat message (a line, or `kind`); it goes out at once when registered.
+    pub(super) fn submit(
+        &mut self,
+        fx: &mut Effects,
+        text: String,
+        kind: Option<Outgoing>,
+        now: Instant,
+    ) {
+        let encoded = encoded_len(&outgoing(u64::MAX, text.clone(), kind.as_ref()));
         if encoded > self.setup.message_capacity {
             let line = format::notice(&format!(
                 "not sent, the message is too long for one datagram ({} bytes): {}",
@@ -48,13 +51,46 @@ impl Conversation {
             fx.problems.push(line);
             return;
         }
-        if let Err(full) = self.unacked.submit(text, now) {
-            let line = format::notice(&format!(
-                "not sent: {} messages are still waiting for the server; try again when it answers",
-                full.pending
-            ));
-            fx.problems.push(line);
+        match self.unacked.submit(text, now) {
+            Ok(seq) => {
+                if let Some(kind) = kind {
+                    self.kinds.insert(seq, kind);
+                }
+            }
+            Err(full) => {
+                let line = format::notice(&format!(
+                    "not sent: {} messages are still waiting for the server; try again when it answers",
+                    full.pending
+                ));
+                fx.problems.push(line);
+            }
         }
+    }
+
+    /// The datagram that carries queued message `seq`.
+    pub(super) fn message(&self, seq: u64, text: String) -> ClientV2 {
+        outgoing(seq, text, self.kinds.get(&seq))
+    }
+}
+
+/// A queued message that is not a plain line for the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// `/me TEXT`.
+    Action,
+    /// `/msg NAME TEXT`, to that member.
+    Direct(String),
+}
+
+fn outgoing(seq: u64, text: String, kind: Option<&Outgoing>) -> ClientV2 {
+    match kind {
+        None => ClientV2::Msg { seq, text },
+        Some(Outgoing::Action) => ClientV2::Me { seq, text },
+        Some(Outgoing::Direct(to)) => ClientV2::Dm {
+            seq,
+            to: to.clone(),
+            text,
+        },
     }
 }
 

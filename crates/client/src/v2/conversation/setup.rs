@@ -52,6 +52,9 @@ pub struct Setup {
     pub style: LineStyle,
     /// Whether to show other members' typing indicators (terminals only).
     pub typing_notices: bool,
+    /// Whether a line that names this member rings the terminal bell (terminals only; it is
+    /// highlighted either way).
+    pub bell: bool,
     /// Most bytes of message one datagram carries beside the room and token.
     pub message_capacity: usize,
     /// Paces and patience.

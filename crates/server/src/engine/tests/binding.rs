@@ -154,7 +154,7 @@ fn a_handshake_and_an_echoed_challenge_bind_a_member() {
     assert!(
         matches!(
             &to_bob[..],
-            [ServerV2::Members { names, host, more: 0 }, ServerV2::Pong { id: 0 }]
+            [ServerV2::Members { names, host, more: 0, .. }, ServerV2::Pong { id: 0 }]
                 if names == &["alice", "bob"] && host == "alice"
         ),
         "{to_bob:?}"

@@ -28,12 +28,16 @@ fn who_and_history_print_their_answers() {
                 from: "bob".into(),
                 text: "b".into(),
                 ts: 0,
+                me: false,
+                to: None,
             },
             ChatMessage {
                 id: 30,
                 from: "bob".into(),
                 text: "c".into(),
                 ts: 0,
+                me: false,
+                to: None,
             },
         ],
         more: true,
@@ -253,6 +257,8 @@ fn a_challenge_is_echoed_at_once_and_a_big_room_says_how_many_more() {
         names: vec!["bob".into(), "alice".into()],
         host: "bob".into(),
         more: 254,
+        topic: None,
+        away: Default::default(),
     };
     conversation.on_server(big, start);
     let fx = conversation.on_server(ServerV2::Pong { id: 0 }, start);
@@ -269,4 +275,48 @@ fn told_its_address_moved_it_registers_again_from_here() {
     let fx = conversation.on_server(ServerV2::Moved, start);
     assert_eq!(fx.send, [ClientV2::Register { last_id: Some(7) }]);
     assert!(fx.lines[0].contains("another address"), "{:?}", fx.lines);
+}
+
+#[test]
+fn a_terminal_dates_each_new_day_once_and_marks_where_new_messages_begin() {
+    let start = Instant::now();
+    let terminal = Setup {
+        style: LineStyle { clock: true },
+        ..setup()
+    };
+    let (mut conversation, _) = Conversation::start(terminal, start);
+    conversation.on_server(members(&["alice", "bob"]), start);
+    let day = 86_400_000;
+    let at = |id: u64, ts: u64| {
+        ServerV2::Msg(ChatMessage {
+            id,
+            from: "bob".into(),
+            text: format!("message {id}"),
+            ts,
+            me: false,
+            to: None,
+        })
+    };
+    let mut lines = conversation.on_server(at(1, day + 1), start).lines;
+    lines.extend(conversation.on_server(at(2, day + 2), start).lines);
+    lines.extend(
+        conversation
+            .on_server(ServerV2::Pong { id: 2 }, start)
+            .lines,
+    );
+    lines.extend(conversation.on_server(at(3, 3 * day + 3), start).lines);
+    let dates: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.starts_with("* ") && line.contains(" 1970"))
+        .collect();
+    assert_eq!(dates.len(), 2, "two days, two date lines: {lines:#?}");
+    let marker = lines
+        .iter()
+        .position(|line| line == crate::ui::format::NEW_MESSAGES_MARKER)
+        .expect("a marker");
+    assert!(lines[marker - 1].ends_with("bob: message 2"), "{lines:#?}");
+    assert!(
+        lines.last().unwrap().ends_with("bob: message 3"),
+        "{lines:#?}"
+    );
 }

@@ -18,6 +18,7 @@ fn setup() -> Setup {
         pair: false,
         style: LineStyle::default(),
         typing_notices: false,
+        bell: false,
         message_capacity: 4000,
         timing: Timing::default(),
     }
@@ -33,6 +34,8 @@ fn msg(id: u64, from: &str, text: &str) -> ServerV2 {
         from: from.into(),
         text: text.into(),
         ts: 0,
+        me: false,
+        to: None,
     })
 }
 
@@ -41,6 +44,8 @@ fn members(names: &[&str]) -> ServerV2 {
         names: names.iter().map(|name| (*name).to_owned()).collect(),
         host: names[0].to_owned(),
         more: 0,
+        topic: None,
+        away: Default::default(),
     }
 }
 

@@ -1,0 +1,273 @@
+//! What a person notices in the room: `/away` texts in `/who`, and in a real terminal (a
+//! detached tmux session) lines that name them highlighted with a bell (or without one, with
+//! `--no-bell`), the date before the first message of the day, and a marker between the
+//! messages replayed on entering and new ones.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chat_protocol::v2::{ClientV2, ServerV2, V2ErrorCode};
+use chat_tests::{ClientProcess, EVENT_TIMEOUT, ServerProcess, V2Member, binary, join};
+
+fn enter(server: &ServerProcess, operation: &str, room: &str, name: &str) -> ClientProcess {
+    let mut client = ClientProcess::start(server, &[operation, room, "--name", name]);
+    let welcome = format!("* welcome to {room}, {name}");
+    client.wait_for("the welcome notice", |line| line.starts_with(&welcome));
+    client
+}
+
+#[test]
+fn away_texts_are_shown_beside_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut alice = enter(&server, "create", "lobby", "alice");
+    let mut bob = enter(&server, "join", "lobby", "bob");
+    alice.wait_for_line("* bob joined");
+
+    bob.send_line("/away at lunch");
+    bob.wait_for_line("* you are marked away: at lunch");
+    alice.send_line("/who");
+    alice.wait_for_line("* here now: alice (host), bob (away: at lunch)");
+    let carol = ClientProcess::start(&server, &["join", "lobby", "--name", "carol"]);
+    let mut carol = carol;
+    carol.wait_for_line(
+        "* welcome to lobby, carol; here now: alice (host), bob (away: at lunch), carol",
+    );
+    alice.send_line("/away");
+    alice.wait_for_line("* you are marked away");
+    bob.send_line("/back");
+    bob.wait_for_line("* you are back");
+    bob.send_line("/who");
+    bob.wait_for_line("* here now: alice (host) (away), bob, carol");
+
+    // Bounded, one line.
+    let token = join(server.tcp, "lobby", "dave").token();
+    let dave = V2Member::new(server.udp, "lobby", &token);
+    dave.register(None);
+    for (text, code) in [
+        ("x".repeat(101), V2ErrorCode::TooLarge),
+        ("a\tb".to_owned(), V2ErrorCode::Invalid),
+    ] {
+        dave.send(&ClientV2::Away { text });
+        dave.expect(
+            "the refusal",
+            |event| matches!(event, ServerV2::Error { code: got, seq: None, .. } if *got == code),
+        );
+    }
+}
+
+/// A detached tmux session running a shell, on a tmux server of its own, with everything the
+/// pane's programs write copied raw to a file; killed when dropped.
+struct Tmux {
+    socket: PathBuf,
+    name: &'static str,
+    raw: PathBuf,
+}
+
+impl Tmux {
+    fn start(dir: &Path, name: &'static str) -> Self {
+        let session = Self {
+            socket: dir.join(format!("tmux-{name}.sock")),
+            name,
+            raw: dir.join(format!("{name}.raw")),
+        };
+        let started = session.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "120",
+            "-y",
+            "30",
+            "sh",
+        ]);
+        assert!(started.status.success(), "{started:?}");
+        let pipe = format!("cat >> '{}'", session.raw.display());
+        let piped = session.tmux(&["pipe-pane", "-o", "-t", name, &pipe]);
+        assert!(piped.status.success(), "{piped:?}");
+        session
+    }
+
+    fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    /// Types a command line into the shell and presses Enter.
+    fn run(&self, line: &str) {
+        self.tmux(&["send-keys", "-t", self.name, "-l", line]);
+        self.tmux(&["send-keys", "-t", self.name, "Enter"]);
+    }
+
+    fn screen(&self) -> Vec<String> {
+        let captured = self.tmux(&["capture-pane", "-p", "-t", self.name]);
+        String::from_utf8_lossy(&captured.stdout)
+            .lines()
+            .map(|row| row.trim_end().to_owned())
+            .collect()
+    }
+
+    fn wait_for_screen(&self, what: &str, wanted: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let screen = self.screen();
+            if wanted(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the terminal shows:\n{}",
+                screen.join("\n")
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Everything written to the terminal so far, escapes and bells included.
+    fn raw(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.raw).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the raw copy (which trails the screen a little) contains `text`.
+    fn wait_for_raw(&self, text: &str) -> String {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let raw = self.raw();
+            if raw.contains(text) {
+                return raw;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never written: {text:?}; got {raw:?}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.tmux(&["kill-server"]);
+    }
+}
+
+fn client_line(dir: &Path, tcp_port: u16, args: &[&str]) -> String {
+    let mut words = vec![
+        format!("XDG_DATA_HOME='{}'", dir.display()),
+        "XDG_CONFIG_HOME=/nonexistent".into(),
+        format!("'{}'", binary("chat-client").display()),
+        "--server 127.0.0.1".into(),
+        format!("--tcp-port {tcp_port}"),
+    ];
+    words.extend(args.iter().map(|arg| (*arg).to_owned()));
+    format!("exec env {}", words.join(" "))
+}
+
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+#[test]
+fn a_terminal_marks_the_day_new_messages_and_lines_that_name_you() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("skipped: tmux is not installed, and this test needs a real terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut alice = enter(&server, "create", "lobby", "alice");
+    alice.send_line("said before anyone came");
+    alice.wait_for_line("alice: said before anyone came");
+
+    let bob = Tmux::start(dir.path(), "bob");
+    bob.run(&client_line(
+        dir.path(),
+        server.tcp.port(),
+        &["join", "lobby", "--name", "bob"],
+    ));
+    let screen = bob.wait_for_screen("the replayed message and the marker", |screen| {
+        screen.iter().any(|row| row == "* ---- new messages ----")
+    });
+    let at = |wanted: &dyn Fn(&str) -> bool| screen.iter().position(|row| wanted(row));
+    let day = at(&|row| {
+        row.starts_with("* ") && WEEKDAYS.iter().any(|d| row.starts_with(&format!("* {d} ")))
+    });
+    let replayed = at(&|row| row.ends_with("] alice: said before anyone came"));
+    let marker = at(&|row| row == "* ---- new messages ----");
+    assert!(
+        day.is_some() && day < replayed && replayed < marker,
+        "the date, the replayed message, then the marker: {screen:#?}"
+    );
+    alice.wait_for_line("* bob joined");
+
+    alice.send_line("hey Bob, look at this");
+    bob.wait_for_screen("the line that names bob", |screen| {
+        screen
+            .iter()
+            .any(|row| row.ends_with("alice: hey Bob, look at this"))
+    });
+    let raw = bob.wait_for_raw("alice: hey Bob, look at this");
+    assert!(
+        raw.contains("\u{7}\u{1b}[7m") && raw.contains("alice: hey Bob, look at this\u{1b}[0m"),
+        "rang the bell and highlighted the line: {raw:?}"
+    );
+    alice.send_line("bobby is someone else");
+    bob.wait_for_screen("a line that does not name bob", |screen| {
+        screen
+            .iter()
+            .any(|row| row.ends_with("alice: bobby is someone else"))
+    });
+    assert_eq!(
+        bob.wait_for_raw("alice: bobby is someone else")
+            .matches('\u{7}')
+            .count(),
+        1,
+        "one bell: {:?}",
+        bob.raw()
+    );
+    assert_eq!(
+        bob.screen()
+            .iter()
+            .filter(|row| WEEKDAYS.iter().any(|d| row.starts_with(&format!("* {d} "))))
+            .count(),
+        1,
+        "one date line for one day"
+    );
+
+    // With --no-bell, highlighted but silent.
+    let carol = Tmux::start(dir.path(), "carol");
+    carol.run(&client_line(
+        dir.path(),
+        server.tcp.port(),
+        &["--no-bell", "join", "lobby", "--name", "carol"],
+    ));
+    carol.wait_for_screen("carol's prompt", |screen| {
+        screen
+            .iter()
+            .any(|row| row.starts_with("* ---- new messages"))
+    });
+    alice.wait_for_line("* carol joined");
+    alice.send_line("@carol welcome");
+    carol.wait_for_screen("the line that names carol", |screen| {
+        screen
+            .iter()
+            .any(|row| row.ends_with("alice: @carol welcome"))
+    });
+    let raw = carol.wait_for_raw("alice: @carol welcome");
+    assert!(raw.contains("\u{1b}[7m"), "highlighted: {raw:?}");
+    assert!(!raw.contains('\u{7}'), "no bell: {raw:?}");
+}
