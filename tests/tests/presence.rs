@@ -103,16 +103,30 @@ impl Tmux {
 
     /// Types a command line into the shell and presses Enter.
     fn run(&self, line: &str) {
-        self.tmux(&["send-keys", "-t", self.name, "-l", line]);
-        self.tmux(&["send-keys", "-t", self.name, "Enter"]);
+        self.type_text(line);
+        self.press("Enter");
+    }
+
+    /// Types `text` literally.
+    fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", self.name, "-l", text]);
+    }
+
+    /// Presses one key, such as `Tab`.
+    fn press(&self, key: &str) {
+        self.tmux(&["send-keys", "-t", self.name, key]);
     }
 
     fn screen(&self) -> Vec<String> {
         let captured = self.tmux(&["capture-pane", "-p", "-t", self.name]);
-        String::from_utf8_lossy(&captured.stdout)
+        let mut rows: Vec<String> = String::from_utf8_lossy(&captured.stdout)
             .lines()
             .map(|row| row.trim_end().to_owned())
-            .collect()
+            .collect();
+        while rows.last().is_some_and(String::is_empty) {
+            rows.pop();
+        }
+        rows
     }
 
     fn wait_for_screen(&self, what: &str, wanted: impl Fn(&[String]) -> bool) -> Vec<String> {
@@ -270,4 +284,56 @@ fn a_terminal_marks_the_day_new_messages_and_lines_that_name_you() {
     let raw = carol.wait_for_raw("alice: @carol welcome");
     assert!(raw.contains("\u{1b}[7m"), "highlighted: {raw:?}");
     assert!(!raw.contains('\u{7}'), "no bell: {raw:?}");
+}
+
+#[test]
+fn tab_completes_commands_and_member_names() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("skipped: tmux is not installed, and this test needs a real terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut alice = enter(&server, "create", "lobby", "alice");
+    let mut carol = enter(&server, "join", "lobby", "Caroline");
+    let bob = Tmux::start(dir.path(), "bob");
+    bob.run(&client_line(
+        dir.path(),
+        server.tcp.port(),
+        &["join", "lobby", "--name", "bob"],
+    ));
+    bob.wait_for_screen("bob's welcome", |screen| {
+        screen
+            .iter()
+            .any(|row| row.starts_with("* welcome to lobby, bob"))
+            && screen.last().is_some_and(|row| row == ">")
+    });
+    alice.wait_for_line("* bob joined");
+
+    bob.type_text("/to");
+    bob.press("Tab");
+    bob.wait_for_screen("the completed command", |screen| {
+        screen.last().is_some_and(|row| row == "> /topic")
+    });
+    bob.type_text("release day");
+    bob.press("Enter");
+    carol.wait_for_line("* bob set the topic: release day");
+
+    bob.type_text("thanks @car");
+    bob.press("Tab");
+    bob.wait_for_screen("the completed name", |screen| {
+        screen.last().is_some_and(|row| row == "> thanks @Caroline")
+    });
+    bob.press("Enter");
+    alice.wait_for_line("bob: thanks @Caroline");
+    // Someone who joins later is completed too.
+    let _dave = enter(&server, "join", "lobby", "dave");
+    bob.wait_for_screen("dave's arrival", |screen| {
+        screen.iter().any(|row| row == "* dave joined")
+    });
+    bob.type_text("/msg da");
+    bob.press("Tab");
+    bob.wait_for_screen("the completed name", |screen| {
+        screen.last().is_some_and(|row| row == "> /msg dave")
+    });
 }

@@ -16,6 +16,9 @@ pub trait Screen {
     fn problem(&self, line: &str) -> Result<(), ClientError> {
         self.show(line)
     }
+
+    /// The members' names changed: a terminal completes them.
+    fn names(&self, _names: &[String]) {}
 }
 
 /// Standard output, one flushed line each: what pipes and scripts read.

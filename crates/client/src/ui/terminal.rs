@@ -4,8 +4,8 @@
 
 use std::cell::RefCell;
 use std::io::{self, Write};
-use std::sync::Mutex;
 use std::sync::mpsc as sync_mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::termios::{self, SetArg, Termios};
@@ -19,6 +19,7 @@ use rustyline::{Config, Context, Editor, ExternalPrinter, Helper};
 use tokio::sync::mpsc;
 
 use crate::error::ClientError;
+use crate::ui::completion;
 use crate::ui::input::{InputLine, Inputs, MAX_INPUT_LINE};
 use crate::ui::screen::Screen;
 use crate::v2::typing::{TYPING_INTERVAL, Throttle};
@@ -38,7 +39,12 @@ const LAST_LINES_GRACE: Duration = Duration::from_millis(150);
 pub struct Terminal {
     printer: Mutex<Box<dyn ExternalPrinter + Send>>,
     saved_mode: Option<Termios>,
+    /// The members' names, shared with the editor thread for completion.
+    names: Names,
 }
+
+/// Member names, written by the session and read by the completer.
+type Names = Arc<Mutex<Vec<String>>>;
 
 impl std::fmt::Debug for Terminal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,9 +58,11 @@ pub fn start() -> Result<(Terminal, Inputs), ClientError> {
     let (line_sender, lines) = mpsc::channel(CHANNEL_CAPACITY);
     let (typing_sender, typing) = mpsc::channel(1);
     let (ready_sender, ready) = sync_mpsc::channel();
+    let names = Names::default();
+    let editor_names = Arc::clone(&names);
     std::thread::Builder::new()
         .name("line-editor".into())
-        .spawn(move || edit_lines(&line_sender, typing_sender, &ready_sender))
+        .spawn(move || edit_lines(&line_sender, typing_sender, editor_names, &ready_sender))
         .map_err(|error| ClientError::Terminal(error.to_string()))?;
     let printer = ready
         .recv()
@@ -62,6 +70,7 @@ pub fn start() -> Result<(Terminal, Inputs), ClientError> {
     let terminal = Terminal {
         printer: Mutex::new(printer),
         saved_mode,
+        names,
     };
     // Ctrl-C reaches the editor as a key; SIGTERM and SIGHUP (the terminal closed) arrive
     // as signals and leave the room the same way.
@@ -99,6 +108,12 @@ impl Screen for Terminal {
             .print(format!("{line}\n"))
             .map_err(|error| ClientError::Output(io::Error::other(error.to_string())))
     }
+
+    fn names(&self, names: &[String]) {
+        if let Ok(mut shared) = self.names.lock() {
+            names.clone_into(&mut shared);
+        }
+    }
 }
 
 type PrinterResult = Result<Box<dyn ExternalPrinter + Send>, ClientError>;
@@ -108,6 +123,7 @@ type PrinterResult = Result<Box<dyn ExternalPrinter + Send>, ClientError>;
 fn edit_lines(
     lines: &mpsc::Sender<io::Result<InputLine>>,
     typing: mpsc::Sender<()>,
+    names: Names,
     ready: &sync_mpsc::Sender<PrinterResult>,
 ) {
     let config = Config::builder()
@@ -121,7 +137,7 @@ fn edit_lines(
             return;
         }
     };
-    editor.set_helper(Some(EditWatcher::new(typing)));
+    editor.set_helper(Some(EditWatcher::new(typing, names)));
     match editor.create_external_printer() {
         Ok(printer) => {
             if ready.send(Ok(Box::new(printer))).is_err() {
@@ -147,17 +163,20 @@ fn edit_lines(
     }
 }
 
-/// The editor's helper: it only watches edits, to send typing indicators.
+/// The editor's helper: it watches edits, to send typing indicators, and completes commands
+/// and member names on Tab.
 struct EditWatcher {
     typing: mpsc::Sender<()>,
     throttle: RefCell<Throttle>,
+    names: Names,
 }
 
 impl EditWatcher {
-    fn new(typing: mpsc::Sender<()>) -> Self {
+    fn new(typing: mpsc::Sender<()>, names: Names) -> Self {
         Self {
             typing,
             throttle: RefCell::new(Throttle::new(TYPING_INTERVAL)),
+            names,
         }
     }
 }
@@ -183,6 +202,20 @@ impl Hinter for EditWatcher {
 
 impl Completer for EditWatcher {
     type Candidate = String;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        let names = self
+            .names
+            .lock()
+            .map(|names| names.clone())
+            .unwrap_or_default();
+        Ok(completion::complete(line, pos, &names))
+    }
 }
 
 impl Highlighter for EditWatcher {}

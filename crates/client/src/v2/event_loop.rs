@@ -83,6 +83,9 @@ async fn apply(
     for line in &effects.problems {
         screen.problem(line)?;
     }
+    if let Some(names) = &effects.members {
+        screen.names(names);
+    }
     Ok(effects.ending)
 }
 

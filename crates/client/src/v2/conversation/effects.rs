@@ -39,4 +39,6 @@ pub struct Effects {
     pub problems: Vec<String>,
     /// Set once: the conversation is over.
     pub ending: Option<Ending>,
+    /// The members' names, when they changed (for completing names in a terminal).
+    pub members: Option<Vec<String>>,
 }

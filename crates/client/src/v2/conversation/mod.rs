@@ -5,7 +5,7 @@
 //! It combines the [`UnackedQueue`] (seq, ack, retransmit), the [`ReorderBuffer`] (print each
 //! message once, in id order) and the [`Keepalive`] (ping, re-register, silence notices).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Instant, SystemTime};
 
 use chat_protocol::time::unix_ms;
@@ -30,6 +30,7 @@ mod typed;
 
 pub use effects::{Effects, Ending};
 use leaving::Leaving;
+use presence::Roster;
 use registration::Registration;
 use requests::Outstanding;
 pub use sending::Outgoing;
@@ -65,6 +66,8 @@ pub struct Conversation {
     away: BTreeMap<String, String>,
     /// The local day of the last message shown with its date line (terminals).
     last_day: Option<chrono::NaiveDate>,
+    /// The members' names as last heard.
+    known: BTreeSet<String>,
     oldest_shown: Option<u64>,
     leaving: Option<Leaving>,
     ended: bool,
@@ -95,6 +98,7 @@ impl Conversation {
             away_request: None,
             away: BTreeMap::new(),
             last_day: None,
+            known: BTreeSet::new(),
             oldest_shown: None,
             leaving: None,
             ended: false,
@@ -178,10 +182,14 @@ impl Conversation {
                     self.show_history(&mut fx, messages, more);
                 }
             }
-            ServerV2::Joined { name } => self.say(&mut fx, format::joined(&name)),
+            ServerV2::Joined { name } => {
+                self.roster(&mut fx, Roster::Joined(&name));
+                self.say(&mut fx, format::joined(&name));
+            }
             ServerV2::Left { name, reason } => {
                 self.typing.forget(&name);
                 self.moderation_answered(&name);
+                self.roster(&mut fx, Roster::Left(&name));
                 let line = format::left(&name, reason, self.setup.pair);
                 self.say(&mut fx, line);
             }
@@ -203,6 +211,7 @@ impl Conversation {
             } => {
                 self.topic = topic;
                 self.away = away;
+                self.roster(&mut fx, Roster::All(&names));
                 if let Some(registration) = &mut self.registration {
                     registration.members = Some((names, host, more));
                 } else if self.who.take().is_some() {

@@ -2,6 +2,7 @@
 //! (highlighted, with a bell, in a terminal), the date before the first message of each day
 //! and the marker between the messages replayed on entering and new ones (in a terminal).
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use chat_protocol::v2::{ChatMessage, ClientV2, MAX_AWAY};
@@ -9,7 +10,39 @@ use chat_protocol::v2::{ChatMessage, ClientV2, MAX_AWAY};
 use super::{Conversation, Effects};
 use crate::ui::format;
 
+/// What changed in who is in the room.
+pub(super) enum Roster<'a> {
+    /// The whole list (`members`).
+    All(&'a [String]),
+    /// Someone joined.
+    Joined(&'a str),
+    /// Someone left.
+    Left(&'a str),
+}
+
+/// Most names kept for completion.
+const MAX_KNOWN: usize = 1024;
+
 impl Conversation {
+    /// Keeps the member names current and hands them out when they change.
+    pub(super) fn roster(&mut self, fx: &mut Effects, change: Roster<'_>) {
+        let before = self.known.len();
+        let changed = match change {
+            Roster::All(names) => {
+                let names: BTreeSet<String> = names.iter().take(MAX_KNOWN).cloned().collect();
+                let changed = names != self.known;
+                self.known = names;
+                changed
+            }
+            Roster::Joined(name) if before < MAX_KNOWN => self.known.insert(name.to_owned()),
+            Roster::Joined(_) => false,
+            Roster::Left(name) => self.known.remove(name),
+        };
+        if changed {
+            fx.members = Some(self.known.iter().cloned().collect());
+        }
+    }
+
     /// `/away [TEXT]` (`Some`) or `/back` (`None`): asked of the server, retried unanswered.
     pub(super) fn ask_away(&mut self, fx: &mut Effects, text: Option<String>, now: Instant) {
         let request = match text {
