@@ -99,7 +99,22 @@ pub enum ClientV2 {
     },
     /// This member is back.
     Back,
+    /// Full-text search of the room's history: the newest messages before `before` that
+    /// contain every one of `words`; answered with `found`.
+    Search {
+        /// What to look for, at most [`MAX_SEARCH`] bytes.
+        words: String,
+        /// Only messages with a smaller id; the newest when absent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        /// How many, at most 100.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
 }
+
+/// Longest search, in bytes of UTF-8.
+pub const MAX_SEARCH: usize = 200;
 
 /// Longest away text, in bytes of UTF-8.
 pub const MAX_AWAY: usize = 100;
@@ -228,6 +243,15 @@ pub enum ServerV2 {
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         away: BTreeMap<String, String>,
     },
+    /// The answer to `search`: matching messages, oldest first, as a `history` page.
+    Found {
+        /// The words searched for, as sent.
+        words: String,
+        /// The matches.
+        messages: Vec<ChatMessage>,
+        /// Whether older matches remain.
+        more: bool,
+    },
     /// This member's away state changed (its confirmation of `away` or `back`).
     Away {
         /// This member's username.
@@ -307,6 +331,7 @@ struct ClientWire {
     nonce: Option<String>,
     to: Option<String>,
     name: Option<String>,
+    words: Option<String>,
 }
 
 /// The `t` values of [`ClientV2`].
@@ -329,6 +354,7 @@ enum ClientKind {
     Host,
     Away,
     Back,
+    Search,
     /// Refused after reading, without quoting: the derived refusal copies the unknown type
     /// name (attacker-chosen, up to a whole datagram) into the error message.
     #[serde(other)]
@@ -370,6 +396,11 @@ impl<'de> Deserialize<'de> for ClientV2 {
                 text: required(wire.text, "text")?,
             },
             ClientKind::Back => Self::Back,
+            ClientKind::Search => Self::Search {
+                words: required(wire.words, "words")?,
+                before: wire.before.map(WireU64::get),
+                limit: wire.limit.map(WireU64::to_u32).transpose()?,
+            },
             ClientKind::Kick => Self::Kick {
                 name: required(wire.name, "name")?,
             },
@@ -413,6 +444,7 @@ struct ServerWire {
     by: Option<String>,
     ban: Option<WireBool>,
     away: Option<BTreeMap<String, String>>,
+    words: Option<String>,
 }
 
 /// `more` is a boolean in `history` and a count in `members`; the flat struct reads either
@@ -473,6 +505,7 @@ enum ServerKind {
     Kicked,
     Host,
     Away,
+    Found,
     /// Refused after reading, like [`ClientKind::Unknown`].
     #[serde(other)]
     Unknown,
@@ -575,6 +608,16 @@ impl<'de> Deserialize<'de> for ServerV2 {
                 },
                 topic: wire.topic,
                 away: wire.away.unwrap_or_default(),
+            },
+            ServerKind::Found => Self::Found {
+                words: required(wire.words, "words")?,
+                messages: required(wire.messages, "messages")?,
+                more: match required(wire.more, "more")? {
+                    WireMore::Flag(more) => more,
+                    WireMore::Count(_) => {
+                        return Err(de::Error::custom("`more` must be a boolean"));
+                    }
+                },
             },
             ServerKind::Away => Self::Away {
                 name: required(wire.name, "name")?,

@@ -106,6 +106,13 @@ fn client_v2() -> impl Strategy<Value = ClientV2> {
         text(32).prop_map(|name| ClientV2::Kick { name }),
         text(100).prop_map(|text| ClientV2::Away { text }),
         Just(ClientV2::Back),
+        (text(200), any::<Option<u64>>(), any::<Option<u32>>()).prop_map(
+            |(words, before, limit)| ClientV2::Search {
+                words,
+                before,
+                limit
+            }
+        ),
         text(32).prop_map(|name| ClientV2::Ban { name }),
         text(32).prop_map(|name| ClientV2::Host { name }),
     ]
@@ -163,6 +170,16 @@ fn server_v2() -> impl Strategy<Value = ServerV2> {
         }),
         (text(32), proptest::option::of(text(100)))
             .prop_map(|(name, text)| ServerV2::Away { name, text }),
+        (
+            text(200),
+            proptest::collection::vec(chat_message(), 0..8),
+            any::<bool>()
+        )
+            .prop_map(|(words, messages, more)| ServerV2::Found {
+                words,
+                messages,
+                more
+            }),
         (text(32), text(200)).prop_map(|(name, text)| ServerV2::Topic { name, text }),
         any::<u64>().prop_map(|id| ServerV2::Skip { id }),
         (text(32), any::<bool>()).prop_map(|(by, ban)| ServerV2::Kicked { by, ban }),

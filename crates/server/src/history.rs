@@ -13,6 +13,8 @@ use thiserror::Error;
 
 use crate::engine::{HistoryReadError, HistorySource, StoredMessage};
 
+pub mod search;
+
 /// A database problem.
 #[derive(Debug, Error)]
 pub enum HistoryError {
@@ -95,6 +97,7 @@ impl HistoryStore {
             )
             .map_err(open_error)?;
         migrate(&connection).map_err(open_error)?;
+        search::prepare(&connection).map_err(open_error)?;
         // Touch the table so that a file that is not a database fails here, at start-up.
         connection
             .query_row("SELECT count(*) FROM messages LIMIT 1", [], |_| Ok(()))

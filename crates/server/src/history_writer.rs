@@ -271,6 +271,27 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
             }
             Err(error) => tracing::warn!(%error, "history page failed"),
         },
+        HistoryJob::Search {
+            room_uid,
+            words,
+            before,
+            limit,
+            to,
+            reader_uid,
+        } => match store.search(room_uid, &words, before, limit, reader_uid) {
+            Ok((messages, more)) => {
+                let frame = page_frame(messages, more, |messages, more| ServerV2::Found {
+                    words: words.clone(),
+                    messages,
+                    more,
+                });
+                out.unicast(to, |buf| {
+                    buf.extend_from_slice(&frame);
+                    Ok(())
+                });
+            }
+            Err(error) => tracing::warn!(%error, "search failed"),
+        },
         HistoryJob::DeleteRoom(room_uid) => {
             if let Err(error) = store.delete_room(room_uid) {
                 tracing::warn!(%error, "deleting a closed room's history failed");
@@ -289,17 +310,24 @@ fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
 /// least one, so that paging back always makes progress (a message stored before stored
 /// messages were bounded to fit a page is shortened to fit).
 fn history_frame(stored: Vec<StoredMessage>, more: bool) -> Vec<u8> {
+    page_frame(stored, more, |messages, more| ServerV2::History {
+        messages,
+        more,
+    })
+}
+
+/// A page of messages in one datagram, as [`history_frame`] makes it, in the event `page`
+/// makes of the messages and `more`.
+fn page_frame(
+    stored: Vec<StoredMessage>,
+    more: bool,
+    page: impl Fn(Vec<ChatMessage>, bool) -> ServerV2,
+) -> Vec<u8> {
     let mut messages: Vec<ChatMessage> = stored.into_iter().map(|s| s.message).collect();
     let mut more = more;
     loop {
         let mut frame = Vec::new();
-        ucrp::encode_v2(
-            &ServerV2::History {
-                messages: messages.clone(),
-                more,
-            },
-            &mut frame,
-        );
+        ucrp::encode_v2(&page(messages.clone(), more), &mut frame);
         if frame.len() <= MAX_DATAGRAM || messages.is_empty() {
             return frame;
         }

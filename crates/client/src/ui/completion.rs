@@ -2,7 +2,7 @@
 //! anywhere (with or without `@`), case-insensitively.
 
 /// Every command, for completion.
-pub const COMMANDS: [&str; 16] = [
+pub const COMMANDS: [&str; 17] = [
     "/away",
     "/back",
     "/ban",
@@ -16,6 +16,7 @@ pub const COMMANDS: [&str; 16] = [
     "/msg",
     "/next",
     "/quit",
+    "/search",
     "/topic",
     "/unignore",
     "/who",

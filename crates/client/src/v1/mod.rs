@@ -31,7 +31,7 @@ pub const QUIT_COMMAND: &str = "/quit";
 /// What `/help` shows in a version-1 session.
 pub const V1_HELP: [&str; 4] = [
     "* commands: /quit (or /exit) leaves the room; end of input and Ctrl-C do too",
-    "* /who, /me, /msg, /topic, /away, /history, /next, /ignore and the host's /kick, /ban and /host need version 2 of the chat protocol (run without --v1)",
+    "* /who, /me, /msg, /topic, /away, /history, /search, /next, /ignore and the host's /kick, /ban and /host need version 2 of the chat protocol (run without --v1)",
     "* a line starting with // sends the rest of it starting with /",
     "* anything else is sent to the room",
 ];
@@ -192,6 +192,7 @@ async fn act_on(
         | Typed::Unignore(_)
         | Typed::Away(_)
         | Typed::Back
+        | Typed::Search(_)
         | Typed::Topic(_) => {
             let command = line.split_whitespace().next().unwrap_or(line);
             print_line(&format!(

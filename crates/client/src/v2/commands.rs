@@ -10,13 +10,14 @@ pub const DEFAULT_HISTORY: u32 = 20;
 pub const COMMAND_LIST: &str = "/help, /who, /history [N], /next, /quit";
 
 /// `/help`, one notice per line.
-pub const HELP: [&str; 16] = [
+pub const HELP: [&str; 17] = [
     "commands:",
     "  /who          who is in the room",
     "  /me TEXT      an action, shown as * yourname TEXT",
     "  /msg NAME TEXT  a private message to NAME only (kept for the two of you)",
     "  /topic [TEXT] show the room's topic, or set it (any member; /topic - clears it)",
     "  /history [N]  show N earlier messages (default 20, at most 100)",
+    "  /search WORDS messages with all these words (again: older ones)",
     "  /ignore [NAME]  hide NAME's messages on this screen (alone: list); /unignore NAME",
     "  /away [TEXT]  mark yourself away (shown in /who); /back when you return",
     "  host only:",
@@ -58,6 +59,8 @@ pub enum Typed {
     Away(String),
     /// `/back`.
     Back,
+    /// `/search WORDS`.
+    Search(String),
     /// `/msg NAME TEXT`: a direct message.
     Direct {
         /// The recipient's name.
@@ -106,6 +109,8 @@ pub fn parse(line: &str) -> Typed {
         "host" => return Typed::Moderate(Moderation::Host, rest.to_owned()),
         "unignore" => return Typed::Unignore(rest.to_owned()),
         "away" => return Typed::Away(rest.to_owned()),
+        "search" if rest.is_empty() => return Typed::Misused("usage: /search WORDS"),
+        "search" => return Typed::Search(rest.to_owned()),
         "back" if rest.is_empty() => return Typed::Back,
         "ignore" if rest.is_empty() => return Typed::Ignore(None),
         "ignore" if rest.contains(' ') => return Typed::Misused(NAME_USAGE),
@@ -247,6 +252,11 @@ mod tests {
         assert_eq!(parse("/away"), Typed::Away(String::new()));
         assert_eq!(parse("/away  at lunch "), Typed::Away("at lunch".into()));
         assert_eq!(parse("/back"), Typed::Back);
+        assert_eq!(
+            parse("/search cake  fridge"),
+            Typed::Search("cake  fridge".into())
+        );
+        assert!(matches!(parse("/search"), Typed::Misused(_)));
     }
 
     #[test]

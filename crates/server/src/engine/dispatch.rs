@@ -177,6 +177,25 @@ impl Engine {
                 self.set_away(room_id, member_id, None, src, fx);
                 Ok(())
             }
+            ClientMessage::V2(ClientV2::Search { .. }) if !member.flood.allow(&self.flood, now) => {
+                Err(DropReason::RateLimited)
+            }
+            ClientMessage::V2(ClientV2::Search {
+                words,
+                before,
+                limit,
+            }) => {
+                let limit = limit
+                    .map_or(DEFAULT_HISTORY_PAGE, |limit| limit as usize)
+                    .clamp(1, MAX_HISTORY_PAGE);
+                let search = super::search::Search {
+                    words,
+                    before,
+                    limit,
+                };
+                self.search(room_id, member_id, search, src, fx);
+                Ok(())
+            }
             ClientMessage::V2(ClientV2::Topic { .. }) if !member.flood.allow(&self.flood, now) => {
                 Err(DropReason::RateLimited)
             }

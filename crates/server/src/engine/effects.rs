@@ -110,6 +110,21 @@ pub enum HistoryJob {
         /// The member's stable id: direct messages between others are left out.
         reader_uid: u64,
     },
+    /// Answer a `search` request.
+    Search {
+        /// The room.
+        room_uid: u64,
+        /// The words, as sent (checked: not empty, at most `MAX_SEARCH` bytes).
+        words: String,
+        /// Only messages older than this id.
+        before: Option<u64>,
+        /// At most this many.
+        limit: usize,
+        /// The member's address.
+        to: Endpoint,
+        /// The member's stable id: direct messages between others are left out.
+        reader_uid: u64,
+    },
     /// A room closed: forget its messages.
     DeleteRoom(u64),
     /// A pair room's conversation ended: forget its messages up to `upto`.

@@ -56,6 +56,7 @@ pub mod refusals;
 pub mod replay;
 pub mod restore;
 pub mod room;
+pub mod search;
 pub mod seq_window;
 pub mod topic;
 

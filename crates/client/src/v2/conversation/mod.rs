@@ -24,6 +24,7 @@ mod presence;
 mod registration;
 mod requests;
 mod room_info;
+mod search;
 mod sending;
 mod setup;
 mod typed;
@@ -68,6 +69,10 @@ pub struct Conversation {
     last_day: Option<chrono::NaiveDate>,
     /// The members' names as last heard.
     known: BTreeSet<String>,
+    /// A `/search` waiting for its answer.
+    search: Option<Outstanding>,
+    /// The last search's words, its oldest match and whether older ones remain.
+    last_search: Option<(String, Option<u64>, bool)>,
     oldest_shown: Option<u64>,
     leaving: Option<Leaving>,
     ended: bool,
@@ -99,6 +104,8 @@ impl Conversation {
             away: BTreeMap::new(),
             last_day: None,
             known: BTreeSet::new(),
+            search: None,
+            last_search: None,
             oldest_shown: None,
             leaving: None,
             ended: false,
@@ -123,16 +130,7 @@ impl Conversation {
 
     /// The next instant at which [`Conversation::on_tick`] has something to do.
     pub fn next_wakeup(&self) -> Instant {
-        let requests = [
-            &self.who,
-            &self.history,
-            &self.topic_request,
-            &self.moderation,
-            &self.away_request,
-        ]
-        .into_iter()
-        .flatten()
-        .map(|outstanding| outstanding.next_at);
+        let requests = self.requests_due();
         if let Some(registration) = &self.registration {
             return requests.fold(registration.next_at, Instant::min);
         }
@@ -220,6 +218,11 @@ impl Conversation {
                     self.show_topic(&mut fx, false);
                 }
             }
+            ServerV2::Found {
+                words,
+                messages,
+                more,
+            } => self.found(&mut fx, &words, messages, more),
             ServerV2::Away { name, text } => {
                 self.away_confirmed(&mut fx, &name, text.as_deref());
             }
@@ -294,6 +297,7 @@ impl Conversation {
                     self.topic_request = None;
                     self.moderation = None;
                     self.away_request = None;
+                    self.search = None;
                     let line = format::notice(&format!("the server refused a request: {message}"));
                     self.say(&mut fx, line);
                 }
@@ -371,20 +375,6 @@ impl Conversation {
         {
             let then = leaving.then;
             self.end(fx, then);
-        }
-    }
-
-    fn show(&mut self, fx: &mut Effects, released: Vec<ChatMessage>) {
-        for message in released {
-            if !self.shows(&message) {
-                // The placeholder of a skipped id, or someone ignored.
-                continue;
-            }
-            if self.oldest_shown.is_none() {
-                self.oldest_shown = Some(message.id);
-            }
-            let line = self.line_for(fx, &message);
-            self.say(fx, line);
         }
     }
 

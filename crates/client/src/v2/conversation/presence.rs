@@ -110,4 +110,19 @@ impl Conversation {
         }
         self.show(fx, new);
     }
+
+    /// Prints released messages, skipping placeholders and the ignored.
+    pub(super) fn show(&mut self, fx: &mut Effects, released: Vec<ChatMessage>) {
+        for message in released {
+            if !self.shows(&message) {
+                // The placeholder of a skipped id, or someone ignored.
+                continue;
+            }
+            if self.oldest_shown.is_none() {
+                self.oldest_shown = Some(message.id);
+            }
+            let line = self.line_for(fx, &message);
+            self.say(fx, line);
+        }
+    }
 }

@@ -71,6 +71,21 @@ impl Conversation {
         self.say(fx, format::notice(last));
     }
 
+    /// When each unanswered request is due to be asked again.
+    pub(super) fn requests_due(&self) -> impl Iterator<Item = Instant> + '_ {
+        [
+            &self.who,
+            &self.history,
+            &self.topic_request,
+            &self.moderation,
+            &self.away_request,
+            &self.search,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|outstanding| outstanding.next_at)
+    }
+
     pub(super) fn outstanding(
         &self,
         request: ClientV2,
@@ -95,6 +110,7 @@ impl Conversation {
             &mut self.topic_request,
             &mut self.moderation,
             &mut self.away_request,
+            &mut self.search,
         ];
         for slot in slots {
             let Some(outstanding) = slot else { continue };

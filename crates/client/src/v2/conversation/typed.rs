@@ -41,6 +41,7 @@ impl Conversation {
                 self.who = Some(request);
             }
             Typed::History(limit) => self.ask_history(&mut fx, limit, now),
+            Typed::Search(words) => self.ask_search(&mut fx, words, now),
             Typed::Next if self.setup.pair => self.leave(&mut fx, Ending::Next, now),
             Typed::Next => {
                 let line = format::notice(
