@@ -790,3 +790,93 @@ async fn help_lists_the_commands_and_an_unknown_one_is_explained() {
     assert_eq!(typed, json!("/kick "));
     alice.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_shows_matches_without_others_direct_messages_and_pages_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let driver = Chromedriver::start();
+
+    let alice = open_lobby(&driver, &server, "alice").await;
+    create_room(&alice, "den").await;
+    let bob = member(&driver, &server, "bob", "den").await;
+    let carol = member(&driver, &server, "carol", "den").await;
+
+    say_confirmed(&alice, "alice", "the cake is in the fridge").await;
+    say_confirmed(&alice, "alice", "cake for everyone").await;
+    say(&bob, "/msg alice secret cake in the fridge").await;
+    bob.wait_confirmed("bob → alice", "secret cake in the fridge")
+        .await;
+    // Enough matches for more than one answer (20 a page).
+    for n in 1..=21 {
+        say(&bob, &format!("pancake {n} fridge-free")).await;
+    }
+    bob.wait_confirmed("bob", "pancake 21 fridge-free").await;
+
+    say(&carol, "/search CAKE fridge").await;
+    let found = carol
+        .wait_for(
+            "carol's search results",
+            "const b = document.querySelector('#messages .search-block');
+             return b ? [b.querySelector('.search-head').textContent,
+               [...b.querySelectorAll('.found .text')].map(e => e.textContent)] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        found,
+        json!([
+            "Search for “CAKE fridge”: 1 message",
+            ["the cake is in the fridge"]
+        ]),
+        "every word must match, and bob's DM to alice is not carol's to find"
+    );
+    // Alice, its recipient, finds the direct message too.
+    say(&alice, "/search fridge cake").await;
+    let found = alice
+        .wait_for(
+            "alice's search results",
+            "const b = document.querySelector('#messages .search-block');
+             return b ? [...b.querySelectorAll('.found .text')].map(e => e.textContent) : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        found,
+        json!(["the cake is in the fridge", "secret cake in the fridge"])
+    );
+
+    // 21 matches: the first answer has the newest 20, "Older matches" fetches the rest.
+    say(&carol, "/search pancake").await;
+    let first = carol
+        .wait_for(
+            "the first page of pancakes",
+            "const b = [...document.querySelectorAll('#messages .search-block')][1];
+             return b ? [b.querySelectorAll('.found').length, !!b.querySelector('.search-more')] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(first, json!([20, true]));
+    carol.click("#messages .search-more").await;
+    let older = carol
+        .wait_for(
+            "the older pancakes",
+            "const b = [...document.querySelectorAll('#messages .search-block')][2];
+             return b ? [b.querySelector('.search-head').textContent,
+               [...b.querySelectorAll('.found .text')].map(e => e.textContent),
+               !!b.querySelector('.search-more')] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        older,
+        json!([
+            "Older matches for “pancake”: 1 message",
+            ["pancake 1 fridge-free"],
+            false
+        ])
+    );
+    alice.close().await;
+    bob.close().await;
+    carol.close().await;
+}

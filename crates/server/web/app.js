@@ -20,6 +20,7 @@
   const BACKOFF_MAX_MS = 5000;
   const HISTORY_PAGE = 50;
   const ROOMS_REFRESH_MS = 5000;
+  const SEARCH_PAGE = 20; // matches per /search answer
   const WHO_EVERY_MS = 15000; // the member list (and who is away) is asked for this often
   const REPLAY_MAX = 256; // the most a register or ping replays at once
   const MISSING_MAX = 1000; // ids we remember as missing; more than that, a replay fills anyway
@@ -318,6 +319,7 @@
   let topic = '';
   let markerPlaced = false; // the new-messages line went in after the first replay
   let emptyAtEntry = false; // the room had no message when this page came in
+  let lastSearch = null; // {words, more, oldest}: the last search's answer, to page back
   let whoTimer = null;
 
   function enterRoom(grant) {
@@ -368,6 +370,7 @@
     awayTexts = new Map();
     markerPlaced = false;
     emptyAtEntry = false;
+    lastSearch = null;
     setTopic('');
     $('messages').replaceChildren();
     $('members').replaceChildren();
@@ -557,6 +560,7 @@
     kicked: onKicked,
     host: onHost,
     away: onAway,
+    found: onFound,
   };
 
   function handleFrame(data) {
@@ -762,6 +766,58 @@
       addNotice('You are back');
     }
     renderMembers(0);
+  }
+
+  /** Search results: a block of their own in the conversation, newest search last. */
+  function onFound(f) {
+    if (typeof f.words !== 'string' || !Array.isArray(f.messages)) return;
+    const messages = f.messages.filter(isChat);
+    const older = lastSearch !== null && lastSearch.words === f.words && lastSearch.oldest !== null;
+    const oldest = messages.length ? Math.min(...messages.map((m) => m.id)) : null;
+    lastSearch = { words: f.words, more: f.more === true && oldest !== null, oldest };
+    const block = addNotice('', 'search-block');
+    const head = document.createElement('div');
+    head.className = 'search-head';
+    const n = messages.length;
+    head.textContent = (older ? 'Older matches for “' : 'Search for “') + f.words + '”: ' +
+      (n === 0 ? 'nothing found' : n === 1 ? '1 message' : n + ' messages');
+    block.append(head);
+    for (const m of messages) {
+      const item = document.createElement('div');
+      item.className = 'found';
+      item.dataset.id = String(m.id);
+      const when = document.createElement('time');
+      const date = Number.isFinite(m.ts) ? new Date(m.ts) : null;
+      when.textContent = date ? date.toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }) : '';
+      const from = document.createElement('span');
+      from.className = 'from';
+      from.textContent = m.me ? '* ' + m.from : typeof m.to === 'string' ? m.from + ' → ' + m.to : m.from;
+      const text = document.createElement('span');
+      text.className = 'text';
+      text.textContent = m.text;
+      item.append(when, from, text);
+      block.append(item);
+    }
+    if (lastSearch.more) {
+      const more = document.createElement('button');
+      more.type = 'button';
+      more.className = 'link search-more';
+      more.textContent = 'Older matches';
+      more.addEventListener('click', () => {
+        more.remove();
+        search(f.words);
+      });
+      block.append(more);
+    }
+    $('scroller').scrollTop = $('scroller').scrollHeight;
+  }
+
+  /** `/search WORDS`; the same words again page back from the oldest match shown. */
+  function search(words) {
+    const req = { t: 'search', words, limit: SEARCH_PAGE };
+    if (lastSearch && lastSearch.words === words && lastSearch.more) req.before = lastSearch.oldest;
+    else lastSearch = null;
+    request(req);
   }
 
   function onTyping(t) {
@@ -1114,6 +1170,7 @@
     '/away [TEXT] — mark yourself away (shown in the member list); /back when you return',
     '/ignore [NAME] — hide NAME\'s messages on this page (alone: list); /unignore NAME',
     '/who — ask who is here',
+    '/search WORDS — messages with all these words (again: older ones)',
     '/kick NAME — host only: remove NAME from the room (they may come back)',
     '/ban NAME — host only: remove NAME and refuse their address for the room\'s life',
     '/host NAME — host only: make NAME the host',
@@ -1124,7 +1181,7 @@
   ];
 
   /** The commands, for tab completion. */
-  const COMMANDS = ['/me', '/msg', '/topic', '/away', '/back', '/ignore', '/unignore', '/who',
+  const COMMANDS = ['/me', '/msg', '/topic', '/away', '/back', '/ignore', '/unignore', '/who', '/search',
     '/kick', '/ban', '/host', '/next', '/quit', '/help'];
 
   function sendChat(event) {
@@ -1211,6 +1268,9 @@
       case 'unignore':
         if (!oneName()) return usage('usage: /unignore NAME');
         return setIgnored(rest, false);
+      case 'search':
+        if (!rest) return usage('usage: /search WORDS, e.g. /search cake fridge');
+        return search(rest.split(/\s+/).join(' '));
       case 'help':
         return addNoticeBlock(HELP);
       case 'quit':
