@@ -252,6 +252,27 @@ async fn a_direct_message_is_seen_by_its_recipient_and_no_one_else() {
     let carol = member(&driver, &server, "carol", "den").await;
 
     say(&alice, "/msg bob the cake is in the fridge").await;
+    alice
+        .wait_confirmed("alice → bob", "the cake is in the fridge")
+        .await;
+    // A message to everyone after it: once carol has that, she would have had the DM.
+    say_confirmed(&alice, "alice", "anyone want tea").await;
+    carol.wait_confirmed("alice", "anyone want tea").await;
+    let body = carol.body_text().await;
+    assert!(
+        !body.contains("cake") && !body.contains("fridge"),
+        "carol never sees the direct message: {body}"
+    );
+    assert_eq!(
+        carol
+            .js(
+                "return document.querySelectorAll('#messages .msg.dm').length;",
+                vec![]
+            )
+            .await,
+        json!(0)
+    );
+    // Its recipient does, shown apart as private (and so does its sender).
     for page in [&alice, &bob] {
         page.wait_confirmed("alice → bob", "the cake is in the fridge")
             .await;
@@ -271,24 +292,7 @@ async fn a_direct_message_is_seen_by_its_recipient_and_no_one_else() {
         bob.text_of("#messages .msg.dm .dm-tag").await,
         "private, to you"
     );
-    // A message to everyone after it: once carol has that, she would have had the DM.
-    say_confirmed(&alice, "alice", "anyone want tea").await;
-    carol.wait_confirmed("alice", "anyone want tea").await;
     bob.wait_confirmed("alice", "anyone want tea").await;
-    let body = carol.body_text().await;
-    assert!(
-        !body.contains("cake") && !body.contains("fridge"),
-        "carol never sees the direct message: {body}"
-    );
-    assert_eq!(
-        carol
-            .js(
-                "return document.querySelectorAll('#messages .msg.dm').length;",
-                vec![]
-            )
-            .await,
-        json!(0)
-    );
     // Nor after a reload, which replays the room.
     carol.reload().await;
     wait_in_room(&carol, "den").await;
