@@ -261,6 +261,7 @@ impl HistoryStore {
             "DELETE FROM messages WHERE room_uid = ?1",
             params![to_sql(room_uid)],
         )?;
+        search::forget_room(&self.connection, room_uid)?;
         Ok(())
     }
 

@@ -5,15 +5,16 @@
 
 use std::time::Instant;
 
-use chat_protocol::limits::{MAX_DATAGRAM, MAX_HISTORY_PAGE};
+use chat_protocol::limits::MAX_HISTORY_PAGE;
 use chat_protocol::names;
 use chat_protocol::ucrp::{self, ClientMessage, Datagram, NOTICE_SENDER, ROOM_CLOSED, V2_MARKER};
 use chat_protocol::v2::{ClientV2, LeaveReason, ServerV2, V2ErrorCode};
 
 use super::durable::StateChange;
 use super::effects::Outbox;
-use super::moderation::Moderation;
-use super::replay::{NO_ROOM_TEXT, ReplaySource, catch_up, members_of, notify, unicast_v2};
+use super::replay::{
+    NO_ROOM_TEXT, ReplaySource, catch_up, members_of, notify, unicast_v2, welcome_v1,
+};
 use super::room::{
     CHALLENGE_LIFETIME, Challenge, MAX_CHALLENGES, Member, MemberId, Room, RoomId, Said,
     WireVersion,
@@ -149,58 +150,21 @@ impl Engine {
                 let said = Said::Direct(to);
                 self.accept_chat(room_id, member_id, Some(seq), &text, said, clock, fx)
             }
+            // The host's commands, away, search and topic: requests that change or read
+            // the room, each counted by flood control.
             ClientMessage::V2(
-                ClientV2::Kick { .. } | ClientV2::Ban { .. } | ClientV2::Host { .. },
-            ) if !member.flood.allow(&self.flood, now) => Err(DropReason::RateLimited),
-            ClientMessage::V2(ClientV2::Kick { name }) => {
-                self.moderate(room_id, member_id, Moderation::Kick, &name, src, now, fx);
-                Ok(())
-            }
-            ClientMessage::V2(ClientV2::Ban { name }) => {
-                self.moderate(room_id, member_id, Moderation::Ban, &name, src, now, fx);
-                Ok(())
-            }
-            ClientMessage::V2(ClientV2::Host { name }) => {
-                self.moderate(room_id, member_id, Moderation::Host, &name, src, now, fx);
-                Ok(())
-            }
-            ClientMessage::V2(ClientV2::Away { .. } | ClientV2::Back)
-                if !member.flood.allow(&self.flood, now) =>
-            {
-                Err(DropReason::RateLimited)
-            }
-            ClientMessage::V2(ClientV2::Away { text }) => {
-                self.set_away(room_id, member_id, Some(&text), src, fx);
-                Ok(())
-            }
-            ClientMessage::V2(ClientV2::Back) => {
-                self.set_away(room_id, member_id, None, src, fx);
-                Ok(())
-            }
-            ClientMessage::V2(ClientV2::Search { .. }) if !member.flood.allow(&self.flood, now) => {
-                Err(DropReason::RateLimited)
-            }
-            ClientMessage::V2(ClientV2::Search {
-                words,
-                before,
-                limit,
-            }) => {
-                let limit = limit
-                    .map_or(DEFAULT_HISTORY_PAGE, |limit| limit as usize)
-                    .clamp(1, MAX_HISTORY_PAGE);
-                let search = super::search::Search {
-                    words,
-                    before,
-                    limit,
-                };
-                self.search(room_id, member_id, search, src, fx);
-                Ok(())
-            }
-            ClientMessage::V2(ClientV2::Topic { .. }) if !member.flood.allow(&self.flood, now) => {
-                Err(DropReason::RateLimited)
-            }
-            ClientMessage::V2(ClientV2::Topic { text }) => {
-                self.set_topic(room_id, member_id, &text, src, fx);
+                request @ (ClientV2::Kick { .. }
+                | ClientV2::Ban { .. }
+                | ClientV2::Host { .. }
+                | ClientV2::Away { .. }
+                | ClientV2::Back
+                | ClientV2::Search { .. }
+                | ClientV2::Topic { .. }),
+            ) => {
+                if !member.flood.allow(&self.flood, now) {
+                    return Err(DropReason::RateLimited);
+                }
+                self.request(room_id, member_id, request, src, now, fx);
                 Ok(())
             }
             ClientMessage::V2(ClientV2::Ping { .. }) if !member.probes.allow(&flood, now) => {
@@ -376,43 +340,6 @@ fn bind(
 /// What a version-1 address hears when its member registered from another address.
 const MOVED_NOTICE: &str =
     "your name is now used from another address; this one no longer receives the room";
-
-/// Answers a version-1 registration with the notice that confirms it, within `budget` bytes
-/// (the reference protocol has no acknowledgement, and a version-1 address never proves it
-/// receives): as many names as fit, then how many more there are.
-fn welcome_v1(room: &Room, member_id: MemberId, to: Endpoint, budget: usize, out: &mut Outbox) {
-    let Some(member) = room.members.get(&member_id) else {
-        return;
-    };
-    let names = room.usernames();
-    let mut text = format!("welcome to {}, {}; here now: ", room.name, member.username);
-    // The frame adds a length byte and the sender `*`.
-    let limit = budget.min(MAX_DATAGRAM).saturating_sub(2);
-    let all = names.join(", ");
-    if text.len() + all.len() <= limit {
-        text.push_str(&all);
-    } else {
-        let reserve = format!(" and {} more", names.len()).len();
-        let mut listed = 0;
-        for name in &names {
-            let separator = if listed == 0 { 0 } else { 2 };
-            if text.len() + separator + name.len() + reserve > limit {
-                break;
-            }
-            if listed > 0 {
-                text.push_str(", ");
-            }
-            text.push_str(name);
-            listed += 1;
-        }
-        if listed == 0 {
-            text.push_str(&format!("{} members", names.len()));
-        } else {
-            text.push_str(&format!(" and {} more", names.len() - listed));
-        }
-    }
-    out.unicast(to, |buf| ucrp::encode_v1_chat(NOTICE_SENDER, &text, buf));
-}
 
 /// Sends (or sends again) a challenge to `src` for this member and returns its nonce. A
 /// retransmitted register gets the same nonce, so an echo of either attempt works.

@@ -223,3 +223,46 @@ pub(super) fn notify(
         Ok(())
     });
 }
+
+/// Answers a version-1 registration with the notice that confirms it, within `budget` bytes
+/// (the reference protocol has no acknowledgement, and a version-1 address never proves it
+/// receives): as many names as fit, then how many more there are.
+pub(super) fn welcome_v1(
+    room: &Room,
+    member_id: MemberId,
+    to: Endpoint,
+    budget: usize,
+    out: &mut Outbox,
+) {
+    let Some(member) = room.members.get(&member_id) else {
+        return;
+    };
+    let names = room.usernames();
+    let mut text = format!("welcome to {}, {}; here now: ", room.name, member.username);
+    // The frame adds a length byte and the sender `*`.
+    let limit = budget.min(MAX_DATAGRAM).saturating_sub(2);
+    let all = names.join(", ");
+    if text.len() + all.len() <= limit {
+        text.push_str(&all);
+    } else {
+        let reserve = format!(" and {} more", names.len()).len();
+        let mut listed = 0;
+        for name in &names {
+            let separator = if listed == 0 { 0 } else { 2 };
+            if text.len() + separator + name.len() + reserve > limit {
+                break;
+            }
+            if listed > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(name);
+            listed += 1;
+        }
+        if listed == 0 {
+            text.push_str(&format!("{} members", names.len()));
+        } else {
+            text.push_str(&format!(" and {} more", names.len() - listed));
+        }
+    }
+    out.unicast(to, |buf| ucrp::encode_v1_chat(NOTICE_SENDER, &text, buf));
+}

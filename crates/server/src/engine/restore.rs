@@ -202,11 +202,17 @@ impl Engine {
                 forgotten_upto: 0,
                 new_members_from: 0,
                 topic: persisted.topic,
+                // The newest bans, as the room kept them.
                 bans: persisted
                     .banned
                     .iter()
+                    .skip(
+                        persisted
+                            .banned
+                            .len()
+                            .saturating_sub(super::moderation::MAX_BANS),
+                    )
                     .map(|ip| ip.to_canonical())
-                    .take(super::moderation::MAX_BANS)
                     .collect(),
             };
             if let Some(history) = history {

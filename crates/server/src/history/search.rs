@@ -1,14 +1,22 @@
 //! Full-text search over the history with SQLite's FTS5: a contentless index of every
-//! message's text (`message_search`), keyed through `search_keys` (room, id → the index's
-//! rowid) and kept current by triggers on `messages`, so that stores, trims and deletes (and
-//! the admin's restore) maintain it without anyone remembering to.
+//! message's text (`message_search`), kept current by triggers on `messages`, so that stores,
+//! trims and deletes (and the admin's restore) maintain it without anyone remembering to.
+//!
+//! An index row's rowid is the message's id plus its room's number times 2^40, the number
+//! coming from `search_rooms` (one small row per room), so that a message costs one index
+//! insert and nothing else, and a room's messages are one rowid range to search in.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{HistoryError, HistoryStore, StoredMessage, to_sql};
 
+/// Where a room's rowids start: room number n owns `[n << 40, (n + 1) << 40)`.
+const ROOM_SPAN: i64 = 1 << 40;
+
 /// Creates the index and its triggers if missing, and fills it from a database made before
-/// it existed.
+/// it existed. (No statement in a trigger may rely on its own conflict clause: the store's
+/// `INSERT OR REPLACE` overrides them all, which is why the room's number is added only when
+/// missing rather than with `INSERT OR IGNORE`.)
 pub(super) fn prepare(connection: &Connection) -> Result<(), rusqlite::Error> {
     let exists: bool = connection.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'message_search'",
@@ -20,28 +28,39 @@ pub(super) fn prepare(connection: &Connection) -> Result<(), rusqlite::Error> {
     }
     connection.execute_batch(
         "BEGIN;
-         CREATE TABLE search_keys (
-             key      INTEGER PRIMARY KEY,
-             room_uid INTEGER NOT NULL,
-             id       INTEGER NOT NULL,
-             UNIQUE (room_uid, id)
+         CREATE TABLE search_rooms (
+             n        INTEGER PRIMARY KEY,
+             room_uid INTEGER NOT NULL UNIQUE
          );
          CREATE VIRTUAL TABLE message_search USING fts5(text, content='', contentless_delete=1);
-         INSERT INTO search_keys (room_uid, id) SELECT room_uid, id FROM messages;
+         INSERT INTO search_rooms (room_uid) SELECT DISTINCT room_uid FROM messages;
          INSERT INTO message_search (rowid, text)
-             SELECT k.key, m.text FROM search_keys k
-             JOIN messages m ON m.room_uid = k.room_uid AND m.id = k.id;
+             SELECT r.n * 1099511627776 + m.id, m.text FROM messages m
+             JOIN search_rooms r ON r.room_uid = m.room_uid;
          CREATE TRIGGER messages_indexed AFTER INSERT ON messages BEGIN
-             INSERT OR REPLACE INTO search_keys (room_uid, id) VALUES (new.room_uid, new.id);
-             INSERT INTO message_search (rowid, text) VALUES (last_insert_rowid(), new.text);
+             INSERT INTO search_rooms (room_uid) SELECT new.room_uid
+                 WHERE NOT EXISTS (SELECT 1 FROM search_rooms WHERE room_uid = new.room_uid);
+             INSERT OR REPLACE INTO message_search (rowid, text) VALUES (
+                 (SELECT n FROM search_rooms WHERE room_uid = new.room_uid) * 1099511627776
+                     + new.id,
+                 new.text);
          END;
          CREATE TRIGGER messages_unindexed AFTER DELETE ON messages BEGIN
              DELETE FROM message_search WHERE rowid =
-                 (SELECT key FROM search_keys WHERE room_uid = old.room_uid AND id = old.id);
-             DELETE FROM search_keys WHERE room_uid = old.room_uid AND id = old.id;
+                 (SELECT n FROM search_rooms WHERE room_uid = old.room_uid) * 1099511627776
+                     + old.id;
          END;
          COMMIT;",
     )
+}
+
+/// Forgets a closed room's number (its messages, and so their index rows, are gone).
+pub(super) fn forget_room(connection: &Connection, room_uid: u64) -> Result<(), rusqlite::Error> {
+    connection.execute(
+        "DELETE FROM search_rooms WHERE room_uid = ?1",
+        params![to_sql(room_uid)],
+    )?;
+    Ok(())
 }
 
 /// The words as an FTS5 query: each one a quoted phrase (so that no character the user types
@@ -71,20 +90,32 @@ impl HistoryStore {
         if query.is_empty() {
             return Ok((Vec::new(), false));
         }
-        let before = before.map_or(i64::MAX, to_sql);
+        let room: Option<i64> = self
+            .connection
+            .query_row(
+                "SELECT n FROM search_rooms WHERE room_uid = ?1",
+                params![to_sql(room_uid)],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(room) = room else {
+            return Ok((Vec::new(), false));
+        };
+        let first = room.saturating_mul(ROOM_SPAN);
+        let end = before.map_or(i64::MAX, to_sql).clamp(0, ROOM_SPAN);
         let mut newest_first = self.query(
             "SELECT m.room_uid, m.id, m.member_uid, m.seq, m.sender, m.text, m.ts, m.me,
                     m.recipient, m.recipient_uid
              FROM message_search s
-             JOIN search_keys k ON k.key = s.rowid
-             JOIN messages m ON m.room_uid = k.room_uid AND m.id = k.id
-             WHERE message_search MATCH ?1 AND k.room_uid = ?2 AND k.id < ?3
-               AND (m.recipient_uid IS NULL OR m.recipient_uid = ?5 OR m.member_uid = ?5)
-             ORDER BY k.id DESC LIMIT ?4",
+             JOIN messages m ON m.room_uid = ?2 AND m.id = s.rowid - ?3
+             WHERE message_search MATCH ?1 AND s.rowid >= ?3 AND s.rowid < ?3 + ?4
+               AND (m.recipient_uid IS NULL OR m.recipient_uid = ?6 OR m.member_uid = ?6)
+             ORDER BY s.rowid DESC LIMIT ?5",
             params![
                 query,
                 to_sql(room_uid),
-                before,
+                first,
+                end,
                 limit as i64 + 1,
                 to_sql(reader)
             ],
@@ -160,6 +191,20 @@ mod tests {
         store.delete_room(2).unwrap();
         assert_eq!(
             ids(&store.search(2, "cake", None, 10, 9).unwrap()),
+            Vec::<u64>::new()
+        );
+        // Stored again (as a restore may): replaced, not found twice or under the old text.
+        store.store(&[message(1, 5, "last pie")], 100).unwrap();
+        assert_eq!(
+            ids(&store.search(1, "cake", None, 10, 9).unwrap()),
+            Vec::<u64>::new()
+        );
+        assert_eq!(ids(&store.search(1, "pie", None, 10, 9).unwrap()), [5]);
+        // A room made after another closed gets a number of its own.
+        store.store(&[message(3, 1, "new room cake")], 100).unwrap();
+        assert_eq!(ids(&store.search(3, "cake", None, 10, 9).unwrap()), [1]);
+        assert_eq!(
+            ids(&store.search(1, "room", None, 10, 9).unwrap()),
             Vec::<u64>::new()
         );
     }

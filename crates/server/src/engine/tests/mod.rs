@@ -19,6 +19,7 @@ mod binding;
 mod chat;
 mod membership;
 mod memory;
+mod room_features;
 
 const ROOM: &str = "lobby";
 
