@@ -352,7 +352,9 @@
     pingTimer = setInterval(tick, PING_EVERY_MS);
     // Away marks reach others only through `members`: ask now and then.
     whoTimer = setInterval(() => {
-      if (ready) send({ t: 'who' });
+      if (!ready) return;
+      spendToken();
+      send({ t: 'who' });
     }, WHO_EVERY_MS);
     connect();
     $('text').focus();
@@ -492,6 +494,13 @@
     if (item.kind === 'me') return { t: 'me', seq: item.seq, text: item.text };
     if (item.kind === 'dm') return { t: 'dm', seq: item.seq, to: item.to, text: item.text };
     return { t: 'msg', seq: item.seq, text: item.text };
+  }
+
+  /** Flood control counts requests too (who, topic, search, the host's commands): each one
+   * takes a token from the page's bucket, so that the messages after it are paced for it. */
+  function spendToken() {
+    refillTokens();
+    sendTokens -= 1;
   }
 
   function refillTokens() {
@@ -1219,6 +1228,7 @@
       addNotice('Not connected right now: try again in a moment.', 'error-line');
       return;
     }
+    spendToken();
     send(obj);
   }
 
@@ -1535,7 +1545,10 @@
     $('leave').addEventListener('click', leaveClicked);
     $('new-chat').addEventListener('click', newChat);
     $('older').addEventListener('click', loadOlder);
-    $('who').addEventListener('click', () => send({ t: 'who' }));
+    $('who').addEventListener('click', () => {
+      spendToken();
+      send({ t: 'who' });
+    });
     $('text').addEventListener('keydown', complete);
     $('share').addEventListener('click', () => $('file').click());
     $('file').addEventListener('change', () => {
