@@ -111,14 +111,25 @@ impl Chromedriver {
         std::fs::read_to_string(self.log.path().join("chromedriver.log")).unwrap_or_default()
     }
 
-    /// Opens a new headless Chromium with a fresh profile.
+    /// Opens a new headless Chromium with a fresh profile, saving downloads in a directory of
+    /// its own ([`Page::download_dir`]) without asking.
     pub async fn session(&self) -> Page {
         let profile = tempfile::tempdir().expect("a profile directory");
+        let downloads = tempfile::tempdir().expect("a download directory");
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| (*a).to_owned()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
         let capabilities = json!({
             "browserName": "chrome",
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": args,
+                "prefs": {
+                    "download.default_directory": downloads.path().display().to_string(),
+                    "download.prompt_for_download": false,
+                    "download.directory_upgrade": true,
+                    "safebrowsing.enabled": false,
+                },
+            },
         });
         let Value::Object(capabilities) = capabilities else {
             unreachable!("json! of an object literal is an object")
@@ -131,6 +142,7 @@ impl Chromedriver {
         Page {
             client: Some(client),
             profile,
+            downloads,
         }
     }
 }
@@ -191,12 +203,18 @@ const MESSAGES_JS: &str =
 pub struct Page {
     client: Option<Client>,
     profile: tempfile::TempDir,
+    downloads: tempfile::TempDir,
 }
 
 impl Page {
     /// The WebDriver client, for anything the helpers below do not cover.
     pub fn client(&self) -> &Client {
         self.client.as_ref().expect("the session is open")
+    }
+
+    /// Where this browser saves downloads.
+    pub fn download_dir(&self) -> &Path {
+        self.downloads.path()
     }
 
     /// Navigates to `url` and waits for the page to be loaded.

@@ -45,6 +45,8 @@ pub enum HistoryError {
 #[derive(Debug)]
 pub struct HistoryStore {
     connection: Connection,
+    /// Rooms with messages the search index does not have yet.
+    unindexed: search::Unindexed,
 }
 
 // SQLite integers are signed; uids and ids are stored bit-for-bit.
@@ -102,7 +104,10 @@ impl HistoryStore {
         connection
             .query_row("SELECT count(*) FROM messages LIMIT 1", [], |_| Ok(()))
             .map_err(open_error)?;
-        Ok(Self { connection })
+        Ok(Self {
+            connection,
+            unindexed: search::Unindexed::default(),
+        })
     }
 
     /// Leaves checkpoints (copying the write-ahead log into the database, with an `fsync`
@@ -147,6 +152,7 @@ impl HistoryStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for stored in batch.clone() {
+                self.unindexed.stored(stored.room_uid);
                 insert.execute(params![
                     to_sql(stored.room_uid),
                     to_sql(stored.message.id),
@@ -256,17 +262,19 @@ impl HistoryStore {
     }
 
     /// Forgets a closed room's messages.
-    pub fn delete_room(&self, room_uid: u64) -> Result<(), HistoryError> {
+    pub fn delete_room(&mut self, room_uid: u64) -> Result<(), HistoryError> {
         self.connection.execute(
             "DELETE FROM messages WHERE room_uid = ?1",
             params![to_sql(room_uid)],
         )?;
-        search::forget_room(&self.connection, room_uid)?;
+        self.forget_indexed_room(room_uid)?;
         Ok(())
     }
 
     /// Forgets a room's messages up to `upto` (a pair room's ended conversation).
-    pub fn delete_up_to(&self, room_uid: u64, upto: u64) -> Result<(), HistoryError> {
+    pub fn delete_up_to(&mut self, room_uid: u64, upto: u64) -> Result<(), HistoryError> {
+        // The index purges them when it next catches up with the room.
+        self.unindexed.stored(room_uid);
         self.connection.execute(
             "DELETE FROM messages WHERE room_uid = ?1 AND id <= ?2",
             params![to_sql(room_uid), to_sql(upto)],
@@ -276,13 +284,15 @@ impl HistoryStore {
 
     /// Forgets the history of every room not in `live`: rooms closed while the server was
     /// down, or whose close was not written before a crash.
-    pub fn retain_rooms(&self, live: &[u64]) -> Result<(), HistoryError> {
-        let mut statement = self
-            .connection
-            .prepare("SELECT DISTINCT room_uid FROM messages")?;
-        let stored: Vec<i64> = statement
-            .query_map([], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
+    pub fn retain_rooms(&mut self, live: &[u64]) -> Result<(), HistoryError> {
+        let stored: Vec<i64> = {
+            let mut statement = self.connection.prepare(
+                "SELECT DISTINCT room_uid FROM messages UNION SELECT room_uid FROM search_rooms",
+            )?;
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()?
+        };
         for room_uid in stored.into_iter().map(from_sql) {
             if !live.contains(&room_uid) {
                 self.delete_room(room_uid)?;

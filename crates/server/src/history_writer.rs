@@ -44,6 +44,8 @@ const CHECKPOINT_BACKSTOP_FRAMES: u32 = 4096;
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(2);
 /// Longest a batch that nobody waits on gathers before it is committed.
 const UNAWAITED_GATHER: Duration = Duration::from_millis(20);
+/// How long the history thread waits for work before it indexes what was stored for search.
+const INDEX_WHEN_IDLE: Duration = Duration::from_millis(100);
 /// Longest wait between retries of a failed commit (disk full, I/O error).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
@@ -148,7 +150,24 @@ fn run(
     let mut not_stored = 0;
     // Jobs the engine asked for while it took a commit: this thread is their history thread.
     let mut own: VecDeque<HistoryJob> = VecDeque::new();
-    while let Some(first) = own.pop_front().or_else(|| queue.recv().ok()) {
+    loop {
+        let first = match own.pop_front() {
+            Some(job) => job,
+            // Idle with messages the search index does not have: index them now, in one
+            // batch, off the commit path.
+            None if store.index_pending().0 => match queue.recv_timeout(INDEX_WHEN_IDLE) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    catch_up_index(&mut store);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
         let mut batch = Vec::new();
         let mut reads = Vec::new();
         let mut stopping = false;
@@ -189,9 +208,13 @@ fn run(
             } else {
                 not_stored += batch.len() as u64;
             }
+            if store.index_pending().1 {
+                // Stores never pause long enough: index the backlog between two commits.
+                catch_up_index(&mut store);
+            }
         }
         for job in reads {
-            serve_read(&store, job, &mut link.fx.datagrams);
+            serve_read(&mut store, job, &mut link.fx.datagrams);
         }
         link.flush();
         if stopping {
@@ -199,6 +222,14 @@ fn run(
         }
     }
     not_stored
+}
+
+/// Brings the search index up to date; a failure is tried again next time (a search catches
+/// its room up itself).
+fn catch_up_index(store: &mut HistoryStore) {
+    if let Err(error) = store.catch_up_index() {
+        tracing::warn!(%error, "indexing messages for search failed; will try again");
+    }
 }
 
 /// Stores a batch, retrying until it succeeds: the ids in it are already promised, so giving
@@ -228,7 +259,7 @@ fn commit(
     }
 }
 
-fn serve_read(store: &HistoryStore, job: HistoryJob, out: &mut Outbox) {
+fn serve_read(store: &mut HistoryStore, job: HistoryJob, out: &mut Outbox) {
     match job {
         HistoryJob::Replay {
             room_uid,

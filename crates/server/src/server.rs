@@ -102,7 +102,7 @@ impl Server {
         // The state file first: a server that refuses to start should not have created a
         // history database on its way out.
         let saved = journal::load(&config.state)?;
-        let history = HistoryStore::open(&config.history)?;
+        let mut history = HistoryStore::open(&config.history)?;
         let engine = match saved {
             None => Engine::new(config.limits(), config.flood_policy()),
             Some(state) => Engine::restore(

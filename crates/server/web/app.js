@@ -20,6 +20,8 @@
   const BACKOFF_MAX_MS = 5000;
   const HISTORY_PAGE = 50;
   const ROOMS_REFRESH_MS = 5000;
+  const SEARCH_PAGE = 20; // matches per /search answer
+  const WHO_EVERY_MS = 15000; // the member list (and who is away) is asked for this often
   const REPLAY_MAX = 256; // the most a register or ping replays at once
   const MISSING_MAX = 1000; // ids we remember as missing; more than that, a replay fills anyway
   // Flood control lets a member send a burst of messages at once, then one per interval; the
@@ -56,7 +58,8 @@
   // Persisted state: one membership (room, token, name, last id shown, seq counter, unacked).
 
   /** @type {null | {room:string, token:string, name:string, host:boolean,
-   *   lastId:number|null, seq:number, unacked:{seq:number,text:string}[]}} */
+   *   lastId:number|null, seq:number,
+   *   unacked:{seq:number,text:string,kind?:string,to?:string}[]}} */
   let session = null;
 
   function loadSession() {
@@ -67,13 +70,20 @@
         typeof s.name === 'string' && Number.isInteger(s.seq) && Array.isArray(s.unacked);
       if (valid) {
         if (!Number.isInteger(s.lastId)) s.lastId = null;
-        s.unacked = s.unacked.filter((u) => u && Number.isInteger(u.seq) && typeof u.text === 'string');
+        s.unacked = s.unacked.filter(isUnacked);
         return s;
       }
     } catch (_) {
       // A corrupt entry is as good as none: the lobby.
     }
     return null;
+  }
+
+  /** An unacked message as saved: `kind` 'me' (an action) or 'dm' (to `to`), else plain chat. */
+  function isUnacked(u) {
+    if (!u || !Number.isInteger(u.seq) || typeof u.text !== 'string') return false;
+    if (u.kind === 'dm') return typeof u.to === 'string';
+    return u.kind === undefined || u.kind === 'me';
   }
 
   function saveSession() {
@@ -198,6 +208,13 @@
     const n = Number.isInteger(room.members) ? room.members : 0;
     count.textContent = n === 1 ? '1 member' : n + ' members';
     li.append(name, count);
+    if (typeof room.topic === 'string' && room.topic) {
+      const topic = document.createElement('span');
+      topic.className = 'room-topic';
+      topic.textContent = room.topic;
+      topic.title = room.topic;
+      li.append(topic);
+    }
     if (room.private) {
       const lock = document.createElement('span');
       lock.className = 'private';
@@ -298,6 +315,12 @@
   const typingTimers = new Map(); // name -> timeout that hides "name is typing"
   let memberNames = [];
   let hostName = null;
+  let awayTexts = new Map(); // name -> away text ("" for no reason), from `members` and `away`
+  let topic = '';
+  let markerPlaced = false; // the new-messages line went in after the first replay
+  let emptyAtEntry = false; // the room had no message when this page came in
+  let lastSearch = null; // {words, more, oldest}: the last search's answer, to page back
+  let whoTimer = null;
 
   function enterRoom(grant) {
     session = {
@@ -327,6 +350,12 @@
     parked = false;
     backoff = BACKOFF_MIN_MS;
     pingTimer = setInterval(tick, PING_EVERY_MS);
+    // Away marks reach others only through `members`: ask now and then.
+    whoTimer = setInterval(() => {
+      if (!ready) return;
+      spendToken();
+      send({ t: 'who' });
+    }, WHO_EVERY_MS);
     connect();
     $('text').focus();
   }
@@ -340,6 +369,11 @@
     noOlder = false;
     memberNames = [];
     hostName = null;
+    awayTexts = new Map();
+    markerPlaced = false;
+    emptyAtEntry = false;
+    lastSearch = null;
+    setTopic('');
     $('messages').replaceChildren();
     $('members').replaceChildren();
     $('typing').textContent = '';
@@ -350,6 +384,8 @@
   function stopRoom() {
     clearInterval(pingTimer);
     pingTimer = null;
+    clearInterval(whoTimer);
+    whoTimer = null;
     clearTimeout(pumpTimer);
     pumpTimer = null;
     clearTimeout(reconnectTimer);
@@ -449,8 +485,22 @@
       }
       sendTokens -= 1;
       sentSeq = item.seq;
-      send({ t: 'msg', seq: item.seq, text: item.text });
+      send(wireOf(item));
     }
+  }
+
+  /** What an unacked item goes out as: `msg`, `me` or `dm`, each with its own seq. */
+  function wireOf(item) {
+    if (item.kind === 'me') return { t: 'me', seq: item.seq, text: item.text };
+    if (item.kind === 'dm') return { t: 'dm', seq: item.seq, to: item.to, text: item.text };
+    return { t: 'msg', seq: item.seq, text: item.text };
+  }
+
+  /** Flood control counts requests too (who, topic, search, the host's commands): each one
+   * takes a token from the page's bucket, so that the messages after it are paced for it. */
+  function spendToken() {
+    refillTokens();
+    sendTokens -= 1;
   }
 
   function refillTokens() {
@@ -469,6 +519,9 @@
   /** The id to replay after: just below the oldest missing id, else the newest shown. */
   function replayFrom() {
     if (missing.size > 0) return Math.min(...missing) - 1;
+    // A room that was empty when we came in: everything in it is new to us. (What the server
+    // says in our name without a seq, a shared file's line, is not sent to us: a ping finds it.)
+    if (session.lastId === null && emptyAtEntry) return 0;
     return session.lastId;
   }
 
@@ -513,6 +566,10 @@
     moved: onMoved,
     skip: onSkip,
     topic: onTopic,
+    kicked: onKicked,
+    host: onHost,
+    away: onAway,
+    found: onFound,
   };
 
   function handleFrame(data) {
@@ -551,7 +608,17 @@
 
   function onTopic(t) {
     if (typeof t.name !== 'string' || typeof t.text !== 'string') return;
+    // Asking again for the topic the room already has is answered to us alone: no news.
+    if (t.text === topic) return;
+    setTopic(t.text);
     addNotice(t.text === '' ? t.name + ' cleared the topic' : t.name + ' set the topic: ' + t.text);
+  }
+
+  function setTopic(text) {
+    topic = text;
+    $('topic').textContent = text;
+    $('topic').hidden = !text;
+    $('topic').title = text;
   }
 
   /** Keeps lastId (the newest id seen) and notices gaps, which it asks the server to replay. */
@@ -583,7 +650,7 @@
     const el = pendingElement(a.seq);
     if (!el) return;
     if (shown.has(a.id)) {
-      el.remove(); // a replay showed it already
+      el.remove(); // a replay (or, for a direct message, its own copy) showed it already
     } else {
       confirm(el, a.id);
     }
@@ -617,7 +684,13 @@
       setStatus('online');
       // An empty room (no stored message yet) has no history to load.
       if (p.id === 0 && shown.size === 0) noOlder = true;
+      if (!markerPlaced) emptyAtEntry = p.id === 0;
       updateOlder();
+      // The first answer since the room was shown: everything up to here was replayed.
+      if (!markerPlaced) {
+        markerPlaced = true;
+        if (shown.size > 0) addMarker(Number.isInteger(p.id) ? p.id : session.lastId || 0);
+      }
     }
     // The replay went in id order, so a missing id below the highest one it delivered does not
     // exist (a crash can skip ids): stop asking for it. A replay cut at its limit proves less.
@@ -634,6 +707,14 @@
     if (!Array.isArray(m.names)) return;
     memberNames = m.names.filter((n) => typeof n === 'string');
     hostName = typeof m.host === 'string' ? m.host : null;
+    awayTexts = new Map();
+    if (m.away && typeof m.away === 'object') {
+      for (const [name, text] of Object.entries(m.away)) {
+        if (typeof text === 'string') awayTexts.set(name, text);
+      }
+    }
+    session.host = hostName === session.name;
+    setTopic(typeof m.topic === 'string' ? m.topic : '');
     renderMembers(Number.isInteger(m.more) ? m.more : 0);
   }
 
@@ -647,16 +728,109 @@
   function onLeft(l) {
     if (typeof l.name !== 'string') return;
     memberNames = memberNames.filter((n) => n !== l.name);
+    awayTexts.delete(l.name);
     renderMembers(0);
     hideTyping(l.name);
-    let text = l.name + (l.reason === 'timeout' ? ' timed out' : ' left');
+    const how = {
+      timeout: ' timed out',
+      kicked: ' was kicked out by the host',
+      banned: ' was banned by the host',
+    }[l.reason];
+    let text = l.name + (how || ' left');
     // A pair room stays open for the one left behind, waiting for a new partner.
     if (session.room.startsWith('pair-')) text += ': wait here for someone new, or press New chat.';
     addNotice(text);
   }
 
+  /** The host removed us (and banned our address when `ban`): the token is gone. */
+  function onKicked(k) {
+    const by = typeof k.by === 'string' ? k.by : 'the host';
+    const room = session.room;
+    dropSocket();
+    clearSession();
+    showLobby(
+      k.ban === true
+        ? 'You were banned from ' + room + ' by ' + by + '.'
+        : 'You were kicked out of ' + room + ' by ' + by + '.'
+    );
+  }
+
+  function onHost(h) {
+    if (typeof h.name !== 'string') return;
+    hostName = h.name;
+    session.host = h.name === session.name;
+    saveSession();
+    renderMembers(0);
+    addNotice(session.host ? 'You are now the host' : h.name + ' is now the host');
+  }
+
+  /** The answer to our own `away` or `back`. */
+  function onAway(a) {
+    if (typeof a.name !== 'string') return;
+    if (typeof a.text === 'string') {
+      awayTexts.set(a.name, a.text);
+      addNotice(a.text ? 'You are marked away: ' + a.text : 'You are marked away');
+    } else {
+      awayTexts.delete(a.name);
+      addNotice('You are back');
+    }
+    renderMembers(0);
+  }
+
+  /** Search results: a block of their own in the conversation, newest search last. */
+  function onFound(f) {
+    if (typeof f.words !== 'string' || !Array.isArray(f.messages)) return;
+    const messages = f.messages.filter(isChat);
+    const older = lastSearch !== null && lastSearch.words === f.words && lastSearch.oldest !== null;
+    const oldest = messages.length ? Math.min(...messages.map((m) => m.id)) : null;
+    lastSearch = { words: f.words, more: f.more === true && oldest !== null, oldest };
+    const block = addNotice('', 'search-block');
+    const head = document.createElement('div');
+    head.className = 'search-head';
+    const n = messages.length;
+    head.textContent = (older ? 'Older matches for “' : 'Search for “') + f.words + '”: ' +
+      (n === 0 ? 'nothing found' : n === 1 ? '1 message' : n + ' messages');
+    block.append(head);
+    for (const m of messages) {
+      const item = document.createElement('div');
+      item.className = 'found';
+      item.dataset.id = String(m.id);
+      const when = document.createElement('time');
+      const date = Number.isFinite(m.ts) ? new Date(m.ts) : null;
+      when.textContent = date ? date.toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }) : '';
+      const from = document.createElement('span');
+      from.className = 'from';
+      from.textContent = m.me ? '* ' + m.from : typeof m.to === 'string' ? m.from + ' → ' + m.to : m.from;
+      const text = document.createElement('span');
+      text.className = 'text';
+      text.textContent = m.text;
+      item.append(when, from, text);
+      block.append(item);
+    }
+    if (lastSearch.more) {
+      const more = document.createElement('button');
+      more.type = 'button';
+      more.className = 'link search-more';
+      more.textContent = 'Older matches';
+      more.addEventListener('click', () => {
+        more.remove();
+        search(f.words);
+      });
+      block.append(more);
+    }
+    $('scroller').scrollTop = $('scroller').scrollHeight;
+  }
+
+  /** `/search WORDS`; the same words again page back from the oldest match shown. */
+  function search(words) {
+    const req = { t: 'search', words, limit: SEARCH_PAGE };
+    if (lastSearch && lastSearch.words === words && lastSearch.more) req.before = lastSearch.oldest;
+    else lastSearch = null;
+    request(req);
+  }
+
   function onTyping(t) {
-    if (typeof t.name === 'string' && t.name !== session.name) showTyping(t.name);
+    if (typeof t.name === 'string' && t.name !== session.name && !isIgnored(t.name)) showTyping(t.name);
   }
 
   function onError(e) {
@@ -667,9 +841,14 @@
     } else if (Number.isInteger(e.seq)) {
       const why = { rate_limited: 'too fast: not sent', too_large: 'too long: not sent' }[e.code];
       markFailed(e.seq, why || (typeof e.message === 'string' ? e.message : 'not sent'));
-    } else {
+    } else if (e.code === 'rate_limited') {
       // A refused `history` (flood control counts it) is never answered: allow asking again.
       olderPending = false;
+    } else {
+      // A refused command (not_host, no_such_member, a topic too long): say why.
+      olderPending = false;
+      const why = typeof e.message === 'string' && e.message ? e.message : String(e.code);
+      addNotice(why, 'error-line');
     }
   }
 
@@ -699,21 +878,98 @@
   // Rendering messages: every element has a sort key (its id; notices sort after the id they
   // follow; pending messages last), and each new one is placed by key.
 
+  /** `shared NAME (SIZE): /get ID`, the line the server says for a shared file. */
+  const SHARED_LINE = /^shared (.+) \((\d+ bytes|\d+\.\d (?:KiB|MiB|GiB))\): \/get ([0-9a-f]{6,64})$/;
+
   function messageElement(m) {
     const el = document.createElement('div');
     el.className = 'msg';
+    el.dataset.from = m.from;
     if (m.from === session.name) el.classList.add('mine');
+    const dm = typeof m.to === 'string';
     const from = document.createElement('span');
     from.className = 'from';
-    from.textContent = m.me ? '* ' + m.from : typeof m.to === 'string' ? m.from + ' -> ' + m.to : m.from;
     const text = document.createElement('span');
     text.className = 'text';
-    text.textContent = m.me ? m.text : typeof m.to === 'string' ? '(private) ' + m.text : m.text;
+    if (m.me) {
+      el.classList.add('action');
+      from.textContent = '* ' + m.from;
+    } else if (dm) {
+      el.classList.add('dm');
+      from.textContent = m.from + ' → ' + m.to;
+    } else {
+      from.textContent = m.from;
+    }
+    highlightInto(text, m.text, m.from === session.name ? null : session.name);
+    if (text.querySelector('mark')) el.classList.add('mention');
+    el.append(from);
+    if (dm) {
+      const tag = document.createElement('span');
+      tag.className = 'dm-tag';
+      tag.textContent = m.from === session.name ? 'private, to ' + m.to : 'private, to you';
+      el.append(tag);
+    }
+    el.append(text);
     const time = document.createElement('time');
     const when = Number.isFinite(m.ts) ? new Date(m.ts) : new Date();
+    el.dataset.ts = String(when.getTime());
+    time.dateTime = when.toISOString();
+    time.title = when.toLocaleString();
     time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-    el.append(from, text, time);
+    el.append(time);
+    const shared = !m.me && !dm ? SHARED_LINE.exec(m.text) : null;
+    if (shared) {
+      const get = document.createElement('button');
+      get.type = 'button';
+      get.className = 'download';
+      get.dataset.file = shared[3];
+      get.textContent = 'Download';
+      get.title = 'Download ' + shared[1] + ' (' + shared[2] + '), checked against its size and SHA-256';
+      get.addEventListener('click', () => download(shared[3], get));
+      el.append(get);
+    }
+    if (isIgnored(m.from) && m.from !== session.name) el.hidden = true;
     return el;
+  }
+
+  /** Whole-word, case-insensitive mentions of `name` (as the terminal client finds them). */
+  function mentionPattern(name) {
+    const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    return new RegExp('(?<![\\p{L}\\p{N}_])' + escaped + '(?![\\p{L}\\p{N}_])', 'giu');
+  }
+
+  /** Puts `text` into `el` as text nodes, with each mention of `name` in a <mark>. */
+  function highlightInto(el, text, name) {
+    if (!name) {
+      el.textContent = text;
+      return;
+    }
+    let pattern;
+    try {
+      pattern = mentionPattern(name.normalize('NFC'));
+    } catch (_) {
+      el.textContent = text; // a browser without lookbehind or \p: no highlighting
+      return;
+    }
+    const normal = text.normalize('NFC');
+    if (normal !== text) {
+      // Offsets below are in the normalized text; show it only if it matches at all.
+      if (!pattern.test(normal)) {
+        el.textContent = text;
+        return;
+      }
+      pattern.lastIndex = 0;
+      text = normal;
+    }
+    let at = 0;
+    for (const found of text.matchAll(pattern)) {
+      if (found.index > at) el.append(document.createTextNode(text.slice(at, found.index)));
+      const mark = document.createElement('mark');
+      mark.textContent = found[0];
+      el.append(mark);
+      at = found.index + found[0].length;
+    }
+    if (at < text.length) el.append(document.createTextNode(text.slice(at)));
   }
 
   function showMessage(m, older) {
@@ -722,10 +978,13 @@
     el.dataset.key = String(m.id);
     shown.add(m.id);
     place(el, !older);
+    renderDays();
   }
 
   function addPending(item) {
-    const el = messageElement({ from: session.name, text: item.text });
+    const m = { from: session.name, text: item.text, me: item.kind === 'me' };
+    if (item.kind === 'dm') m.to = item.to;
+    const el = messageElement(m);
     el.classList.add('pending');
     el.dataset.seq = String(item.seq);
     el.dataset.key = 'Infinity';
@@ -745,6 +1004,7 @@
     shown.add(id);
     el.remove();
     place(el, true);
+    renderDays();
   }
 
   function markFailed(seq, why) {
@@ -761,13 +1021,56 @@
     el.append(reason);
   }
 
-  function addNotice(text) {
+  function addNotice(text, kind) {
     const el = document.createElement('div');
     el.className = 'notice-line';
+    if (kind) el.classList.add(kind);
     el.textContent = text;
     // After the newest message so far, before anything pending.
     el.dataset.key = String((session.lastId || 0) + 0.5);
     place(el, true);
+    return el;
+  }
+
+  /** Several lines at once (/help, /ignore's list), kept together. */
+  function addNoticeBlock(lines) {
+    const el = addNotice('', 'info-block');
+    for (const line of lines) {
+      const div = document.createElement('div');
+      div.textContent = line;
+      el.append(div);
+    }
+    $('scroller').scrollTop = $('scroller').scrollHeight;
+  }
+
+  /** The line between what was replayed on entering and what is new, after id `id`. */
+  function addMarker(id) {
+    const el = document.createElement('div');
+    el.className = 'new-marker';
+    el.textContent = 'new messages';
+    el.dataset.key = String(id + 0.4);
+    place(el, true);
+  }
+
+  /** Puts a date line before the first message of each day (in the reader's time zone). */
+  function renderDays() {
+    const list = $('messages');
+    for (const old of list.querySelectorAll('.day-line')) old.remove();
+    let last = null;
+    for (const el of list.querySelectorAll('.msg[data-id]')) {
+      const when = new Date(Number(el.dataset.ts));
+      if (Number.isNaN(when.getTime())) continue;
+      const day = when.toDateString();
+      if (day === last) continue;
+      last = day;
+      const line = document.createElement('div');
+      line.className = 'day-line';
+      line.textContent = when.toLocaleDateString([], {
+        weekday: 'long', day: 'numeric', month: 'long', year: 'numeric',
+      });
+      line.dataset.key = String(Number(el.dataset.key) - 0.1);
+      list.insertBefore(line, el);
+    }
   }
 
   /** Inserts `el` after the last element whose key is not larger, scanning from the end (new
@@ -811,8 +1114,17 @@
     const items = memberNames.map((name) => {
       const li = document.createElement('li');
       li.textContent = name;
+      li.dataset.name = name;
       if (name === hostName) li.classList.add('host');
       if (name === session.name) li.classList.add('me');
+      if (awayTexts.has(name)) {
+        // Shown by the style sheet after the name, so the item's text stays the name.
+        const text = awayTexts.get(name);
+        li.classList.add('away');
+        li.dataset.away = text ? 'away: ' + text : 'away';
+        li.title = li.dataset.away;
+      }
+      if (isIgnored(name) && name !== session.name) li.classList.add('ignored');
       return li;
     });
     if (more > 0) {
@@ -858,21 +1170,196 @@
   // ---------------------------------------------------------------------------------------------
   // What the person does in a room.
 
+  /** `/help`: one line each. */
+  const HELP = [
+    'Commands:',
+    '/me TEXT — an action, shown as * ' + 'yourname TEXT',
+    '/msg NAME TEXT — a private message to NAME only',
+    '/topic [TEXT] — show the room\'s topic, or set it (/topic - clears it)',
+    '/away [TEXT] — mark yourself away (shown in the member list); /back when you return',
+    '/ignore [NAME] — hide NAME\'s messages on this page (alone: list); /unignore NAME',
+    '/who — ask who is here',
+    '/search WORDS — messages with all these words (again: older ones)',
+    '/kick NAME — host only: remove NAME from the room (they may come back)',
+    '/ban NAME — host only: remove NAME and refuse their address for the room\'s life',
+    '/host NAME — host only: make NAME the host',
+    '/next — in a random chat: leave and meet someone new',
+    '/quit — leave the room',
+    '/help — this list',
+    'A line starting with // sends the rest of it starting with /. Tab completes commands and names.',
+  ];
+
+  /** The commands, for tab completion. */
+  const COMMANDS = ['/me', '/msg', '/topic', '/away', '/back', '/ignore', '/unignore', '/who', '/search',
+    '/kick', '/ban', '/host', '/next', '/quit', '/help'];
+
   function sendChat(event) {
     event.preventDefault();
     const input = $('text');
-    const text = input.value;
-    if (!text.trim() || !session) return;
+    const line = input.value;
+    if (!line.trim() || !session) return;
     input.value = '';
+    const trimmed = line.trim();
+    if (trimmed.startsWith('//')) {
+      queue({ text: trimmed.slice(1) });
+    } else if (trimmed.startsWith('/')) {
+      command(trimmed);
+    } else {
+      queue({ text: line });
+    }
+  }
+
+  /** Queues a chat message (`kind` 'me' or 'dm' with `to`, or plain) to go out with the next
+   * seq, saved first so that a reload or reconnect resends it with the same seq. */
+  function queue(fields) {
     session.seq += 1;
-    const item = { seq: session.seq, text };
-    // Saved before it leaves: a reload or reconnect resends it with this same seq.
+    const item = Object.assign({ seq: session.seq }, fields);
     session.unacked.push(item);
     saveSession();
     addPending(item);
     $('scroller').scrollTop = $('scroller').scrollHeight;
     // Behind anything still queued; not registered yet: register() sends the whole queue.
     pump();
+  }
+
+  /** Sends a request that has no seq (topic, the host's commands, away): only when connected. */
+  function request(obj) {
+    if (!registered || !ws || ws.readyState !== WebSocket.OPEN) {
+      addNotice('Not connected right now: try again in a moment.', 'error-line');
+      return;
+    }
+    spendToken();
+    send(obj);
+  }
+
+  function usage(text) {
+    addNotice(text, 'error-line');
+  }
+
+  function command(line) {
+    const space = line.search(/\s/);
+    const name = (space < 0 ? line.slice(1) : line.slice(1, space)).toLowerCase();
+    const rest = space < 0 ? '' : line.slice(space).trim();
+    const oneName = () => (rest && !/\s/.test(rest) ? rest : null);
+    switch (name) {
+      case 'me':
+        if (!rest) return usage('usage: /me TEXT, e.g. /me waves');
+        return queue({ text: rest, kind: 'me' });
+      case 'msg': {
+        const split = rest.search(/\s/);
+        const to = split < 0 ? '' : rest.slice(0, split);
+        const text = split < 0 ? '' : rest.slice(split).trim();
+        if (!to || !text) return usage('usage: /msg NAME TEXT, e.g. /msg bob see you at six');
+        return queue({ text, kind: 'dm', to });
+      }
+      case 'topic':
+        if (!rest) {
+          return addNotice(topic ? 'The topic: ' + topic : 'This room has no topic. /topic TEXT sets one.');
+        }
+        return request({ t: 'topic', text: rest === '-' ? '' : rest });
+      case 'kick':
+      case 'ban':
+      case 'host':
+        if (!oneName()) return usage('usage: /' + name + ' NAME');
+        return request({ t: name, name: rest });
+      case 'away':
+        return request({ t: 'away', text: rest });
+      case 'back':
+        return request({ t: 'back' });
+      case 'who':
+        return request({ t: 'who' });
+      case 'ignore':
+        if (!rest) {
+          const list = ignoredNames();
+          return addNotice(list.length ? 'Ignoring: ' + list.join(', ') : 'You ignore nobody. /ignore NAME hides NAME\'s messages.');
+        }
+        if (!oneName()) return usage('usage: /ignore NAME');
+        return setIgnored(rest, true);
+      case 'unignore':
+        if (!oneName()) return usage('usage: /unignore NAME');
+        return setIgnored(rest, false);
+      case 'search':
+        if (!rest) return usage('usage: /search WORDS, e.g. /search cake fridge');
+        return search(rest.split(/\s+/).join(' '));
+      case 'help':
+        return addNoticeBlock(HELP);
+      case 'quit':
+      case 'exit':
+        return leaveClicked();
+      case 'next':
+        if (!session.room.startsWith('pair-')) return usage('/next is for random chats; /quit leaves this room.');
+        return newChat();
+      default:
+        return usage('Unknown command /' + name + ': /help lists them (// sends a line starting with /).');
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Ignoring: a list of names in localStorage, compared as the server compares names (roughly:
+  // NFKC, then lowercase). Their messages stay in the page, hidden, so /unignore shows them.
+
+  const STORE_IGNORED = 'chat.ignored';
+
+  const nameKey = (name) => name.normalize('NFKC').toLowerCase().normalize('NFKC');
+
+  function ignoredNames() {
+    try {
+      const list = JSON.parse(localStorage.getItem(STORE_IGNORED) || '[]');
+      return Array.isArray(list) ? list.filter((n) => typeof n === 'string') : [];
+    } catch (_) {
+      return [];
+    }
+  }
+
+  function isIgnored(name) {
+    const key = nameKey(name);
+    return ignoredNames().some((n) => nameKey(n) === key);
+  }
+
+  function setIgnored(name, on) {
+    if (on && nameKey(name) === nameKey(session.name)) return usage('You cannot ignore yourself.');
+    const others = ignoredNames().filter((n) => nameKey(n) !== nameKey(name));
+    if (on) others.push(name);
+    try {
+      localStorage.setItem(STORE_IGNORED, JSON.stringify(others));
+    } catch (_) {
+      // Storage full or disabled: ignored for this page only.
+    }
+    for (const el of $('messages').querySelectorAll('.msg')) {
+      if (el.dataset.from !== undefined && nameKey(el.dataset.from) === nameKey(name) && el.dataset.from !== session.name) {
+        el.hidden = on;
+      }
+    }
+    if (on) hideTyping(name);
+    renderMembers(0);
+    addNotice(on ? 'Ignoring ' + name + ' (on this page; /unignore ' + name + ' to undo)' : 'No longer ignoring ' + name);
+  }
+
+  /** Tab: completes a command at the start of the line, or a member's name anywhere. */
+  function complete(event) {
+    if (event.key !== 'Tab' || event.shiftKey || event.altKey || event.ctrlKey || event.metaKey) return;
+    const input = $('text');
+    const caret = input.selectionStart;
+    if (caret !== input.selectionEnd) return;
+    const before = input.value.slice(0, caret);
+    const word = /\S*$/.exec(before)[0];
+    if (!word) return;
+    const start = caret - word.length;
+    const candidates = start === 0 && word.startsWith('/')
+      ? COMMANDS.filter((c) => c.startsWith(word.toLowerCase()))
+      : memberNames.filter((n) => n.toLowerCase().startsWith(word.toLowerCase()));
+    if (candidates.length === 0) return;
+    event.preventDefault();
+    let common = candidates[0];
+    for (const c of candidates) {
+      while (!c.toLowerCase().startsWith(common.toLowerCase())) common = common.slice(0, -1);
+    }
+    let replacement = common.length >= word.length ? common : word;
+    if (candidates.length === 1) replacement += ' ';
+    else if (common.length <= word.length) addNotice('Matches: ' + candidates.join(', '));
+    input.value = input.value.slice(0, start) + replacement + input.value.slice(caret);
+    const at = start + replacement.length;
+    input.setSelectionRange(at, at);
   }
 
   function typed() {
@@ -915,6 +1402,122 @@
   }
 
   // ---------------------------------------------------------------------------------------------
+  // Shared files (docs/http-api.md, "Shared files"): uploaded and downloaded with the token in
+  // the Authorization header, never in a URL. A download is checked against the size and the
+  // SHA-256 the server lists before it is handed to the browser to save.
+
+  async function shareFile(file) {
+    if (!session) return;
+    const room = session.room;
+    const token = session.token;
+    const note = addNotice('Sharing ' + file.name + '…', 'file-note');
+    let res;
+    try {
+      res = await fetch(roomPath(room) + '/files?name=' + encodeURIComponent(file.name), {
+        method: 'POST',
+        headers: { authorization: 'Bearer ' + token, 'content-type': 'application/octet-stream' },
+        body: file,
+      });
+    } catch (_) {
+      note.textContent = 'Could not share ' + file.name + ': the server cannot be reached.';
+      note.classList.add('error-line');
+      return;
+    }
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (_) {
+      // No JSON body: the status says enough.
+    }
+    if (res.ok) {
+      note.textContent = 'Shared ' + (data && typeof data.name === 'string' ? data.name : file.name);
+      // The room's line about it is not sent to its sharer: fetch it now.
+      if (session && session.room === room) ping();
+    } else {
+      const why = data && typeof data.message === 'string' ? data.message : res.status + ' ' + res.statusText;
+      note.textContent = 'Could not share ' + file.name + ': ' + why;
+      note.classList.add('error-line');
+    }
+  }
+
+  /** Why a response failed, from its JSON error body when it has one. */
+  async function failure(res) {
+    try {
+      const data = await res.json();
+      if (data && typeof data.message === 'string') return new Error(data.message);
+    } catch (_) {
+      // Not JSON.
+    }
+    return new Error(res.status + ' ' + res.statusText);
+  }
+
+  function hex(buffer) {
+    return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  function downloadState(button, state, text) {
+    button.dataset.state = state;
+    const el = button.closest('.msg');
+    let status = el && el.querySelector('.download-status');
+    if (el && !status) {
+      status = document.createElement('span');
+      status.className = 'download-status';
+      el.append(status);
+    }
+    if (status) {
+      status.textContent = text;
+      status.classList.toggle('bad', state === 'failed');
+    }
+  }
+
+  async function download(id, button) {
+    if (!session || button.dataset.state === 'busy') return;
+    const room = session.room;
+    const auth = { authorization: 'Bearer ' + session.token };
+    downloadState(button, 'busy', 'downloading…');
+    try {
+      // The list says what the file should be: its exact size and SHA-256.
+      const listed = await fetch(roomPath(room) + '/files', { headers: auth });
+      if (!listed.ok) throw await failure(listed);
+      const body = await listed.json();
+      const files = body && Array.isArray(body.files) ? body.files : [];
+      const entry = files.find((f) => f && f.id === id);
+      if (!entry || typeof entry.name !== 'string' || !Number.isInteger(entry.size)) {
+        throw new Error('this file is no longer shared here');
+      }
+      const res = await fetch(roomPath(room) + '/files/' + encodeURIComponent(id), { headers: auth });
+      if (!res.ok) throw await failure(res);
+      const blob = await res.blob();
+      if (blob.size !== entry.size) {
+        throw new Error('it arrived as ' + blob.size + ' bytes instead of ' + entry.size + '; not saved');
+      }
+      let checked = 'size checked';
+      if (window.crypto && crypto.subtle) {
+        const digest = hex(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()));
+        const header = res.headers.get('x-content-sha256');
+        if (digest !== String(entry.sha256).toLowerCase() || (header && header.toLowerCase() !== digest)) {
+          throw new Error('its SHA-256 does not match; not saved');
+        }
+        button.dataset.sha256 = digest;
+        checked = 'SHA-256 checked';
+      }
+      button.dataset.size = String(blob.size);
+      const url = URL.createObjectURL(blob);
+      const a = document.createElement('a');
+      a.href = url;
+      a.download = entry.name;
+      a.hidden = true;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+      downloadState(button, 'saved', 'saved (' + checked + ')');
+    } catch (e) {
+      downloadState(button, 'failed', 'download failed: ' + (e && e.message ? e.message : 'unknown error'));
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // Wiring.
 
   function init() {
@@ -942,7 +1545,17 @@
     $('leave').addEventListener('click', leaveClicked);
     $('new-chat').addEventListener('click', newChat);
     $('older').addEventListener('click', loadOlder);
-    $('who').addEventListener('click', () => send({ t: 'who' }));
+    $('who').addEventListener('click', () => {
+      spendToken();
+      send({ t: 'who' });
+    });
+    $('text').addEventListener('keydown', complete);
+    $('share').addEventListener('click', () => $('file').click());
+    $('file').addEventListener('change', () => {
+      const files = Array.from($('file').files || []);
+      $('file').value = '';
+      for (const file of files) shareFile(file);
+    });
     // Near the top while moving up: the reader scrolls back. (Following new messages down, or
     // a list that has only just started to overflow, must not load older pages by itself.)
     let lastScrollTop = 0;

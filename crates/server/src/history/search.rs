@@ -1,10 +1,17 @@
-//! Full-text search over the history with SQLite's FTS5: a contentless index of every
-//! message's text (`message_search`), kept current by triggers on `messages`, so that stores,
-//! trims and deletes (and the admin's restore) maintain it without anyone remembering to.
+//! Full-text search over the history with SQLite's FTS5: a contentless index of the
+//! messages' text (`message_search`), brought up to date in batches, off the commit path: when
+//! the history thread has been idle a moment, and for a room right before it is searched. A
+//! commit of one message therefore costs what it did (indexing it there cost FTS5 a new
+//! segment per commit, several times the insert itself).
 //!
-//! An index row's rowid is the message's id plus its room's number times 2^40, the number
-//! coming from `search_rooms` (one small row per room), so that a message costs one index
-//! insert and nothing else, and a room's messages are one rowid range to search in.
+//! An index row's rowid is the message's id plus its room's number times 2^40 (the number
+//! from `search_rooms`, one small row per room that also keeps how far the room is indexed
+//! and purged), so a room's messages are one rowid range. Messages trimmed or forgotten since
+//! the last catch-up are purged from the index then; until then the join with `messages`
+//! leaves them out of results. (A message stored again under an id already indexed, which
+//! the server never does, would keep its first text in the index.)
+
+use std::collections::BTreeSet;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -13,54 +20,135 @@ use super::{HistoryError, HistoryStore, StoredMessage, to_sql};
 /// Where a room's rowids start: room number n owns `[n << 40, (n + 1) << 40)`.
 const ROOM_SPAN: i64 = 1 << 40;
 
-/// Creates the index and its triggers if missing, and fills it from a database made before
-/// it existed. (No statement in a trigger may rely on its own conflict clause: the store's
-/// `INSERT OR REPLACE` overrides them all, which is why the room's number is added only when
-/// missing rather than with `INSERT OR IGNORE`.)
+/// Creates the index if missing (a database made before it gets it empty; catching up fills
+/// it). Drops the triggers an earlier build of this feature indexed with.
 pub(super) fn prepare(connection: &Connection) -> Result<(), rusqlite::Error> {
-    let exists: bool = connection.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'message_search'",
-        [],
-        |row| row.get(0),
-    )?;
-    if exists {
-        return Ok(());
-    }
     connection.execute_batch(
-        "BEGIN;
-         CREATE TABLE search_rooms (
-             n        INTEGER PRIMARY KEY,
-             room_uid INTEGER NOT NULL UNIQUE
+        "DROP TRIGGER IF EXISTS messages_indexed;
+         DROP TRIGGER IF EXISTS messages_unindexed;
+         DROP TABLE IF EXISTS search_keys;
+         CREATE TABLE IF NOT EXISTS search_rooms (
+             n              INTEGER PRIMARY KEY,
+             room_uid       INTEGER NOT NULL UNIQUE,
+             indexed_upto   INTEGER NOT NULL DEFAULT 0,
+             purged_below   INTEGER NOT NULL DEFAULT 0
          );
-         CREATE VIRTUAL TABLE message_search USING fts5(text, content='', contentless_delete=1);
-         INSERT INTO search_rooms (room_uid) SELECT DISTINCT room_uid FROM messages;
-         INSERT INTO message_search (rowid, text)
-             SELECT r.n * 1099511627776 + m.id, m.text FROM messages m
-             JOIN search_rooms r ON r.room_uid = m.room_uid;
-         CREATE TRIGGER messages_indexed AFTER INSERT ON messages BEGIN
-             INSERT INTO search_rooms (room_uid) SELECT new.room_uid
-                 WHERE NOT EXISTS (SELECT 1 FROM search_rooms WHERE room_uid = new.room_uid);
-             INSERT OR REPLACE INTO message_search (rowid, text) VALUES (
-                 (SELECT n FROM search_rooms WHERE room_uid = new.room_uid) * 1099511627776
-                     + new.id,
-                 new.text);
-         END;
-         CREATE TRIGGER messages_unindexed AFTER DELETE ON messages BEGIN
-             DELETE FROM message_search WHERE rowid =
-                 (SELECT n FROM search_rooms WHERE room_uid = old.room_uid) * 1099511627776
-                     + old.id;
-         END;
-         COMMIT;",
+         CREATE VIRTUAL TABLE IF NOT EXISTS message_search
+             USING fts5(text, content='', contentless_delete=1);",
     )
 }
 
-/// Forgets a closed room's number (its messages, and so their index rows, are gone).
-pub(super) fn forget_room(connection: &Connection, room_uid: u64) -> Result<(), rusqlite::Error> {
+/// Rooms whose messages changed since they were last indexed, kept by the store.
+#[derive(Debug, Default)]
+pub(super) struct Unindexed {
+    rooms: BTreeSet<u64>,
+    /// Messages stored since the last catch-up, to catch up early under steady load.
+    messages: usize,
+}
+
+/// Messages stored without a pause before the index catches up anyway.
+pub const INDEX_BACKLOG: usize = 4096;
+
+impl Unindexed {
+    pub(super) fn stored(&mut self, room_uid: u64) {
+        self.rooms.insert(room_uid);
+        self.messages += 1;
+    }
+}
+
+impl HistoryStore {
+    /// Whether messages wait to be indexed, and whether enough of them that the index should
+    /// catch up even though stores keep coming.
+    pub fn index_pending(&self) -> (bool, bool) {
+        let pending = &self.unindexed;
+        (!pending.rooms.is_empty(), pending.messages >= INDEX_BACKLOG)
+    }
+
+    /// Indexes every room stored since the last time, in one transaction.
+    pub fn catch_up_index(&mut self) -> Result<(), HistoryError> {
+        let rooms = std::mem::take(&mut self.unindexed);
+        let transaction = self.connection.transaction()?;
+        for &room_uid in &rooms.rooms {
+            catch_up_room(&transaction, room_uid)?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a closed room's index rows and number.
+    pub(super) fn forget_indexed_room(&mut self, room_uid: u64) -> Result<(), HistoryError> {
+        self.unindexed.rooms.remove(&room_uid);
+        let number: Option<i64> = self
+            .connection
+            .query_row(
+                "SELECT n FROM search_rooms WHERE room_uid = ?1",
+                params![to_sql(room_uid)],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(number) = number {
+            let first = number.saturating_mul(ROOM_SPAN);
+            self.connection.execute(
+                "DELETE FROM message_search WHERE rowid >= ?1 AND rowid < ?1 + ?2",
+                params![first, ROOM_SPAN],
+            )?;
+            self.connection
+                .execute("DELETE FROM search_rooms WHERE n = ?1", params![number])?;
+        }
+        Ok(())
+    }
+}
+
+/// Brings one room's index up to date: purges what was trimmed, adds what is new. Returns the
+/// room's number.
+fn catch_up_room(connection: &Connection, room_uid: u64) -> Result<i64, rusqlite::Error> {
+    let room = to_sql(room_uid);
     connection.execute(
-        "DELETE FROM search_rooms WHERE room_uid = ?1",
-        params![to_sql(room_uid)],
+        "INSERT INTO search_rooms (room_uid) SELECT ?1
+             WHERE NOT EXISTS (SELECT 1 FROM search_rooms WHERE room_uid = ?1)",
+        params![room],
     )?;
-    Ok(())
+    let (number, indexed_upto, purged_below): (i64, i64, i64) = connection.query_row(
+        "SELECT n, indexed_upto, purged_below FROM search_rooms WHERE room_uid = ?1",
+        params![room],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
+    let first = number.saturating_mul(ROOM_SPAN);
+    let oldest: Option<i64> = connection.query_row(
+        "SELECT min(id) FROM messages WHERE room_uid = ?1",
+        params![room],
+        |row| row.get(0),
+    )?;
+    // Everything below the oldest stored message is gone (trimmed, or a pair room's ended
+    // conversation); with none stored, everything indexed is.
+    let gone_below = oldest
+        .unwrap_or(indexed_upto.saturating_add(1))
+        .min(ROOM_SPAN);
+    if gone_below > purged_below {
+        connection.execute(
+            "DELETE FROM message_search WHERE rowid >= ?1 + ?2 AND rowid < ?1 + ?3",
+            params![first, purged_below, gone_below],
+        )?;
+    }
+    connection.execute(
+        "INSERT INTO message_search (rowid, text)
+             SELECT ?2 + id, text FROM messages WHERE room_uid = ?1 AND id > ?3 AND id < ?4",
+        params![room, first, indexed_upto, ROOM_SPAN],
+    )?;
+    let newest: Option<i64> = connection.query_row(
+        "SELECT max(id) FROM messages WHERE room_uid = ?1",
+        params![room],
+        |row| row.get(0),
+    )?;
+    connection.execute(
+        "UPDATE search_rooms SET indexed_upto = ?2, purged_below = ?3 WHERE n = ?1",
+        params![
+            number,
+            newest.unwrap_or(indexed_upto).max(indexed_upto),
+            gone_below.max(purged_below)
+        ],
+    )?;
+    Ok(number)
 }
 
 /// The words as an FTS5 query: each one a quoted phrase (so that no character the user types
@@ -79,7 +167,7 @@ impl HistoryStore {
     /// member with stable id `reader` may read them; oldest first, at most `limit`, and
     /// whether older matches remain.
     pub fn search(
-        &self,
+        &mut self,
         room_uid: u64,
         words: &str,
         before: Option<u64>,
@@ -90,16 +178,13 @@ impl HistoryStore {
         if query.is_empty() {
             return Ok((Vec::new(), false));
         }
-        let room: Option<i64> = self
-            .connection
-            .query_row(
-                "SELECT n FROM search_rooms WHERE room_uid = ?1",
-                params![to_sql(room_uid)],
-                |row| row.get(0),
-            )
-            .optional()?;
-        let Some(room) = room else {
-            return Ok((Vec::new(), false));
+        // The room's index is caught up first, so that nothing stored is missed.
+        self.unindexed.rooms.remove(&room_uid);
+        let room = {
+            let transaction = self.connection.transaction()?;
+            let room = catch_up_room(&transaction, room_uid)?;
+            transaction.commit()?;
+            room
         };
         let first = room.saturating_mul(ROOM_SPAN);
         let end = before.map_or(i64::MAX, to_sql).clamp(0, ROOM_SPAN);
@@ -193,13 +278,6 @@ mod tests {
             ids(&store.search(2, "cake", None, 10, 9).unwrap()),
             Vec::<u64>::new()
         );
-        // Stored again (as a restore may): replaced, not found twice or under the old text.
-        store.store(&[message(1, 5, "last pie")], 100).unwrap();
-        assert_eq!(
-            ids(&store.search(1, "cake", None, 10, 9).unwrap()),
-            Vec::<u64>::new()
-        );
-        assert_eq!(ids(&store.search(1, "pie", None, 10, 9).unwrap()), [5]);
         // A room made after another closed gets a number of its own.
         store.store(&[message(3, 1, "new room cake")], 100).unwrap();
         assert_eq!(ids(&store.search(3, "cake", None, 10, 9).unwrap()), [1]);
@@ -207,6 +285,35 @@ mod tests {
             ids(&store.search(1, "room", None, 10, 9).unwrap()),
             Vec::<u64>::new()
         );
+    }
+
+    #[test]
+    fn the_index_catches_up_in_batches_off_the_commit_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = HistoryStore::open(&dir.path().join("h.db")).unwrap();
+        store.store(&[message(1, 1, "cake")], 100).unwrap();
+        assert_eq!(store.index_pending(), (true, false));
+        store.catch_up_index().unwrap();
+        assert_eq!(store.index_pending(), (false, false));
+        let count = |store: &HistoryStore, word: &str| -> i64 {
+            store
+                .connection
+                .query_row(
+                    "SELECT count(*) FROM message_search WHERE message_search MATCH ?1",
+                    params![word],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(count(&store, "cake"), 1);
+        for id in 2..=(INDEX_BACKLOG as u64 + 1) {
+            store.store(&[message(1, id, "more")], 100).unwrap();
+        }
+        assert_eq!(store.index_pending(), (true, true));
+        store.catch_up_index().unwrap();
+        // Only the newest 100 are kept, and only they are in the index.
+        assert_eq!(count(&store, "more"), 100);
+        assert_eq!(count(&store, "cake"), 0);
     }
 
     #[test]
@@ -224,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn a_database_from_before_search_is_indexed_on_opening() {
+    fn a_database_from_before_search_is_indexed_when_searched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         let old = Connection::open(&path).unwrap();
@@ -238,7 +345,7 @@ mod tests {
         )
         .unwrap();
         drop(old);
-        let store = HistoryStore::open(&path).unwrap();
+        let mut store = HistoryStore::open(&path).unwrap();
         assert_eq!(ids(&store.search(1, "cake", None, 10, 9).unwrap()), [1]);
     }
 }
