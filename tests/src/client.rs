@@ -28,6 +28,23 @@ impl ClientProcess {
         Self::start_on_port(server.tcp.port(), args)
     }
 
+    /// Starts `chat-client` in `room` as `name` with `operation` (`create`, `join`; extra
+    /// flags such as `--v1` go first) and waits until the server's welcome is shown.
+    pub fn enter(
+        server: &ServerProcess,
+        flags: &[&str],
+        operation: &str,
+        room: &str,
+        name: &str,
+    ) -> Self {
+        let mut args = flags.to_vec();
+        args.extend([operation, room, "--name", name]);
+        let mut client = Self::start(server, &args);
+        let welcome = format!("* welcome to {room}, {name}");
+        client.wait_for("the welcome notice", |line| line.starts_with(&welcome));
+        client
+    }
+
     /// Starts `chat-client` against the control-plane port `tcp_port` on 127.0.0.1, whether or
     /// not a server listens there.
     pub fn start_on_port(tcp_port: u16, args: &[&str]) -> Self {

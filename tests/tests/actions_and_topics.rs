@@ -2,39 +2,15 @@
 //! what is stored, and what survives a restart.
 
 use chat_protocol::v2::{ClientV2, ServerV2, V2ErrorCode};
-use chat_tests::{ClientProcess, ServerProcess, V2Member, join};
-
-/// Starts a client (extra flags such as `--v1` go first) and waits for its welcome.
-fn enter(
-    server: &ServerProcess,
-    flags: &[&str],
-    operation: &str,
-    room: &str,
-    name: &str,
-) -> ClientProcess {
-    let mut args = flags.to_vec();
-    args.extend([operation, room, "--name", name]);
-    let mut client = ClientProcess::start(server, &args);
-    let welcome = format!("* welcome to {room}, {name}");
-    client.wait_for("the welcome notice", |line| line.starts_with(&welcome));
-    client
-}
-
-/// A raw version-2 member of `room`, registered.
-fn raw_member(server: &ServerProcess, room: &str, name: &str) -> V2Member {
-    let token = join(server.tcp, room, name).token();
-    let member = V2Member::new(server.udp, room, &token);
-    member.register(None);
-    member
-}
+use chat_tests::{ClientProcess, ServerProcess, V2Member};
 
 #[test]
 fn an_action_is_shown_as_one_to_everyone_and_stored_as_one() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
-    let mut carol = enter(&server, &["--v1"], "join", "lobby", "carol");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
+    let mut carol = ClientProcess::enter(&server, &["--v1"], "join", "lobby", "carol");
     alice.wait_for_line("* carol joined");
 
     alice.send_line("/me waves at everyone");
@@ -56,9 +32,9 @@ fn an_action_is_shown_as_one_to_everyone_and_stored_as_one() {
     bob.wait_for("the usage of /me", |line| line.contains("usage: /me"));
 
     // Stored as an action: a newcomer's join history and a history page both say so.
-    let mut dave = enter(&server, &[], "join", "lobby", "dave");
+    let mut dave = ClientProcess::enter(&server, &[], "join", "lobby", "dave");
     dave.wait_for_line("* alice waves at everyone");
-    let reader = raw_member(&server, "lobby", "erin");
+    let reader = V2Member::joined(&server, "lobby", "erin");
     let (page, _, _) = reader.history(None, Some(10));
     let action = page
         .iter()
@@ -72,9 +48,9 @@ fn an_action_is_shown_as_one_to_everyone_and_stored_as_one() {
 fn an_action_is_acked_and_deduplicated_like_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let _alice = enter(&server, &[], "create", "lobby", "alice");
-    let sender = raw_member(&server, "lobby", "bob");
-    let reader = raw_member(&server, "lobby", "carol");
+    let _alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let sender = V2Member::joined(&server, "lobby", "bob");
+    let reader = V2Member::joined(&server, "lobby", "carol");
 
     let me = ClientV2::Me {
         seq: 1,
@@ -124,9 +100,9 @@ fn an_action_is_acked_and_deduplicated_like_a_message() {
 fn a_topic_is_announced_shown_on_entering_listed_and_kept_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
-    let mut carol = enter(&server, &["--v1"], "join", "lobby", "carol");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
+    let mut carol = ClientProcess::enter(&server, &["--v1"], "join", "lobby", "carol");
     alice.wait_for_line("* carol joined");
 
     bob.send_line("/topic");
@@ -143,7 +119,7 @@ fn a_topic_is_announced_shown_on_entering_listed_and_kept_across_a_restart() {
     alice.wait_for_line("* topic: release day ✓");
 
     // A newcomer is shown it right after the welcome.
-    let mut dave = enter(&server, &[], "join", "lobby", "dave");
+    let mut dave = ClientProcess::enter(&server, &[], "join", "lobby", "dave");
     let welcome = dave
         .seen
         .iter()
@@ -169,13 +145,13 @@ fn a_topic_is_announced_shown_on_entering_listed_and_kept_across_a_restart() {
     let (tcp, udp) = (server.tcp, server.udp);
     server.kill9();
     let server = ServerProcess::restart_same_ports(dir.path(), tcp, udp, &[]);
-    let mut erin = enter(&server, &[], "join", "lobby", "erin");
+    let mut erin = ClientProcess::enter(&server, &[], "join", "lobby", "erin");
     erin.wait_for_line("* topic: release day ✓");
 
     // Clearing it.
     erin.send_line("/topic -");
     erin.wait_for_line("* erin cleared the topic");
-    let mut frank = enter(&server, &[], "join", "lobby", "frank");
+    let mut frank = ClientProcess::enter(&server, &[], "join", "lobby", "frank");
     frank.send_line("/topic");
     frank.wait_for_line("* no topic is set (set one with /topic TEXT)");
 }
@@ -184,8 +160,8 @@ fn a_topic_is_announced_shown_on_entering_listed_and_kept_across_a_restart() {
 fn a_topic_that_breaks_the_rules_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let raw = raw_member(&server, "lobby", "bob");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let raw = V2Member::joined(&server, "lobby", "bob");
 
     for (text, code) in [
         ("x".repeat(201), V2ErrorCode::TooLarge),

@@ -16,23 +16,6 @@ const ROOM_CLOSED_LINE: &str = "* the room was closed by its host";
 /// server no longer has.
 const V1_ROOM_CLOSED_LINE: &str = "* the room was closed: this room no longer exists";
 
-/// Starts a client (extra flags such as `--v1` go first) and waits until it is registered:
-/// the server's welcome notice is shown.
-fn enter(
-    server: &ServerProcess,
-    flags: &[&str],
-    operation: &str,
-    room: &str,
-    name: &str,
-) -> ClientProcess {
-    let mut args = flags.to_vec();
-    args.extend([operation, room, "--name", name]);
-    let mut client = ClientProcess::start(server, &args);
-    let welcome = format!("* welcome to {room}, {name}");
-    client.wait_for("the welcome notice", |line| line.starts_with(&welcome));
-    client
-}
-
 /// Waits until `client` has shown every line in `lines`, in any order.
 fn wait_for_all(client: &mut ClientProcess, lines: &[&str]) {
     for line in lines {
@@ -77,8 +60,8 @@ fn assert_never_shown_from(client: &ClientProcess, name: &str) {
 fn two_members_chat_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
     alice.wait_for_line("* bob joined");
 
     alice.send_line("hello bob");
@@ -106,9 +89,9 @@ fn two_members_chat_both_ways() {
 fn three_members_see_every_message_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "trio", "alice");
-    let mut bob = enter(&server, &[], "join", "trio", "bob");
-    let mut carol = enter(&server, &[], "join", "trio", "carol");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "trio", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "trio", "bob");
+    let mut carol = ClientProcess::enter(&server, &[], "join", "trio", "carol");
     alice.wait_for_line("* carol joined");
     bob.wait_for_line("* carol joined");
 
@@ -139,9 +122,9 @@ fn v1_clients_never_see_their_own_messages() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
     let v1 = ["--v1"];
-    let mut alice = enter(&server, &v1, "create", "trio", "alice");
-    let mut bob = enter(&server, &v1, "join", "trio", "bob");
-    let mut carol = enter(&server, &v1, "join", "trio", "carol");
+    let mut alice = ClientProcess::enter(&server, &v1, "create", "trio", "alice");
+    let mut bob = ClientProcess::enter(&server, &v1, "join", "trio", "bob");
+    let mut carol = ClientProcess::enter(&server, &v1, "join", "trio", "carol");
     alice.wait_for_line("* carol joined");
     bob.wait_for_line("* carol joined");
 
@@ -169,8 +152,8 @@ fn v1_clients_never_see_their_own_messages() {
 fn v1_and_v2_clients_chat_in_one_room() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut modern = enter(&server, &[], "create", "mixed", "modern");
-    let mut classic = enter(&server, &["--v1"], "join", "mixed", "classic");
+    let mut modern = ClientProcess::enter(&server, &[], "create", "mixed", "modern");
+    let mut classic = ClientProcess::enter(&server, &["--v1"], "join", "mixed", "classic");
     modern.wait_for_line("* classic joined");
 
     modern.send_line("hello from version 2 ✓");
@@ -186,8 +169,8 @@ fn v1_and_v2_clients_chat_in_one_room() {
 fn utf8_text_and_names_arrive_intact() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut host = enter(&server, &[], "create", "café ☕", "émilie");
-    let mut guest = enter(&server, &[], "join", "café ☕", "Jürgen 🎸");
+    let mut host = ClientProcess::enter(&server, &[], "create", "café ☕", "émilie");
+    let mut guest = ClientProcess::enter(&server, &[], "join", "café ☕", "Jürgen 🎸");
     host.wait_for_line("* Jürgen 🎸 joined");
 
     let text = "ça va? 👋 — 日本語のテキスト, Ελληνικά, עברית ✓\ttab";
@@ -201,8 +184,8 @@ fn utf8_text_and_names_arrive_intact() {
 fn a_line_too_long_for_a_datagram_is_not_sent() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
     alice.wait_for_line("* bob joined");
 
     // More than a whole datagram: it cannot fit, whatever the framing.
@@ -233,8 +216,8 @@ fn a_v1_client_refuses_a_line_one_byte_over_the_datagram_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
     let v1 = ["--v1"];
-    let mut alice = enter(&server, &v1, "create", "lobby", "alice");
-    let mut bob = enter(&server, &v1, "join", "lobby", "bob");
+    let mut alice = ClientProcess::enter(&server, &v1, "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &v1, "join", "lobby", "bob");
     alice.wait_for_line("* bob joined");
 
     // What fits beside the envelope: 2 size bytes, the room name and the 64-character token.
@@ -277,9 +260,9 @@ fn a_v1_client_refuses_a_line_one_byte_over_the_datagram_on_stderr() {
 fn quit_exits_zero_and_the_others_see_the_leave() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
-    let mut carol = enter(&server, &[], "join", "lobby", "carol");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
+    let mut carol = ClientProcess::enter(&server, &[], "join", "lobby", "carol");
     alice.wait_for_line("* carol joined");
 
     bob.send_line("/quit");
@@ -298,8 +281,8 @@ fn quit_exits_zero_and_the_others_see_the_leave() {
 fn end_of_input_leaves_like_quit() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
     alice.wait_for_line("* bob joined");
 
     bob.close_stdin();
@@ -311,9 +294,9 @@ fn end_of_input_leaves_like_quit() {
 fn when_the_host_quits_the_others_are_told_and_exit_zero() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
-    let mut carol = enter(&server, &["--v1"], "join", "lobby", "carol");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
+    let mut carol = ClientProcess::enter(&server, &["--v1"], "join", "lobby", "carol");
     alice.wait_for_line("* carol joined");
 
     alice.send_line("/quit");
@@ -337,8 +320,8 @@ fn when_the_host_quits_the_others_are_told_and_exit_zero() {
 fn a_refused_join_exits_3_with_the_servers_message() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let _alice = enter(&server, &[], "create", "lobby", "alice");
-    let _bob = enter(&server, &[], "join", "lobby", "bob");
+    let _alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let _bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
 
     // (room, name, the code the server gives)
     for (room, name, code) in [

@@ -5,28 +5,6 @@
 use chat_protocol::v2::{ClientV2, ServerV2, V2ErrorCode};
 use chat_tests::{ClientProcess, ServerProcess, V2Member, join};
 
-fn enter(
-    server: &ServerProcess,
-    flags: &[&str],
-    operation: &str,
-    room: &str,
-    name: &str,
-) -> ClientProcess {
-    let mut args = flags.to_vec();
-    args.extend([operation, room, "--name", name]);
-    let mut client = ClientProcess::start(server, &args);
-    let welcome = format!("* welcome to {room}, {name}");
-    client.wait_for("the welcome notice", |line| line.starts_with(&welcome));
-    client
-}
-
-fn raw_member(server: &ServerProcess, room: &str, name: &str) -> V2Member {
-    let token = join(server.tcp, room, name).token();
-    let member = V2Member::new(server.udp, room, &token);
-    member.register(None);
-    member
-}
-
 /// Sends a direct message and waits for its ack; returns its id.
 fn whisper(member: &V2Member, seq: u64, to: &str, text: &str) -> u64 {
     member.send(&ClientV2::Dm {
@@ -48,10 +26,10 @@ fn whisper(member: &V2Member, seq: u64, to: &str, text: &str) -> u64 {
 fn a_direct_message_is_shown_to_its_recipient_and_sender_only() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
-    let mut carol = enter(&server, &[], "join", "lobby", "carol");
-    let mut dave = enter(&server, &["--v1"], "join", "lobby", "dave");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
+    let mut carol = ClientProcess::enter(&server, &[], "join", "lobby", "carol");
+    let mut dave = ClientProcess::enter(&server, &["--v1"], "join", "lobby", "dave");
     alice.wait_for_line("* dave joined");
 
     alice.send_line("/msg Bob psst, the cake is in the fridge");
@@ -96,10 +74,10 @@ fn a_direct_message_is_shown_to_its_recipient_and_sender_only() {
 fn only_the_two_read_a_direct_message_in_replays_and_history() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let _alice = enter(&server, &[], "create", "lobby", "alice");
-    let bob = raw_member(&server, "lobby", "bob");
-    let carol = raw_member(&server, "lobby", "carol");
-    let erin = raw_member(&server, "lobby", "erin");
+    let _alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let bob = V2Member::joined(&server, "lobby", "bob");
+    let carol = V2Member::joined(&server, "lobby", "carol");
+    let erin = V2Member::joined(&server, "lobby", "erin");
 
     let before = bob.say(1, "hello all");
     let secret = whisper(&bob, 2, "CAROL", "the secret");

@@ -4,21 +4,6 @@
 
 use chat_tests::{ClientProcess, ServerProcess, create, join};
 
-fn enter(
-    server: &ServerProcess,
-    flags: &[&str],
-    operation: &str,
-    room: &str,
-    name: &str,
-) -> ClientProcess {
-    let mut args = flags.to_vec();
-    args.extend([operation, room, "--name", name]);
-    let mut client = ClientProcess::start(server, &args);
-    let welcome = format!("* welcome to {room}, {name}");
-    client.wait_for("the welcome notice", |line| line.starts_with(&welcome));
-    client
-}
-
 const NOT_HOST: &str =
     "* the server refused a request: only the host can kick, ban or hand over the room";
 const NO_SUCH_MEMBER: &str =
@@ -28,10 +13,10 @@ const NO_SUCH_MEMBER: &str =
 fn the_host_kicks_a_member_who_is_told_and_may_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
-    let mut carol = enter(&server, &[], "join", "lobby", "carol");
-    let mut dave = enter(&server, &["--v1"], "join", "lobby", "dave");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
+    let mut carol = ClientProcess::enter(&server, &[], "join", "lobby", "carol");
+    let mut dave = ClientProcess::enter(&server, &["--v1"], "join", "lobby", "dave");
     alice.wait_for_line("* dave joined");
 
     bob.send_line("/kick carol");
@@ -58,8 +43,8 @@ fn the_host_kicks_a_member_who_is_told_and_may_come_back() {
 fn a_ban_refuses_the_address_for_the_rooms_life_even_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
     alice.wait_for_line("* bob joined");
 
     bob.send_line("/ban alice");
@@ -97,9 +82,9 @@ fn a_ban_refuses_the_address_for_the_rooms_life_even_after_a_crash() {
 fn the_host_hands_the_room_over() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
-    let mut carol = enter(&server, &["--v1"], "join", "lobby", "carol");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
+    let mut carol = ClientProcess::enter(&server, &["--v1"], "join", "lobby", "carol");
     alice.wait_for_line("* carol joined");
 
     alice.send_line("/host bob");
@@ -122,9 +107,9 @@ fn the_host_hands_the_room_over() {
 fn ignore_hides_a_members_lines_on_one_screen_only() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, &[], "create", "lobby", "alice");
-    let mut bob = enter(&server, &[], "join", "lobby", "bob");
-    let mut carol = enter(&server, &[], "join", "lobby", "carol");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
+    let mut carol = ClientProcess::enter(&server, &[], "join", "lobby", "carol");
     alice.wait_for_line("* carol joined");
 
     bob.send_line("/ignore Alice");

@@ -11,19 +11,12 @@ use std::time::{Duration, Instant};
 use chat_protocol::v2::{ClientV2, ServerV2, V2ErrorCode};
 use chat_tests::{ClientProcess, EVENT_TIMEOUT, ServerProcess, V2Member, binary, join};
 
-fn enter(server: &ServerProcess, operation: &str, room: &str, name: &str) -> ClientProcess {
-    let mut client = ClientProcess::start(server, &[operation, room, "--name", name]);
-    let welcome = format!("* welcome to {room}, {name}");
-    client.wait_for("the welcome notice", |line| line.starts_with(&welcome));
-    client
-}
-
 #[test]
 fn away_texts_are_shown_beside_names() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, "create", "lobby", "alice");
-    let mut bob = enter(&server, "join", "lobby", "bob");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
     alice.wait_for_line("* bob joined");
 
     bob.send_line("/away at lunch");
@@ -203,7 +196,7 @@ fn a_terminal_marks_the_day_new_messages_and_lines_that_name_you() {
     }
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, "create", "lobby", "alice");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
     alice.send_line("said before anyone came");
     alice.wait_for_line("alice: said before anyone came");
 
@@ -294,8 +287,8 @@ fn tab_completes_commands_and_member_names() {
     }
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, "create", "lobby", "alice");
-    let mut carol = enter(&server, "join", "lobby", "Caroline");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut carol = ClientProcess::enter(&server, &[], "join", "lobby", "Caroline");
     let bob = Tmux::start(dir.path(), "bob");
     bob.run(&client_line(
         dir.path(),
@@ -327,7 +320,7 @@ fn tab_completes_commands_and_member_names() {
     bob.press("Enter");
     alice.wait_for_line("bob: thanks @Caroline");
     // Someone who joins later is completed too.
-    let _dave = enter(&server, "join", "lobby", "dave");
+    let _dave = ClientProcess::enter(&server, &[], "join", "lobby", "dave");
     bob.wait_for_screen("dave's arrival", |screen| {
         screen.iter().any(|row| row == "* dave joined")
     });

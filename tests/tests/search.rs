@@ -3,21 +3,7 @@
 //! and still there after a crash.
 
 use chat_protocol::v2::{ClientV2, ServerV2, V2ErrorCode};
-use chat_tests::{ClientProcess, ServerProcess, V2Member, join};
-
-fn enter(server: &ServerProcess, operation: &str, room: &str, name: &str) -> ClientProcess {
-    let mut client = ClientProcess::start(server, &[operation, room, "--name", name]);
-    let welcome = format!("* welcome to {room}, {name}");
-    client.wait_for("the welcome notice", |line| line.starts_with(&welcome));
-    client
-}
-
-fn raw_member(server: &ServerProcess, room: &str, name: &str) -> V2Member {
-    let token = join(server.tcp, room, name).token();
-    let member = V2Member::new(server.udp, room, &token);
-    member.register(None);
-    member
-}
+use chat_tests::{ClientProcess, ServerProcess, V2Member};
 
 /// One `found` answer: the ids and whether more remain.
 fn search(member: &V2Member, words: &str, before: Option<u64>, limit: u32) -> (Vec<u64>, bool) {
@@ -45,8 +31,8 @@ fn search(member: &V2Member, words: &str, before: Option<u64>, limit: u32) -> (V
 fn search_finds_every_word_pages_back_and_shows_in_the_client() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut alice = enter(&server, "create", "lobby", "alice");
-    let mut bob = enter(&server, "join", "lobby", "bob");
+    let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "lobby", "bob");
     alice.wait_for_line("* bob joined");
     for line in [
         "the cake is in the fridge",
@@ -70,7 +56,7 @@ fn search_finds_every_word_pages_back_and_shows_in_the_client() {
     bob.wait_for_line("* no messages match \"nothing-like-this\"");
 
     // A third member finds the public matches only, and pages back through them.
-    let carol = raw_member(&server, "lobby", "carol");
+    let carol = V2Member::joined(&server, "lobby", "carol");
     let (newest, more) = search(&carol, "cake", None, 2);
     assert_eq!((newest.len(), more), (2, true), "{newest:?}");
     let (older, more) = search(&carol, "cake", Some(newest[0]), 2);
@@ -114,8 +100,8 @@ fn searches_count_against_flood_control() {
     let dir = tempfile::tempdir().unwrap();
     let server =
         ServerProcess::start_with(dir.path(), &["--flood-burst", "3", "--flood-rate", "0.001"]);
-    let _alice = enter(&server, "create", "lobby", "alice");
-    let bob = raw_member(&server, "lobby", "bob");
+    let _alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
+    let bob = V2Member::joined(&server, "lobby", "bob");
     for _ in 0..3 {
         search(&bob, "anything", None, 5);
     }

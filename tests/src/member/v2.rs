@@ -66,6 +66,14 @@ impl V2Member {
         Self::from_udp(UdpMember::new(server, room, token))
     }
 
+    /// A member that joined `room` as `name` over TCP and registered from a fresh socket.
+    pub fn joined(server: &crate::ServerProcess, room: &str, name: &str) -> Self {
+        let token = crate::join(server.tcp, room, name).token();
+        let member = Self::new(server.udp, room, &token);
+        member.register(None);
+        member
+    }
+
     /// A version-2 member over an existing raw member (e.g. one sharing another's socket).
     pub fn from_udp(udp: UdpMember) -> Self {
         Self {
