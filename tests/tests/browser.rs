@@ -9,54 +9,15 @@
 use std::path::Path;
 
 use chat_tests::browser::PAGE_TIMEOUT;
+use chat_tests::browser::lobby::{
+    create_room, join_from_list, open_lobby, page_url, say, say_confirmed, wait_in_room,
+};
 use chat_tests::{Chromedriver, ClientProcess, Page, ServerProcess, Shown, count_confirmed};
 use serde_json::json;
-
-/// The page's address on `server`.
-fn page_url(server: &ServerProcess) -> String {
-    format!("http://{}/", http_addr(server))
-}
 
 /// The server's HTTP address (the harness starts it with `--http-port 0`).
 fn http_addr(server: &ServerProcess) -> std::net::SocketAddr {
     server.http.expect("the server has an HTTP listener")
-}
-
-/// Opens the page in a new browser session, in the lobby, with `name` typed in.
-async fn open_lobby(driver: &Chromedriver, server: &ServerProcess, name: &str) -> Page {
-    let page = driver.session().await;
-    page.open(&page_url(server)).await;
-    page.wait_visible("#lobby").await;
-    page.type_into("#name", name).await;
-    page
-}
-
-/// Creates `room` from the lobby and waits until the page is in it and connected.
-async fn create_room(page: &Page, room: &str) {
-    page.type_into("#new-room", room).await;
-    page.click("#create").await;
-    wait_in_room(page, room).await;
-}
-
-/// Joins `room` from the lobby's room list and waits until the page is in it and connected.
-async fn join_from_list(page: &Page, room: &str) {
-    let button = format!("#rooms li.room[data-room=\"{room}\"] button.join");
-    // The list refreshes every few seconds; the refresh button makes it now.
-    page.click("#refresh").await;
-    page.click(&button).await;
-    wait_in_room(page, room).await;
-}
-
-/// Waits until the page shows `room` and its socket is registered (status "online").
-async fn wait_in_room(page: &Page, room: &str) {
-    page.wait_for(
-        &format!("the page to be in room {room}"),
-        "return !document.getElementById('room').hidden \
-           && document.getElementById('room-name').textContent === arguments[0] \
-           && document.getElementById('status').dataset.state === 'online';",
-        vec![json!(room)],
-    )
-    .await;
 }
 
 /// The room the page is in ("" in the lobby).
@@ -69,17 +30,6 @@ async fn current_room(page: &Page) -> String {
         )
         .await;
     value.as_str().unwrap_or_default().to_owned()
-}
-
-/// Types `text` and presses Enter.
-async fn say(page: &Page, text: &str) {
-    page.type_into("#text", &format!("{text}\u{E007}")).await;
-}
-
-/// Says `text` and waits until the page shows it confirmed (acked) as `name`'s.
-async fn say_confirmed(page: &Page, name: &str, text: &str) {
-    say(page, text).await;
-    page.wait_confirmed(name, text).await;
 }
 
 /// Asserts that each (from, text) is shown confirmed exactly once, nothing is pending or

@@ -10,73 +10,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chat_tests::browser::PAGE_TIMEOUT;
+use chat_tests::browser::lobby::{
+    click_join, create_room, join_from_list, open_lobby, say, say_confirmed, wait_in_room,
+};
 use chat_tests::{Chromedriver, ClientProcess, Page, ServerProcess};
 use fantoccini::Locator;
 use serde_json::json;
-
-/// The page's address on `server`.
-fn page_url(server: &ServerProcess) -> String {
-    let http = server.http.expect("the server has an HTTP listener");
-    format!("http://{http}/")
-}
-
-/// Opens the page in a new browser session, in the lobby, with `name` typed in.
-async fn open_lobby(driver: &Chromedriver, server: &ServerProcess, name: &str) -> Page {
-    let page = driver.session().await;
-    page.open(&page_url(server)).await;
-    page.wait_visible("#lobby").await;
-    page.type_into("#name", name).await;
-    page
-}
-
-/// Creates `room` from the lobby and waits until the page is in it and connected.
-async fn create_room(page: &Page, room: &str) {
-    page.type_into("#new-room", room).await;
-    page.click("#create").await;
-    wait_in_room(page, room).await;
-}
-
-/// Clicks `room`'s Join button in the lobby's (refreshed) room list.
-async fn click_join(page: &Page, room: &str) {
-    page.click("#refresh").await;
-    page.click(&format!("#rooms li.room[data-room=\"{room}\"] button.join"))
-        .await;
-}
-
-/// Joins `room` from the lobby's room list and waits until the page is in it and connected.
-async fn join_from_list(page: &Page, room: &str) {
-    click_join(page, room).await;
-    wait_in_room(page, room).await;
-}
 
 /// Opens a browser as `name` and joins `room`.
 async fn member(driver: &Chromedriver, server: &ServerProcess, name: &str, room: &str) -> Page {
     let page = open_lobby(driver, server, name).await;
     join_from_list(&page, room).await;
     page
-}
-
-/// Waits until the page shows `room` and its socket is registered (status "online").
-async fn wait_in_room(page: &Page, room: &str) {
-    page.wait_for(
-        &format!("the page to be in room {room}"),
-        "return !document.getElementById('room').hidden \
-           && document.getElementById('room-name').textContent === arguments[0] \
-           && document.getElementById('status').dataset.state === 'online';",
-        vec![json!(room)],
-    )
-    .await;
-}
-
-/// Types `text` and presses Enter.
-async fn say(page: &Page, text: &str) {
-    page.type_into("#text", &format!("{text}\u{E007}")).await;
-}
-
-/// Says `text` and waits until the page shows it confirmed (acked) as `name`'s.
-async fn say_confirmed(page: &Page, name: &str, text: &str) {
-    say(page, text).await;
-    page.wait_confirmed(name, text).await;
 }
 
 /// Waits until a notice line (or a block of them) of the page contains `text`.
