@@ -500,4 +500,28 @@ pub mod lobby {
         say(page, text).await;
         page.wait_confirmed(name, text).await;
     }
+
+    /// Opens a browser as `name` and creates `room`, as its host.
+    pub async fn host(
+        driver: &Chromedriver,
+        server: &ServerProcess,
+        name: &str,
+        room: &str,
+    ) -> Page {
+        let page = open_lobby(driver, server, name).await;
+        create_room(&page, room).await;
+        page
+    }
+
+    /// Opens a browser as `name` and joins `room`.
+    pub async fn member(
+        driver: &Chromedriver,
+        server: &ServerProcess,
+        name: &str,
+        room: &str,
+    ) -> Page {
+        let page = open_lobby(driver, server, name).await;
+        join_from_list(&page, room).await;
+        page
+    }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use chat_tests::browser::PAGE_TIMEOUT;
 use chat_tests::browser::lobby::{
-    create_room, join_from_list, open_lobby, page_url, say, say_confirmed, wait_in_room,
+    create_room, host, member, open_lobby, page_url, say, say_confirmed, wait_in_room,
 };
 use chat_tests::{Chromedriver, ClientProcess, Page, ServerProcess, Shown, count_confirmed};
 use serde_json::json;
@@ -80,10 +80,8 @@ async fn two_browsers_and_the_terminal_client_see_each_message_once() {
     let server = start_server(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
-    let bob = open_lobby(&driver, &server, "bob").await;
-    join_from_list(&bob, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
+    let bob = member(&driver, &server, "bob", "den").await;
     let mut carol = terminal(&server, "den", "carol");
 
     // Everyone is in: the browsers list all three members.
@@ -226,8 +224,7 @@ async fn a_reload_keeps_the_room_and_the_conversation() {
     let server = start_server(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let mut carol = terminal(&server, "den", "carol");
     say_confirmed(&alice, "alice", "before the reload").await;
     carol.send_line("carol was here");
@@ -268,10 +265,8 @@ async fn the_page_reconnects_across_a_server_restart_and_loses_nothing() {
     let (tcp, udp, http) = (server.tcp, server.udp, http_addr(&server));
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
-    let bob = open_lobby(&driver, &server, "bob").await;
-    join_from_list(&bob, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
+    let bob = member(&driver, &server, "bob", "den").await;
     say_confirmed(&alice, "alice", "before the restart").await;
     bob.wait_confirmed("alice", "before the restart").await;
 
@@ -349,10 +344,8 @@ async fn the_page_gives_up_on_a_silent_link_and_recovers_without_loss() {
     let server = start_server(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
-    let bob = open_lobby(&driver, &server, "bob").await;
-    join_from_list(&bob, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
+    let bob = member(&driver, &server, "bob", "den").await;
     say_confirmed(&alice, "alice", "before the stall").await;
     bob.wait_confirmed("alice", "before the stall").await;
 
@@ -507,8 +500,7 @@ async fn older_messages_load_when_scrolling_back() {
     let mut dan = terminal(&server, "den", "dan");
     let _ = dan.wait_for("the last line", |line| line.ends_with("line 60"));
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    join_from_list(&alice, "den").await;
+    let alice = member(&driver, &server, "alice", "den").await;
     // Entering shows the newest 20 (the server's --join-history).
     let shown = alice.wait_confirmed("carol", "line 60").await;
     assert_eq!(count_confirmed(&shown, "carol", "line 40"), 0, "{shown:#?}");
@@ -542,8 +534,7 @@ async fn messages_over_flood_control_are_paced_and_a_refused_one_is_marked_faile
         ServerProcess::start_with(dir.path(), &["--flood-burst", "3", "--flood-rate", "2"]);
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     // Typed faster than flood control allows: the page paces itself to what the grant
     // announced, so every one gets through.
     for n in 1..=6 {
@@ -585,8 +576,7 @@ async fn a_second_tab_takes_the_chat_over_and_the_first_steps_aside() {
     let server = start_server(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let mut carol = terminal(&server, "den", "carol");
     say_confirmed(&alice, "alice", "from the first tab").await;
 
@@ -681,8 +671,7 @@ async fn a_gap_in_ids_is_filled_by_a_replay() {
     let server = start_server(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let mut carol = terminal(&server, "den", "carol");
     carol.send_line("first");
     alice.wait_confirmed("carol", "first").await;
@@ -743,8 +732,7 @@ async fn messages_replayed_again_are_shown_once() {
     let server = start_server(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let mut carol = terminal(&server, "den", "carol");
     let lines = ["one", "two", "three", "four", "five"];
     for line in lines {
@@ -790,10 +778,8 @@ async fn screenshot_for_the_readme() {
     let server = start_server(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "lobby").await;
-    let bob = open_lobby(&driver, &server, "bob").await;
-    join_from_list(&bob, "lobby").await;
+    let alice = host(&driver, &server, "alice", "lobby").await;
+    let bob = member(&driver, &server, "bob", "lobby").await;
     let mut carol = terminal(&server, "lobby", "carol");
     say_confirmed(
         &alice,

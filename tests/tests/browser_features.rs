@@ -11,18 +11,11 @@ use std::time::{Duration, Instant};
 
 use chat_tests::browser::PAGE_TIMEOUT;
 use chat_tests::browser::lobby::{
-    click_join, create_room, join_from_list, open_lobby, say, say_confirmed, wait_in_room,
+    click_join, host, join_from_list, member, open_lobby, say, say_confirmed, wait_in_room,
 };
 use chat_tests::{Chromedriver, ClientProcess, Page, ServerProcess};
 use fantoccini::Locator;
 use serde_json::json;
-
-/// Opens a browser as `name` and joins `room`.
-async fn member(driver: &Chromedriver, server: &ServerProcess, name: &str, room: &str) -> Page {
-    let page = open_lobby(driver, server, name).await;
-    join_from_list(&page, room).await;
-    page
-}
 
 /// Waits until a notice line (or a block of them) of the page contains `text`.
 async fn wait_notice(page: &Page, what: &str, text: &str) {
@@ -73,8 +66,7 @@ async fn me_is_sent_as_an_action_and_shown_as_star_name_text() {
     let server = ServerProcess::start(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let bob = member(&driver, &server, "bob", "den").await;
     let mut carol = ClientProcess::start(&server, &["join", "den", "--name", "carol"]);
     carol.wait_for("carol's welcome", |line| {
@@ -119,8 +111,7 @@ async fn the_topic_is_set_with_a_command_and_shown_in_the_header_and_the_room_li
     let server = ServerProcess::start(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let bob = member(&driver, &server, "bob", "den").await;
     assert_eq!(bob.text_of("#topic").await, "", "no topic yet");
 
@@ -191,8 +182,7 @@ async fn a_direct_message_is_seen_by_its_recipient_and_no_one_else() {
     let server = ServerProcess::start(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let bob = member(&driver, &server, "bob", "den").await;
     let carol = member(&driver, &server, "carol", "den").await;
 
@@ -264,8 +254,7 @@ async fn the_host_kicks_bans_and_hands_over_and_a_non_host_is_refused() {
     let server = ServerProcess::start(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let bob = member(&driver, &server, "bob", "den").await;
     let carol = member(&driver, &server, "carol", "den").await;
 
@@ -399,8 +388,7 @@ async fn a_file_shared_in_one_browser_downloads_byte_for_byte_in_another() {
     let server = ServerProcess::start(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let bob = member(&driver, &server, "bob", "den").await;
 
     let bytes = file_bytes(150_000);
@@ -486,8 +474,7 @@ async fn ignore_hides_a_member_until_unignored_and_survives_a_reload() {
     let server = ServerProcess::start(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let bob = member(&driver, &server, "bob", "den").await;
     let carol = member(&driver, &server, "carol", "den").await;
 
@@ -538,8 +525,7 @@ async fn mentions_are_highlighted_and_away_shows_in_the_member_list() {
     let server = ServerProcess::start(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let bob = member(&driver, &server, "bob", "den").await;
 
     say_confirmed(&bob, "bob", "hey Alice, look at this").await;
@@ -622,8 +608,7 @@ async fn replayed_history_is_marked_off_from_new_messages_and_days_are_dated() {
     let server = ServerProcess::start(dir.path());
     let driver = Chromedriver::start();
 
-    let carol = open_lobby(&driver, &server, "carol").await;
-    create_room(&carol, "den").await;
+    let carol = host(&driver, &server, "carol", "den").await;
     say_confirmed(&carol, "carol", "from yesterday").await;
     say_confirmed(&carol, "carol", "from today").await;
 
@@ -694,8 +679,7 @@ async fn help_lists_the_commands_and_an_unknown_one_is_explained() {
     let server = ServerProcess::start(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     say(&alice, "/help").await;
     let help = alice
         .wait_for(
@@ -746,8 +730,7 @@ async fn search_shows_matches_without_others_direct_messages_and_pages_back() {
     let server = ServerProcess::start(dir.path());
     let driver = Chromedriver::start();
 
-    let alice = open_lobby(&driver, &server, "alice").await;
-    create_room(&alice, "den").await;
+    let alice = host(&driver, &server, "alice", "den").await;
     let bob = member(&driver, &server, "bob", "den").await;
     let carol = member(&driver, &server, "carol", "den").await;
 
