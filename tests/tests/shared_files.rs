@@ -119,3 +119,24 @@ fn terminals_share_a_file_with_send_and_get() {
         line.contains("there is no file 000000000000 in this room")
     });
 }
+
+/// Sharing is said in the room, so it counts against flood control, and a refused share
+/// stores nothing.
+#[test]
+fn shares_beyond_flood_control_are_refused_before_anything_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        ServerProcess::start_with(dir.path(), &["--flood-burst", "1", "--flood-rate", "0.05"]);
+    let api = Api::of(&server);
+    let ann = api.create("den", "ann");
+    let first = api.upload("/api/rooms/den/files?name=a.txt", b"first", &ann);
+    assert_eq!(first.status, 201, "{first:?}");
+    let second = api.upload("/api/rooms/den/files?name=b.txt", b"second", &ann);
+    assert_eq!((second.status, second.code()), (429, "rate_limited"));
+    let listed = api.get("/api/rooms/den/files", Some(&ann));
+    assert_eq!(
+        listed.body["files"].as_array().map(Vec::len),
+        Some(1),
+        "{listed:?}"
+    );
+}

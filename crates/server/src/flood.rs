@@ -45,6 +45,12 @@ impl TokenBucket {
         self.take_up_to(1, policy, now) == 1
     }
 
+    /// Whether a token is there now, without taking it.
+    pub fn has_token(&mut self, policy: &FloodPolicy, now: Instant) -> bool {
+        self.take_up_to(0, policy, now);
+        policy.is_off() || self.tokens >= 1.0
+    }
+
     /// Takes as many of `wanted` tokens as the bucket holds, and says how many.
     pub fn take_up_to(&mut self, wanted: u64, policy: &FloodPolicy, now: Instant) -> u64 {
         if policy.is_off() {

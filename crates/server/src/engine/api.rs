@@ -197,4 +197,22 @@ impl Engine {
         let (room_id, member_id) = self.authorize(who, clock)?;
         self.accept_chat(room_id, member_id, None, text, Said::Line, clock, fx)
     }
+
+    /// Whether flood control would let the member say something now (without counting it),
+    /// so that work done on its behalf first, such as storing a shared file, is not wasted
+    /// on a line that would then be refused.
+    pub fn may_say(&mut self, who: Credentials<'_>, clock: Now) -> Result<(), DropReason> {
+        let (room_id, member_id) = self.authorize(who, clock)?;
+        let flood = self.flood;
+        let member = self
+            .rooms
+            .get_mut(&room_id)
+            .and_then(|room| room.members.get_mut(&member_id))
+            .ok_or(DropReason::UnknownToken)?;
+        if member.flood.has_token(&flood, clock.instant) {
+            Ok(())
+        } else {
+            Err(DropReason::RateLimited)
+        }
+    }
 }

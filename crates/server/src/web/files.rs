@@ -101,7 +101,13 @@ pub async fn upload(
         token: &token,
         room: &room,
     };
-    let (room_uid, username) = lock(&context.control.engine).identify(who, shared::now())?;
+    let (room_uid, username) = {
+        let mut engine = lock(&context.control.engine);
+        // The room is told of the file as a line in the sharer's name, counted by flood
+        // control: checked before the file is stored, not after.
+        engine.may_say(who, shared::now())?;
+        engine.identify(who, shared::now())?
+    };
     let _turn = context
         .uploads
         .try_acquire()
