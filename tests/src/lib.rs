@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod reference;
 pub mod server;
 pub mod tcrp;
+pub mod tmux;
 pub mod web;
 
 pub use browser::{Chromedriver, Page, Shown, count_confirmed};

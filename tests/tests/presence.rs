@@ -3,13 +3,9 @@
 //! `--no-bell`), the date before the first message of the day, and a marker between the
 //! messages replayed on entering and new ones.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::thread;
-use std::time::{Duration, Instant};
-
 use chat_protocol::v2::{ClientV2, ServerV2, V2ErrorCode};
-use chat_tests::{ClientProcess, EVENT_TIMEOUT, ServerProcess, V2Member, binary, join};
+use chat_tests::tmux::{TmuxSession, client_command, tmux_installed};
+use chat_tests::{ClientProcess, ServerProcess, V2Member, join};
 
 #[test]
 fn away_texts_are_shown_beside_names() {
@@ -51,133 +47,6 @@ fn away_texts_are_shown_beside_names() {
     }
 }
 
-/// A detached tmux session running a shell, on a tmux server of its own, with everything the
-/// pane's programs write copied raw to a file; killed when dropped.
-struct Tmux {
-    socket: PathBuf,
-    name: &'static str,
-    raw: PathBuf,
-}
-
-impl Tmux {
-    fn start(dir: &Path, name: &'static str) -> Self {
-        let session = Self {
-            socket: dir.join(format!("tmux-{name}.sock")),
-            name,
-            raw: dir.join(format!("{name}.raw")),
-        };
-        let started = session.tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            name,
-            "-x",
-            "120",
-            "-y",
-            "30",
-            "sh",
-        ]);
-        assert!(started.status.success(), "{started:?}");
-        let pipe = format!("cat >> '{}'", session.raw.display());
-        let piped = session.tmux(&["pipe-pane", "-o", "-t", name, &pipe]);
-        assert!(piped.status.success(), "{piped:?}");
-        session
-    }
-
-    fn tmux(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .args(["-f", "/dev/null"])
-            .args(args)
-            .output()
-            .expect("run tmux")
-    }
-
-    /// Types a command line into the shell and presses Enter.
-    fn run(&self, line: &str) {
-        self.type_text(line);
-        self.press("Enter");
-    }
-
-    /// Types `text` literally.
-    fn type_text(&self, text: &str) {
-        self.tmux(&["send-keys", "-t", self.name, "-l", text]);
-    }
-
-    /// Presses one key, such as `Tab`.
-    fn press(&self, key: &str) {
-        self.tmux(&["send-keys", "-t", self.name, key]);
-    }
-
-    fn screen(&self) -> Vec<String> {
-        let captured = self.tmux(&["capture-pane", "-p", "-t", self.name]);
-        let mut rows: Vec<String> = String::from_utf8_lossy(&captured.stdout)
-            .lines()
-            .map(|row| row.trim_end().to_owned())
-            .collect();
-        while rows.last().is_some_and(String::is_empty) {
-            rows.pop();
-        }
-        rows
-    }
-
-    fn wait_for_screen(&self, what: &str, wanted: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        loop {
-            let screen = self.screen();
-            if wanted(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; the terminal shows:\n{}",
-                screen.join("\n")
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Everything written to the terminal so far, escapes and bells included.
-    fn raw(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.raw).unwrap_or_default()).into_owned()
-    }
-
-    /// Waits until the raw copy (which trails the screen a little) contains `text`.
-    fn wait_for_raw(&self, text: &str) -> String {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        loop {
-            let raw = self.raw();
-            if raw.contains(text) {
-                return raw;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never written: {text:?}; got {raw:?}"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        self.tmux(&["kill-server"]);
-    }
-}
-
-fn client_line(dir: &Path, tcp_port: u16, args: &[&str]) -> String {
-    let mut words = vec![
-        format!("XDG_DATA_HOME='{}'", dir.display()),
-        "XDG_CONFIG_HOME=/nonexistent".into(),
-        format!("'{}'", binary("chat-client").display()),
-        "--server 127.0.0.1".into(),
-        format!("--tcp-port {tcp_port}"),
-    ];
-    words.extend(args.iter().map(|arg| (*arg).to_owned()));
-    format!("exec env {}", words.join(" "))
-}
-
 const WEEKDAYS: [&str; 7] = [
     "Monday",
     "Tuesday",
@@ -190,7 +59,7 @@ const WEEKDAYS: [&str; 7] = [
 
 #[test]
 fn a_terminal_marks_the_day_new_messages_and_lines_that_name_you() {
-    if Command::new("tmux").arg("-V").output().is_err() {
+    if !tmux_installed() {
         println!("skipped: tmux is not installed, and this test needs a real terminal");
         return;
     }
@@ -200,11 +69,14 @@ fn a_terminal_marks_the_day_new_messages_and_lines_that_name_you() {
     alice.send_line("said before anyone came");
     alice.wait_for_line("alice: said before anyone came");
 
-    let bob = Tmux::start(dir.path(), "bob");
-    bob.run(&client_line(
-        dir.path(),
-        server.tcp.port(),
-        &["join", "lobby", "--name", "bob"],
+    let bob = TmuxSession::shell(dir.path(), "bob");
+    bob.run(&format!(
+        "exec {}",
+        client_command(
+            dir.path(),
+            server.tcp.port(),
+            &["join", "lobby", "--name", "bob"],
+        )
     ));
     let screen = bob.wait_for_screen("the replayed message and the marker", |screen| {
         screen.iter().any(|row| row == "* ---- new messages ----")
@@ -256,11 +128,14 @@ fn a_terminal_marks_the_day_new_messages_and_lines_that_name_you() {
     );
 
     // With --no-bell, highlighted but silent.
-    let carol = Tmux::start(dir.path(), "carol");
-    carol.run(&client_line(
-        dir.path(),
-        server.tcp.port(),
-        &["--no-bell", "join", "lobby", "--name", "carol"],
+    let carol = TmuxSession::shell(dir.path(), "carol");
+    carol.run(&format!(
+        "exec {}",
+        client_command(
+            dir.path(),
+            server.tcp.port(),
+            &["--no-bell", "join", "lobby", "--name", "carol"],
+        )
     ));
     carol.wait_for_screen("carol's prompt", |screen| {
         screen
@@ -281,7 +156,7 @@ fn a_terminal_marks_the_day_new_messages_and_lines_that_name_you() {
 
 #[test]
 fn tab_completes_commands_and_member_names() {
-    if Command::new("tmux").arg("-V").output().is_err() {
+    if !tmux_installed() {
         println!("skipped: tmux is not installed, and this test needs a real terminal");
         return;
     }
@@ -289,11 +164,14 @@ fn tab_completes_commands_and_member_names() {
     let server = ServerProcess::start(dir.path());
     let mut alice = ClientProcess::enter(&server, &[], "create", "lobby", "alice");
     let mut carol = ClientProcess::enter(&server, &[], "join", "lobby", "Caroline");
-    let bob = Tmux::start(dir.path(), "bob");
-    bob.run(&client_line(
-        dir.path(),
-        server.tcp.port(),
-        &["join", "lobby", "--name", "bob"],
+    let bob = TmuxSession::shell(dir.path(), "bob");
+    bob.run(&format!(
+        "exec {}",
+        client_command(
+            dir.path(),
+            server.tcp.port(),
+            &["join", "lobby", "--name", "bob"],
+        )
     ));
     bob.wait_for_screen("bob's welcome", |screen| {
         screen
