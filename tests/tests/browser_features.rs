@@ -452,6 +452,25 @@ async fn a_file_shared_in_one_browser_downloads_byte_for_byte_in_another() {
     assert_eq!(checked[0], json!("150000"));
     assert!(checked[1].as_str().is_some_and(|sha| sha.starts_with(&id)));
 
+    // `/get ID` typed in the input does what the button does.
+    say(&alice, &format!("/get {id}")).await;
+    let state = alice
+        .wait_for(
+            "the typed /get to finish",
+            "const b = document.querySelector('#messages button.download');
+             return b.dataset.state === 'saved' || b.dataset.state === 'failed'
+               ? b.dataset.state + ': ' + b.closest('.msg').querySelector('.download-status').textContent
+               : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(state, json!("saved: saved (SHA-256 checked)"));
+    let saved = downloaded(alice.download_dir(), "notes v2.bin").await;
+    assert!(
+        saved == bytes,
+        "the typed /get's download is byte for byte the upload"
+    );
+
     // The token went in headers only: no URL the pages fetched carries it.
     for page in [&alice, &bob] {
         let leaked = page

@@ -1180,6 +1180,8 @@
     '/ignore [NAME] — hide NAME\'s messages on this page (alone: list); /unignore NAME',
     '/who — ask who is here',
     '/search WORDS — messages with all these words (again: older ones)',
+    '/send — share a file (the same as the Share file button)',
+    '/get ID — download a shared file, checked against its size and SHA-256 (or press its Download button)',
     '/kick NAME — host only: remove NAME from the room (they may come back)',
     '/ban NAME — host only: remove NAME and refuse their address for the room\'s life',
     '/host NAME — host only: make NAME the host',
@@ -1191,7 +1193,7 @@
 
   /** The commands, for tab completion. */
   const COMMANDS = ['/me', '/msg', '/topic', '/away', '/back', '/ignore', '/unignore', '/who', '/search',
-    '/kick', '/ban', '/host', '/next', '/quit', '/help'];
+    '/send', '/get', '/kick', '/ban', '/host', '/next', '/quit', '/help'];
 
   function sendChat(event) {
     event.preventDefault();
@@ -1281,6 +1283,16 @@
       case 'search':
         if (!rest) return usage('usage: /search WORDS, e.g. /search cake fridge');
         return search(rest.split(/\s+/).join(' '));
+      case 'send':
+        // A browser picks the file itself: the page cannot read a path typed here.
+        return $('file').click();
+      case 'get': {
+        const id = (oneName() || '').toLowerCase();
+        if (!/^[0-9a-f]{6,64}$/.test(id)) return usage('usage: /get ID, the id in a "shared NAME (SIZE): /get ID" line');
+        const button = document.querySelector('#messages button.download[data-file="' + id + '"]');
+        if (!button) return usage('No shared file ' + id + ' is shown in this room; scroll back to its line, or check the id.');
+        return download(id, button);
+      }
       case 'help':
         return addNoticeBlock(HELP);
       case 'quit':
