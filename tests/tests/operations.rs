@@ -660,6 +660,49 @@ fn a_backup_during_live_chat_restores_every_acked_message_and_answered_token() {
 }
 
 #[test]
+fn an_export_marks_actions_and_direct_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let token = create(server.tcp, "den", "dana").token();
+    let dana = V2Member::new(server.udp, "den", &token);
+    dana.register(None);
+    let erin = V2Member::joined(&server, "den", "erin");
+    dana.say(1, "hello");
+    let acked = |seq: u64| move |event: &ServerV2| matches!(event, ServerV2::Ack { seq: acked, .. } if *acked == seq);
+    dana.send(&ClientV2::Me {
+        seq: 2,
+        text: "waves".into(),
+    });
+    dana.expect("the action's ack", acked(2));
+    dana.send(&ClientV2::Dm {
+        seq: 3,
+        to: "erin".into(),
+        text: "psst".into(),
+    });
+    dana.expect("the direct message's ack", acked(3));
+    erin.expect(
+        "the direct message",
+        |event| matches!(event, ServerV2::Msg(message) if message.text == "psst"),
+    );
+
+    let exported = admin(dir.path(), &["export", "den"]);
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let lines: Vec<String> = text(&exported.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].ends_with(" <dana> hello"), "{lines:?}");
+    assert!(lines[1].ends_with(" * dana waves"), "{lines:?}");
+    assert!(lines[2].ends_with(" <dana> (to erin) psst"), "{lines:?}");
+
+    let exported = admin(dir.path(), &["export", "den", "--format", "jsonl"]);
+    let lines: Vec<ChatMessage> = text(&exported.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON message per line"))
+        .collect();
+    assert!(lines[1].me && lines[1].to.is_none(), "{lines:?}");
+    assert_eq!(lines[2].to.as_deref(), Some("erin"), "{lines:?}");
+}
+
+#[test]
 fn an_export_of_a_room_matches_its_history() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());

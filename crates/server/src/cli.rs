@@ -84,7 +84,8 @@ pub enum Command {
 /// How `export` writes messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// `2026-12-01T10:00:00.000Z <alice> hello`, control characters escaped.
+    /// `2026-12-01T10:00:00.000Z <alice> hello` (`* alice waves` for an action, `<alice> (to
+    /// bob) hi` for a direct message), control characters escaped.
     Text,
     /// `{"id":1,"from":"alice","text":"hello","ts":1764583200000}`.
     Jsonl,

@@ -39,8 +39,28 @@ pub fn export(
     };
     let history = open_existing(&config.history, false)?;
     let failed = |source| database_error(&config.history, source);
+    // A database the server has not opened since actions and direct messages came has no
+    // columns for them, and none of either.
+    let columns: Vec<String> = history
+        .prepare("SELECT name FROM pragma_table_info('messages')")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()
+        })
+        .map_err(failed)?;
+    let has = |column: &str| columns.iter().any(|name| name == column);
+    let me = if has("me") { "me" } else { "0" };
+    let recipient = if has("recipient") {
+        "recipient"
+    } else {
+        "NULL"
+    };
     let mut query = history
-        .prepare("SELECT id, sender, text, ts FROM messages WHERE room_uid = ?1 ORDER BY id")
+        .prepare(&format!(
+            "SELECT id, sender, text, ts, {me}, {recipient} FROM messages \
+             WHERE room_uid = ?1 ORDER BY id"
+        ))
         .map_err(failed)?;
     // Stored bit-for-bit as SQLite's signed integers.
     let mut rows = query.query(params![found.uid as i64]).map_err(failed)?;
@@ -56,8 +76,8 @@ pub fn export(
             from: row.get(1).map_err(failed)?,
             text: row.get(2).map_err(failed)?,
             ts: row.get::<_, i64>(3).map_err(failed)? as u64,
-            me: false,
-            to: None,
+            me: row.get::<_, i64>(4).map_err(failed)? != 0,
+            to: row.get(5).map_err(failed)?,
         };
         let line = match format {
             ExportFormat::Jsonl => {
@@ -79,8 +99,9 @@ pub fn export(
     }
 }
 
-/// `2026-12-01T10:00:00.000Z <alice> hello`, with control characters escaped so that one
-/// message is one line and nobody's text can drive the reader's terminal.
+/// `2026-12-01T10:00:00.000Z <alice> hello` (an action: `* alice waves`; a direct message:
+/// `<alice> (to bob) see you`), with control characters escaped so that one message is one
+/// line and nobody's text can drive the reader's terminal.
 pub fn text_line(message: &ChatMessage) -> String {
     let time = i64::try_from(message.ts)
         .ok()
@@ -89,11 +110,15 @@ pub fn text_line(message: &ChatMessage) -> String {
             || format!("@{}ms", message.ts),
             |time| time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
         );
-    format!(
-        "{time} <{}> {}",
+    let (from, text) = (
         escape_controls(&message.from),
-        escape_controls(&message.text)
-    )
+        escape_controls(&message.text),
+    );
+    match (&message.to, message.me) {
+        (_, true) => format!("{time} * {from} {text}"),
+        (Some(to), false) => format!("{time} <{from}> (to {}) {text}", escape_controls(to)),
+        (None, false) => format!("{time} <{from}> {text}"),
+    }
 }
 
 fn escape_controls(text: &str) -> String {
