@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::control::{self, ControlContext};
-use crate::engine::{Effects, Engine, HistoryJob, HistoryReadError, RestoreError};
+use crate::engine::{Engine, HistoryJob, HistoryReadError, RestoreError};
 use crate::files::FileStore;
 use crate::history::{HistoryError, HistoryStore};
 use crate::history_writer;
@@ -28,11 +28,17 @@ use crate::password_gate::{PasswordGate, PasswordPolicy};
 use crate::persist::StateError;
 use crate::relay::{self, Relay};
 use crate::room_quota::RoomQuota;
-use crate::send::{BatchSender, Outlet, Transports};
-use crate::shared::{self, SharedEngine, lock};
+use crate::send::{Outlet, Transports};
+use crate::shared::{SharedEngine, lock};
 use crate::stats::RelayStats;
 use crate::web::{self, WebContext, WebPeers};
 use crate::writer::StateWriter;
+
+mod background;
+
+#[cfg(unix)]
+use background::log_status_on_sigusr1;
+use background::tick;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -391,77 +397,5 @@ impl Server {
             "state written; goodbye"
         );
         Ok(())
-    }
-}
-
-/// SIGUSR1 logs one status line (it would otherwise kill the process without a final state
-/// write).
-#[cfg(unix)]
-async fn log_status_on_sigusr1(
-    engine: SharedEngine,
-    stats: Arc<RelayStats>,
-    mut stop: watch::Receiver<bool>,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = usr1.recv() => {}
-            _ = stop.wait_for(|stop| *stop) => break,
-        }
-        let (rooms, members, memory_used, memory_budget) = {
-            let engine = lock(&engine);
-            let memory = engine.memory();
-            (
-                engine.room_count(),
-                engine.member_count(),
-                memory.used(),
-                memory.limit,
-            )
-        };
-        tracing::info!(
-            rooms,
-            members,
-            memory_used,
-            memory_budget,
-            received = stats.received.load(Ordering::Relaxed),
-            dropped = stats.dropped(),
-            "status"
-        );
-    }
-}
-
-/// The engine's clock tick, a few times per idle period: members that went silent are
-/// removed, messages held behind an expired gap are let go.
-async fn tick(
-    engine: SharedEngine,
-    outlet: Outlet,
-    writer: StateWriter,
-    shortest_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let period = (shortest_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    let mut ticker = tokio::time::interval(period);
-    let mut fx = Effects::default();
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|stop| *stop) => break,
-        }
-        let changed = {
-            let mut engine = lock(&engine);
-            let journal_seq = engine.journal_seq();
-            engine.tick(shared::now(), period, &mut fx);
-            outlet.hand_over_jobs(&mut fx);
-            engine.journal_seq() != journal_seq
-        };
-        if changed {
-            writer.schedule();
-        }
-        // A `BatchSender` cannot be kept across an `.await`; making one per tick costs one
-        // small allocation.
-        outlet.send(&mut BatchSender::default(), &mut fx);
     }
 }
