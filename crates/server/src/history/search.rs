@@ -333,18 +333,7 @@ mod tests {
     #[test]
     fn a_database_from_before_search_is_indexed_when_searched() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch(
-            "CREATE TABLE messages (
-                 room_uid INTEGER NOT NULL, id INTEGER NOT NULL, member_uid INTEGER NOT NULL,
-                 seq INTEGER, sender TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL,
-                 PRIMARY KEY (room_uid, id)
-             ) WITHOUT ROWID;
-             INSERT INTO messages VALUES (1, 1, 7, 1, 'alice', 'an old cake', 5);",
-        )
-        .unwrap();
-        drop(old);
+        let path = super::super::tests::first_schema_database(dir.path(), "an old cake");
         let mut store = HistoryStore::open(&path).unwrap();
         assert_eq!(ids(&store.search(1, "cake", None, 10, 9).unwrap()), [1]);
     }

@@ -92,18 +92,7 @@ fn a_page_leaves_out_direct_messages_between_others() {
 #[test]
 fn a_database_from_before_actions_and_direct_messages_is_brought_up_to_date() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    let old = Connection::open(&path).unwrap();
-    old.execute_batch(
-        "CREATE TABLE messages (
-             room_uid INTEGER NOT NULL, id INTEGER NOT NULL, member_uid INTEGER NOT NULL,
-             seq INTEGER, sender TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL,
-             PRIMARY KEY (room_uid, id)
-         ) WITHOUT ROWID;
-         INSERT INTO messages VALUES (1, 1, 7, 1, 'alice', 'from before', 5);",
-    )
-    .unwrap();
-    drop(old);
+    let path = first_schema_database(dir.path(), "from before");
     let mut store = HistoryStore::open(&path).unwrap();
     store.store(&[message(1, 2, 2)], 100).unwrap();
     let (page, _) = store.page_for(1, None, 10, Some(9)).unwrap();
@@ -122,4 +111,25 @@ fn a_file_that_is_not_a_database_is_refused() {
     std::fs::write(&path, vec![b'x'; 8192]).unwrap();
     let error = HistoryStore::open(&path).unwrap_err();
     assert!(error.to_string().contains("h.sqlite3"), "{error}");
+}
+
+/// A database of the first schema (before actions, direct messages and search) holding one
+/// message, id 1 of room 1 from alice (uid 7) with `text`; returns its path.
+pub(super) fn first_schema_database(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("old.db");
+    let old = Connection::open(&path).unwrap();
+    old.execute_batch(
+        "CREATE TABLE messages (
+             room_uid INTEGER NOT NULL, id INTEGER NOT NULL, member_uid INTEGER NOT NULL,
+             seq INTEGER, sender TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL,
+             PRIMARY KEY (room_uid, id)
+         ) WITHOUT ROWID;",
+    )
+    .unwrap();
+    old.execute(
+        "INSERT INTO messages VALUES (1, 1, 7, 1, 'alice', ?1, 5)",
+        [text],
+    )
+    .unwrap();
+    path
 }
