@@ -176,6 +176,7 @@ pub fn operation_name(operation: Operation) -> &'static str {
         Operation::Join => "join",
         Operation::Pair => "pair",
         Operation::List => "list",
+        Operation::Attach => "attach",
     }
 }
 
@@ -220,6 +221,7 @@ mod tests {
             send_burst: None,
             send_interval_ms: None,
             http_port: None,
+            key_id: None,
         };
         let (addr, peer) = scripted_server(vec![
             Frame::new(

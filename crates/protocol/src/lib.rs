@@ -13,6 +13,7 @@
 pub mod limits;
 pub mod listing;
 pub mod names;
+pub mod sealed;
 pub mod tcrp;
 pub mod time;
 pub mod ucrp;

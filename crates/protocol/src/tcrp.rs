@@ -22,6 +22,9 @@ pub enum Operation {
     Pair = 3,
     /// List public rooms; no token is issued.
     List = 4,
+    /// Version 3, over TLS only: attach this connection to a membership the client holds
+    /// (its token in the payload) as its tunnel, with fresh data-plane keys.
+    Attach = 5,
 }
 
 impl Operation {
@@ -32,6 +35,7 @@ impl Operation {
             2 => Some(Self::Join),
             3 => Some(Self::Pair),
             4 => Some(Self::List),
+            5 => Some(Self::Attach),
             _ => None,
         }
     }
@@ -226,6 +230,9 @@ pub enum PayloadError {
     /// `password` is present but is not a string.
     #[error("\"password\" must be a string")]
     BadPassword,
+    /// An attach payload is not a JSON object with a string `token`.
+    #[error("an attach payload must be a JSON object with a string \"token\"")]
+    MissingToken,
 }
 
 /// Who is asking, as carried by a request payload.
@@ -469,6 +476,9 @@ pub enum ErrorCode {
     TooManyRooms,
     /// Join: the room's host banned this address (version 2's `/ban`).
     Banned,
+    /// The server takes only encrypted handshakes (`--require-encryption`), or the operation
+    /// needs TLS (attach).
+    EncryptionRequired,
 }
 
 impl ErrorCode {
@@ -489,6 +499,7 @@ impl ErrorCode {
             Self::TooManyAttempts => "too_many_attempts",
             Self::TooManyRooms => "too_many_rooms",
             Self::Banned => "banned",
+            Self::EncryptionRequired => "encryption_required",
         }
     }
 }
@@ -564,6 +575,10 @@ pub struct Grant {
     /// The port of the server's HTTP listener (shared files, the page), when it serves one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_port: Option<u16>,
+    /// Version 3: the key id of this member's sealed datagrams. Present only in a grant sent
+    /// over TLS; both ends export the keys from that TLS session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<u32>,
 }
 
 impl Grant {
@@ -578,7 +593,22 @@ impl Grant {
             send_burst: None,
             send_interval_ms: None,
             http_port: None,
+            key_id: None,
         }
+    }
+}
+
+/// The payload of an attach (operation 5): the token of the membership to attach to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachRequest {
+    /// The member's token, 64 hex characters.
+    pub token: String,
+}
+
+impl AttachRequest {
+    /// Parses an attach payload: a JSON object with a string `token`.
+    pub fn parse(payload: &[u8]) -> Result<Self, PayloadError> {
+        serde_json::from_slice(payload).map_err(|_| PayloadError::MissingToken)
     }
 }
 

@@ -266,6 +266,7 @@ mod tests {
                 send_burst: None,
                 send_interval_ms: None,
                 http_port: None,
+                key_id: None,
             },
         }
     }

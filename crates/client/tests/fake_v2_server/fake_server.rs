@@ -85,6 +85,7 @@ impl FakeServer {
             send_burst: None,
             send_interval_ms: None,
             http_port: None,
+            key_id: None,
         };
         self.answer_handshake(&Compliance::accepted(), to_json_payload(&grant))
     }

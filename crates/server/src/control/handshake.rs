@@ -68,12 +68,17 @@ pub async fn grant(
             ErrorCode::UnsupportedOperation,
             "list grants no membership",
         )),
+        Operation::Attach => Err(Refusal::new(
+            ErrorCode::EncryptionRequired,
+            "attach is for a TLS connection",
+        )),
     };
     let op = match operation {
         Operation::Create => "create",
         Operation::Join => "join",
         Operation::Pair => "pair",
         Operation::List => "list",
+        Operation::Attach => "attach",
     };
     context.metrics.handshake(
         op,
@@ -143,6 +148,7 @@ pub(super) async fn process(frame: Frame, peer: SocketAddr, context: &ControlCon
                 send_burst: context.send_pace.map(|(burst, _)| burst),
                 send_interval_ms: context.send_pace.map(|(_, interval)| interval),
                 http_port: context.http_port,
+                key_id: None,
             };
             // Pair rooms get their name from the server; echo it so the client learns it.
             Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))

@@ -67,7 +67,9 @@ impl From<Refusal> for ApiError {
             | ErrorCode::InvalidRoomName
             | ErrorCode::InvalidUsername
             | ErrorCode::UnsupportedOperation => StatusCode::BAD_REQUEST,
-            ErrorCode::BadPassword | ErrorCode::Banned => StatusCode::FORBIDDEN,
+            ErrorCode::BadPassword | ErrorCode::Banned | ErrorCode::EncryptionRequired => {
+                StatusCode::FORBIDDEN
+            }
             ErrorCode::RoomNotFound => StatusCode::NOT_FOUND,
             ErrorCode::RoomExists | ErrorCode::NameTaken | ErrorCode::RoomFull => {
                 StatusCode::CONFLICT

@@ -76,6 +76,7 @@ async fn accepted_join_returns_the_grant() {
             send_burst: Some(10),
             send_interval_ms: Some(200),
             http_port: None,
+            key_id: None,
         };
         let mut bytes = reply(
             State::Compliance,
@@ -119,6 +120,7 @@ async fn replies_split_into_single_bytes_are_reassembled() {
             send_burst: None,
             send_interval_ms: None,
             http_port: None,
+            key_id: None,
         };
         let mut bytes = reply(
             State::Compliance,
