@@ -10,6 +10,7 @@
 //! malformed input is a typed error, and sizes are checked against [`limits`] before anything is
 //! allocated.
 
+pub mod fingerprint;
 pub mod limits;
 pub mod listing;
 pub mod names;

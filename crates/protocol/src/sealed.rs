@@ -443,7 +443,13 @@ mod tests {
             Err(SealError::TooLarge)
         );
         assert_eq!(
-            sealer.seal(Header { counter: 0, ..header }, b"x"),
+            sealer.seal(
+                Header {
+                    counter: 0,
+                    ..header
+                },
+                b"x"
+            ),
             Err(SealError::ZeroCounter)
         );
     }
@@ -460,10 +466,7 @@ mod tests {
         // Within the window and unseen: accepted late.
         window.accept(4000 - 100).unwrap();
         // Too far behind the newest.
-        assert_eq!(
-            window.check(4000 - REPLAY_WINDOW),
-            Err(SealError::Replayed)
-        );
+        assert_eq!(window.check(4000 - REPLAY_WINDOW), Err(SealError::Replayed));
         assert_eq!(window.check(0), Err(SealError::ZeroCounter));
         // A jump far ahead forgets the old bits but not the rule.
         window.accept(1 << 40).unwrap();
@@ -480,11 +483,18 @@ mod tests {
         // A small deterministic generator: counters mostly rising, some late, some repeats.
         let mut x = 12345u64;
         for _ in 0..20_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let step = (x >> 33) % 200;
             let counter = (newest + 100).saturating_sub(step).max(1);
-            let expected = !seen.contains(&counter) && newest.saturating_sub(counter) < REPLAY_WINDOW;
-            assert_eq!(window.accept(counter).is_ok(), expected, "counter {counter}");
+            let expected =
+                !seen.contains(&counter) && newest.saturating_sub(counter) < REPLAY_WINDOW;
+            assert_eq!(
+                window.accept(counter).is_ok(),
+                expected,
+                "counter {counter}"
+            );
             if expected {
                 seen.insert(counter);
                 newest = newest.max(counter);
