@@ -34,6 +34,7 @@ pub const KEY_MATERIAL_LEN: usize = 2 * KEY_LEN;
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-chat-sealed-datagrams-v3";
 /// Most bytes of message one sealed datagram carries.
 pub const MAX_SEALED_MESSAGE: usize = MAX_DATAGRAM - HEADER_LEN - TAG_LEN;
+const _: () = assert!(MAX_SEALED_MESSAGE == crate::limits::MAX_SERVER_MESSAGE);
 /// Length prefix of a tunnel frame.
 pub const TUNNEL_PREFIX_LEN: usize = 2;
 /// Counters seen out of order that a receiver still accepts: 2,048 behind the newest, as

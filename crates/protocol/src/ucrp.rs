@@ -192,8 +192,8 @@ pub fn encode_v2_msg(message: &ChatMessage, out: &mut Vec<u8>) {
 pub const HISTORY_PAGE_OVERHEAD: usize = 31;
 
 /// The largest `msg` event the server stores: one that still fits a `history` page of its own
-/// in a datagram, so that paging back through history always makes progress.
-pub const MAX_STORED_MSG_FRAME: usize = MAX_DATAGRAM - HISTORY_PAGE_OVERHEAD;
+/// in a datagram, sealed or not, so that paging back through history always makes progress.
+pub const MAX_STORED_MSG_FRAME: usize = crate::limits::MAX_SERVER_MESSAGE - HISTORY_PAGE_OVERHEAD;
 
 /// How many bytes `text` takes inside a JSON string as serde_json writes it.
 pub fn json_escaped_len(text: &str) -> usize {

@@ -20,7 +20,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use chat_protocol::limits::MAX_DATAGRAM;
+use chat_protocol::limits::MAX_SERVER_MESSAGE;
 use chat_protocol::ucrp;
 use chat_protocol::v2::{ChatMessage, ServerV2};
 
@@ -359,11 +359,11 @@ fn page_frame(
     loop {
         let mut frame = Vec::new();
         ucrp::encode_v2(&page(messages.clone(), more), &mut frame);
-        if frame.len() <= MAX_DATAGRAM || messages.is_empty() {
+        if frame.len() <= MAX_SERVER_MESSAGE || messages.is_empty() {
             return frame;
         }
         if let [only] = &mut messages[..] {
-            let excess = frame.len() - MAX_DATAGRAM;
+            let excess = frame.len() - MAX_SERVER_MESSAGE;
             let budget = ucrp::json_escaped_len(&only.text).saturating_sub(excess + 3);
             let kept = ucrp::split_escaped(&only.text, budget.max(1))[0].to_owned();
             only.text = kept + "…";
@@ -398,7 +398,7 @@ mod tests {
             })
             .collect();
         let frame = history_frame(stored, false);
-        assert!(frame.len() <= MAX_DATAGRAM);
+        assert!(frame.len() <= MAX_SERVER_MESSAGE);
         let ServerV2::History { messages, more } = serde_json::from_slice(&frame[1..]).unwrap()
         else {
             panic!("not a history frame");

@@ -241,6 +241,12 @@ impl Collector for Live {
         )?;
         counter(
             &mut encoder,
+            "unsealable_frames",
+            "Frames for encrypted members too large to seal, not sent (a bug if ever above 0)",
+            read(&stats.unsealable),
+        )?;
+        counter(
+            &mut encoder,
             "no_room_replies",
             "Datagrams with an unknown token answered that the room no longer exists",
             read(&stats.no_room_replies),

@@ -106,6 +106,14 @@ impl Outlet {
     }
 }
 
+/// A frame too large to seal: the engine fits what it sends into
+/// [`chat_protocol::limits::MAX_SERVER_MESSAGE`], so this is a bug to see, not a case to
+/// handle.
+fn unsealable(stats: &RelayStats, to: Endpoint) {
+    stats.unsealable.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(%to, "a frame too large to seal was not sent");
+}
+
 /// Most datagrams handed to the kernel in one `sendmmsg` call.
 const SEND_BATCH: usize = 64;
 
@@ -173,6 +181,7 @@ impl BatchSender {
             match path {
                 SealedPath::Udp(_) => {
                     if keys.seal(frame, &mut buffer).is_err() {
+                        unsealable(stats, addr);
                         continue;
                     }
                 }
@@ -180,6 +189,7 @@ impl BatchSender {
                     // Room for the length first, then the datagram after it.
                     let mut datagram = self.spare.pop().unwrap_or_default();
                     if keys.seal(frame, &mut datagram).is_err() {
+                        unsealable(stats, addr);
                         continue;
                     }
                     buffer.clear();

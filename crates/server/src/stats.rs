@@ -27,6 +27,8 @@ pub struct RelayStats {
     pub unknown_key: AtomicU64,
     /// Plaintext datagrams where only sealed ones are taken.
     pub plaintext: AtomicU64,
+    /// Frames for version-3 members too large to seal, not sent (never expected).
+    pub unsealable: AtomicU64,
     /// Datagrams with an unknown token answered "this room no longer exists".
     pub no_room_replies: AtomicU64,
     /// Messages replayed to members catching up.
@@ -47,6 +49,7 @@ impl Default for RelayStats {
             replayed_sealed: AtomicU64::default(),
             unknown_key: AtomicU64::default(),
             plaintext: AtomicU64::default(),
+            unsealable: AtomicU64::default(),
             no_room_replies: AtomicU64::default(),
             replayed: AtomicU64::default(),
             // 0.25 ms to about 2 s: a commit in WAL mode without fsync is well under a

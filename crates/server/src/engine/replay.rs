@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use chat_protocol::limits::MAX_DATAGRAM;
+use chat_protocol::limits::{MAX_DATAGRAM, MAX_SERVER_MESSAGE};
 use chat_protocol::ucrp::{self, NOTICE_SENDER};
 use chat_protocol::v2::ServerV2;
 
@@ -153,7 +153,7 @@ fn replay(
 }
 
 /// The member list as one datagram: as many names (with their away texts) as fit in
-/// [`MAX_DATAGRAM`], and how many more there are.
+/// [`MAX_SERVER_MESSAGE`], and how many more there are.
 pub(super) fn members_of(room: &Room) -> ServerV2 {
     let host = room.host_name().to_owned();
     let total = room.members.len();
@@ -179,7 +179,7 @@ pub(super) fn members_of(room: &Room) -> ServerV2 {
         if let Some(text) = &member.away {
             cost += json_len(&member.username) + json_len(text) + 2;
         }
-        if used + cost > MAX_DATAGRAM {
+        if used + cost > MAX_SERVER_MESSAGE {
             break;
         }
         used += cost;
