@@ -43,6 +43,7 @@ pub mod error;
 pub mod files;
 pub mod logging;
 pub mod pace;
+pub mod secure;
 pub mod settings;
 pub mod signals;
 pub mod transport;
