@@ -251,6 +251,19 @@ mod export;
 mod files;
 
 pub use export::{export, text_line};
+
+/// The fingerprint of the server's TLS certificate, as clients pin it (`SHA256:...`); makes
+/// the self-signed certificate first when there is none, as the server's first start would.
+pub fn fingerprint(
+    config: &Config,
+) -> Result<chat_protocol::fingerprint::Fingerprint, crate::secure::certificate::CertificateError> {
+    let paths = crate::secure::certificate::CertificatePaths::new(
+        &config.state,
+        config.tls_cert.clone(),
+        config.tls_key.clone(),
+    )?;
+    Ok(crate::secure::ServerIdentity::load_or_create(&paths)?.fingerprint)
+}
 use files::{
     copy_database, copy_if_present, count_messages, create_private_dir, database_error,
     open_existing, open_new_private, state_bytes, sync_directory, sync_file, write_private_atomic,

@@ -71,6 +71,9 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print the fingerprint of the server's TLS certificate (clients pin it), making the
+    /// self-signed certificate first if there is none yet.
+    Fingerprint,
     /// Write a room's history on standard output, oldest message first.
     Export {
         /// The room's name.

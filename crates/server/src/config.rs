@@ -131,6 +131,22 @@ pub struct Config {
     /// Bytes of shared files one room may hold; more are refused until the room closes.
     #[arg(long, default_value_t = 100 << 20)]
     pub room_file_quota: u64,
+    /// The TLS certificate (PEM, the chain) for encrypted clients and HTTPS; with
+    /// --tls-key. Without both, a self-signed one is made on first start beside the state
+    /// file (tls-cert.pem, tls-key.pem) and clients pin its fingerprint.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM); with --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Accept only encrypted clients: plain TCRP handshakes are refused with
+    /// encryption_required, plaintext datagrams dropped, plain HTTP refused. Versions 1 and 2
+    /// (the reference client) stop working.
+    #[arg(long)]
+    pub require_encryption: bool,
+    /// Most encrypted clients' TLS connections (tunnels) open at once; more are closed.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_tunnels: usize,
 }
 
 /// How log lines are written on stderr.

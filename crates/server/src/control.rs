@@ -4,24 +4,33 @@
 //! before a deadline so a client that sends half a header holds only its own task. Every
 //! request that got as far as a header is answered with the contract's error code and a sentence
 //! a person can act on. A create, join or pair is answered only once it is on disk.
+//!
+//! TLS shares the port (version 3): a connection that opens with a TLS record is served the
+//! same exchange inside TLS, and after a grant or an attach it stays open as the member's
+//! tunnel (`crate::secure::tunnel`), without holding a handshake slot.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chat_protocol::limits::TCRP_HEADER_LEN;
+use chat_protocol::sealed::{EXPORTER_LABEL, KEY_MATERIAL_LEN, KeyMaterial};
 use chat_protocol::tcrp::{
     Compliance, ErrorCode, Frame, Grant, Header, State, TcrpError, to_json_payload,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use crate::ip_limit::{Admission, HandshakeRateLimiter};
 use crate::metrics::Metrics;
 use crate::password_gate::PasswordGate;
 use crate::room_quota::RoomQuota;
+use crate::secure::detect::{self, Opening};
+use crate::secure::tunnel::{self, TunnelContext};
 use crate::send::Outlet;
 use crate::shared::SharedEngine;
 use crate::writer::StateWriter;
@@ -61,6 +70,12 @@ pub struct ControlContext {
     pub room_quota: RoomQuota,
     /// Where handshakes are counted.
     pub metrics: Arc<Metrics>,
+    /// TLS with the server's certificate (version 3).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Refuse plain TCRP (`--require-encryption`).
+    pub require_encryption: bool,
+    /// What a tunnel needs, for connections that become one.
+    pub tunnel: TunnelContext,
 }
 
 /// Accepts connections until `stop` turns true, then waits for the handshakes in flight.
@@ -103,9 +118,14 @@ pub async fn serve(
                 let in_flight = in_flight.clone();
                 let stop = stop.clone();
                 tokio::spawn(async move {
-                    handle_connection(stream, peer, &context, stop).await;
+                    let tunnel = handle_connection(stream, peer, &context, stop.clone()).await;
+                    // A tunnel holds no handshake slot, and shutdown does not wait for it:
+                    // it ends on `stop` by itself.
                     drop(permit);
                     drop(in_flight);
+                    if let Some((stream, key_id)) = tunnel {
+                        tunnel::run(stream, key_id, peer.ip(), context.tunnel.clone(), stop).await;
+                    }
                 });
             }
             Err(_) => refuse_when_overloaded(stream, peer),
@@ -155,18 +175,70 @@ fn refuse_over_address_limit(
     let _ = stream.try_write(&reply.encode());
 }
 
+/// A TLS connection that became a member's tunnel, and the member's key id.
+type Tunnel = (TlsStream<TcpStream>, u32);
+
+/// Serves one connection's exchange, plain or TLS; a TLS one that granted or attached a
+/// membership comes back to become its tunnel.
 async fn handle_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: &ControlContext,
+    stop: watch::Receiver<bool>,
+) -> Option<Tunnel> {
+    let deadline = Instant::now() + context.request_timeout;
+    match detect::opening(&stream, context.request_timeout).await {
+        Opening::Nothing => None,
+        Opening::Plain => {
+            let mut stream = stream;
+            exchange(&mut stream, peer, context, stop, deadline, None).await;
+            None
+        }
+        Opening::Tls => {
+            let acceptor = TlsAcceptor::from(Arc::clone(&context.tls));
+            let accepted = timeout_at(deadline, acceptor.accept(stream)).await;
+            let mut stream = match accepted {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake not done before the time limit");
+                    return None;
+                }
+            };
+            let keys = stream
+                .get_ref()
+                .1
+                .export_keying_material([0u8; KEY_MATERIAL_LEN], EXPORTER_LABEL, None)
+                .ok()
+                .map(KeyMaterial);
+            let Some(keys) = keys else {
+                tracing::warn!(%peer, "no keys could be exported from a TLS session");
+                return None;
+            };
+            let key_id = exchange(&mut stream, peer, context, stop, deadline, Some(keys)).await?;
+            Some((stream, key_id))
+        }
+    }
+}
+
+/// Reads one request, answers it, and says which key id the connection now carries, if it
+/// granted or attached a version-3 membership. `keys` are the TLS session's, for a TLS one.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     peer: SocketAddr,
     context: &ControlContext,
     mut stop: watch::Receiver<bool>,
-) {
-    let deadline = Instant::now() + context.request_timeout;
+    deadline: Instant,
+    keys: Option<KeyMaterial>,
+) -> Option<u32> {
     // A request still arriving when the server stops is refused rather than waited for: a
     // slow or stalled client must not hold up shutdown for the whole request timeout. Nothing
     // was promised to it yet, and server_busy tells it to try again.
     let read = tokio::select! {
-        read = read_request(&mut stream, deadline) => read,
+        read = read_request(stream, deadline) => read,
         _ = stop.wait_for(|stop| *stop) => Err(ReadFailure::Answer(Reply::refused(
             0,
             String::new(),
@@ -174,33 +246,48 @@ async fn handle_connection(
             "the server is shutting down; try again shortly".into(),
         ))),
     };
-    let reply = match read {
+    let (reply, key_id) = match read {
         Ok(frame) => {
-            match timeout(PROCESSING_TIMEOUT, process(frame.clone(), peer, context)).await {
-                Ok(reply) => reply,
-                Err(_) => Reply::refused(
-                    frame.operation,
-                    frame.room_name,
-                    ErrorCode::ServerBusy,
-                    "the server took too long to complete the request; try again".into(),
+            match timeout(
+                PROCESSING_TIMEOUT,
+                process(frame.clone(), peer, context, keys),
+            )
+            .await
+            {
+                Ok(answer) => answer,
+                Err(_) => (
+                    Reply::refused(
+                        frame.operation,
+                        frame.room_name,
+                        ErrorCode::ServerBusy,
+                        "the server took too long to complete the request; try again".into(),
+                    ),
+                    None,
                 ),
             }
         }
-        Err(ReadFailure::Answer(reply)) => reply,
+        Err(ReadFailure::Answer(reply)) => (reply, None),
         Err(ReadFailure::Silent(reason)) => {
             tracing::debug!(%peer, reason, "connection closed without a reply");
-            return;
+            return None;
         }
     };
     let bytes = reply.encode();
     let written = timeout(REPLY_TIMEOUT, async {
         stream.write_all(&bytes).await?;
-        stream.shutdown().await
+        if key_id.is_some() {
+            // The connection stays open as the tunnel.
+            stream.flush().await
+        } else {
+            stream.shutdown().await
+        }
     })
     .await;
     if !matches!(written, Ok(Ok(()))) {
         tracing::debug!(%peer, "client went away before reading the reply");
+        return None;
     }
+    key_id
 }
 
 /// A request that could not be read.
@@ -213,7 +300,10 @@ enum ReadFailure {
 
 /// Reads exactly one request frame, never more bytes than its header announces, and never
 /// more than the contract's limits.
-async fn read_request(stream: &mut TcpStream, deadline: Instant) -> Result<Frame, ReadFailure> {
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    deadline: Instant,
+) -> Result<Frame, ReadFailure> {
     let mut buf = Vec::with_capacity(TCRP_HEADER_LEN);
     loop {
         match Frame::decode(&buf) {

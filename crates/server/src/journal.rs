@@ -39,6 +39,7 @@ pub struct Replay {
     rooms: BTreeMap<String, ReplayRoom>,
     tokens: HashSet<String>,
     seq: u64,
+    boot: u64,
 }
 
 /// A room being replayed: its members in join order, a left one leaving a hole (so that the
@@ -105,6 +106,7 @@ impl Replay {
             rooms,
             tokens,
             seq: state.journal_seq,
+            boot: state.boot,
         })
     }
 
@@ -222,6 +224,20 @@ impl Replay {
                 member.addr = Some(addr);
                 member.version = version;
             }
+            StateChange::MemberSealed {
+                room,
+                uid,
+                key_id,
+                keys,
+            } => {
+                let member = self
+                    .rooms
+                    .get_mut(&room)
+                    .ok_or_else(|| unknown_room(&room))?
+                    .member(uid)?;
+                member.sealed = Some(crate::engine::durable::PersistedSealing { key_id, keys });
+            }
+            StateChange::Booted { boot } => self.boot = self.boot.max(boot),
         }
         Ok(())
     }
@@ -232,6 +248,7 @@ impl Replay {
             format: STATE_FORMAT,
             journal_seq: self.seq,
             rooms: self.rooms.into_values().map(ReplayRoom::finish).collect(),
+            boot: self.boot,
         }
     }
 }

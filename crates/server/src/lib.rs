@@ -35,6 +35,7 @@ pub mod preflight;
 pub mod relay;
 pub mod room_list;
 pub mod room_quota;
+pub mod secure;
 pub mod send;
 pub mod server;
 pub mod shared;

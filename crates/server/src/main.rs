@@ -67,6 +67,11 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(|error| format!("restore refused: {error}")),
+        Command::Fingerprint => admin::fingerprint(&settings)
+            .map(|fingerprint| {
+                let _ = writeln!(stdout, "{fingerprint}");
+            })
+            .map_err(|error| format!("cannot read the TLS certificate: {error}")),
         Command::Export { room, format } => admin::export(&settings, &room, format, &mut stdout)
             .map(|_| ())
             .map_err(|error| format!("export failed: {error}")),
@@ -146,10 +151,24 @@ async fn run(config: Config) -> Result<(), String> {
     // Before anyone learns that the server is up: a signal that came before its handler
     // would get the default action, and SIGHUP's is to end the process.
     let signals = Signals::install().map_err(|e| format!("cannot handle signals: {e}"))?;
-    tracing::info!("listening on tcp={tcp} udp={udp}{http}");
+    // Which protocol versions are on: 3 (encrypted) always; 1 and 2 (plaintext, the reference
+    // client) unless --require-encryption.
+    let versions = if server.requires_encryption() {
+        "3"
+    } else {
+        "1,2,3"
+    };
+    let fingerprint = server.fingerprint();
+    tracing::info!(
+        %fingerprint,
+        "listening on tcp={tcp} udp={udp}{http} versions={versions}; clients pin this certificate fingerprint"
+    );
     // One machine-readable line on stdout, so scripts and tests learn the ephemeral ports.
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "chat-server listening tcp={tcp} udp={udp}{http}");
+    let _ = writeln!(
+        stdout,
+        "chat-server listening tcp={tcp} udp={udp}{http} versions={versions} fingerprint={fingerprint}"
+    );
     let _ = stdout.flush();
     drop(stdout);
     // Under systemd (Type=notify): ready now that the state is loaded and both sockets bound.

@@ -149,7 +149,7 @@ fn by_label<L: EncodeLabelSet>(
 
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (rooms, (udp, web, unbound)) = {
+        let (rooms, members) = {
             let engine = lock(&self.engine);
             (engine.room_count(), engine.members_by_transport())
         };
@@ -161,9 +161,21 @@ impl Collector for Live {
             "Members by where they receive (none: not registered, or HTTP only)",
             true,
             &[
-                (Transport { transport: "udp" }, udp as u64),
-                (Transport { transport: "web" }, web as u64),
-                (Transport { transport: "none" }, unbound as u64),
+                (Transport { transport: "udp" }, members.udp as u64),
+                (Transport { transport: "web" }, members.web as u64),
+                (
+                    Transport {
+                        transport: "sealed_udp",
+                    },
+                    members.sealed_udp as u64,
+                ),
+                (
+                    Transport {
+                        transport: "tunnel",
+                    },
+                    members.tunnel as u64,
+                ),
+                (Transport { transport: "none" }, members.unbound as u64),
             ],
         )?;
         let stats = &self.stats;
@@ -202,6 +214,20 @@ impl Collector for Live {
                         reason: "rate_limited",
                     },
                     read(&stats.rate_limited),
+                ),
+                (Reason { reason: "forged" }, read(&stats.forged)),
+                (Reason { reason: "replayed" }, read(&stats.replayed_sealed)),
+                (
+                    Reason {
+                        reason: "unknown_key",
+                    },
+                    read(&stats.unknown_key),
+                ),
+                (
+                    Reason {
+                        reason: "plaintext",
+                    },
+                    read(&stats.plaintext),
                 ),
             ],
         )?;

@@ -183,6 +183,7 @@ mod tests {
                 host: true,
                 addr: Some("127.0.0.1:4000".parse().unwrap()),
                 version: WireVersion::V2,
+                sealed: None,
             }],
         }]);
         write_atomic(&path, &serde_json::to_vec(&state).unwrap()).unwrap();

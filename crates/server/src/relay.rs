@@ -14,13 +14,16 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use chat_protocol::limits::MAX_DATAGRAM;
+use chat_protocol::sealed;
 use chat_protocol::ucrp::Datagram;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
 use crate::engine::dispatch::answer_no_room;
+use crate::engine::endpoint::SealedPath;
 use crate::engine::{DropReason, Effects, Endpoint};
 use crate::flood::{FloodPolicy, TokenBucket};
+use crate::secure::KeyTable;
 use crate::send::{BatchSender, Outlet};
 use crate::shared::{self, SharedEngine, lock};
 use crate::stats::RelayStats;
@@ -57,6 +60,10 @@ pub struct Relay {
     pub stats: Arc<RelayStats>,
     /// How often a datagram with an unknown token is answered.
     pub no_room: FloodPolicy,
+    /// Version-3 members' keys: sealed datagrams are opened with them.
+    pub keys: Arc<KeyTable>,
+    /// Drop every plaintext datagram (`--require-encryption`).
+    pub require_encryption: bool,
 }
 
 fn serve(socket: &UdpSocket, relay: &Relay, stop: &AtomicBool) {
@@ -66,6 +73,8 @@ fn serve(socket: &UdpSocket, relay: &Relay, stop: &AtomicBool) {
         writer,
         stats,
         no_room,
+        keys,
+        require_encryption,
     } = relay;
     let no_room = *no_room;
     let mut no_room_budget = TokenBucket::new(&no_room, Instant::now());
@@ -86,11 +95,26 @@ fn serve(socket: &UdpSocket, relay: &Relay, stop: &AtomicBool) {
                 continue;
             }
         }
-        for (&(len, src), buf) in received.iter().zip(&buffers) {
+        for (&(len, src), buf) in received.iter().zip(buffers.iter_mut()) {
             stats.received.fetch_add(1, Ordering::Relaxed);
             let Some(src) = src else { continue };
-            let bytes = &buf[..len.min(buf.len())];
+            let len = len.min(buf.len());
+            if sealed::is_sealed(&buf[..len]) {
+                if let Err(reason) =
+                    decide_sealed(&mut buf[..len], src, keys, engine, outlet, writer, &mut fx)
+                {
+                    stats.count_drop(reason);
+                    tracing::debug!(%src, ?reason, "sealed datagram dropped");
+                }
+                continue;
+            }
+            let bytes = &buf[..len];
             let src = Endpoint::Udp(src);
+            if *require_encryption {
+                stats.count_drop(DropReason::Plaintext);
+                tracing::debug!(%src, "plaintext datagram dropped (--require-encryption)");
+                continue;
+            }
             if let Err(reason) = decide(bytes, src, engine, outlet, writer, &mut fx) {
                 stats.count_drop(reason);
                 tracing::debug!(%src, ?reason, token = %token_prefix(bytes), "datagram dropped");
@@ -148,6 +172,33 @@ fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
         .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }
 
+/// Opens a sealed datagram (version 3) in place and lets the engine decide, as for a plain
+/// one from the member whose keys opened it.
+fn decide_sealed(
+    bytes: &mut [u8],
+    src: SocketAddr,
+    keys: &KeyTable,
+    engine: &SharedEngine,
+    outlet: &Outlet,
+    writer: &StateWriter,
+    fx: &mut Effects,
+) -> Result<(), DropReason> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(DropReason::Malformed);
+    }
+    let (member, message) = keys.open(bytes, None)?;
+    let datagram = Datagram {
+        room: &member.room,
+        token: member.token_hex.as_bytes(),
+        message: &bytes[message],
+    };
+    let src = Endpoint::Sealed {
+        path: SealedPath::Udp(src),
+        key_id: member.key_id,
+    };
+    feed(&datagram, src, engine, outlet, writer, fx)
+}
+
 /// Parses a datagram and lets the engine decide; hands its history jobs over before the lock
 /// is released (their order matters), and leaves its datagrams in `fx` for the caller.
 fn decide(
@@ -159,9 +210,20 @@ fn decide(
     fx: &mut Effects,
 ) -> Result<(), DropReason> {
     let datagram = Datagram::decode(bytes).map_err(|_| DropReason::Malformed)?;
+    feed(&datagram, src, engine, outlet, writer, fx)
+}
+
+fn feed(
+    datagram: &Datagram<'_>,
+    src: Endpoint,
+    engine: &SharedEngine,
+    outlet: &Outlet,
+    writer: &StateWriter,
+    fx: &mut Effects,
+) -> Result<(), DropReason> {
     let mut engine = lock(engine);
     let journal_seq = engine.journal_seq();
-    let result = engine.datagram(&datagram, src, shared::now(), fx);
+    let result = engine.datagram(datagram, src, shared::now(), fx);
     outlet.hand_over_jobs(fx);
     let changed = engine.journal_seq() != journal_seq;
     drop(engine);

@@ -16,7 +16,9 @@ use std::sync::mpsc::Sender;
 
 use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 
+use crate::engine::endpoint::SealedPath;
 use crate::engine::{Effects, Endpoint, Engine, HistoryJob, Outbox};
+use crate::secure::{KeyTable, Tunnels};
 use crate::shared::{SharedEngine, lock};
 use crate::stats::RelayStats;
 use crate::web::WebPeers;
@@ -29,6 +31,10 @@ pub struct Transports {
     pub udp: UdpSocket,
     /// WebSocket members and HTTP requests waiting for an answer.
     pub web: Arc<WebPeers>,
+    /// Version-3 members' keys: their frames are sealed on the way out.
+    pub keys: Arc<KeyTable>,
+    /// Version-3 members' TLS tunnels.
+    pub tunnels: Arc<Tunnels>,
 }
 
 /// Carries out the engine's effects for one I/O loop: history jobs go to the history thread,
@@ -108,12 +114,18 @@ const SEND_BATCH: usize = 64;
 /// beyond the kernel's own work (measured in docs/performance.md).
 pub struct BatchSender {
     headers: MultiHeaders<SockaddrStorage>,
+    /// Sealed copies of this round's frames for version-3 members, and where each goes;
+    /// the buffers are kept for the next round.
+    sealed: Vec<(Vec<u8>, SealedPath)>,
+    spare: Vec<Vec<u8>>,
 }
 
 impl Default for BatchSender {
     fn default() -> Self {
         Self {
             headers: MultiHeaders::preallocate(SEND_BATCH, None),
+            sealed: Vec::new(),
+            spare: Vec::new(),
         }
     }
 }
@@ -128,21 +140,93 @@ impl BatchSender {
     /// Sends every queued datagram. A failed send concerns one recipient (gone, unreachable,
     /// not reading) and never stops the others.
     pub fn send_all(&mut self, to: &Transports, out: &Outbox, stats: &RelayStats) {
-        self.send_udp(&to.udp, out, stats);
+        let plain = out.datagrams().filter_map(|(frame, addr)| match addr {
+            Endpoint::Udp(addr) => Some((frame, addr)),
+            _ => None,
+        });
+        self.send_udp(&to.udp, plain, stats);
+        if !to.keys.is_empty() {
+            self.send_sealed(to, out, stats);
+        }
         if to.web.open() > 0 {
             to.web
                 .deliver(out.datagrams().filter_map(|(frame, addr)| match addr {
                     Endpoint::Web { conn, .. } => Some((frame, conn)),
-                    Endpoint::Udp(_) => None,
+                    Endpoint::Udp(_) | Endpoint::Sealed { .. } => None,
                 }));
         }
     }
 
-    fn send_udp(&mut self, socket: &UdpSocket, out: &Outbox, stats: &RelayStats) {
-        let mut datagrams = out
-            .datagrams()
-            .filter_map(|(frame, addr)| addr.udp().map(|addr| (frame, addr)))
-            .peekable();
+    /// Seals each frame for a version-3 member under its keys (a fan-out seals once per
+    /// recipient: each has its own keys), then sends it by UDP or queues it on its tunnel.
+    fn send_sealed(&mut self, to: &Transports, out: &Outbox, stats: &RelayStats) {
+        let mut sealed = std::mem::take(&mut self.sealed);
+        for (frame, addr) in out.datagrams() {
+            let Endpoint::Sealed { path, key_id } = addr else {
+                continue;
+            };
+            // A member that left since: nothing to seal with, nobody to send to.
+            let Some(keys) = to.keys.get(key_id) else {
+                continue;
+            };
+            let mut buffer = self.spare.pop().unwrap_or_default();
+            match path {
+                SealedPath::Udp(_) => {
+                    if keys.seal(frame, &mut buffer).is_err() {
+                        continue;
+                    }
+                }
+                SealedPath::Tunnel { .. } => {
+                    // Room for the length first, then the datagram after it.
+                    let mut datagram = self.spare.pop().unwrap_or_default();
+                    if keys.seal(frame, &mut datagram).is_err() {
+                        continue;
+                    }
+                    buffer.clear();
+                    buffer.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
+                    buffer.extend_from_slice(&datagram);
+                    self.spare.push(datagram);
+                }
+            }
+            sealed.push((buffer, path));
+        }
+        let udp = sealed.iter().filter_map(|(bytes, path)| match path {
+            SealedPath::Udp(addr) => Some((bytes.as_slice(), *addr)),
+            SealedPath::Tunnel { .. } => None,
+        });
+        self.send_udp(&to.udp, udp, stats);
+        if sealed
+            .iter()
+            .any(|(_, path)| matches!(path, SealedPath::Tunnel { .. }))
+        {
+            let mut kept = Vec::with_capacity(sealed.len());
+            let tunnelled: Vec<(Vec<u8>, u64)> = sealed
+                .drain(..)
+                .filter_map(|(bytes, path)| match path {
+                    SealedPath::Tunnel { conn, .. } => Some((bytes, conn)),
+                    SealedPath::Udp(_) => {
+                        kept.push(bytes);
+                        None
+                    }
+                })
+                .collect();
+            to.tunnels.deliver(tunnelled.into_iter(), stats);
+            self.spare.extend(kept);
+        } else {
+            self.spare.extend(sealed.drain(..).map(|(bytes, _)| bytes));
+        }
+        // Keep a bounded pool: one fan-out's worth is plenty.
+        self.spare.truncate(SEND_BATCH);
+        self.sealed = sealed;
+    }
+
+    fn send_udp<'a>(
+        &mut self,
+        socket: &UdpSocket,
+        datagrams: impl Iterator<Item = (&'a [u8], std::net::SocketAddr)>,
+        stats: &RelayStats,
+    ) {
+        let mut datagrams = datagrams.peekable();
         while datagrams.peek().is_some() {
             let mut slices = [[IoSlice::new(&[])]; SEND_BATCH];
             let mut addrs: [Option<SockaddrStorage>; SEND_BATCH] = [None; SEND_BATCH];
@@ -224,6 +308,8 @@ mod tests {
         let transports = Transports {
             udp: sender,
             web: Arc::default(),
+            keys: Arc::new(KeyTable::new(1)),
+            tunnels: Arc::new(Tunnels::new(1)),
         };
         BatchSender::default().send_all(&transports, &out, &stats);
         assert_eq!(stats.sent.load(Ordering::Relaxed), receivers.len() as u64);

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use chat_protocol::fingerprint::Fingerprint;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -28,6 +29,10 @@ use crate::password_gate::{PasswordGate, PasswordPolicy};
 use crate::persist::StateError;
 use crate::relay::{self, Relay};
 use crate::room_quota::RoomQuota;
+use crate::secure::certificate::{CertificateError, CertificatePaths};
+use crate::secure::https::DualListener;
+use crate::secure::tunnel::TunnelContext;
+use crate::secure::{KeyTable, ServerIdentity, Tunnels};
 use crate::send::{Outlet, Transports};
 use crate::shared::{SharedEngine, lock};
 use crate::stats::RelayStats;
@@ -75,6 +80,9 @@ pub enum StartError {
     /// The history thread could not be started.
     #[error("cannot start the history thread: {0}")]
     Thread(#[source] io::Error),
+    /// The TLS certificate or key cannot be read, made or used.
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
 }
 
 /// A server whose sockets are bound and whose state is loaded, ready to run.
@@ -93,6 +101,8 @@ pub struct Server {
     history_thread: JoinHandle<u64>,
     /// Tells the history thread to stop retrying failed commits.
     history_stopping: Arc<AtomicBool>,
+    /// The TLS certificate and configuration (version 3, HTTPS).
+    identity: ServerIdentity,
 }
 
 /// Uploads stored at once; each holds its body (up to `--max-file-size`) in memory.
@@ -128,6 +138,15 @@ impl Server {
         };
         // Rooms that closed while their close was not yet saved leave history behind.
         history.retain_rooms(&engine.room_uids())?;
+        let identity = ServerIdentity::load_or_create(&CertificatePaths::new(
+            &config.state,
+            config.tls_cert.clone(),
+            config.tls_key.clone(),
+        )?)?;
+        let mut engine = engine;
+        // Counted before anything is sealed: run() waits for it to be durable.
+        let keys = KeyTable::new(engine.next_boot());
+        keys.load(&engine.sealed_members());
 
         let tcp_addr = SocketAddr::new(config.bind, config.tcp_port);
         let tcp = TcpListener::bind(tcp_addr)
@@ -185,9 +204,10 @@ impl Server {
         let transports = Arc::new(Transports {
             udp: history_socket,
             web: Arc::new(WebPeers::default()),
+            keys: Arc::new(keys),
+            tunnels: Arc::new(Tunnels::new(config.max_tunnels)),
         });
 
-        let mut engine = engine;
         engine.attach_history();
         let engine = Arc::new(Mutex::new(engine));
         let history_stopping = Arc::new(AtomicBool::new(false));
@@ -214,7 +234,18 @@ impl Server {
             history_jobs,
             history_thread,
             history_stopping,
+            identity,
         })
+    }
+
+    /// The TLS certificate's fingerprint, which clients pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.identity.fingerprint
+    }
+
+    /// Whether only encrypted clients are accepted.
+    pub fn requires_encryption(&self) -> bool {
+        self.config.require_encryption
     }
 
     /// The bound TCP address (useful with port 0).
@@ -263,6 +294,13 @@ impl Server {
             self.config.state.clone(),
             writer_stopped,
         );
+        // This start's boot number must be on disk before anything is sealed with counters
+        // above it: a crash before then would let the next start reuse them.
+        let boot_seq = lock(&self.engine).journal_seq();
+        writer
+            .durable(boot_seq)
+            .await
+            .map_err(|failure| io::Error::other(format!("cannot save the state: {failure}")))?;
         // One outlet for every loop: frames leave through the data-plane socket or to the web
         // connections, jobs go to the history thread.
         let outlet = Outlet::new(
@@ -284,20 +322,34 @@ impl Server {
                 writer: writer.clone(),
                 stats: Arc::clone(&self.stats),
                 no_room: self.config.no_room_policy(),
+                keys: Arc::clone(&self.transports.keys),
+                require_encryption: self.config.require_encryption,
             },
             Arc::clone(&stop_relay),
         )?;
         let tick_task = tokio::spawn(tick(
             Arc::clone(&self.engine),
+            Arc::clone(&self.transports.keys),
             outlet.clone(),
             writer.clone(),
             self.config.idle_timeout.min(self.config.v1_idle_timeout),
             front_ends_stopped.clone(),
         ));
+        let tunnel = TunnelContext {
+            engine: Arc::clone(&self.engine),
+            outlet: outlet.clone(),
+            writer: writer.clone(),
+            keys: Arc::clone(&self.transports.keys),
+            tunnels: Arc::clone(&self.transports.tunnels),
+            stats: Arc::clone(&self.stats),
+        };
         let context = Arc::new(ControlContext {
             engine: Arc::clone(&self.engine),
             outlet,
             writer,
+            tls: Arc::clone(&self.identity.config),
+            require_encryption: self.config.require_encryption,
+            tunnel,
             udp_port,
             http_port: self
                 .http
@@ -338,6 +390,11 @@ impl Server {
                 stop: front_ends_stopped.clone(),
             });
             let mut stopped = front_ends_stopped.clone();
+            let listener = DualListener::new(
+                listener,
+                Arc::clone(&self.identity.config),
+                self.config.require_encryption,
+            );
             let serve = tokio::spawn(web::serve(listener, web, async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }));

@@ -19,6 +19,14 @@ pub struct RelayStats {
     pub unauthorized: AtomicU64,
     /// Chat dropped by flood control.
     pub rate_limited: AtomicU64,
+    /// Sealed datagrams that did not authenticate.
+    pub forged: AtomicU64,
+    /// Sealed datagrams replayed (a counter seen before, or too old).
+    pub replayed_sealed: AtomicU64,
+    /// Sealed datagrams under a key id nobody has.
+    pub unknown_key: AtomicU64,
+    /// Plaintext datagrams where only sealed ones are taken.
+    pub plaintext: AtomicU64,
     /// Datagrams with an unknown token answered "this room no longer exists".
     pub no_room_replies: AtomicU64,
     /// Messages replayed to members catching up.
@@ -35,6 +43,10 @@ impl Default for RelayStats {
             malformed: AtomicU64::default(),
             unauthorized: AtomicU64::default(),
             rate_limited: AtomicU64::default(),
+            forged: AtomicU64::default(),
+            replayed_sealed: AtomicU64::default(),
+            unknown_key: AtomicU64::default(),
+            plaintext: AtomicU64::default(),
             no_room_replies: AtomicU64::default(),
             replayed: AtomicU64::default(),
             // 0.25 ms to about 2 s: a commit in WAL mode without fsync is well under a
@@ -53,6 +65,10 @@ impl RelayStats {
                 &self.unauthorized
             }
             DropReason::RateLimited | DropReason::HistoryBacklog => &self.rate_limited,
+            DropReason::Forged => &self.forged,
+            DropReason::Replayed => &self.replayed_sealed,
+            DropReason::UnknownKey => &self.unknown_key,
+            DropReason::Plaintext => &self.plaintext,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -62,5 +78,9 @@ impl RelayStats {
         self.malformed.load(Ordering::Relaxed)
             + self.unauthorized.load(Ordering::Relaxed)
             + self.rate_limited.load(Ordering::Relaxed)
+            + self.forged.load(Ordering::Relaxed)
+            + self.replayed_sealed.load(Ordering::Relaxed)
+            + self.unknown_key.load(Ordering::Relaxed)
+            + self.plaintext.load(Ordering::Relaxed)
     }
 }

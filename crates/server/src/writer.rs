@@ -67,7 +67,9 @@ impl StateWriter {
         mut stop: watch::Receiver<bool>,
     ) -> (Self, JoinHandle<()>) {
         let wake = Arc::new(Notify::new());
-        let initial = lock(&engine).journal_seq();
+        // What is on disk already: changes made before the writer started (this start's boot
+        // number) are not, and a wait for them must wait for their write.
+        let initial = lock(&engine).saved_journal_seq();
         let (progress_tx, progress) = watch::channel(Progress {
             durable: initial,
             ..Progress::default()

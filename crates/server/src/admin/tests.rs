@@ -24,6 +24,7 @@ fn room(n: u64) -> PersistedRoom {
             host: true,
             addr: None,
             version: WireVersion::V1,
+            sealed: None,
         }],
         ids_reserved: 0,
     }

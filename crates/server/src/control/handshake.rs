@@ -8,16 +8,19 @@ use std::net::SocketAddr;
 
 use chat_protocol::listing::ListRequest;
 use chat_protocol::names;
-use chat_protocol::tcrp::{ErrorCode, Frame, Grant, Operation, State, UserRequest};
+use chat_protocol::sealed::KeyMaterial;
+use chat_protocol::tcrp::{AttachRequest, ErrorCode, Frame, Grant, Operation, State, UserRequest};
 use tokio::time::Instant;
 
 use super::{ControlContext, Reply, to_json_payload};
+use crate::engine::sealing::AttachError;
 use crate::engine::{JoinError, Membership, RoomKind};
 use crate::escape::quoted;
 use crate::password;
 use crate::password_gate::GateRefusal;
 use crate::room_list;
 use crate::shared::{self, lock};
+use crate::token::Token;
 
 /// Longest password accepted; argon2 hashes any length, but a bound keeps the work bounded.
 const MAX_PASSWORD_LEN: usize = 1024;
@@ -96,15 +99,53 @@ pub async fn grant(
     result
 }
 
-pub(super) async fn process(frame: Frame, peer: SocketAddr, context: &ControlContext) -> Reply {
+/// Answers one request; with the key id its connection now carries when it granted or
+/// attached a version-3 membership (`keys`: the TLS session's, on a TLS connection).
+pub(super) async fn process(
+    frame: Frame,
+    peer: SocketAddr,
+    context: &ControlContext,
+    keys: Option<KeyMaterial>,
+) -> (Reply, Option<u32>) {
+    let operation_byte = frame.operation;
+    match keys {
+        Some(keys) => answer(frame, peer, context, Some(keys)).await,
+        None if context.require_encryption => {
+            context.metrics.handshake("plain", "encryption_required");
+            (
+                Reply::refused(
+                    operation_byte,
+                    frame.room_name,
+                    ErrorCode::EncryptionRequired,
+                    "this server accepts only encrypted connections; use a client that \
+                     speaks version 3 (chat-client does by default)"
+                        .into(),
+                ),
+                None,
+            )
+        }
+        None => answer(frame, peer, context, None).await,
+    }
+}
+
+async fn answer(
+    frame: Frame,
+    peer: SocketAddr,
+    context: &ControlContext,
+    keys: Option<KeyMaterial>,
+) -> (Reply, Option<u32>) {
     let Frame {
         operation: operation_byte,
         state,
         room_name,
         payload,
     } = frame;
-    let refuse =
-        |code, message: String| Reply::refused(operation_byte, room_name.clone(), code, message);
+    let refuse = |code, message: String| {
+        (
+            Reply::refused(operation_byte, room_name.clone(), code, message),
+            None,
+        )
+    };
     if state != State::Request {
         return refuse(
             ErrorCode::InvalidRequest,
@@ -128,7 +169,29 @@ pub(super) async fn process(frame: Frame, peer: SocketAddr, context: &ControlCon
             Err(error) => return refuse(ErrorCode::InvalidRequest, error.to_string()),
         };
         let list = lock(&context.engine).list();
-        return Reply::accepted(operation_byte, room_name, room_list::page(list, &request));
+        return (
+            Reply::accepted(operation_byte, room_name, room_list::page(list, &request)),
+            None,
+        );
+    }
+    if operation == Operation::Attach {
+        let Some(keys) = keys else {
+            return refuse(
+                ErrorCode::EncryptionRequired,
+                "attach needs an encrypted (TLS) connection".into(),
+            );
+        };
+        return match attach(&room_name, &payload, peer, keys, context).await {
+            Ok((membership, key_id)) => (
+                Reply::accepted(
+                    operation_byte,
+                    membership.room.clone(),
+                    to_json_payload(&grant_for(&membership, Some(key_id), context)),
+                ),
+                Some(key_id),
+            ),
+            Err(refusal) => refuse(refusal.code, refusal.message),
+        };
     }
     let user = match UserRequest::parse(&payload) {
         Ok(user) => user,
@@ -137,24 +200,95 @@ pub(super) async fn process(frame: Frame, peer: SocketAddr, context: &ControlCon
             return refuse(ErrorCode::InvalidRequest, error.to_string());
         }
     };
-    match grant(operation, &room_name, user, peer, context).await {
-        Ok(membership) => {
-            let grant = Grant {
-                token: membership.token.to_hex(),
-                room: Some(membership.room.clone()),
-                username: Some(membership.username),
-                host: Some(membership.host),
-                udp_port: Some(context.udp_port),
-                send_burst: context.send_pace.map(|(burst, _)| burst),
-                send_interval_ms: context.send_pace.map(|(_, interval)| interval),
-                http_port: context.http_port,
-                key_id: None,
-            };
-            // Pair rooms get their name from the server; echo it so the client learns it.
-            Reply::accepted(operation_byte, membership.room, to_json_payload(&grant))
-        }
-        Err(refusal) => refuse(refusal.code, refusal.message),
+    let granted = match grant(operation, &room_name, user, peer, context).await {
+        Ok(membership) => membership,
+        Err(refusal) => return refuse(refusal.code, refusal.message),
+    };
+    let key_id = match keys {
+        None => None,
+        Some(keys) => match seal(&granted, keys, context).await {
+            Ok(key_id) => Some(key_id),
+            Err(refusal) => return refuse(refusal.code, refusal.message),
+        },
+    };
+    let grant = grant_for(&granted, key_id, context);
+    // Pair rooms get their name from the server; echo it so the client learns it.
+    (
+        Reply::accepted(operation_byte, granted.room, to_json_payload(&grant)),
+        key_id,
+    )
+}
+
+/// The grant a client is given for `membership`.
+fn grant_for(membership: &Membership, key_id: Option<u32>, context: &ControlContext) -> Grant {
+    Grant {
+        token: membership.token.to_hex(),
+        room: Some(membership.room.clone()),
+        username: Some(membership.username.clone()),
+        host: Some(membership.host),
+        udp_port: Some(context.udp_port),
+        send_burst: context.send_pace.map(|(burst, _)| burst),
+        send_interval_ms: context.send_pace.map(|(_, interval)| interval),
+        http_port: context.http_port,
+        key_id,
     }
+}
+
+/// Gives a membership just granted over TLS its keys, durably, and puts them in the key
+/// table; if they cannot be saved, the membership is taken back.
+async fn seal(
+    membership: &Membership,
+    keys: KeyMaterial,
+    context: &ControlContext,
+) -> Result<u32, Refusal> {
+    let sealed = {
+        let mut engine = lock(&context.engine);
+        engine
+            .seal(&membership.token, keys.clone())
+            .map(|key_id| (key_id, engine.journal_seq()))
+    };
+    let (key_id, journal_seq) = sealed?;
+    make_durable((membership.clone(), journal_seq), context).await?;
+    context
+        .tunnel
+        .keys
+        .insert(key_id, &membership.room, &membership.token, &keys);
+    Ok(key_id)
+}
+
+/// Operation 5: renews a version-3 member's keys from this TLS session.
+async fn attach(
+    room_name: &str,
+    payload: &[u8],
+    peer: SocketAddr,
+    keys: KeyMaterial,
+    context: &ControlContext,
+) -> Result<(Membership, u32), Refusal> {
+    let request = AttachRequest::parse(payload)
+        .map_err(|error| Refusal::new(ErrorCode::InvalidRequest, error.to_string()))?;
+    let token = Token::from_hex(request.token.as_bytes())
+        .ok_or_else(|| Refusal::new(ErrorCode::RoomNotFound, AttachError::Unknown.to_string()))?;
+    let attached = {
+        let mut engine = lock(&context.engine);
+        engine
+            .attach(&token, room_name, keys.clone())
+            .map(|(membership, key_id)| (membership, key_id, engine.journal_seq()))
+    };
+    let (membership, key_id, journal_seq) = match attached {
+        Ok(attached) => attached,
+        Err(error) => {
+            context.metrics.handshake("attach", error.code().as_str());
+            return Err(Refusal::new(error.code(), error.to_string()));
+        }
+    };
+    make_durable((membership.clone(), journal_seq), context).await?;
+    context
+        .tunnel
+        .keys
+        .insert(key_id, &membership.room, &membership.token, &keys);
+    context.metrics.handshake("attach", "ok");
+    tracing::info!(%peer, room = %quoted(&membership.room), user = %quoted(&membership.username), key_id, "attached");
+    Ok((membership, key_id))
 }
 
 fn check_password(password: &str) -> Result<(), Refusal> {

@@ -9,6 +9,7 @@
 use chat_protocol::limits::MAX_HISTORY_PAGE;
 use chat_protocol::v2::LeaveReason;
 
+use super::endpoint::SealedPath;
 use super::room::{MemberId, RoomId, Said};
 use super::seq_window::SeqStatus;
 use super::{DropReason, Effects, Endpoint, Engine, HistoryJob, Now};
@@ -30,6 +31,21 @@ pub struct MemberList {
     pub names: Vec<String>,
     /// The host's name.
     pub host: String,
+}
+
+/// How many members receive where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportCounts {
+    /// Plain UDP (versions 1 and 2).
+    pub udp: usize,
+    /// A WebSocket.
+    pub web: usize,
+    /// Sealed datagrams over UDP (version 3).
+    pub sealed_udp: usize,
+    /// Sealed datagrams over the TLS tunnel.
+    pub tunnel: usize,
+    /// Not registered anywhere, or HTTP only.
+    pub unbound: usize,
 }
 
 impl Engine {
@@ -155,15 +171,22 @@ impl Engine {
         self.unstored > super::MAX_UNSTORED / 2
     }
 
-    /// Members by where they receive: (UDP, web connection, not registered anywhere), for
-    /// the metrics. Costs one pass over the members.
-    pub fn members_by_transport(&self) -> (usize, usize, usize) {
-        let mut counts = (0, 0, 0);
+    /// Members by where they receive, for the metrics. Costs one pass over the members.
+    pub fn members_by_transport(&self) -> TransportCounts {
+        let mut counts = TransportCounts::default();
         for member in self.rooms.values().flat_map(|room| room.members.values()) {
             match member.addr {
-                Some(Endpoint::Udp(_)) => counts.0 += 1,
-                Some(Endpoint::Web { .. }) => counts.1 += 1,
-                None => counts.2 += 1,
+                Some(Endpoint::Udp(_)) => counts.udp += 1,
+                Some(Endpoint::Web { .. }) => counts.web += 1,
+                Some(Endpoint::Sealed {
+                    path: SealedPath::Udp(_),
+                    ..
+                }) => counts.sealed_udp += 1,
+                Some(Endpoint::Sealed {
+                    path: SealedPath::Tunnel { .. },
+                    ..
+                }) => counts.tunnel += 1,
+                None => counts.unbound += 1,
             }
         }
         counts

@@ -41,6 +41,16 @@ impl Engine {
             .rooms
             .get_mut(&room_id)
             .ok_or(DropReason::UnknownToken)?;
+        // A sealed member's token is good only inside its sealed datagrams (the I/O layer
+        // found the token by the key id that opened them), never in plaintext.
+        let sealed_as = room
+            .members
+            .get(&member_id)
+            .and_then(|member| member.sealing.as_ref())
+            .map(|sealing| sealing.key_id);
+        if sealed_as != src.key_id() {
+            return Err(DropReason::Plaintext);
+        }
         // The whole datagram, for the budget of what an unproven address may be sent back.
         let received = 2 + room_name.len() + token_hex.len() + message.len();
         let message = ClientMessage::decode(message).map_err(|_| DropReason::Malformed)?;

@@ -24,6 +24,9 @@ pub struct PersistedState {
     pub journal_seq: u64,
     /// Every room, by name.
     pub rooms: Vec<PersistedRoom>,
+    /// How many times the server has started (version 3's counters start above it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub boot: u64,
 }
 
 impl PersistedState {
@@ -33,6 +36,7 @@ impl PersistedState {
             format: STATE_FORMAT,
             journal_seq: 0,
             rooms,
+            boot: 0,
         }
     }
 }
@@ -88,6 +92,18 @@ pub struct PersistedMember {
     /// The wire format the member registered with.
     #[serde(default = "default_version")]
     pub version: WireVersion,
+    /// A version-3 member's key id and keys (hex): the file is mode 0600 like the tokens'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<PersistedSealing>,
+}
+
+/// A version-3 member's keys in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedSealing {
+    /// The key id.
+    pub key_id: u32,
+    /// Both directions' keys, 128 hex digits.
+    pub keys: String,
 }
 
 fn default_version() -> WireVersion {
@@ -168,6 +184,22 @@ pub enum StateChange {
         addr: SocketAddr,
         /// The wire format it registered with.
         version: WireVersion,
+    },
+    /// A member got its version-3 keys (granted over TLS), or new ones (attach).
+    MemberSealed {
+        /// The room's name.
+        room: String,
+        /// The member's stable id.
+        uid: u64,
+        /// Its key id.
+        key_id: u32,
+        /// Both directions' keys, hex.
+        keys: String,
+    },
+    /// The server started, for the `boot`-th time.
+    Booted {
+        /// The boot number.
+        boot: u64,
     },
 }
 

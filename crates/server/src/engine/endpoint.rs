@@ -2,6 +2,7 @@
 //!
 //! The rules never look inside an endpoint beyond its IP (for the per-address checks), so a
 //! second transport is a new variant here and a new I/O loop, not a change to the rules.
+//! Version 3 is one more: a sealed endpoint, whose frames the sender seals first.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +20,28 @@ pub enum Endpoint {
         /// The peer's IP.
         ip: IpAddr,
     },
+    /// A version-3 member: what goes there is sealed under its keys first.
+    Sealed {
+        /// How its sealed datagrams travel.
+        path: SealedPath,
+        /// Whose keys (the grant's `key_id`).
+        key_id: u32,
+    },
+}
+
+/// How a version-3 member's sealed datagrams travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SealedPath {
+    /// Through the data-plane socket, to this address.
+    Udp(SocketAddr),
+    /// Through the member's TLS control connection (the tunnel), when UDP does not get
+    /// through.
+    Tunnel {
+        /// The connection's number, unique for the life of the process.
+        conn: u64,
+        /// The peer's IP.
+        ip: IpAddr,
+    },
 }
 
 impl Endpoint {
@@ -27,22 +50,53 @@ impl Endpoint {
     pub fn ip(&self) -> IpAddr {
         match self {
             Self::Udp(addr) => addr.ip().to_canonical(),
-            Self::Web { ip, .. } => ip.to_canonical(),
+            Self::Web { ip, .. }
+            | Self::Sealed {
+                path: SealedPath::Tunnel { ip, .. },
+                ..
+            } => ip.to_canonical(),
+            Self::Sealed {
+                path: SealedPath::Udp(addr),
+                ..
+            } => addr.ip().to_canonical(),
         }
     }
 
     /// Whether the transport itself proves where the peer is (a TCP connection whose first
     /// message carried the token), so that registering from it needs no challenge.
     pub fn is_connection(&self) -> bool {
-        matches!(self, Self::Web { .. })
+        matches!(
+            self,
+            Self::Web { .. }
+                | Self::Sealed {
+                    path: SealedPath::Tunnel { .. },
+                    ..
+                }
+        )
+    }
+
+    /// The key id, for a version-3 member's endpoint.
+    pub fn key_id(&self) -> Option<u32> {
+        match self {
+            Self::Sealed { key_id, .. } => Some(*key_id),
+            _ => None,
+        }
     }
 
     /// The UDP address, for the state file (which records UDP bindings only: another
     /// transport's peers reconnect rather than resume).
     pub fn udp(&self) -> Option<SocketAddr> {
         match self {
-            Self::Udp(addr) => Some(*addr),
-            Self::Web { .. } => None,
+            Self::Udp(addr)
+            | Self::Sealed {
+                path: SealedPath::Udp(addr),
+                ..
+            } => Some(*addr),
+            Self::Web { .. }
+            | Self::Sealed {
+                path: SealedPath::Tunnel { .. },
+                ..
+            } => None,
         }
     }
 }
@@ -58,6 +112,14 @@ impl fmt::Display for Endpoint {
         match self {
             Self::Udp(addr) => write!(f, "udp:{addr}"),
             Self::Web { conn, ip } => write!(f, "web:{conn}@{ip}"),
+            Self::Sealed {
+                path: SealedPath::Udp(addr),
+                key_id,
+            } => write!(f, "sealed:{key_id}@udp:{addr}"),
+            Self::Sealed {
+                path: SealedPath::Tunnel { conn, ip },
+                key_id,
+            } => write!(f, "sealed:{key_id}@tunnel:{conn}@{ip}"),
         }
     }
 }

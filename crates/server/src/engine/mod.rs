@@ -58,6 +58,7 @@ pub mod replay;
 pub mod requests;
 pub mod restore;
 pub mod room;
+pub mod sealing;
 pub mod search;
 pub mod seq_window;
 pub mod topic;
@@ -242,6 +243,18 @@ pub enum DropReason {
     /// The history store is too far behind to take more chat.
     #[error("history store too far behind")]
     HistoryBacklog,
+    /// A sealed datagram that does not authenticate: forged, corrupted, or under old keys.
+    #[error("sealed datagram does not authenticate")]
+    Forged,
+    /// A sealed datagram whose counter was received before, or is too old.
+    #[error("sealed datagram replayed")]
+    Replayed,
+    /// A sealed datagram under a key id no member has.
+    #[error("unknown key id")]
+    UnknownKey,
+    /// A plaintext datagram for a sealed member, or any with `--require-encryption`.
+    #[error("plaintext where encryption is required")]
+    Plaintext,
 }
 
 /// Every room and member: the engine.
@@ -270,6 +283,8 @@ pub struct Engine {
     last_tick: Option<Instant>,
     /// What caches and queues use of `--memory-budget`.
     memory: MemoryBudget,
+    /// This start's boot number (see [`Engine::next_boot`]).
+    boot: u64,
 }
 
 impl Engine {
@@ -288,6 +303,7 @@ impl Engine {
             unstored: 0,
             last_tick: None,
             memory: MemoryBudget::new(limits.memory_budget),
+            boot: 0,
         }
     }
 
@@ -336,6 +352,13 @@ impl Engine {
             seq: self.journal_seq,
             change,
         });
+    }
+
+    /// The `journal_seq` of the newest change already taken by the writer (or loaded).
+    pub fn saved_journal_seq(&self) -> u64 {
+        self.unsaved
+            .first()
+            .map_or(self.journal_seq, |first| first.seq.saturating_sub(1))
     }
 
     /// The changes made since the last call, in order, for the state writer's journal. Taken

@@ -8,11 +8,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chat_protocol::names;
+use chat_protocol::sealed::KeyMaterial;
 use chat_protocol::ucrp;
 use thiserror::Error;
 
-use super::durable::{PersistedMember, PersistedRoom, PersistedState, StateProblem};
+use super::durable::{
+    PersistedMember, PersistedRoom, PersistedSealing, PersistedState, StateProblem,
+};
+use super::endpoint::SealedPath;
 use super::room::{CachedMessage, Member, REPLAY_CACHE, Room, RoomKind};
+use super::sealing::Sealing;
 use super::seq_window::SEQ_WINDOW;
 use super::{
     Endpoint, Engine, ID_RESERVATION, Limits, PAIR_ROOM_CAPACITY, StoredMessage, random_uid,
@@ -54,6 +59,7 @@ impl Engine {
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
         PersistedState {
             journal_seq: self.journal_seq,
+            boot: self.boot,
             ..PersistedState::new(rooms)
         }
     }
@@ -72,6 +78,7 @@ impl Engine {
         // New changes carry on the numbering of the saved ones, so that their journal records
         // are told apart from older ones a crash may have left behind.
         engine.journal_seq = state.journal_seq;
+        engine.boot = state.boot;
         // The caps apply to a restored state too: a file that breaks them is refused rather
         // than loaded past the limits the operator set.
         if state.rooms.len() > limits.max_rooms {
@@ -162,7 +169,23 @@ impl Engine {
                     &flood,
                     now,
                 );
-                member.addr = entry.addr.map(Endpoint::Udp);
+                if let Some(sealed) = &entry.sealed {
+                    let keys = KeyMaterial::from_hex(&sealed.keys)
+                        .filter(|_| sealed.key_id != 0)
+                        .ok_or_else(|| problem(format!("member {name} has malformed keys")))?;
+                    member.sealing = Some(Sealing {
+                        key_id: sealed.key_id,
+                        keys,
+                    });
+                }
+                // A sealed member's address is reached sealed.
+                member.addr = entry.addr.map(|addr| match &member.sealing {
+                    Some(sealing) => Endpoint::Sealed {
+                        path: SealedPath::Udp(addr),
+                        key_id: sealing.key_id,
+                    },
+                    None => Endpoint::Udp(addr),
+                });
                 member.version = entry.version;
                 for stored in recent_by_member.get(&member_uid).into_iter().flatten() {
                     if let Some(seq) = stored.seq {
@@ -291,5 +314,9 @@ pub(super) fn persisted_member(member: &Member, host: bool) -> PersistedMember {
         host,
         addr: member.addr.and_then(|addr| addr.udp()),
         version: member.version,
+        sealed: member.sealing.as_ref().map(|sealing| PersistedSealing {
+            key_id: sealing.key_id,
+            keys: sealing.keys.to_hex(),
+        }),
     }
 }

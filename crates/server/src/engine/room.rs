@@ -82,6 +82,8 @@ pub struct Member {
     /// What kind of message each held-back `seq` is, for those that are not plain lines
     /// (actions, direct messages); bounded like the held messages themselves.
     pub held_kinds: BTreeMap<u64, Said>,
+    /// A version-3 member's key id and keys; its datagrams must be sealed.
+    pub sealing: Option<super::sealing::Sealing>,
 }
 
 /// What kind of chat message a member sent.
@@ -301,6 +303,7 @@ impl Member {
             challenges: VecDeque::new(),
             held_kinds: BTreeMap::new(),
             away: None,
+            sealing: None,
         }
     }
 }

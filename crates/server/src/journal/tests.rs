@@ -18,6 +18,7 @@ fn member(name: &str, uid: u64, host: bool) -> PersistedMember {
         host,
         addr: None,
         version: WireVersion::V1,
+        sealed: None,
     }
 }
 

@@ -8,10 +8,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::engine::Effects;
+use crate::secure::KeyTable;
 use crate::send::{BatchSender, Outlet};
 use crate::shared::{self, SharedEngine, lock};
 use crate::stats::RelayStats;
 use crate::writer::StateWriter;
+
+/// How often the key table drops the keys of members who left.
+const KEY_SWEEP: Duration = Duration::from_secs(5);
 
 /// SIGUSR1 logs one status line (it would otherwise kill the process without a final state
 /// write).
@@ -56,6 +60,7 @@ pub(super) async fn log_status_on_sigusr1(
 /// removed, messages held behind an expired gap are let go.
 pub(super) async fn tick(
     engine: SharedEngine,
+    keys: Arc<KeyTable>,
     outlet: Outlet,
     writer: StateWriter,
     shortest_timeout: Duration,
@@ -64,10 +69,18 @@ pub(super) async fn tick(
     let period = (shortest_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut ticker = tokio::time::interval(period);
     let mut fx = Effects::default();
+    let mut last_sweep = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.wait_for(|stop| *stop) => break,
+        }
+        if !keys.is_empty() && last_sweep.elapsed() >= KEY_SWEEP {
+            // Keys of members that left go: nothing more is sealed for them or opened
+            // from them. One pass under the engine's lock, every few seconds.
+            last_sweep = std::time::Instant::now();
+            let engine = lock(&engine);
+            keys.retain(|member| engine.is_sealed_member(&member.token, member.key_id));
         }
         let changed = {
             let mut engine = lock(&engine);

@@ -105,6 +105,12 @@ impl From<DropReason> for ApiError {
             DropReason::HistoryBacklog => {
                 Self::busy("the server is behind on storing messages; try again shortly")
             }
+            // Sealed datagrams never come through the HTTP API; a plaintext request for a
+            // sealed member is refused like a wrong address.
+            DropReason::Forged
+            | DropReason::Replayed
+            | DropReason::UnknownKey
+            | DropReason::Plaintext => Self::unauthorized(),
         }
     }
 }

@@ -21,13 +21,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::serve::ListenerExt;
 use chat_protocol::limits::MAX_TCRP_PAYLOAD;
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::control::ControlContext;
 use crate::files::FileStore;
 use crate::ip_limit::HandshakeRateLimiter;
 use crate::metrics::Metrics;
+use crate::secure::https::DualListener;
 
 pub mod assets;
 pub mod error;
@@ -146,16 +146,14 @@ async fn bounded(
 /// Serves HTTP on `listener` until `shutdown` completes; WebSockets are told to close and
 /// requests in flight finish.
 pub async fn serve(
-    listener: TcpListener,
+    listener: DualListener,
     context: Arc<WebContext>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let app = router(context).into_make_service_with_connect_info::<SocketAddr>();
-    // Every event is its own small frame: with Nagle's algorithm on, a frame written while
-    // the previous one is unacknowledged waits for the peer's delayed ACK (40 ms and more).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    // `tap_io` only for its ConnectInfo: axum gives the peer's address through it for any
+    // listener (TCP_NODELAY is set as connections are accepted, in secure::https).
+    let listener = listener.tap_io(|_| {});
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,0 +1,172 @@
+//! Version-3 members: which members seal their datagrams, under which key id and keys, and the
+//! server's boot number that keeps its counters from repeating across restarts. The keys are
+//! data here, like tokens: the sealing and opening happen in the I/O layer (`crate::secure`).
+
+use chat_protocol::sealed::KeyMaterial;
+use chat_protocol::tcrp::ErrorCode;
+use rand::TryRng;
+use rand::rngs::SysRng;
+
+use super::durable::StateChange;
+use super::{Engine, JoinError, Membership};
+use crate::token::{RandomError, Token};
+
+/// A version-3 member's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealing {
+    /// The id in its datagrams' clear header; never 0, unique among live members.
+    pub key_id: u32,
+    /// Both directions' keys, exported from the TLS session that granted (or last attached)
+    /// the membership.
+    pub keys: KeyMaterial,
+}
+
+/// One sealed member, for the I/O layer's key table.
+#[derive(Debug, Clone)]
+pub struct SealedMember {
+    /// Its key id and keys.
+    pub sealing: Sealing,
+    /// Its room's name, as stored.
+    pub room: String,
+    /// Its token.
+    pub token: Token,
+}
+
+/// Why an attach was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The token is not live (the room closed, or the member left or was removed).
+    #[error("this room no longer exists, or you are no longer in it")]
+    Unknown,
+    /// The token was granted without TLS, so it has no keys to renew.
+    #[error("this membership was not made over an encrypted connection; join again")]
+    NotSealed,
+    /// No random key id could be drawn.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+impl AttachError {
+    /// The TCRP code it is refused with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unknown => ErrorCode::RoomNotFound,
+            Self::NotSealed => ErrorCode::InvalidRequest,
+            Self::Random(_) => ErrorCode::ServerBusy,
+        }
+    }
+}
+
+impl Engine {
+    /// Gives the member `token` (just granted over TLS) its keys and a fresh key id, and
+    /// records them durably with the membership. Returns the key id.
+    pub fn seal(&mut self, token: &Token, keys: KeyMaterial) -> Result<u32, JoinError> {
+        let key_id = self.fresh_key_id()?;
+        self.set_sealing(token, Sealing { key_id, keys })
+            .ok_or(JoinError::Random(RandomError::new(
+                "the membership vanished while it was sealed".into(),
+            )))?;
+        Ok(key_id)
+    }
+
+    /// Renews the keys of a sealed member (operation 5, attach) and answers with its
+    /// membership; the key id stays.
+    pub fn attach(
+        &mut self,
+        token: &Token,
+        room_name: &str,
+        keys: KeyMaterial,
+    ) -> Result<(Membership, u32), AttachError> {
+        let (room_id, member_id) = self
+            .member_of(token.to_hex().as_bytes(), room_name)
+            .map_err(|_| AttachError::Unknown)?;
+        let room = self.rooms.get(&room_id).ok_or(AttachError::Unknown)?;
+        let member = room.members.get(&member_id).ok_or(AttachError::Unknown)?;
+        let key_id = member
+            .sealing
+            .as_ref()
+            .ok_or(AttachError::NotSealed)?
+            .key_id;
+        let membership = Membership {
+            token: *token,
+            room: room.name.clone(),
+            username: member.username.clone(),
+            host: room.host == member_id,
+        };
+        self.set_sealing(token, Sealing { key_id, keys })
+            .ok_or(AttachError::Unknown)?;
+        Ok((membership, key_id))
+    }
+
+    /// Every sealed member, for the key table at start.
+    pub fn sealed_members(&self) -> Vec<SealedMember> {
+        self.rooms
+            .values()
+            .flat_map(|room| {
+                room.members.values().filter_map(|member| {
+                    member.sealing.clone().map(|sealing| SealedMember {
+                        sealing,
+                        room: room.name.clone(),
+                        token: member.token,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `token` is a live member's and sealed under `key_id`: the key table drops
+    /// entries for which this turns false.
+    pub fn is_sealed_member(&self, token: &Token, key_id: u32) -> bool {
+        self.tokens.get(token).is_some_and(|(room_id, member_id)| {
+            self.rooms
+                .get(room_id)
+                .and_then(|room| room.members.get(member_id))
+                .and_then(|member| member.sealing.as_ref())
+                .is_some_and(|sealing| sealing.key_id == key_id)
+        })
+    }
+
+    /// This start's boot number: one more than the last start's, recorded in the state file
+    /// (the server waits for it to be durable before it seals anything).
+    pub fn next_boot(&mut self) -> u64 {
+        self.boot += 1;
+        self.changed(StateChange::Booted { boot: self.boot });
+        self.boot
+    }
+
+    fn set_sealing(&mut self, token: &Token, sealing: Sealing) -> Option<()> {
+        let &(room_id, member_id) = self.tokens.get(token)?;
+        let room = self.rooms.get_mut(&room_id)?;
+        let member = room.members.get_mut(&member_id)?;
+        let change = StateChange::MemberSealed {
+            room: room.name.clone(),
+            uid: member.uid,
+            key_id: sealing.key_id,
+            keys: sealing.keys.to_hex(),
+        };
+        member.sealing = Some(sealing);
+        self.changed(change);
+        Some(())
+    }
+
+    /// A random key id that no live member has (ids say nothing about who or how many).
+    fn fresh_key_id(&self) -> Result<u32, RandomError> {
+        let taken: std::collections::HashSet<u32> = self
+            .rooms
+            .values()
+            .flat_map(|room| room.members.values())
+            .filter_map(|member| member.sealing.as_ref().map(|s| s.key_id))
+            .collect();
+        for _ in 0..64 {
+            let mut bytes = [0u8; 4];
+            SysRng
+                .try_fill_bytes(&mut bytes)
+                .map_err(|e| RandomError::new(e.to_string()))?;
+            let id = u32::from_le_bytes(bytes);
+            if id != 0 && !taken.contains(&id) {
+                return Ok(id);
+            }
+        }
+        Err(RandomError::new("no free key id".into()))
+    }
+}
