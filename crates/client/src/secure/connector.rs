@@ -223,35 +223,40 @@ impl Connector {
         known: Option<Fingerprint>,
         presented: Fingerprint,
     ) -> Result<(), ClientError> {
-        let pin_it = match decide(known, self.pin, presented, self.trust_new, self.interactive) {
-            Verdict::Known => false,
-            Verdict::Pin => true,
-            Verdict::Ask => {
-                if ask(&self.server_key(), presented).await? {
-                    true
-                } else {
-                    return Err(self.distrust(Distrust::Declined));
+        let (pin_it, asked) =
+            match decide(known, self.pin, presented, self.trust_new, self.interactive) {
+                Verdict::Known => (false, false),
+                Verdict::Pin => (true, false),
+                Verdict::Ask => {
+                    if ask(&self.server_key(), presented).await? {
+                        (true, true)
+                    } else {
+                        return Err(self.distrust(Distrust::Declined));
+                    }
                 }
-            }
-            Verdict::Refuse(why) => return Err(self.distrust(why)),
-        };
-        if pin_it {
-            match &self.known {
-                Some(known) => match known.pin(&self.server_key(), presented) {
-                    Ok(()) => print_problem(&format!(
-                        "* the server {} is now trusted with fingerprint {presented} (added to {})",
-                        self.server_key(),
-                        known.path().display()
-                    )),
-                    Err(error) => print_problem(&format!(
-                        "* cannot save the server's fingerprint in {}: {error}",
-                        known.path().display()
-                    )),
-                },
-                None => print_problem(
-                    "* no data directory to remember the server's fingerprint in (set HOME or XDG_DATA_HOME)",
-                ),
-            }
+                Verdict::Refuse(why) => return Err(self.distrust(why)),
+            };
+        if !pin_it {
+            return Ok(());
+        }
+        let key = self.server_key();
+        match &self.known {
+            Some(known) => match known.pin(&key, presented) {
+                // Said aloud only to whoever answered the question; with a flag the user
+                // chose it already (and the transcript of scripts stays as it was).
+                Ok(()) if asked => print_problem(&format!(
+                    "* added {key} to the trusted servers in {}",
+                    known.path().display()
+                )),
+                Ok(()) => tracing::info!(server = %key, %presented, "pinned the server"),
+                Err(error) => print_problem(&format!(
+                    "* cannot save the server's fingerprint in {}: {error}",
+                    known.path().display()
+                )),
+            },
+            None => tracing::warn!(
+                "no data directory to remember the server's fingerprint in (set HOME or XDG_DATA_HOME)"
+            ),
         }
         Ok(())
     }
