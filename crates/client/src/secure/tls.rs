@@ -332,3 +332,123 @@ impl Reattach {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A one-connection TLS 1.3 server with a fresh self-signed certificate; it keeps the
+    /// connection until the client closes it.
+    async fn tls_server() -> (u16, Fingerprint) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let der = certified.cert.der().clone();
+        let fingerprint = Fingerprint::of_certificate(der.as_ref());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            if let Ok(mut tls) = acceptor.accept(stream).await {
+                let mut byte = [0u8; 1];
+                let _ = tls.read(&mut byte).await;
+            }
+        });
+        (port, fingerprint)
+    }
+
+    /// A plaintext server that answers anything with `reply` and closes.
+    async fn plain_server(reply: Vec<u8>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut header = [0u8; 32];
+            let _ = stream.read_exact(&mut header).await;
+            let _ = stream.write_all(&reply).await;
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_tls_server_is_seen_with_its_fingerprint_and_a_pin_is_enforced() {
+        let (port, fingerprint) = tls_server().await;
+        let Attempt::Secure {
+            stream, presented, ..
+        } = attempt("127.0.0.1", port, None, Timeouts::default())
+            .await
+            .unwrap()
+        else {
+            panic!("a TLS session");
+        };
+        assert_eq!(presented, fingerprint);
+        // Both ends can export the datagram keys from it.
+        assert!(export_keys(&stream).is_ok());
+
+        let (port, fingerprint) = tls_server().await;
+        let pinned = attempt("127.0.0.1", port, Some(fingerprint), Timeouts::default())
+            .await
+            .unwrap();
+        assert!(matches!(pinned, Attempt::Secure { .. }));
+
+        let (port, fingerprint) = tls_server().await;
+        let other = Fingerprint([7; 32]);
+        match attempt("127.0.0.1", port, Some(other), Timeouts::default())
+            .await
+            .unwrap()
+        {
+            Attempt::Mismatch { presented } => assert_eq!(presented, fingerprint),
+            _ => panic!("a mismatch"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_or_answers_in_plaintext_is_not_tls() {
+        // The reference server: reads, fails to parse, closes.
+        let port = plain_server(Vec::new()).await;
+        assert!(matches!(
+            attempt("127.0.0.1", port, None, Timeouts::default())
+                .await
+                .unwrap(),
+            Attempt::NotTls
+        ));
+        // A plaintext TCRP server: a refusal frame.
+        let refusal = Frame::new(
+            3,
+            State::Compliance,
+            "",
+            br#"{"success":0,"error":"invalid_request"}"#.to_vec(),
+        )
+        .encode()
+        .unwrap();
+        let port = plain_server(refusal).await;
+        assert!(matches!(
+            attempt("127.0.0.1", port, None, Timeouts::default())
+                .await
+                .unwrap(),
+            Attempt::NotTls
+        ));
+    }
+
+    #[test]
+    fn attach_frames_carry_the_room_and_the_token() {
+        let frame = attach_frame("lobby", "ab").unwrap();
+        let (decoded, _) = Frame::decode(&frame).unwrap().unwrap();
+        assert_eq!(decoded.operation, Operation::Attach as u8);
+        assert_eq!(decoded.room_name, "lobby");
+        assert_eq!(AttachRequest::parse(&decoded.payload).unwrap().token, "ab");
+    }
+}

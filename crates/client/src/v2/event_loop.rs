@@ -32,7 +32,7 @@ pub async fn run(
     first: Effects,
     inputs: &mut Inputs,
     screen: &dyn Screen,
-    files: Option<&FileLink>,
+    files: Result<&FileLink, &'static str>,
 ) -> Result<Ending, ClientError> {
     let mut buffer = receive_buffer();
     let mut effects = first;
@@ -117,15 +117,16 @@ const MAX_TRANSFERS: usize = 4;
 /// Starts a transfer on a blocking thread; its report comes back on `reports`.
 fn start_transfer(
     transfer: Transfer,
-    files: Option<&FileLink>,
+    files: Result<&FileLink, &'static str>,
     reports: &mpsc::Sender<Report>,
     effects: &mut Effects,
 ) {
-    let Some(files) = files.cloned() else {
-        effects.problems.push(format::notice(
-            "this server does not share files (it serves no HTTP)",
-        ));
-        return;
+    let files = match files {
+        Ok(files) => files.clone(),
+        Err(why) => {
+            effects.problems.push(format::notice(why));
+            return;
+        }
     };
     let Ok(slot) = reports.clone().try_reserve_owned() else {
         effects.problems.push(format::notice(&format!(

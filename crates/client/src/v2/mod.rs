@@ -124,12 +124,15 @@ async fn chat_in_rooms(
         // Shared files travel over plain HTTP with the token in them: not for an encrypted
         // membership, whose token must never be on the wire again.
         let files = match (&plane, membership.grant.http_port) {
-            (DataPlane::Plain(_), Some(port)) => Some(FileLink {
+            (DataPlane::Sealed(_), _) => Err(NO_FILES_ENCRYPTED),
+            (DataPlane::Plain(_), Some(port)) => Ok(FileLink {
                 base: format!("http://{}", host_port(&cli.server, port)),
                 room: room.clone(),
                 token: membership.grant.token.clone(),
             }),
-            _ => None,
+            (DataPlane::Plain(_), None) => {
+                Err("this server does not share files (it serves no HTTP)")
+            }
         };
         let ran = event_loop::run(
             &mut plane,
@@ -137,7 +140,7 @@ async fn chat_in_rooms(
             first,
             inputs,
             screen,
-            files.as_ref(),
+            files.as_ref().map_err(|why| *why),
         );
         let ending = match ran.await {
             Ok(ending) => ending,
@@ -215,6 +218,10 @@ async fn open_plane(
         }
     }
 }
+
+/// Why `/send` and `/get` do nothing in an encrypted conversation.
+pub const NO_FILES_ENCRYPTED: &str = "sharing files is not available in an encrypted \
+     conversation yet: it would send your token over plain HTTP (use --v2 to share files)";
 
 /// `host:port`, with an IPv6 address in brackets.
 fn host_port(host: &str, port: u16) -> String {
