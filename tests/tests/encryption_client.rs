@@ -445,3 +445,229 @@ fn a_server_without_encryption_is_used_in_plaintext_unless_pinned_or_required() 
     assert!(said.contains("did not offer encryption"), "{said}");
     assert!(said.contains("downgrading"), "{said}");
 }
+
+/// Relays one client's TCP connections and UDP datagrams to the server, keeping a copy of
+/// every byte either way: what someone on the network would see.
+struct Capture {
+    tcp_port: u16,
+    udp_port: u16,
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    udp_datagrams: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Most bytes a capture keeps (the test's chat is a few kilobytes).
+const CAPTURE_LIMIT: usize = 4 << 20;
+
+impl Capture {
+    fn start(server: &ServerProcess) -> Self {
+        use std::net::{TcpListener, TcpStream, UdpSocket};
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        use std::thread;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let bytes: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let udp_datagrams: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let keep = |store: &Arc<Mutex<Vec<Vec<u8>>>>, chunk: &[u8]| {
+            let mut store = store.lock().unwrap();
+            if store.iter().map(Vec::len).sum::<usize>() < CAPTURE_LIMIT {
+                store.push(chunk.to_vec());
+            }
+        };
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let tcp_port = listener.local_addr().unwrap().port();
+        let upstream_tcp = server.tcp;
+        let (stop_tcp, bytes_tcp) = (Arc::clone(&stop), Arc::clone(&bytes));
+        thread::spawn(move || {
+            // Bounded: a test opens a handful of connections.
+            for _ in 0..10_000 {
+                if stop_tcp.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let server = TcpStream::connect(upstream_tcp).unwrap();
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let (stop, bytes) = (Arc::clone(&stop_tcp), Arc::clone(&bytes_tcp));
+                    thread::spawn(move || copy(from, to, &stop, &bytes, keep));
+                }
+            }
+        });
+
+        let downstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+        upstream.connect(server.udp).unwrap();
+        for socket in [&downstream, &upstream] {
+            socket
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+        }
+        let udp_port = downstream.local_addr().unwrap().port();
+        let client_addr: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::default();
+        let (down, up) = (
+            downstream.try_clone().unwrap(),
+            upstream.try_clone().unwrap(),
+        );
+        let (stop_up, seen_up, client_up) = (
+            Arc::clone(&stop),
+            Arc::clone(&udp_datagrams),
+            Arc::clone(&client_addr),
+        );
+        thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while !stop_up.load(Ordering::Relaxed) {
+                if let Ok((len, from)) = down.recv_from(&mut buf) {
+                    *client_up.lock().unwrap() = Some(from);
+                    keep(&seen_up, &buf[..len]);
+                    let _ = up.send(&buf[..len]);
+                }
+            }
+        });
+        let (stop_down, seen_down) = (Arc::clone(&stop), Arc::clone(&udp_datagrams));
+        thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while !stop_down.load(Ordering::Relaxed) {
+                if let Ok(len) = upstream.recv(&mut buf) {
+                    keep(&seen_down, &buf[..len]);
+                    if let Some(client) = *client_addr.lock().unwrap() {
+                        let _ = downstream.send_to(&buf[..len], client);
+                    }
+                }
+            }
+        });
+        Self {
+            tcp_port,
+            udp_port,
+            bytes,
+            udp_datagrams,
+            stop,
+        }
+    }
+
+    /// Whether `needle` appears in any captured TCP chunk or datagram, or across two
+    /// consecutive TCP chunks.
+    fn contains(&self, needle: &[u8]) -> bool {
+        let found = |chunks: &[Vec<u8>]| {
+            chunks.windows(2).any(|pair| {
+                let joined = [pair[0].as_slice(), pair[1].as_slice()].concat();
+                joined.windows(needle.len()).any(|w| w == needle)
+            }) || chunks
+                .iter()
+                .any(|chunk| chunk.windows(needle.len()).any(|w| w == needle))
+        };
+        found(&self.bytes.lock().unwrap()) || found(&self.udp_datagrams.lock().unwrap())
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copies one direction of a TCP connection, keeping what passes.
+fn copy(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    stop: &std::sync::atomic::AtomicBool,
+    bytes: &std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    keep: impl Fn(&std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>, &[u8]),
+) {
+    use std::io::{Read, Write};
+    from.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 16384];
+    while !stop.load(Ordering::Relaxed) {
+        match from.read(&mut buf) {
+            Ok(0) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(len) => {
+                keep(bytes, &buf[..len]);
+                if to.write_all(&buf[..len]).is_err() {
+                    return;
+                }
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The token the client saved for its membership (memberships.json in its data directory).
+fn saved_token(data_dir: &Path) -> String {
+    let text =
+        std::fs::read_to_string(data_dir.join("chat-client/memberships.json")).expect("saved");
+    let saved: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    saved["memberships"][0]["grant"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned()
+}
+
+#[test]
+fn nothing_a_member_says_or_holds_crosses_the_network_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    for tcp_flag in [false, true] {
+        let capture = Capture::start(&server);
+        let data = tempfile::tempdir().unwrap();
+        let udp = capture.udp_port.to_string();
+        let mut args = vec!["--udp-port", udp.as_str()];
+        if tcp_flag {
+            args.push("--tcp");
+        }
+        let room = if tcp_flag { "hideout" } else { "bunker" };
+        args.extend(["create", room, "--name", "zelda"]);
+        let mut zelda = ClientProcess::start_with_data_dir(capture.tcp_port, data.path(), &args);
+        zelda.wait_for("zelda's welcome", |line| {
+            line.starts_with(&format!("* welcome to {room}, zelda"))
+        });
+        let token = saved_token(data.path());
+        let mut link = ClientProcess::enter(&server, &[], "join", room, "link");
+        zelda.wait_for("link joins", |line| line.contains("link joined"));
+        zelda.send_line("the plans are behind the waterfall");
+        link.wait_for_line("zelda: the plans are behind the waterfall");
+        link.send_line("meet at the windmill");
+        zelda.wait_for_line("link: meet at the windmill");
+        zelda.send_line("/quit");
+        assert!(zelda.wait_exit().success());
+
+        if !tcp_flag {
+            let datagrams = capture.udp_datagrams.lock().unwrap().clone();
+            assert!(!datagrams.is_empty(), "the chat went over UDP");
+            assert!(
+                datagrams.iter().all(|d| d.first() == Some(&0xFE)),
+                "every datagram either way is sealed"
+            );
+        }
+        for needle in [
+            token.as_bytes(),
+            b"waterfall".as_slice(),
+            b"windmill",
+            b"zelda",
+            b"link",
+            room.as_bytes(),
+        ] {
+            assert!(
+                !capture.contains(needle),
+                "{:?} crossed the network in clear (--tcp: {tcp_flag})",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+}
