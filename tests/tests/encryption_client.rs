@@ -671,3 +671,47 @@ fn nothing_a_member_says_or_holds_crosses_the_network_in_clear() {
         }
     }
 }
+
+#[test]
+fn in_a_terminal_first_contact_shows_the_fingerprint_and_asks() {
+    use chat_tests::tmux::{TmuxSession, client_command_exactly, tmux_installed};
+    if !tmux_installed() {
+        println!("skipped: tmux is not installed, and this test needs a real terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let print = fingerprint_of(&server);
+    for (name, answer) in [("nina", "no"), ("omar", "yes")] {
+        let data = tempfile::tempdir().unwrap();
+        let command = client_command_exactly(
+            data.path(),
+            server.tcp.port(),
+            &["create", name, "--name", name],
+        );
+        let session = TmuxSession::start(dir.path(), name, 120, 30, &command);
+        session.wait_for_screen("the question with the fingerprint", |screen| {
+            screen.iter().any(|row| row.contains(&print))
+                && screen
+                    .iter()
+                    .any(|row| row.starts_with("Trust it and continue connecting (yes/no)?"))
+        });
+        session.run(answer);
+        if answer == "no" {
+            session.wait_for_screen("the refusal", |screen| {
+                screen.iter().any(|row| row.contains("was not trusted"))
+            });
+            assert!(!known_servers(data.path()).exists());
+        } else {
+            session.wait_for_screen("the welcome", |screen| {
+                screen
+                    .iter()
+                    .any(|row| row.starts_with(&format!("* welcome to {name}, {name}")))
+            });
+            assert_eq!(
+                std::fs::read_to_string(known_servers(data.path())).unwrap(),
+                format!("{} {print}\n", key(&server))
+            );
+        }
+    }
+}
