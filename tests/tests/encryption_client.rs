@@ -470,15 +470,15 @@ impl Capture {
         let bytes: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let udp_datagrams: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let keep = |store: &Arc<Mutex<Vec<Vec<u8>>>>, chunk: &[u8]| {
-            let mut store = store.lock().unwrap();
+            let mut store = store.lock().expect("the capture");
             if store.iter().map(Vec::len).sum::<usize>() < CAPTURE_LIMIT {
                 store.push(chunk.to_vec());
             }
         };
 
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let tcp_port = listener.local_addr().unwrap().port();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("the capture");
+        listener.set_nonblocking(true).expect("the capture");
+        let tcp_port = listener.local_addr().expect("the capture").port();
         let upstream_tcp = server.tcp;
         let (stop_tcp, bytes_tcp) = (Arc::clone(&stop), Arc::clone(&bytes));
         thread::spawn(move || {
@@ -491,10 +491,13 @@ impl Capture {
                     thread::sleep(Duration::from_millis(10));
                     continue;
                 };
-                client.set_nonblocking(false).unwrap();
-                let server = TcpStream::connect(upstream_tcp).unwrap();
+                client.set_nonblocking(false).expect("the capture");
+                let server = TcpStream::connect(upstream_tcp).expect("the capture");
                 for (from, to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (
+                        client.try_clone().expect("the capture"),
+                        server.try_clone().expect("the capture"),
+                    ),
                     (server, client),
                 ] {
                     let (stop, bytes) = (Arc::clone(&stop_tcp), Arc::clone(&bytes_tcp));
@@ -503,19 +506,19 @@ impl Capture {
             }
         });
 
-        let downstream = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
-        upstream.connect(server.udp).unwrap();
+        let downstream = UdpSocket::bind("127.0.0.1:0").expect("the capture");
+        let upstream = UdpSocket::bind("127.0.0.1:0").expect("the capture");
+        upstream.connect(server.udp).expect("the capture");
         for socket in [&downstream, &upstream] {
             socket
                 .set_read_timeout(Some(Duration::from_millis(20)))
-                .unwrap();
+                .expect("the capture");
         }
-        let udp_port = downstream.local_addr().unwrap().port();
+        let udp_port = downstream.local_addr().expect("the capture").port();
         let client_addr: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::default();
         let (down, up) = (
-            downstream.try_clone().unwrap(),
-            upstream.try_clone().unwrap(),
+            downstream.try_clone().expect("the capture"),
+            upstream.try_clone().expect("the capture"),
         );
         let (stop_up, seen_up, client_up) = (
             Arc::clone(&stop),
@@ -526,7 +529,7 @@ impl Capture {
             let mut buf = [0u8; 65536];
             while !stop_up.load(Ordering::Relaxed) {
                 if let Ok((len, from)) = down.recv_from(&mut buf) {
-                    *client_up.lock().unwrap() = Some(from);
+                    *client_up.lock().expect("the capture") = Some(from);
                     keep(&seen_up, &buf[..len]);
                     let _ = up.send(&buf[..len]);
                 }
@@ -538,7 +541,7 @@ impl Capture {
             while !stop_down.load(Ordering::Relaxed) {
                 if let Ok(len) = upstream.recv(&mut buf) {
                     keep(&seen_down, &buf[..len]);
-                    if let Some(client) = *client_addr.lock().unwrap() {
+                    if let Some(client) = *client_addr.lock().expect("the capture") {
                         let _ = downstream.send_to(&buf[..len], client);
                     }
                 }
@@ -564,7 +567,8 @@ impl Capture {
                 .iter()
                 .any(|chunk| chunk.windows(needle.len()).any(|w| w == needle))
         };
-        found(&self.bytes.lock().unwrap()) || found(&self.udp_datagrams.lock().unwrap())
+        found(&self.bytes.lock().expect("the capture"))
+            || found(&self.udp_datagrams.lock().expect("the capture"))
     }
 }
 
@@ -584,7 +588,7 @@ fn copy(
 ) {
     use std::io::{Read, Write};
     from.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
+        .expect("the capture");
     let mut buf = [0u8; 16384];
     while !stop.load(Ordering::Relaxed) {
         match from.read(&mut buf) {
@@ -714,4 +718,27 @@ fn in_a_terminal_first_contact_shows_the_fingerprint_and_asks() {
             );
         }
     }
+}
+
+#[test]
+fn shared_files_travel_inside_tls_pinned_to_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut alice = ClientProcess::enter(&server, &[], "create", "den", "alice");
+    let mut bob = ClientProcess::enter(&server, &[], "join", "den", "bob");
+    let original = dir.path().join("letter.txt");
+    std::fs::write(&original, "dear bob, the cake is a lie").unwrap();
+    alice.send_line(&format!("/send {}", original.display()));
+    let shared = bob.wait_for("the shared notice", |line| line.contains("/get "));
+    let id = shared.rsplit("/get ").next().unwrap().trim().to_owned();
+    let saved = dir.path().join("copy.txt");
+    bob.send_line(&format!("/get {id} {}", saved.display()));
+    bob.wait_for("the download", |line| line.contains("checksum verified"));
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        "dear bob, the cake is a lie"
+    );
+    alice.wait_for("alice's confirmation", |line| {
+        line.contains("shared letter.txt")
+    });
 }

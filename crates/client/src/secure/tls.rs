@@ -111,7 +111,7 @@ impl ServerCertVerifier for PinVerifier {
 }
 
 /// A TLS 1.3-only client configuration that pins `expected` (or records any certificate).
-fn config(
+pub(crate) fn config(
     expected: Option<Fingerprint>,
     presented: Arc<Mutex<Option<Fingerprint>>>,
 ) -> Result<rustls::ClientConfig, ClientError> {
@@ -134,7 +134,7 @@ fn config(
 
 /// The name sent in the ClientHello: the host when it is a valid name or address; the
 /// certificate is pinned, so nothing is checked against it.
-fn server_name(host: &str) -> ServerName<'static> {
+pub(crate) fn server_name(host: &str) -> ServerName<'static> {
     ServerName::try_from(host.to_owned()).unwrap_or_else(|_| {
         ServerName::try_from("chat-server")
             .map(|name| name.to_owned())

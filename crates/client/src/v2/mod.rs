@@ -121,18 +121,19 @@ async fn chat_in_rooms(
         if let Some((burst, interval)) = pace::announced(&membership) {
             conversation.pace(burst, interval, Instant::now());
         }
-        // Shared files travel over plain HTTP with the token in them: not for an encrypted
-        // membership, whose token must never be on the wire again.
-        let files = match (&plane, membership.grant.http_port) {
-            (DataPlane::Sealed(_), _) => Err(NO_FILES_ENCRYPTED),
-            (DataPlane::Plain(_), Some(port)) => Ok(FileLink {
+        // Shared files carry the token: in an encrypted conversation they go inside TLS to
+        // the pinned server (its HTTP port serves TLS too), never in clear.
+        let files = match membership.grant.http_port {
+            Some(port) => Ok(FileLink {
                 base: format!("http://{}", host_port(&cli.server, port)),
                 room: room.clone(),
                 token: membership.grant.token.clone(),
+                pinned: match &plane {
+                    DataPlane::Sealed(sealed) => Some((cli.server.clone(), sealed.fingerprint())),
+                    DataPlane::Plain(_) => None,
+                },
             }),
-            (DataPlane::Plain(_), None) => {
-                Err("this server does not share files (it serves no HTTP)")
-            }
+            None => Err("this server does not share files (it serves no HTTP)"),
         };
         let ran = event_loop::run(
             &mut plane,
@@ -218,10 +219,6 @@ async fn open_plane(
         }
     }
 }
-
-/// Why `/send` and `/get` do nothing in an encrypted conversation.
-pub const NO_FILES_ENCRYPTED: &str = "sharing files is not available in an encrypted \
-     conversation yet: it would send your token over plain HTTP (use --v2 to share files)";
 
 /// `host:port`, with an IPv6 address in brackets.
 fn host_port(host: &str, port: u16) -> String {
