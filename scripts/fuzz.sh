@@ -2,7 +2,7 @@
 # Fuzzes chat-protocol's decoders with cargo-fuzz (libFuzzer, coverage-guided), then runs the
 # property tests with many cases.
 #
-#   bash scripts/fuzz.sh [RUNS]     each target (tcrp, ucrp, v2_json) for RUNS inputs
+#   bash scripts/fuzz.sh [RUNS]     each target (tcrp, ucrp, v2_json, sealed) for RUNS inputs
 #                                   (default 1000000), each capped at FUZZ_MAX_TIME seconds
 #   bash scripts/fuzz.sh --smoke    a few seconds per target and no property stage, for CI
 #
@@ -59,13 +59,13 @@ fi
 # The targets run as built above, so editing the sources meanwhile cannot change what runs.
 bin_dir="fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release"
 
-declare -A max_len=([tcrp]=20000 [ucrp]=4200 [v2_json]=4200)
+declare -A max_len=([tcrp]=20000 [ucrp]=4200 [v2_json]=4200 [sealed]=4200)
 declare -A dict=([tcrp]=fuzz/dictionaries/json.dict [ucrp]=fuzz/dictionaries/json.dict
-    [v2_json]=fuzz/dictionaries/json.dict)
+    [v2_json]=fuzz/dictionaries/json.dict [sealed]=fuzz/dictionaries/json.dict)
 
 failed=0
 summary=()
-for target in tcrp ucrp v2_json; do
+for target in tcrp ucrp v2_json sealed; do
     corpus="fuzz/corpus/$target"
     artifacts="fuzz/artifacts/$target"
     mkdir -p "$corpus" "$artifacts"

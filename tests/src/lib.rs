@@ -30,7 +30,7 @@ pub use browser::{Chromedriver, Page, Shown, count_confirmed};
 pub use client::ClientProcess;
 pub use member::{Replay, UdpMember, V2Member, decode_v2, v1_frame};
 pub use process::{binary, proc_status_kb, wait_with_timeout};
-pub use proxy::{Faults, LossProxy, ProxyStats, REORDER_HOLD, XorShift64Star};
+pub use proxy::{Faults, LossProxy, ProxyStats, REORDER_HOLD, TcpCapture, XorShift64Star};
 pub use reference::{PythonProcess, free_port, reference_dir};
 pub use sealed::{Capture, SealedMember};
 pub use server::ServerProcess;

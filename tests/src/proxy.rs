@@ -108,6 +108,8 @@ pub struct LossProxy {
     links: u64,
     /// What the proxy did so far.
     pub stats: Arc<ProxyStats>,
+    /// Every datagram it received, either way, before faults (what a sniffer sees).
+    pub capture: crate::Capture,
 }
 
 impl LossProxy {
@@ -122,6 +124,7 @@ impl LossProxy {
             threads: Vec::new(),
             links: 0,
             stats: Arc::new(ProxyStats::default()),
+            capture: crate::Capture::default(),
         }
     }
 
@@ -170,19 +173,20 @@ impl LossProxy {
             Arc::clone(&self.faults),
             Arc::clone(&self.stop),
             Arc::clone(&self.stats),
+            self.capture.clone(),
         );
         let client_in = Arc::clone(&client);
-        let (faults, stop, stats) = shared.clone();
+        let (faults, stop, stats, capture) = shared.clone();
         self.threads.push(thread::spawn(move || {
-            to_server.run(&faults, &stop, &stats, |source| {
+            to_server.run(&faults, &stop, &stats, &capture, |source| {
                 // Whatever the client sends from is where replies go (it may rebind).
                 *client_in.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
                 Some(server)
             });
         }));
-        let (faults, stop, stats) = shared;
+        let (faults, stop, stats, capture) = shared;
         self.threads.push(thread::spawn(move || {
-            to_client.run(&faults, &stop, &stats, |source| {
+            to_client.run(&faults, &stop, &stats, &capture, |source| {
                 if source != server {
                     return None;
                 }
@@ -219,6 +223,7 @@ impl Direction {
         faults: &Mutex<Faults>,
         stop: &AtomicBool,
         stats: &ProxyStats,
+        capture: &crate::Capture,
         mut destination: impl FnMut(SocketAddr) -> Option<SocketAddr>,
     ) {
         let mut buf = vec![0u8; 65536];
@@ -238,6 +243,7 @@ impl Direction {
             let Some(to) = destination(source) else {
                 continue;
             };
+            capture.record(&buf[..len]);
             let faults = *faults.lock().unwrap_or_else(PoisonError::into_inner);
             // Every decision draws from the generator, so the sequence of decisions depends
             // only on the seed and the sequence of datagrams.
@@ -270,4 +276,97 @@ impl Direction {
             }
         }
     }
+}
+
+/// A TCP proxy towards the server's control port that records every byte either way (what a
+/// sniffer on the path sees of TLS). Each connection is forwarded by two threads; all stop when
+/// the proxy is dropped.
+pub struct TcpCapture {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Every byte forwarded, both ways.
+    pub capture: crate::Capture,
+    stop: Arc<AtomicBool>,
+    accepting: Option<thread::JoinHandle<()>>,
+}
+
+impl TcpCapture {
+    /// A capturing proxy towards `upstream`.
+    pub fn new(upstream: SocketAddr) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the TCP proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("bound");
+        let capture = crate::Capture::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (record, stopping) = (capture.clone(), Arc::clone(&stop));
+        let accepting = thread::spawn(move || {
+            let mut pipes = Vec::new();
+            while !stopping.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(PROXY_POLL);
+                    continue;
+                };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ] {
+                    let (Ok(from), Ok(to)) = (from, to) else {
+                        continue;
+                    };
+                    let (record, stopping) = (record.clone(), Arc::clone(&stopping));
+                    pipes.push(thread::spawn(move || pipe(from, to, &record, &stopping)));
+                }
+            }
+            for pipe in pipes {
+                let _ = pipe.join();
+            }
+        });
+        Self {
+            addr,
+            capture,
+            stop,
+            accepting: Some(accepting),
+        }
+    }
+}
+
+impl Drop for TcpCapture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
+    }
+}
+
+fn pipe(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    capture: &crate::Capture,
+    stop: &AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let _ = from.set_read_timeout(Some(PROXY_POLL));
+    let mut buf = [0u8; 16384];
+    while !stop.load(Ordering::Relaxed) {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                capture.record(&buf[..n]);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }

@@ -30,7 +30,8 @@ use crate::EVENT_TIMEOUT;
 pub struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Capture {
-    fn record(&self, bytes: &[u8]) {
+    /// Appends bytes seen on the wire.
+    pub fn record(&self, bytes: &[u8]) {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -333,7 +334,9 @@ impl SealedMember {
             key_id: self.key_id,
             counter: self.counter,
         };
-        self.sealer.seal(header, &body).expect("a message that fits")
+        self.sealer
+            .seal(header, &body)
+            .expect("a message that fits")
     }
 
     /// Sends a message sealed over UDP.
@@ -478,7 +481,10 @@ impl SealedMember {
 
     /// Waits for the ack of `seq`; returns the id.
     pub fn expect_ack(&mut self, seq: u64) -> u64 {
-        match self.expect("an ack", |e| matches!(e, ServerV2::Ack { seq: s, .. } if *s == seq)) {
+        match self.expect(
+            "an ack",
+            |e| matches!(e, ServerV2::Ack { seq: s, .. } if *s == seq),
+        ) {
             ServerV2::Ack { id, .. } => id,
             _ => unreachable!(),
         }

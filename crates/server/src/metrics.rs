@@ -18,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::secure::Tunnels;
 use crate::shared::{SharedEngine, lock};
 use crate::stats::RelayStats;
 use crate::web::WebPeers;
@@ -42,7 +43,12 @@ pub struct Metrics {
 impl Metrics {
     /// The registry, reading the data plane's counters from `stats` and `peers` and the
     /// rooms and members from `engine` at each scrape.
-    pub fn new(engine: SharedEngine, stats: Arc<RelayStats>, peers: Arc<WebPeers>) -> Self {
+    pub fn new(
+        engine: SharedEngine,
+        stats: Arc<RelayStats>,
+        peers: Arc<WebPeers>,
+        tunnels: Arc<Tunnels>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("chat");
         let handshakes = Family::<HandshakeLabels, Counter>::default();
         registry.register(
@@ -59,6 +65,7 @@ impl Metrics {
             engine,
             stats,
             peers,
+            tunnels,
         }));
         Self {
             registry,
@@ -87,6 +94,7 @@ struct Live {
     engine: SharedEngine,
     stats: Arc<RelayStats>,
     peers: Arc<WebPeers>,
+    tunnels: Arc<Tunnels>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -271,6 +279,29 @@ impl Collector for Live {
             "web_connections",
             "Open web connections (WebSockets and requests waiting for an answer)",
             to_i64(self.peers.open()),
+        )?;
+        gauge(
+            &mut encoder,
+            "tunnels",
+            "Open tunnels (encrypted clients' TLS connections)",
+            to_i64(self.tunnels.open()),
+        )?;
+        let tunnels = &self.tunnels.stats;
+        counter(
+            &mut encoder,
+            "tunnels_opened",
+            "Tunnels opened (a grant or attach over TLS)",
+            read(&tunnels.opened),
+        )?;
+        by_label(
+            &mut encoder,
+            "tunnels_closed_by_server",
+            "Tunnels the server closed: slow (queue full) or over the --max-tunnels cap",
+            false,
+            &[
+                (Reason { reason: "slow" }, read(&tunnels.cut_off)),
+                (Reason { reason: "cap" }, read(&tunnels.refused)),
+            ],
         )?;
         Ok(())
     }

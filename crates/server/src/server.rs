@@ -312,6 +312,7 @@ impl Server {
             Arc::clone(&self.engine),
             Arc::clone(&self.stats),
             Arc::clone(&self.transports.web),
+            Arc::clone(&self.transports.tunnels),
         ));
         let stop_relay = Arc::new(AtomicBool::new(false));
         let relay_thread = relay::spawn(
