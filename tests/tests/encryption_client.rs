@@ -742,3 +742,44 @@ fn shared_files_travel_inside_tls_pinned_to_the_server() {
         line.contains("shared letter.txt")
     });
 }
+
+#[test]
+fn a_restart_elsewhere_ends_the_conversation_as_the_certificate_says() {
+    for same_certificate in [true, false] {
+        let first_dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(first_dir.path());
+        let (tcp, udp) = (server.tcp, server.udp);
+        let old_print = fingerprint_of(&server);
+        let mut ana = ClientProcess::enter(&server, &[], "create", "lobby", "ana");
+        server.kill9();
+        // The same ports, another state file: the membership is unknown there.
+        let other_dir = tempfile::tempdir().unwrap();
+        if same_certificate {
+            for file in ["tls-cert.pem", "tls-key.pem"] {
+                std::fs::copy(first_dir.path().join(file), other_dir.path().join(file))
+                    .expect("the certificate files beside the state");
+            }
+        }
+        let server = ServerProcess::restart_same_ports(other_dir.path(), tcp, udp, &[]);
+        let new_print = fingerprint_of(&server);
+        assert_eq!(same_certificate, old_print == new_print);
+        if same_certificate {
+            // The tunnel attaches again and hears that the room is gone.
+            ana.wait_for_line("* this room no longer exists");
+            assert_eq!(ana.wait_exit_with_stdin_open().code(), Some(0));
+        } else {
+            // Another certificate: the client does not reconnect, and says why, loudly.
+            let said = ana.wait_for("the changed-certificate warning", |line| {
+                line.contains("CERTIFICATE HAS CHANGED")
+            });
+            assert!(said.starts_with("[stderr]"), "{said}");
+            let (lines, status) = ana.finish_with_stdin_open();
+            assert_eq!(status.code(), Some(5), "{lines:?}");
+            let printed = lines.join("\n");
+            assert!(
+                printed.contains(&old_print) && printed.contains(&new_print),
+                "{printed}"
+            );
+        }
+    }
+}

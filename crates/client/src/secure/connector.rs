@@ -181,6 +181,7 @@ impl Connector {
             room: room.to_owned(),
             token: token.to_owned(),
             timeouts: self.timeouts,
+            known_servers: self.known_path(),
         }
     }
 
@@ -269,12 +270,20 @@ impl Connector {
         }
     }
 
-    fn distrust(&self, why: Distrust) -> ClientError {
-        let path = self.known.as_ref().map_or_else(
+    /// The `known_servers` file, as the sentences name it.
+    fn known_path(&self) -> String {
+        self.known.as_ref().map_or_else(
             || "known_servers".to_owned(),
             |known| known.path().display().to_string(),
-        );
-        ClientError::Untrusted(distrust_message(&self.server_key(), why, &path))
+        )
+    }
+
+    fn distrust(&self, why: Distrust) -> ClientError {
+        ClientError::Untrusted(distrust_message(
+            &self.server_key(),
+            why,
+            &self.known_path(),
+        ))
     }
 
     /// Whether plaintext may be used with a server that did not answer in TLS.
@@ -293,10 +302,7 @@ impl Connector {
     }
 
     fn downgrade(&self) -> ClientError {
-        let path = self.known.as_ref().map_or_else(
-            || "known_servers".to_owned(),
-            |known| known.path().display().to_string(),
-        );
+        let path = self.known_path();
         ClientError::Untrusted(format!(
             "the server {key} did not offer encryption, but it is known to (it is pinned in \
              {path}, or --fingerprint was given): refusing to continue in plaintext, since \

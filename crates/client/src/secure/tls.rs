@@ -305,6 +305,8 @@ pub struct Reattach {
     pub token: String,
     /// Time limits.
     pub timeouts: Timeouts,
+    /// The `known_servers` file, for the sentence a changed certificate gets.
+    pub known_servers: String,
 }
 
 impl Reattach {
@@ -319,11 +321,16 @@ impl Reattach {
                 let frame = attach_frame(&self.room, &self.token)?;
                 request(stream, server, presented, &frame, self.timeouts).await
             }
-            Attempt::Mismatch { presented } => Err(ClientError::Untrusted(format!(
-                "the server's certificate changed during the conversation (it was {}, it is \
-                 now {presented}); not reconnecting",
-                self.fingerprint
-            ))),
+            Attempt::Mismatch { presented } => {
+                Err(ClientError::Untrusted(super::connector::distrust_message(
+                    &super::known_servers::server_key(&self.host, self.port),
+                    super::known_servers::Distrust::Changed {
+                        known: self.fingerprint,
+                        presented,
+                    },
+                    &self.known_servers,
+                )))
+            }
             Attempt::NotTls => Err(ClientError::Untrusted(
                 "the server stopped offering encryption during the conversation; not \
                  reconnecting in plaintext"
