@@ -617,6 +617,11 @@ fn saved_token(data_dir: &Path) -> String {
     let text =
         std::fs::read_to_string(data_dir.join("chat-client/memberships.json")).expect("saved");
     let saved: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    // A saved version-3 membership remembers it (its key id), so it is never used in clear.
+    assert!(
+        saved["memberships"][0]["grant"]["key_id"].is_u64(),
+        "{text}"
+    );
     saved["memberships"][0]["grant"]["token"]
         .as_str()
         .expect("a token")
