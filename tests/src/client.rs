@@ -55,8 +55,19 @@ impl ClientProcess {
     }
 
     /// Starts `chat-client` with `data_dir` as its data directory (`XDG_DATA_HOME`), where it
-    /// saves its memberships: clients started with the same one are the same user.
+    /// saves its memberships (and `known_servers`): clients started with the same one are the
+    /// same user. With `--trust-new-server`, so that a server met first (each test has a
+    /// fresh data directory) is trusted without a terminal to ask on; a changed certificate
+    /// is still refused.
     pub fn start_with_data_dir(tcp_port: u16, data_dir: &Path, args: &[&str]) -> Self {
+        let mut trusting = vec!["--trust-new-server"];
+        trusting.extend_from_slice(args);
+        Self::start_exactly(tcp_port, data_dir, &trusting)
+    }
+
+    /// Starts `chat-client` with exactly these arguments after `--server` and `--tcp-port`
+    /// (no `--trust-new-server`), with `data_dir` as its data directory.
+    pub fn start_exactly(tcp_port: u16, data_dir: &Path, args: &[&str]) -> Self {
         let tcp_port = tcp_port.to_string();
         let mut command = Command::new(binary("chat-client"));
         command

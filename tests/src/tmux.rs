@@ -172,7 +172,16 @@ pub fn shell_quote(text: &str) -> String {
 
 /// The shell command that runs `chat-client` against the server at `tcp_port` on 127.0.0.1
 /// with `args`; its saved memberships go to `data_dir` and no user configuration is read.
+/// With `--trust-new-server`, as [`crate::ClientProcess`] does, so that no fingerprint
+/// question stands between the test and its chat.
 pub fn client_command(data_dir: &Path, tcp_port: u16, args: &[&str]) -> String {
+    let mut trusting = vec!["--trust-new-server"];
+    trusting.extend_from_slice(args);
+    client_command_exactly(data_dir, tcp_port, &trusting)
+}
+
+/// [`client_command`] without `--trust-new-server`: the client asks on first contact.
+pub fn client_command_exactly(data_dir: &Path, tcp_port: u16, args: &[&str]) -> String {
     let mut words = vec![
         "env".into(),
         shell_quote(&format!("XDG_DATA_HOME={}", data_dir.display())),

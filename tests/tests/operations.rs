@@ -752,7 +752,12 @@ fn the_client_takes_its_defaults_from_its_configuration_file() {
     let config = config_home.join("chat-client/config.toml");
     std::fs::write(
         &config,
-        format!("server = \"127.0.0.1\"\ntcp-port = {}\n", server.tcp.port()),
+        // No data directory (the environment is cleared), so no known_servers to consult:
+        // the file says to trust the server met first.
+        format!(
+            "server = \"127.0.0.1\"\ntcp-port = {}\ntrust-new-server = true\n",
+            server.tcp.port()
+        ),
     )
     .unwrap();
     let home = [("XDG_CONFIG_HOME", config_home.to_str().unwrap())];

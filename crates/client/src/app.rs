@@ -2,12 +2,13 @@
 //! of the data plane the command line asks for.
 
 use crate::cli::Cli;
-use crate::entering::handshake::{self, Membership, Request, Timeouts};
+use crate::entering::handshake::Request;
 use crate::entering::resume;
 use crate::entering::room_table;
 use crate::entering::saved::Store;
 use crate::entering::{admit, build_request};
 use crate::error::ClientError;
+use crate::secure::connector::{Connector, Entered};
 use crate::ui::screen::{print_line, print_problem};
 use crate::v1;
 use crate::v2;
@@ -27,24 +28,25 @@ pub fn run(cli: Cli) -> Result<(), ClientError> {
 
 /// The whole run, for callers that bring their own runtime.
 pub async fn chat(cli: Cli) -> Result<(), ClientError> {
+    let connector = Connector::new(&cli);
     let Some(mut request) = build_request(&cli.command)? else {
-        let list = handshake::list_rooms(&cli.server, cli.tcp_port, Timeouts::default()).await?;
+        let list = connector.list().await?;
         for line in room_table::table(&list) {
             print_line(&line)?;
         }
         return Ok(());
     };
     let saved = resume::saved_key(&cli, &request).and_then(|key| Some((Store::for_user()?, key)));
-    let membership = match resume::take_back(&cli, &request, saved.as_ref()).await? {
-        Some(membership) => membership,
-        None => admit(&cli, &mut request).await?,
+    let entered = match resume::take_back(&cli, &connector, &request, saved.as_ref()).await? {
+        Some(entered) => entered,
+        None => admit(&connector, &mut request).await?,
     };
     if let Some((store, key)) = &saved
-        && let Err(error) = store.save(key, &membership)
+        && let Err(error) = store.save(key, entered.membership())
     {
         tracing::info!(%error, "cannot save the membership; a crash would leave it behind");
     }
-    let outcome = chat_in(&cli, &request, membership).await;
+    let outcome = chat_in(&cli, &connector, &request, entered).await;
     // Any end short of a crash: nothing is left to take back.
     if let Some((store, key)) = &saved
         && let Err(error) = store.forget(key)
@@ -54,22 +56,30 @@ pub async fn chat(cli: Cli) -> Result<(), ClientError> {
     outcome
 }
 
-/// Chats in the room `membership` opened, in the version the command line and server allow.
-async fn chat_in(cli: &Cli, request: &Request, membership: Membership) -> Result<(), ClientError> {
-    if cli.v1 {
-        return v1::chat(cli, request, &membership).await;
-    }
-    if membership.server_is_v1_only() {
-        // A version-2 register would go unanswered and look like a wrong UDP port. The
-        // username went as a JSON string, so the membership is right for version 1 as it is.
-        if request.user.password.is_some() {
-            v1::abandon(cli, request, &membership).await?;
-            return Err(ClientError::V1OnlyPrivate);
+/// Chats in the room `entered` opened, in the version the command line and server allow.
+async fn chat_in(
+    cli: &Cli,
+    connector: &Connector,
+    request: &Request,
+    entered: Entered,
+) -> Result<(), ClientError> {
+    if let Entered::Plain(membership) = &entered {
+        if cli.v1 {
+            return v1::chat(cli, request, membership).await;
         }
-        print_problem(V1_FALLBACK);
-        return v1::chat(cli, request, &membership).await;
+        if membership.server_is_v1_only() {
+            // A version-2 register would go unanswered and look like a wrong UDP port. The
+            // username went as a JSON string, so the membership is right for version 1 as
+            // it is.
+            if request.user.password.is_some() {
+                v1::abandon(cli, request, membership).await?;
+                return Err(ClientError::V1OnlyPrivate);
+            }
+            print_problem(V1_FALLBACK);
+            return v1::chat(cli, request, membership).await;
+        }
     }
-    v2::chat(cli, request, membership).await
+    v2::chat(cli, connector, request, entered).await
 }
 
 /// What the default client says when the server turns out to speak only version 1.

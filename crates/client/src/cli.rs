@@ -1,5 +1,6 @@
 //! Command-line arguments.
 
+use chat_protocol::fingerprint::Fingerprint;
 use clap::{Args, Parser, Subcommand};
 
 use crate::logging::parse_log_level;
@@ -13,15 +14,23 @@ pub const DEFAULT_UDP_PORT: u16 = 9091;
 
 const EXIT_CODES_HELP: &str = "\
 Lines typed on standard input are sent to the room, one message per line. In the chat:
-  /who  /me  /msg  /topic  /away  /ignore  /history [N]  /next (pair rooms)  /help
-  /quit (end of input leaves too); the host also has /kick, /ban and /host
+  /who  /me  /msg  /topic  /away  /ignore  /history [N]  /status  /next (pair rooms)
+  /help  /quit (end of input leaves too); the host also has /kick, /ban and /host
+
+Encryption (version 3, the default): the server is pinned by its certificate's fingerprint
+in ~/.local/share/chat-client/known_servers, as SSH pins hosts. On first contact a terminal
+asks; otherwise pass --fingerprint SHA256:... (what `chat-server fingerprint` prints) or
+--trust-new-server. A server without encryption is used in plaintext with a warning, unless
+it is pinned (a downgrade) or --require-encryption is given.
 
 Exit codes:
   0  normal end: /quit, end of input, or the room was closed
   1  any other error
   2  usage error: bad arguments, or an invalid room name or username
   3  the server refused the request (its error code and message are printed)
-  4  cannot reach the server: connection refused or timed out, no reply, no answer on UDP";
+  4  cannot reach the server: connection refused or timed out, no reply, no answer on UDP
+  5  the server is not trusted (unknown or changed certificate, --fingerprint not matching)
+     or offers no encryption when it must; nothing was sent";
 
 /// Terminal client for the chat messenger: creates, joins or pairs into a room and chats in
 /// it, or lists the rooms.
@@ -45,8 +54,29 @@ pub struct Cli {
     /// Speak version 1 of the chat protocol (for the reference server): no acks, no
     /// history, no typing indicators; /who, /history and /next need version 2. The default
     /// client falls back to version 1 by itself on a version-1-only server.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "v2")]
     pub v1: bool,
+    /// Speak version 2 in plaintext (no TLS, datagrams not sealed): the room and token go
+    /// in clear. The default is version 3, encrypted.
+    #[arg(long, global = true)]
+    pub v2: bool,
+    /// Trust the server only if its certificate has this fingerprint (as
+    /// `chat-server fingerprint` prints it); it is then remembered in known_servers. Also
+    /// how to accept a server whose certificate changed, once checked.
+    #[arg(long, global = true, value_name = "SHA256:HEX", value_parser = parse_fingerprint)]
+    pub fingerprint: Option<Fingerprint>,
+    /// Trust a server met for the first time without asking, and remember its
+    /// fingerprint (a changed certificate is still refused).
+    #[arg(long, global = true)]
+    pub trust_new_server: bool,
+    /// Send the chat over the encrypted TCP connection from the start instead of UDP (by
+    /// default this happens by itself when UDP gets no answer).
+    #[arg(long, global = true, conflicts_with_all = ["v1", "v2"])]
+    pub tcp: bool,
+    /// Refuse to continue when the server does not offer encryption (no plaintext
+    /// fallback).
+    #[arg(long, global = true, conflicts_with_all = ["v1", "v2"])]
+    pub require_encryption: bool,
     /// In a terminal, do not ring the bell when a message names you (it is still
     /// highlighted). In the configuration file: `bell = false`.
     #[arg(long, global = true)]
@@ -54,6 +84,11 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+fn parse_fingerprint(text: &str) -> Result<Fingerprint, String> {
+    text.parse()
+        .map_err(|error: chat_protocol::fingerprint::BadFingerprint| error.to_string())
 }
 
 /// The handshake operation to perform.
@@ -146,6 +181,53 @@ mod tests {
             })
         );
         assert!(!cli.v1);
+        assert!(!cli.v2 && !cli.tcp && !cli.trust_new_server && !cli.require_encryption);
+        assert_eq!(cli.fingerprint, None);
+    }
+
+    #[test]
+    fn encryption_flags_parse_and_conflict_with_plaintext() {
+        let print = format!("SHA256:{}", "ab".repeat(32));
+        let cli = Cli::try_parse_from([
+            "chat-client",
+            "--fingerprint",
+            &print,
+            "--tcp",
+            "--require-encryption",
+            "--trust-new-server",
+            "join",
+            "lobby",
+            "--name",
+            "bob",
+        ])
+        .unwrap();
+        assert_eq!(cli.fingerprint.map(|f| f.to_string()), Some(print));
+        assert!(cli.tcp && cli.require_encryption && cli.trust_new_server);
+        let bad = Cli::try_parse_from(["chat-client", "--fingerprint", "MD5:00", "rooms"]);
+        assert_eq!(bad.unwrap_err().exit_code(), 2);
+        for conflict in [
+            ["--v1", "--v2"],
+            ["--v2", "--require-encryption"],
+            ["--v1", "--tcp"],
+        ] {
+            let mut args = vec!["chat-client"];
+            args.extend(conflict);
+            args.push("rooms");
+            assert!(Cli::try_parse_from(args).is_err(), "{conflict:?}");
+        }
+        let help = Cli::try_parse_from(["chat-client", "--help"])
+            .unwrap_err()
+            .to_string();
+        for flag in [
+            "--fingerprint",
+            "--trust-new-server",
+            "--tcp",
+            "--v2",
+            "--require-encryption",
+            "/status",
+        ] {
+            assert!(help.contains(flag), "{flag}: {help}");
+        }
     }
 
     #[test]

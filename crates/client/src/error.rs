@@ -17,6 +17,10 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_REFUSED: u8 = 3;
 /// Exit code when the server cannot be reached or does not answer.
 pub const EXIT_UNREACHABLE: u8 = 4;
+/// Exit code when the server's identity is not trusted (unknown or changed certificate,
+/// a `--fingerprint` that does not match) or encryption was expected and not offered;
+/// nothing was sent to it.
+pub const EXIT_UNTRUSTED: u8 = 5;
 
 /// Why a client run failed.
 #[derive(Debug, Error)]
@@ -163,6 +167,13 @@ pub enum ClientError {
     /// Standard output could not be written (closed pipe, full disk...).
     #[error("cannot write to standard output: {0}")]
     Output(#[source] io::Error),
+    /// The TLS handshake with a server that speaks TLS failed (an alert, a bad signature).
+    #[error("the encrypted connection to the server failed: {0}")]
+    Tls(String),
+    /// The server is not trusted, or would be talked to in plaintext against the user's
+    /// wishes; the sentence says what happened and how to proceed. Nothing was sent.
+    #[error("{0}")]
+    Untrusted(String),
     /// The async runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] io::Error),
@@ -178,7 +189,10 @@ impl ClientError {
     ///   only version 1 when a private room was asked for;
     /// - 4 ([`EXIT_UNREACHABLE`]): the server cannot be reached (name not resolved, connection
     ///   refused or timed out, connection closed or silent before replying, no answer on UDP,
-    ///   or silent on UDP for minutes in the middle of a chat).
+    ///   or silent on UDP for minutes in the middle of a chat);
+    /// - 5 ([`EXIT_UNTRUSTED`]): the server's certificate is unknown (and nothing said to
+    ///   trust it), changed, or not the `--fingerprint` given; or it offers no encryption
+    ///   while it did before or `--require-encryption` was given.
     ///
     /// A normal end exits 0 ([`EXIT_OK`]) and is not an error.
     pub fn exit_code(&self) -> u8 {
@@ -194,6 +208,7 @@ impl ClientError {
             | Self::HandshakeTimeout(_)
             | Self::RegistrationUnanswered { .. }
             | Self::ServerSilent { .. } => EXIT_UNREACHABLE,
+            Self::Untrusted(_) => EXIT_UNTRUSTED,
             Self::Request(_)
             | Self::InvalidReply(_)
             | Self::UdpSetup { .. }
@@ -203,6 +218,7 @@ impl ClientError {
             | Self::Output(_)
             | Self::Terminal(_)
             | Self::Password(_)
+            | Self::Tls(_)
             | Self::Runtime(_) => EXIT_FAILURE,
         }
     }

@@ -8,7 +8,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chat_protocol::fingerprint::Fingerprint;
 use serde::Deserialize;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Connector, TcpConnector};
+
+use crate::secure::https::PinnedTls;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -27,6 +32,9 @@ pub struct FileLink {
     pub room: String,
     /// The member's token.
     pub token: String,
+    /// In an encrypted conversation: the server's host and certificate, to which every
+    /// request goes inside TLS (the server serves TLS on its HTTP port too).
+    pub pinned: Option<(String, Fingerprint)>,
 }
 
 /// A shared file as the server describes it.
@@ -74,12 +82,21 @@ struct ErrorBody {
 }
 
 impl FileLink {
-    fn agent(&self) -> ureq::Agent {
-        ureq::Agent::config_builder()
+    fn agent(&self) -> Result<ureq::Agent, TransferError> {
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(TRANSFER_TIMEOUT))
-            .build()
-            .into()
+            .build();
+        let Some((host, fingerprint)) = &self.pinned else {
+            return Ok(config.into());
+        };
+        // Encrypted conversation: the token goes inside TLS to the pinned server only.
+        let tls = PinnedTls::new(host, *fingerprint).map_err(TransferError::Unreachable)?;
+        Ok(ureq::Agent::with_parts(
+            config,
+            TcpConnector::default().chain(tls),
+            DefaultResolver::default(),
+        ))
     }
 
     fn files_url(&self) -> String {
@@ -108,7 +125,7 @@ impl FileLink {
             .unwrap_or_else(|| "file".to_owned());
         let url = format!("{}?name={}", self.files_url(), percent(&name));
         let mut response = self
-            .agent()
+            .agent()?
             .post(url)
             .header("Authorization", format!("Bearer {}", self.token))
             .header("Content-Type", "application/octet-stream")
@@ -139,7 +156,7 @@ impl FileLink {
             .find(|file| file.id.eq_ignore_ascii_case(id))
             .ok_or_else(|| TransferError::Refused(format!("there is no file {id} in this room")))?;
         let mut response = self
-            .agent()
+            .agent()?
             .get(format!("{}/{}", self.files_url(), percent(&file.id)))
             .header("Authorization", format!("Bearer {}", self.token))
             .call()
@@ -176,7 +193,7 @@ impl FileLink {
             files: Vec<SharedFile>,
         }
         let mut response = self
-            .agent()
+            .agent()?
             .get(self.files_url())
             .header("Authorization", format!("Bearer {}", self.token))
             .call()

@@ -1,7 +1,9 @@
 //! Terminal client for the chat messenger: creates, joins or pairs into a room over TCRP
-//! (TCP), then chats in it over UCRP (UDP). Version 2 of the data plane is the default
-//! (acked, ordered, with history and presence); `--v1` speaks version 1 for the reference
-//! server.
+//! (TCP), then chats in it over UCRP (UDP). Version 3 is the default: version 2's
+//! conversation (acked, ordered, with history and presence) with the handshake inside TLS
+//! (the server pinned like SSH pins hosts) and every datagram sealed, over UDP or, when UDP
+//! is blocked, the TLS connection; `--v2` speaks version 2 in plaintext, `--v1` version 1
+//! for the reference server.
 //!
 //! Incoming chat is printed to stdout as `NAME: TEXT` (`[HH:MM] NAME: TEXT` in a terminal),
 //! notices as `* TEXT`, one flushed line each. Diagnostics go to stderr.
@@ -15,6 +17,7 @@
 //! | 2 | usage error: bad arguments, or an invalid room name or username |
 //! | 3 | the server refused the handshake; its error code and message are printed |
 //! | 4 | cannot reach the server: connection refused or timed out, no reply, no UDP answer |
+//! | 5 | the server is not trusted (unknown or changed certificate), or offers no encryption when it must |
 //!
 //! Modules, by stage:
 //! - [`cli`], [`settings`]: the command line, the configuration file, `completions`, `man` and
@@ -23,6 +26,10 @@
 //!   [`entering::password_prompt`] for private rooms), the [`entering::room_table`] of
 //!   `rooms`, and memberships [`entering::saved`] so that a crashed client's place can be
 //!   taken back ([`entering::resume`]).
+//! - [`secure`]: version 3: TLS and pinning ([`secure::connector`], [`secure::tls`],
+//!   [`secure::known_servers`]), sealed datagrams ([`secure::sealed_link`]), the tunnel
+//!   ([`secure::tunnel`]), the choice of path ([`secure::path`]) and the sealed data plane
+//!   ([`secure::plane`]).
 //! - [`transport`]: the UDP socket and datagram envelope, shared by both versions;
 //!   [`pace`]: the flood control the server announced.
 //! - [`v1`]: the version-1 chat (`--v1`, or a version-1-only server).
@@ -43,6 +50,7 @@ pub mod error;
 pub mod files;
 pub mod logging;
 pub mod pace;
+pub mod secure;
 pub mod settings;
 pub mod signals;
 pub mod transport;

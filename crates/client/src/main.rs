@@ -1,7 +1,8 @@
 //! `chat-client`: create or join a chat room and talk in it from the terminal.
 //!
 //! Exit codes: 0 normal end (quit, end of input, room closed); 1 other error; 2 usage error;
-//! 3 the server refused the request; 4 cannot reach the server. See `chat-client --help`.
+//! 3 the server refused the request; 4 cannot reach the server; 5 the server is not trusted.
+//! See `chat-client --help`.
 
 use std::process::ExitCode;
 

@@ -1,8 +1,9 @@
 //! What the command line does beside chatting, and the defaults a user keeps in a file.
 //!
 //! `$XDG_CONFIG_HOME/chat-client/config.toml` (else `~/.config/chat-client/config.toml`) may
-//! set `server`, `tcp-port`, `udp-port`, `name`, `log-level`, `v1` and `bell` (`false`: as
-//! `--no-bell`); a flag given on the
+//! set `server`, `tcp-port`, `udp-port`, `name`, `log-level`, `fingerprint`, the switches
+//! `v1`, `v2`, `tcp`, `trust-new-server` and `require-encryption` (`true` or `false`), and
+//! `bell` (`false`: as `--no-bell`); a flag given on the
 //! command line wins over the file. A bad key or value is refused with the file and line.
 
 use std::collections::BTreeMap;
@@ -27,15 +28,23 @@ pub const VERSION: &str = concat!(
 const MAX_FILE_BYTES: u64 = 64 * 1024;
 
 /// The keys of the file: the global flags, and `name` for create, join and pair.
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 12] = [
     "server",
     "tcp-port",
     "udp-port",
     "log-level",
     "v1",
+    "v2",
     "name",
     "bell",
+    "fingerprint",
+    "trust-new-server",
+    "tcp",
+    "require-encryption",
 ];
+
+/// The keys that are switches: `true` gives the flag, `false` leaves it off.
+const SWITCHES: [&str; 5] = ["v1", "v2", "trust-new-server", "tcp", "require-encryption"];
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -193,9 +202,11 @@ fn load(path: &Path) -> Result<Vec<(&'static str, Option<String>)>, SettingsErro
             ));
         };
         let text = match (value.get_ref(), *flag) {
-            (Value::Boolean(true), "v1") => None,
-            (Value::Boolean(false), "v1") => continue,
-            (_, "v1") => return Err(refuse(line, "\"v1\" must be true or false".into())),
+            (Value::Boolean(true), switch) if SWITCHES.contains(&switch) => None,
+            (Value::Boolean(false), switch) if SWITCHES.contains(&switch) => continue,
+            (_, switch) if SWITCHES.contains(&switch) => {
+                return Err(refuse(line, format!("\"{switch}\" must be true or false")));
+            }
             (Value::Boolean(true), "bell") => continue,
             (Value::Boolean(false), "bell") => {
                 settings.push(("no-bell", None));
@@ -298,6 +309,23 @@ mod tests {
         // `rooms` takes no name: the file's is not forced on it.
         let cli = chat(parse_with(file, &["chat-client", "rooms"]));
         assert_eq!(cli.command, crate::cli::Command::Rooms);
+    }
+
+    #[test]
+    fn the_encryption_switches_and_the_pin_can_live_in_the_file() {
+        let print = format!("SHA256:{}", "cd".repeat(32));
+        let file = format!(
+            "fingerprint = \"{print}\"\ntrust-new-server = true\ntcp = true\nrequire-encryption = false\n"
+        );
+        let cli = chat(parse_with(
+            &file,
+            &["chat-client", "join", "lobby", "--name", "bob"],
+        ));
+        assert_eq!(cli.fingerprint.map(|f| f.to_string()), Some(print));
+        assert!(cli.trust_new_server && cli.tcp && !cli.require_encryption);
+        assert!(chat(parse_with("v2 = true\n", &["chat-client", "rooms"])).v2);
+        assert!(parse_with("tcp = 1\n", &["chat-client", "rooms"]).is_err());
+        assert!(parse_with("fingerprint = \"MD5:00\"\n", &["chat-client", "rooms"]).is_err());
     }
 
     #[test]

@@ -20,7 +20,8 @@ use chat_protocol::tcrp::{ErrorCode, Operation, UserRequest};
 
 use crate::cli::{Cli, Command, DEFAULT_UDP_PORT};
 use crate::error::ClientError;
-use handshake::{Membership, Request, Timeouts};
+use crate::secure::connector::{Connector, Entered};
+use handshake::{Membership, Request};
 
 /// Checks the names locally, so that an obvious mistake is explained without a round trip.
 /// `None` for `rooms`, which joins nothing.
@@ -61,8 +62,8 @@ pub fn build_request(command: &Command) -> Result<Option<Request>, ClientError> 
 /// Performs the handshake. A join refused with `bad_password` while no password was given is
 /// retried once with one typed at a prompt, when standard input is a terminal to type it on;
 /// `request` then keeps it.
-pub async fn admit(cli: &Cli, request: &mut Request) -> Result<Membership, ClientError> {
-    let first = handshake::perform(&cli.server, cli.tcp_port, request, Timeouts::default()).await;
+pub async fn admit(connector: &Connector, request: &mut Request) -> Result<Entered, ClientError> {
+    let first = connector.handshake(request).await;
     match first {
         Err(ClientError::Refused { code, .. })
             if code == ErrorCode::BadPassword.as_str()
@@ -71,7 +72,7 @@ pub async fn admit(cli: &Cli, request: &mut Request) -> Result<Membership, Clien
                 && std::io::stdin().is_terminal() =>
         {
             request.user.password = Some(password_prompt::ask(&request.room).await?);
-            handshake::perform(&cli.server, cli.tcp_port, request, Timeouts::default()).await
+            connector.handshake(request).await
         }
         // No password was given and there is no terminal to ask on: the password is not
         // wrong, it is missing.

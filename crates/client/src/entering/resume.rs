@@ -11,11 +11,12 @@ use chat_protocol::ucrp::{REGISTER, ServerDatagram};
 use chat_protocol::v2::{ClientV2, ServerV2, V2ErrorCode};
 use tokio::time::Instant;
 
-use super::handshake::{Membership, Request};
+use super::handshake::Request;
 use super::saved::{Key, Saved, Store};
 use super::{room_name, udp_server};
 use crate::cli::Cli;
 use crate::error::ClientError;
+use crate::secure::connector::{Connector, Entered};
 use crate::transport::{Link, receive_buffer};
 use crate::ui::screen::print_problem;
 
@@ -66,12 +67,16 @@ pub fn saved_key(cli: &Cli, request: &Request) -> Option<Key> {
 }
 
 /// The saved membership for this room and name, when the server still knows its token: a
-/// client that crashed left it behind, and this one takes its place.
+/// client that crashed left it behind, and this one takes its place. A version-3 membership
+/// is attached over TLS (fresh keys: its old counters are never reused) and never used in
+/// plaintext; a plaintext one is not used with a server that now offers encryption (its
+/// token would go in clear again).
 pub async fn take_back(
     cli: &Cli,
+    connector: &Connector,
     request: &Request,
     saved: Option<&(Store, Key)>,
-) -> Result<Option<Membership>, ClientError> {
+) -> Result<Option<Entered>, ClientError> {
     let Some((store, key)) = saved else {
         return Ok(None);
     };
@@ -80,6 +85,28 @@ pub async fn take_back(
         return Ok(None);
     };
     let membership = found.membership();
+    if membership.is_encrypted() {
+        if !connector.encrypts() {
+            return Ok(None);
+        }
+        let room = room_name(request, &membership);
+        return match connector.attach(&room, &membership.grant.token).await {
+            Ok(secured) => {
+                say_taken_back(request);
+                Ok(Some(Entered::Secure(Box::new(secured))))
+            }
+            // The server no longer knows it (or never granted it over TLS).
+            Err(ClientError::Refused { code, .. }) => {
+                tracing::debug!(%code, "the saved membership cannot be attached");
+                let _ = store.forget(key);
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        };
+    }
+    if connector.is_encrypted().await? {
+        return Ok(None);
+    }
     let link = Link::open(
         udp_server(cli, &membership),
         room_name(request, &membership),
@@ -88,13 +115,17 @@ pub async fn take_back(
     .await?;
     let v1 = cli.v1 || membership.server_is_v1_only();
     if still_known(&link, v1).await? {
-        print_problem(&format!(
-            "* taking back your place in {:?} (an earlier chat-client left it without leaving)",
-            request.room
-        ));
-        Ok(Some(membership))
+        say_taken_back(request);
+        Ok(Some(Entered::Plain(membership)))
     } else {
         let _ = store.forget(key);
         Ok(None)
     }
+}
+
+fn say_taken_back(request: &Request) {
+    print_problem(&format!(
+        "* taking back your place in {:?} (an earlier chat-client left it without leaving)",
+        request.room
+    ));
 }

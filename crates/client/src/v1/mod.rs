@@ -182,6 +182,12 @@ async fn act_on(
             }
             return Ok(true);
         }
+        Typed::Status => {
+            print_line(
+                "* protocol version 1, path: udp, not encrypted (version 1 has no encryption)",
+            )?;
+            return Ok(true);
+        }
         Typed::Who
         | Typed::History(_)
         | Typed::Next

@@ -7,10 +7,10 @@ pub const DEFAULT_HISTORY: u32 = 20;
 
 /// The command list shown after an unknown command: the everyday ones, `/help` first, which
 /// lists them all.
-pub const COMMAND_LIST: &str = "/help, /who, /history [N], /next, /quit";
+pub const COMMAND_LIST: &str = "/help, /who, /history [N], /status, /next, /quit";
 
 /// `/help`, one notice per line.
-pub const HELP: [&str; 19] = [
+pub const HELP: [&str; 20] = [
     "commands:",
     "  /who          who is in the room",
     "  /me TEXT      an action, shown as * yourname TEXT",
@@ -20,6 +20,7 @@ pub const HELP: [&str; 19] = [
     "  /search WORDS messages with all these words (again: older ones)",
     "  /ignore [NAME]  hide NAME's messages on this screen (alone: list); /unignore NAME",
     "  /away [TEXT]  mark yourself away (shown in /who); /back when you return",
+    "  /status       the connection: path (udp or tunnel), encryption, room and name",
     "  /send PATH    share a file with the room (members see its name, size and id)",
     "  /get ID [PATH]  download a shared file (checked against its checksum)",
     "  host only:",
@@ -43,6 +44,8 @@ pub enum Typed {
     Help,
     /// `/who`.
     Who,
+    /// `/status`.
+    Status,
     /// `/history [N]`, with N checked and capped.
     History(u32),
     /// `/next`.
@@ -157,6 +160,7 @@ pub fn parse(line: &str) -> Typed {
     match (name.as_str(), argument) {
         ("help", None) => Typed::Help,
         ("who", None) => Typed::Who,
+        ("status", None) => Typed::Status,
         ("next", None) => Typed::Next,
         ("quit" | "exit", None) => Typed::Quit,
         ("history", None) => Typed::History(DEFAULT_HISTORY),
@@ -167,7 +171,7 @@ pub fn parse(line: &str) -> Typed {
             Ok(_) | Err(_) => Typed::Misused(HISTORY_USAGE),
         },
         ("history", Some(_)) => Typed::Misused(HISTORY_USAGE),
-        ("help" | "who" | "next" | "quit" | "exit", Some(_)) => {
+        ("help" | "who" | "status" | "next" | "quit" | "exit", Some(_)) => {
             Typed::Misused("this command takes no argument")
         }
         _ => Typed::Unknown(format!("/{name}")),

@@ -6,32 +6,33 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use chat_protocol::ucrp::ServerDatagram;
-use chat_protocol::v2::{ClientV2, ServerV2};
+use chat_protocol::v2::ClientV2;
 
 use crate::error::ClientError;
 use crate::files::FileLink;
-use crate::transport::{Link, receive_buffer};
+use crate::secure::plane::PlaneEvent;
+use crate::transport::receive_buffer;
 use crate::ui::format;
 use crate::ui::input::{InputLine, Inputs, MAX_INPUT_LINE, UserEvent};
 use crate::ui::screen::Screen;
 use crate::v2::conversation::{Conversation, Effects, Ending, Transfer};
+use crate::v2::plane::DataPlane;
 
 /// `leave` is sent this many times, since UDP may drop one.
 pub const LEAVE_COPIES: usize = 3;
 /// Spacing of the `leave` copies.
 pub const LEAVE_SPACING: Duration = Duration::from_millis(50);
 
-/// Runs `conversation` on `link` until it ends, starting with the effects `first` that
+/// Runs `conversation` on `plane` until it ends, starting with the effects `first` that
 /// [`Conversation::start`] returned. On `/quit` and `/next` the server is told, `leave` sent
 /// [`LEAVE_COPIES`] times.
 pub async fn run(
-    link: &Link,
+    plane: &mut DataPlane,
     conversation: &mut Conversation,
     first: Effects,
     inputs: &mut Inputs,
     screen: &dyn Screen,
-    files: Option<&FileLink>,
+    files: Result<&FileLink, &'static str>,
 ) -> Result<Ending, ClientError> {
     let mut buffer = receive_buffer();
     let mut effects = first;
@@ -41,21 +42,25 @@ pub async fn run(
         for transfer in std::mem::take(&mut effects.transfers) {
             start_transfer(transfer, files, &reports, &mut effects);
         }
-        if let Some(ending) = apply(link, screen, effects).await? {
+        if std::mem::take(&mut effects.status) {
+            show_status(plane, conversation, screen)?;
+        }
+        if let Some(ending) = apply(plane, screen, effects).await? {
             if matches!(ending, Ending::Quit | Ending::Next) {
-                leave(link).await?;
+                leave(plane).await?;
             }
             return Ok(ending);
         }
         let wakeup = tokio::time::Instant::from_std(conversation.next_wakeup());
         effects = tokio::select! {
-            received = link.receive(&mut buffer) => match received? {
-                Some(len) => match buffer.get(..len).and_then(decode) {
-                    Some(message) => conversation.on_server(message, Instant::now()),
-                    None => Effects::default(),
-                },
-                // An ICMP error: nothing listens; the keepalive notices the silence.
-                None => Effects::default(),
+            event = plane.next(&mut buffer) => match event? {
+                PlaneEvent::Message(message) => conversation.on_server(message, Instant::now()),
+                PlaneEvent::Reregister => conversation.path_changed(Instant::now()),
+                PlaneEvent::ProbeUdp => {
+                    plane.probe_udp(&ClientV2::Register { last_id: conversation.last_id() })?;
+                    Effects::default()
+                }
+                PlaneEvent::Nothing => Effects::default(),
             },
             event = inputs.next() => match event? {
                 UserEvent::Line(InputLine::Text(text)) => {
@@ -83,13 +88,13 @@ pub async fn run(
 
 /// Sends and prints what the conversation asked for; returns its ending, if it ended.
 async fn apply(
-    link: &Link,
+    plane: &mut DataPlane,
     screen: &dyn Screen,
     effects: Effects,
 ) -> Result<Option<Ending>, ClientError> {
     for message in &effects.send {
         tracing::trace!(?message, "sending");
-        link.send_v2(message).await?;
+        plane.send_v2(message).await?;
     }
     for line in &effects.lines {
         screen.show(line)?;
@@ -112,15 +117,16 @@ const MAX_TRANSFERS: usize = 4;
 /// Starts a transfer on a blocking thread; its report comes back on `reports`.
 fn start_transfer(
     transfer: Transfer,
-    files: Option<&FileLink>,
+    files: Result<&FileLink, &'static str>,
     reports: &mpsc::Sender<Report>,
     effects: &mut Effects,
 ) {
-    let Some(files) = files.cloned() else {
-        effects.problems.push(format::notice(
-            "this server does not share files (it serves no HTTP)",
-        ));
-        return;
+    let files = match files {
+        Ok(files) => files.clone(),
+        Err(why) => {
+            effects.problems.push(format::notice(why));
+            return;
+        }
     };
     let Ok(slot) = reports.clone().try_reserve_owned() else {
         effects.problems.push(format::notice(&format!(
@@ -156,29 +162,35 @@ fn start_transfer(
 }
 
 /// Tells the server this member leaves: `leave`, [`LEAVE_COPIES`] times.
-pub async fn leave(link: &Link) -> Result<(), ClientError> {
+pub async fn leave(plane: &mut DataPlane) -> Result<(), ClientError> {
     for copy in 0..LEAVE_COPIES {
         if copy > 0 {
             tokio::time::sleep(LEAVE_SPACING).await;
         }
-        link.send_v2(&ClientV2::Leave).await?;
+        plane.send_v2(&ClientV2::Leave).await?;
     }
     Ok(())
 }
 
-/// A version-2 message from the server; anything else is logged and dropped.
-fn decode(datagram: &[u8]) -> Option<ServerV2> {
-    match ServerDatagram::decode(datagram) {
-        Ok(ServerDatagram::V2(message)) => Some(message),
-        Ok(other) => {
-            tracing::debug!(?other, "ignoring a version-1 datagram");
-            None
-        }
-        Err(error) => {
-            tracing::debug!(%error, len = datagram.len(), "ignoring an undecodable datagram");
-            None
-        }
+/// `/status`: the path, the server's fingerprint, the protocol version, room and name.
+fn show_status(
+    plane: &DataPlane,
+    conversation: &Conversation,
+    screen: &dyn Screen,
+) -> Result<(), ClientError> {
+    let status = plane.status();
+    let (room, me) = conversation.who_where();
+    let fingerprint = status
+        .fingerprint
+        .unwrap_or_else(|| "none (not encrypted)".into());
+    for line in [
+        format!("room: {room}, as {me}"),
+        format!("protocol version {}, path: {}", status.version, status.path),
+        format!("server: {} (certificate {fingerprint})", status.server),
+    ] {
+        screen.show(&format::notice(&line))?;
     }
+    Ok(())
 }
 
 /// A problem with a line the user typed, which never reached the conversation.

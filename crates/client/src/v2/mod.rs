@@ -11,6 +11,7 @@ pub mod commands;
 pub mod conversation;
 pub mod event_loop;
 pub mod keepalive;
+pub mod plane;
 pub mod reorder;
 pub mod typing;
 pub mod unacked;
@@ -19,11 +20,14 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 use crate::cli::Cli;
-use crate::entering::handshake::{self, Membership, Request, Timeouts};
+use crate::entering::handshake::{Membership, Request};
 use crate::entering::{room_name, udp_server, username};
 use crate::error::ClientError;
 use crate::files::FileLink;
 use crate::pace;
+use crate::secure::connector::{Connector, Entered};
+use crate::secure::plane::SecurePlane;
+use crate::secure::sealed_link::SealedLink;
 use crate::signals;
 use crate::transport::Link;
 use crate::ui::format::{self, LineStyle};
@@ -31,16 +35,30 @@ use crate::ui::input::{self, Inputs};
 use crate::ui::screen::{PlainScreen, Screen};
 use crate::ui::terminal;
 use crate::v2::conversation::{Conversation, Ending, Setup, Timing};
+use crate::v2::plane::DataPlane;
 
 /// Chats in the room `membership` let this member into, and in the next ones `/next` finds,
 /// until the end.
-pub async fn chat(cli: &Cli, request: &Request, membership: Membership) -> Result<(), ClientError> {
+pub async fn chat(
+    cli: &Cli,
+    connector: &Connector,
+    request: &Request,
+    entered: Entered,
+) -> Result<(), ClientError> {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if interactive {
         match terminal::start() {
             Ok((terminal, mut inputs)) => {
-                let outcome =
-                    chat_in_rooms(cli, request, membership, &mut inputs, &terminal, true).await;
+                let outcome = chat_in_rooms(
+                    cli,
+                    connector,
+                    request,
+                    entered,
+                    &mut inputs,
+                    &terminal,
+                    true,
+                )
+                .await;
                 terminal.finish().await;
                 return outcome;
             }
@@ -49,7 +67,16 @@ pub async fn chat(cli: &Cli, request: &Request, membership: Membership) -> Resul
         }
     }
     let mut inputs = plain_inputs()?;
-    chat_in_rooms(cli, request, membership, &mut inputs, &PlainScreen, false).await
+    chat_in_rooms(
+        cli,
+        connector,
+        request,
+        entered,
+        &mut inputs,
+        &PlainScreen,
+        false,
+    )
+    .await
 }
 
 /// Standard input read line by line, and Ctrl-C, SIGTERM and SIGHUP, which leave like
@@ -61,25 +88,30 @@ fn plain_inputs() -> Result<Inputs, ClientError> {
 
 async fn chat_in_rooms(
     cli: &Cli,
+    connector: &Connector,
     request: &Request,
-    mut membership: Membership,
+    mut entered: Entered,
     inputs: &mut Inputs,
     screen: &dyn Screen,
     interactive: bool,
 ) -> Result<(), ClientError> {
     let pair = request.operation == chat_protocol::tcrp::Operation::Pair;
     loop {
+        let (mut plane, membership) = open_plane(cli, connector, request, entered).await?;
         let server = udp_server(cli, &membership);
         let room = room_name(request, &membership);
-        let link = Link::open(server, room.clone(), membership.grant.token.clone()).await?;
+        let message_capacity = match &plane {
+            DataPlane::Plain(link) => link.message_capacity(),
+            DataPlane::Sealed(_) => SealedLink::message_capacity(),
+        };
         let setup = Setup {
             me: username(request, &membership),
-            room,
+            room: room.clone(),
             pair,
             style: LineStyle { clock: interactive },
             typing_notices: interactive,
             bell: interactive && !cli.no_bell,
-            message_capacity: link.message_capacity(),
+            message_capacity,
             timing: Timing::default(),
         };
         if interactive {
@@ -89,42 +121,51 @@ async fn chat_in_rooms(
         if let Some((burst, interval)) = pace::announced(&membership) {
             conversation.pace(burst, interval, Instant::now());
         }
-        let files = membership.grant.http_port.map(|port| FileLink {
-            base: format!("http://{}", host_port(&cli.server, port)),
-            room: link.room().to_owned(),
-            token: membership.grant.token.clone(),
-        });
+        // Shared files carry the token: in an encrypted conversation they go inside TLS to
+        // the pinned server (its HTTP port serves TLS too), never in clear.
+        let files = match membership.grant.http_port {
+            Some(port) => Ok(FileLink {
+                base: format!("http://{}", host_port(&cli.server, port)),
+                room: room.clone(),
+                token: membership.grant.token.clone(),
+                pinned: match &plane {
+                    DataPlane::Sealed(sealed) => Some((cli.server.clone(), sealed.fingerprint())),
+                    DataPlane::Plain(_) => None,
+                },
+            }),
+            None => Err("this server does not share files (it serves no HTTP)"),
+        };
         let ran = event_loop::run(
-            &link,
+            &mut plane,
             &mut conversation,
             first,
             inputs,
             screen,
-            files.as_ref(),
+            files.as_ref().map_err(|why| *why),
         );
         let ending = match ran.await {
             Ok(ending) => ending,
             Err(error) => {
                 // Best effort, so that the name (or, for a host, the room) is not left behind.
-                let _ = event_loop::leave(&link).await;
+                let _ = event_loop::leave(&mut plane).await;
+                plane.close().await;
                 return Err(error);
             }
         };
-        tracing::info!(?ending, room = link.room(), "conversation over");
+        tracing::info!(?ending, room = %room, "conversation over");
         if matches!(
             ending,
             Ending::Unregistered { .. } | Ending::ServerSilent { .. }
         ) {
             // The server may hear without being heard; leaving costs nothing if it is gone.
-            event_loop::leave(&link).await?;
+            event_loop::leave(&mut plane).await?;
         }
+        plane.close().await;
         match ending {
             Ending::Quit | Ending::Closed | Ending::Gone => return Ok(()),
             Ending::Next => {
                 screen.show(&format::notice("looking for someone new…"))?;
-                membership =
-                    handshake::perform(&cli.server, cli.tcp_port, request, Timeouts::default())
-                        .await?;
+                entered = connector.handshake(request).await?;
             }
             Ending::Unregistered { attempts } => {
                 return Err(ClientError::RegistrationUnanswered {
@@ -138,6 +179,43 @@ async fn chat_in_rooms(
                     silent_for,
                 });
             }
+        }
+    }
+}
+
+/// The data plane of a membership: plaintext over UDP, or sealed over UDP and the tunnel.
+async fn open_plane(
+    cli: &Cli,
+    connector: &Connector,
+    request: &Request,
+    entered: Entered,
+) -> Result<(DataPlane, Membership), ClientError> {
+    match entered {
+        Entered::Plain(membership) => {
+            let link = Link::open(
+                udp_server(cli, &membership),
+                room_name(request, &membership),
+                membership.grant.token.clone(),
+            )
+            .await?;
+            Ok((DataPlane::Plain(link), membership))
+        }
+        Entered::Secure(secured) => {
+            let membership = secured.membership.clone();
+            let reattach = connector.reattach(
+                &room_name(request, &membership),
+                &membership.grant.token,
+                secured.fingerprint,
+            );
+            let plane = SecurePlane::open(
+                udp_server(cli, &membership),
+                *secured,
+                reattach,
+                cli.tcp,
+                Instant::now(),
+            )
+            .await?;
+            Ok((DataPlane::Sealed(Box::new(plane)), membership))
         }
     }
 }

@@ -32,8 +32,10 @@ fn is_msg(message: &ClientV2) -> bool {
 #[test]
 fn prints_every_message_once_in_id_order_despite_loss_reordering_and_duplicates() {
     let mut server = FakeServer::new();
-    let mut client =
-        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let mut client = ClientProcess::start_on_port(
+        server.tcp_port(),
+        &["--v2", "join", "lobby", "--name", "bob"],
+    );
     let request = server.grant("bob");
     assert_eq!(
         UserRequest::parse(&request.payload).unwrap().username,
@@ -105,8 +107,10 @@ fn prints_every_message_once_in_id_order_despite_loss_reordering_and_duplicates(
 #[test]
 fn refused_messages_are_reported_and_not_retransmitted() {
     let mut server = FakeServer::new();
-    let mut client =
-        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let mut client = ClientProcess::start_on_port(
+        server.tcp_port(),
+        &["--v2", "join", "lobby", "--name", "bob"],
+    );
     server.grant("bob");
     server.welcome(&["alice", "bob"], &[], 0);
     client.wait_for_line("* welcome to lobby, bob; here now: alice (host), bob");
@@ -135,8 +139,10 @@ fn refused_messages_are_reported_and_not_retransmitted() {
 #[test]
 fn a_closed_room_ends_the_client_with_exit_0() {
     let mut server = FakeServer::new();
-    let mut client =
-        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let mut client = ClientProcess::start_on_port(
+        server.tcp_port(),
+        &["--v2", "join", "lobby", "--name", "bob"],
+    );
     server.grant("bob");
     server.welcome(&["alice", "bob"], &[], 0);
     client.wait_for_line("* welcome to lobby, bob; here now: alice (host), bob");
@@ -156,8 +162,10 @@ fn a_closed_room_ends_the_client_with_exit_0() {
 #[test]
 fn commands_ask_the_server_and_print_its_answers() {
     let mut server = FakeServer::new();
-    let mut client =
-        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let mut client = ClientProcess::start_on_port(
+        server.tcp_port(),
+        &["--v2", "join", "lobby", "--name", "bob"],
+    );
     server.grant("bob");
     server.welcome(&["alice", "bob"], &[chat(9, "alice", "latest")], 9);
     client.wait_for_line("alice: latest");
@@ -200,8 +208,10 @@ fn commands_ask_the_server_and_print_its_answers() {
 #[test]
 fn a_server_that_never_confirms_registration_exits_4() {
     let server = FakeServer::new();
-    let client =
-        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let client = ClientProcess::start_on_port(
+        server.tcp_port(),
+        &["--v2", "join", "lobby", "--name", "bob"],
+    );
     server.grant("bob");
     let (lines, status) = finish_after_registration_attempts(client, &server);
     assert_eq!(status.code(), Some(4), "{}", lines.join("\n"));
@@ -238,7 +248,7 @@ fn finish_after_registration_attempts(
 #[test]
 fn rooms_prints_the_list_as_a_table() {
     let server = FakeServer::new();
-    let client = ClientProcess::start_on_port(server.tcp_port(), &["rooms"]);
+    let client = ClientProcess::start_on_port(server.tcp_port(), &["--v2", "rooms"]);
     let list = RoomList {
         rooms: vec![RoomSummary {
             name: "lobby".into(),
@@ -261,8 +271,10 @@ fn rooms_prints_the_list_as_a_table() {
 #[test]
 fn a_missing_password_without_a_terminal_says_the_room_needs_one() {
     let server = FakeServer::new();
-    let client =
-        ClientProcess::start_on_port(server.tcp_port(), &["join", "lobby", "--name", "bob"]);
+    let client = ClientProcess::start_on_port(
+        server.tcp_port(),
+        &["--v2", "join", "lobby", "--name", "bob"],
+    );
     let refusal = Compliance::refused(ErrorCode::BadPassword, "the password is wrong");
     server.answer_handshake(&refusal, to_json_payload(&Grant::failed()));
     let (lines, status) = client.finish();
@@ -281,7 +293,15 @@ fn a_wrong_password_is_a_refusal_in_the_servers_words() {
     let server = FakeServer::new();
     let client = ClientProcess::start_on_port(
         server.tcp_port(),
-        &["join", "lobby", "--name", "bob", "--password", "nope"],
+        &[
+            "--v2",
+            "join",
+            "lobby",
+            "--name",
+            "bob",
+            "--password",
+            "nope",
+        ],
     );
     let refusal = Compliance::refused(ErrorCode::BadPassword, "the password is wrong");
     server.answer_handshake(&refusal, to_json_payload(&Grant::failed()));

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::error::ClientError;
 
-mod replies;
+pub(crate) mod replies;
 
 use replies::{exchange, parse_json};
 
@@ -63,7 +63,8 @@ impl Request {
         }
     }
 
-    fn encode(&self) -> Result<Vec<u8>, ClientError> {
+    /// The request frame.
+    pub fn encode(&self) -> Result<Vec<u8>, ClientError> {
         Frame::new(
             self.operation as u8,
             State::Request,
@@ -93,7 +94,14 @@ pub async fn perform(
 ) -> Result<Membership, ClientError> {
     let frame = request.encode()?;
     let (server, payload) = ask(host, port, &frame, timeouts).await?;
-    let grant: Grant = parse_json(&payload, "grant")?;
+    let membership = granted(server, &payload)?;
+    tracing::debug!(%server, room = ?membership.grant.room, "handshake accepted");
+    Ok(membership)
+}
+
+/// The membership a complete reply grants, checked.
+pub(crate) fn granted(server: SocketAddr, payload: &[u8]) -> Result<Membership, ClientError> {
+    let grant: Grant = parse_json(payload, "grant")?;
     if grant.token.is_empty() {
         return Err(ClientError::InvalidReply(
             "the request was accepted but no token was issued".into(),
@@ -106,11 +114,17 @@ pub async fn perform(
             grant.token.len()
         )));
     }
-    tracing::debug!(%server, room = ?grant.room, "handshake accepted");
     Ok(Membership { server, grant })
 }
 
 impl Membership {
+    /// Whether the membership is version 3's: granted over TLS with a key id, so that its
+    /// datagrams are sealed and its token never goes on the wire again (a saved one is
+    /// never used in plaintext).
+    pub fn is_encrypted(&self) -> bool {
+        self.grant.key_id.is_some()
+    }
+
     /// Whether the server answered like a version-1-only server (the reference server): its
     /// grant is a bare token, without the room, username, role and UDP port that every server
     /// speaking version 2 announces.
@@ -163,7 +177,11 @@ async fn ask(
 
 /// Resolves `host` and connects to the first address that accepts, so that a name such as
 /// `localhost` works whichever of its IPv4 or IPv6 addresses the server listens on.
-async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ClientError> {
+pub(crate) async fn connect(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, ClientError> {
     let resolved = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
         .await
         .map_err(|_| ClientError::NoAddress {

@@ -4,7 +4,7 @@
 use chat_protocol::limits::{MAX_TCRP_PAYLOAD, TCRP_HEADER_LEN};
 use chat_protocol::tcrp::{Frame, State};
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::ClientError;
@@ -28,14 +28,23 @@ struct ComplianceReply {
 }
 
 /// Sends `request` and returns the payload of the accepted request's second reply.
-pub(super) async fn exchange(
-    mut stream: TcpStream,
+pub(super) async fn exchange(stream: TcpStream, request: &[u8]) -> Result<Vec<u8>, ClientError> {
+    exchange_on(stream, request)
+        .await
+        .map(|(payload, _, _)| payload)
+}
+
+/// [`exchange`] on any stream (TLS too), giving the stream back with whatever it had
+/// already received after the replies, so that it can go on as a version-3 tunnel.
+pub(crate) async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     request: &[u8],
-) -> Result<Vec<u8>, ClientError> {
+) -> Result<(Vec<u8>, S, Vec<u8>), ClientError> {
     stream
         .write_all(request)
         .await
         .map_err(ClientError::HandshakeIo)?;
+    stream.flush().await.map_err(ClientError::HandshakeIo)?;
     let mut replies = ReplyReader::new(stream);
 
     let compliance_frame = replies.next_frame().await?;
@@ -57,7 +66,7 @@ pub(super) async fn exchange(
 
     let complete_frame = replies.next_frame().await?;
     expect_state(&complete_frame, State::Complete)?;
-    Ok(complete_frame.payload)
+    Ok((complete_frame.payload, replies.stream, replies.buffer))
 }
 
 fn expect_state(frame: &Frame, expected: State) -> Result<(), ClientError> {
@@ -71,7 +80,7 @@ fn expect_state(frame: &Frame, expected: State) -> Result<(), ClientError> {
     }
 }
 
-pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(
+pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(
     payload: &[u8],
     what: &str,
 ) -> Result<T, ClientError> {

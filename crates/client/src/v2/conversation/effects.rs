@@ -44,6 +44,8 @@ pub struct Effects {
     pub members: Option<Vec<String>>,
     /// Files to share or fetch over the server's HTTP API, beside the conversation.
     pub transfers: Vec<Transfer>,
+    /// `/status`: the event loop shows the data plane's state (it knows the path).
+    pub status: bool,
 }
 
 /// A file transfer the user asked for (`/send`, `/get`); the event loop runs it without

@@ -128,6 +128,32 @@ impl Conversation {
         self.unacked.len()
     }
 
+    /// The newest id shown, for a `register` or `ping`.
+    pub fn last_id(&self) -> Option<u64> {
+        self.reorder.last_id()
+    }
+
+    /// The room and this member's name, for `/status`.
+    pub fn who_where(&self) -> (&str, &str) {
+        (&self.setup.room, &self.setup.me)
+    }
+
+    /// The data plane changed its route (UDP to the tunnel) or its keys (the tunnel came
+    /// back): register there with `last_id`, which binds it and replays what was missed,
+    /// and retransmit what is unacked. Ids keep it lossless and duplicate-free.
+    pub fn path_changed(&mut self, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        if self.ended {
+            return fx;
+        }
+        fx.send.push(ClientV2::Register {
+            last_id: self.reorder.last_id(),
+        });
+        self.unacked.hurry(now);
+        self.settle(&mut fx, now);
+        fx
+    }
+
     /// The next instant at which [`Conversation::on_tick`] has something to do.
     pub fn next_wakeup(&self) -> Instant {
         let requests = self.requests_due();

@@ -33,6 +33,7 @@ impl Conversation {
                     self.say(&mut fx, format::notice(line));
                 }
             }
+            Typed::Status => fx.status = true,
             Typed::Who => {
                 // Counted by the server's flood control; never held back, it is one line.
                 self.unacked.try_spend(now);

@@ -120,7 +120,7 @@ fn unknown_commands_list_the_real_ones() {
     let fx = conversation.on_line("/dance", start);
     assert_eq!(
         fx.lines,
-        ["* unknown command /dance; commands: /help, /who, /history [N], /next, /quit"]
+        ["* unknown command /dance; commands: /help, /who, /history [N], /status, /next, /quit"]
     );
     assert!(fx.send.is_empty());
 }
