@@ -285,6 +285,9 @@ pub struct Engine {
     memory: MemoryBudget,
     /// This start's boot number (see [`Engine::next_boot`]).
     boot: u64,
+    /// Key ids handed out, to draw fresh ones without a scan of every member; an entry whose
+    /// member left is stale until [`Engine::prune_key_ids`] (a drawn id is checked live).
+    key_ids: HashMap<u32, Token>,
 }
 
 impl Engine {
@@ -304,6 +307,7 @@ impl Engine {
             last_tick: None,
             memory: MemoryBudget::new(limits.memory_budget),
             boot: 0,
+            key_ids: HashMap::new(),
         }
     }
 

@@ -177,6 +177,7 @@ impl Engine {
                         key_id: sealed.key_id,
                         keys,
                     });
+                    engine.key_ids.insert(sealed.key_id, token);
                 }
                 // A sealed member's address is reached sealed.
                 member.addr = entry.addr.map(|addr| match &member.sealing {

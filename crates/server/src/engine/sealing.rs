@@ -144,29 +144,43 @@ impl Engine {
             key_id: sealing.key_id,
             keys: sealing.keys.to_hex(),
         };
+        self.key_ids.insert(sealing.key_id, member.token);
         member.sealing = Some(sealing);
         self.changed(change);
         Some(())
     }
 
     /// A random key id that no live member has (ids say nothing about who or how many).
+    /// Checked against the index, not a scan of every member: a handshake costs the same in
+    /// a full server as in an empty one.
     fn fresh_key_id(&self) -> Result<u32, RandomError> {
-        let taken: std::collections::HashSet<u32> = self
-            .rooms
-            .values()
-            .flat_map(|room| room.members.values())
-            .filter_map(|member| member.sealing.as_ref().map(|s| s.key_id))
-            .collect();
         for _ in 0..64 {
             let mut bytes = [0u8; 4];
             SysRng
                 .try_fill_bytes(&mut bytes)
                 .map_err(|e| RandomError::new(e.to_string()))?;
             let id = u32::from_le_bytes(bytes);
-            if id != 0 && !taken.contains(&id) {
+            let taken = self
+                .key_ids
+                .get(&id)
+                .is_some_and(|token| self.is_sealed_member(token, id));
+            if id != 0 && !taken {
                 return Ok(id);
             }
         }
         Err(RandomError::new("no free key id".into()))
+    }
+
+    /// Forgets the key ids of members who left (the tick calls it every few seconds).
+    pub fn prune_key_ids(&mut self) {
+        let live: Vec<u32> = self
+            .key_ids
+            .iter()
+            .filter(|(id, token)| self.is_sealed_member(token, **id))
+            .map(|(id, _)| *id)
+            .collect();
+        if live.len() < self.key_ids.len() {
+            self.key_ids.retain(|id, _| live.contains(id));
+        }
     }
 }

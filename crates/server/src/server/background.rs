@@ -79,8 +79,9 @@ pub(super) async fn tick(
             // Keys of members that left go: nothing more is sealed for them or opened
             // from them. One pass under the engine's lock, every few seconds.
             last_sweep = std::time::Instant::now();
-            let engine = lock(&engine);
+            let mut engine = lock(&engine);
             keys.retain(|member| engine.is_sealed_member(&member.token, member.key_id));
+            engine.prune_key_ids();
         }
         let changed = {
             let mut engine = lock(&engine);
