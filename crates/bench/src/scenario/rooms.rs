@@ -41,7 +41,7 @@ fn measure(
 /// `chat-bench rooms`.
 pub fn run(context: &Context, args: &RoomsArgs) -> Result<()> {
     in_range("--members", args.members, 2, 20_000)?;
-    if args.members % 2 != 0 {
+    if !args.members.is_multiple_of(2) {
         return Err(crate::error::BenchError::InvalidArguments(format!(
             "--members must be even to pair everyone, not {}",
             args.members
