@@ -333,7 +333,9 @@ impl SealedMember {
             key_id: self.key_id,
             counter: self.counter,
         };
-        self.sealer.seal(header, &body).expect("a message that fits")
+        self.sealer
+            .seal(header, &body)
+            .expect("a message that fits")
     }
 
     /// Sends a message sealed over UDP.
@@ -478,7 +480,10 @@ impl SealedMember {
 
     /// Waits for the ack of `seq`; returns the id.
     pub fn expect_ack(&mut self, seq: u64) -> u64 {
-        match self.expect("an ack", |e| matches!(e, ServerV2::Ack { seq: s, .. } if *s == seq)) {
+        match self.expect(
+            "an ack",
+            |e| matches!(e, ServerV2::Ack { seq: s, .. } if *s == seq),
+        ) {
             ServerV2::Ack { id, .. } => id,
             _ => unreachable!(),
         }

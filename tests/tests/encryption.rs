@@ -235,7 +235,11 @@ fn require_encryption_refuses_plain_handshakes_datagrams_and_http() {
         dir.path(),
         tcp,
         udp,
-        &["--require-encryption", "--http-port", &http.port().to_string()],
+        &[
+            "--require-encryption",
+            "--http-port",
+            &http.port().to_string(),
+        ],
     );
     let refused = chat_tests::join(server.tcp, "strict", "eve");
     assert_eq!(refused.error_code().as_deref(), Some("encryption_required"));
@@ -260,7 +264,9 @@ fn require_encryption_refuses_plain_handshakes_datagrams_and_http() {
     let plain = V2Member::new(server.udp, "strict", &plain_token);
     plain.send(&ClientV2::Register { last_id: None });
     assert!(
-        plain.next_event_within(Duration::from_millis(500)).is_none(),
+        plain
+            .next_event_within(Duration::from_millis(500))
+            .is_none(),
         "a plaintext register is not answered"
     );
     assert!(
@@ -282,8 +288,14 @@ fn the_fingerprint_command_prints_what_the_server_presents() {
         .output()
         .unwrap();
     assert!(output.status.success());
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), seen.to_string());
-    assert!(server.log().contains(&seen.to_string()), "the server logs it");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        seen.to_string()
+    );
+    assert!(
+        server.log().contains(&seen.to_string()),
+        "the server logs it"
+    );
     let mut alice = SealedMember::handshake(&server, 1, "pinned", "alice").unwrap();
     let _ = alice.next_event_within(Duration::from_millis(10));
     assert_eq!(alice.fingerprint, seen);
