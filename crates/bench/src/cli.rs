@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use chat_protocol::fingerprint::Fingerprint;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{BenchError, Result};
 use crate::load::LoadSpec;
@@ -59,6 +60,11 @@ pub struct TargetArgs {
     /// `--server-arg=--max-members=1000`.
     #[arg(long, global = true, value_name = "ARG", allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
+    /// Version 3: the server certificate's fingerprint to pin (`SHA256:` and 64 hex digits,
+    /// as `chat-server fingerprint` prints it); without it the first certificate seen is
+    /// pinned for the rest of the run.
+    #[arg(long, global = true, value_name = "SHA256:HEX")]
+    pub fingerprint: Option<Fingerprint>,
     /// PID of an already running server, for its CPU and memory figures.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
@@ -163,13 +169,57 @@ pub struct RelayArgs {
     /// Datagram version the members speak to the server (the bare relay always gets v1).
     #[arg(long, value_enum, default_value_t = Protocol::V1)]
     pub protocol: Protocol,
-    /// With `--protocol v2`: first run the same load in version 1 against a server started
-    /// (or found) the same way, then print the v2/v1 ratio row.
-    #[arg(long)]
+    /// With `--protocol v2` (or v3): first run the same load in version 1 against a server
+    /// started (or found) the same way, then print the ratio row (v2/v1).
+    #[arg(long, conflicts_with = "compare_v2")]
     pub compare_v1: bool,
+    /// With `--protocol v3`: first run the same load in version 2 against a server started
+    /// (or found) the same way, then print the v3/v2 ratio row (CPU per delivered datagram,
+    /// latency, rates).
+    #[arg(long)]
+    pub compare_v2: bool,
+    /// With `--protocol v3`: the path of the members' sealed datagrams: UDP, their TLS
+    /// connection (the tunnel, registered there without a challenge), or both, one after the
+    /// other on fresh servers, with a tunnel/udp ratio row.
+    #[arg(long, value_enum, default_value_t = DataPath::Udp)]
+    pub transport: DataPath,
     /// Load knobs.
     #[command(flatten)]
     pub tuning: LoadTuning,
+}
+
+impl RelayArgs {
+    /// The protocol of the comparison run, if any.
+    pub fn compared(&self) -> Option<Protocol> {
+        if self.compare_v1 {
+            Some(Protocol::V1)
+        } else if self.compare_v2 {
+            Some(Protocol::V2)
+        } else {
+            None
+        }
+    }
+
+    /// The protocol of each measured server run, in order: `--protocol`, or for version 3
+    /// one per path of `--transport`.
+    pub fn measured(&self) -> Vec<Protocol> {
+        match (self.protocol, self.transport) {
+            (Protocol::V3, DataPath::Tunnel) => vec![Protocol::V3Tunnel],
+            (Protocol::V3, DataPath::Both) => vec![Protocol::V3, Protocol::V3Tunnel],
+            (protocol, _) => vec![protocol],
+        }
+    }
+}
+
+/// Which path version-3 members' sealed datagrams take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataPath {
+    /// UDP, as when nothing blocks it.
+    Udp,
+    /// The member's TLS connection to the control port.
+    Tunnel,
+    /// UDP, then the tunnel.
+    Both,
 }
 
 /// `baseline` options.
@@ -228,6 +278,10 @@ pub struct RampArgs {
     /// Datagram version the members speak to the server (the bare relay always gets v1).
     #[arg(long, value_enum, default_value_t = Protocol::V1)]
     pub protocol: Protocol,
+    /// With `--protocol v3`: first ramp a server started (or found) the same way in version
+    /// 2, then print the v3/v2 ratio of the highest lossless rates.
+    #[arg(long)]
+    pub compare_v2: bool,
     /// Load knobs.
     #[command(flatten)]
     pub tuning: LoadTuning,
@@ -344,6 +398,14 @@ pub struct HandshakeArgs {
     /// default 256 members per room); more guests make the run mostly joins.
     #[arg(long, default_value_t = 1)]
     pub joins_per_room: u32,
+    /// Version 3: each operation is a new TCP connection, a full TLS 1.3 handshake (no
+    /// resumption) and the exchange inside it, with the member's keys exported after a grant.
+    #[arg(long)]
+    pub tls: bool,
+    /// With `--tls`: first measure the same load in plain TCRP on a server started (or found)
+    /// the same way, then print the tls/plain ratio rows.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, requires = "tls")]
+    pub compare_plain: bool,
 }
 
 /// Checks that an integer option lies in `min..=max`.
@@ -447,8 +509,71 @@ mod tests {
             };
             assert_eq!(protocol, Protocol::V2);
         }
-        assert!(Cli::try_parse_from(["chat-bench", "relay", "--protocol", "v3"]).is_err());
+        assert!(Cli::try_parse_from(["chat-bench", "relay", "--protocol", "v4"]).is_err());
+        assert!(
+            Cli::try_parse_from(["chat-bench", "relay", "--protocol", "v3-tunnel"]).is_err(),
+            "the tunnel is a --transport, not a protocol"
+        );
         assert!(Cli::try_parse_from(["chat-bench", "baseline", "--protocol", "v2"]).is_err());
+    }
+
+    #[test]
+    fn version_3_compares_with_version_2_and_picks_its_path() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Scenario::Relay(relay) = cli.scenario else {
+                panic!("expected relay");
+            };
+            relay
+        };
+        let relay = parse(&["chat-bench", "relay", "--protocol", "v3", "--compare-v2"]);
+        assert_eq!(relay.compared(), Some(Protocol::V2));
+        assert_eq!(relay.measured(), [Protocol::V3]);
+        let relay = parse(&[
+            "chat-bench",
+            "relay",
+            "--protocol",
+            "v3",
+            "--transport",
+            "both",
+        ]);
+        assert_eq!(relay.compared(), None);
+        assert_eq!(relay.measured(), [Protocol::V3, Protocol::V3Tunnel]);
+        let relay = parse(&[
+            "chat-bench",
+            "relay",
+            "--protocol",
+            "v3",
+            "--transport",
+            "tunnel",
+        ]);
+        assert_eq!(relay.measured(), [Protocol::V3Tunnel]);
+        assert!(
+            Cli::try_parse_from(["chat-bench", "relay", "--compare-v1", "--compare-v2"]).is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "chat-bench",
+            "ramp",
+            "--protocol",
+            "v3",
+            "--compare-v2",
+            "--fingerprint",
+            &format!("SHA256:{}", "ab".repeat(32)),
+        ])
+        .unwrap();
+        assert!(cli.target.fingerprint.is_some());
+        let Scenario::Ramp(ramp) = cli.scenario else {
+            panic!("expected ramp");
+        };
+        assert!(ramp.compare_v2);
+        assert!(
+            Cli::try_parse_from(["chat-bench", "relay", "--fingerprint", "SHA256:00"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["chat-bench", "handshake", "--tls"]).unwrap();
+        let Scenario::Handshake(handshake) = cli.scenario else {
+            panic!("expected handshake");
+        };
+        assert!(handshake.tls && handshake.compare_plain);
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub enum BenchError {
     /// A WebSocket member could not connect, register, or keep its connection.
     #[error("WebSocket: {0}")]
     WebSocket(String),
+    /// A TLS connection (version 3) failed: the handshake, the pinned fingerprint, the key
+    /// export, or the tunnel.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A worker thread panicked; the message is the panic payload when it was a string.
     #[error("a benchmark thread panicked: {0}")]
     ThreadPanicked(String),

@@ -16,6 +16,7 @@ use chat_protocol::v2::ClientV2;
 
 use crate::error::{BenchError, Result};
 use crate::member::Member;
+use crate::sealed::Sealing;
 use crate::wire::append_v2;
 
 /// Silence after which a member pings: a quarter of the server's default idle timeout.
@@ -60,9 +61,27 @@ fn clock_ms() -> u64 {
 struct Pinger {
     /// A clone of the member's socket: the ping must come from its registered address.
     socket: UdpSocket,
-    /// Its envelope and `{"t":"ping"}`.
+    /// Its envelope and `{"t":"ping"}`; version 3: the bare message, sealed at each send.
     ping: Vec<u8>,
     last_send: Arc<LastSend>,
+    /// Version 3: its keys (and tunnel), the same counter the pacer uses.
+    sealing: Option<Arc<Sealing>>,
+}
+
+impl Pinger {
+    fn ping(&self, relay: SocketAddr, scratch: &mut Vec<u8>) -> std::io::Result<()> {
+        let Some(sealing) = &self.sealing else {
+            return self.socket.send_to(&self.ping, relay).map(drop);
+        };
+        sealing
+            .seal(&self.ping, scratch)
+            .map_err(std::io::Error::other)?;
+        if sealing.send(&self.socket, relay, scratch) {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("a sealed ping was not sent"))
+        }
+    }
 }
 
 /// A thread pinging silent members; stopped and joined when dropped.
@@ -87,6 +106,7 @@ impl Keepalive {
         let thread = std::thread::Builder::new()
             .name("bench-keepalive".to_owned())
             .spawn(move || {
+                let mut scratch = Vec::new();
                 // Any message or a dropped sender ends the loop.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECK_EVERY) {
                     let pingers = thread_pingers
@@ -96,7 +116,7 @@ impl Keepalive {
                         if pinger.last_send.idle_for() < ping_after {
                             continue;
                         }
-                        match pinger.socket.send_to(&pinger.ping, relay) {
+                        match pinger.ping(relay, &mut scratch) {
                             Ok(_) => pinger.last_send.touch(),
                             // A full buffer or the like: the next check tries again.
                             Err(error) => tracing::debug!(%error, "keepalive ping not sent"),
@@ -120,6 +140,7 @@ impl Keepalive {
             .map_err(BenchError::socket("cloning a member socket"))?;
         let mut ping = member.envelope.clone();
         append_v2(&ClientV2::Ping { last_id: None }, &mut ping);
+        let sealing = member.sealing().cloned();
         self.pingers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -127,6 +148,7 @@ impl Keepalive {
                 socket,
                 ping,
                 last_send: Arc::clone(member.last_send()),
+                sealing,
             });
         Ok(())
     }

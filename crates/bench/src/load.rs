@@ -26,6 +26,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chat_protocol::limits::MAX_DATAGRAM;
+use chat_protocol::sealed::ReplayWindow;
 use chat_protocol::ucrp::{NOTICE_SENDER, ServerDatagram};
 use chat_protocol::v2::ServerV2;
 use hdrhistogram::Histogram;
@@ -35,6 +36,7 @@ use crate::error::{BenchError, Result};
 use crate::member::{Member, quiesce};
 use crate::payload::{Stamp, parse_payload, write_payload};
 use crate::procfs::CpuSource;
+use crate::sealed::TunnelRead;
 use crate::wire::{Protocol, append_v2_chat, append_v2_chat_json};
 use crate::ws_member::{WsArrival, WsFleet, WsMember};
 
@@ -337,6 +339,7 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
         .collect();
     let base = Instant::now();
     let context = ReceiveContext {
+        members: fabric.members,
         relay: fabric.relay,
         run_id: spec.run_id,
         per_sender_capacity: planned.div_ceil(sender_count),
@@ -385,9 +388,10 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
             let cpu_before = fabric.cpu.cpu_time()?;
             let sent = pace(fabric, &population, spec, planned, base)?;
             let drain_deadline = Instant::now() + spec.drain;
-            let acks_expected = match fabric.protocol {
-                Protocol::V1 => 0,
-                Protocol::V2 => sent.sent,
+            let acks_expected = if fabric.protocol.has_acks() {
+                sent.sent
+            } else {
+                0
             };
             while Instant::now() < drain_deadline
                 && (delivered_so_far.load(Ordering::Relaxed) < sent.expected
@@ -661,6 +665,7 @@ fn pace(
     let start = Instant::now();
     let hard_end = start + spec.duration + SEND_GRACE;
     let mut buf = Vec::with_capacity(MAX_DATAGRAM);
+    let mut plain = Vec::with_capacity(MAX_DATAGRAM);
     let mut payload = Vec::with_capacity(spec.payload_len.max(64));
     let mut sent = Sent {
         sent: 0,
@@ -716,8 +721,22 @@ fn pace(
                         append_v2_chat(seq, text, &mut buf);
                         Some(seq)
                     }
+                    // The same message as version 2, sealed (no envelope: the key id says
+                    // who sends).
+                    Protocol::V3 | Protocol::V3Tunnel => {
+                        let seq = member.next_v2_seq();
+                        plain.clear();
+                        append_v2_chat(seq, text, &mut plain);
+                        Some(seq)
+                    }
                 };
-                let sent = send_with_retry(&member.socket, &buf, fabric.relay);
+                let sent = match member.sealing() {
+                    None => send_with_retry(&member.socket, &buf, fabric.relay),
+                    Some(sealing) => {
+                        sealing.seal(&plain, &mut buf).is_ok()
+                            && sealing.send(&member.socket, fabric.relay, &buf)
+                    }
+                };
                 if let (true, Some(seq)) = (sent, v2_seq) {
                     member.v2_seq_sent(seq);
                     member.last_send().touch();
@@ -758,7 +777,7 @@ fn pace(
 
 /// The receivers put the shared socket in non-blocking mode, so a full send buffer shows
 /// up as `WouldBlock`; the pacer retries briefly rather than dropping the message itself.
-fn send_with_retry(socket: &std::net::UdpSocket, datagram: &[u8], relay: SocketAddr) -> bool {
+pub fn send_with_retry(socket: &std::net::UdpSocket, datagram: &[u8], relay: SocketAddr) -> bool {
     for _ in 0..SEND_RETRIES {
         match socket.send_to(datagram, relay) {
             Ok(_) => return true,
@@ -775,6 +794,8 @@ fn send_with_retry(socket: &std::net::UdpSocket, datagram: &[u8], relay: SocketA
 }
 
 struct ReceiveContext<'a> {
+    /// The UDP members, by index (version 3 opens their datagrams with their keys).
+    members: &'a [Member],
     relay: SocketAddr,
     run_id: u32,
     per_sender_capacity: u64,
@@ -794,11 +815,21 @@ struct ReceiverSet {
     groups: Vec<ReceiverGroup>,
 }
 
-/// One receiver thread's share: a poller and `(member index, socket)` pairs whose position is
-/// the poll token.
+/// One receiver thread's share: a poller and `(member index, source)` pairs whose position is
+/// the poll token, with a replay window per source for version 3.
 struct ReceiverGroup {
     poll: Poll,
-    sockets: Vec<(usize, mio::net::UdpSocket)>,
+    sockets: Vec<(usize, Source)>,
+    windows: Vec<ReplayWindow>,
+}
+
+/// Where a member's datagrams arrive.
+enum Source {
+    /// Its UDP socket (a clone).
+    Udp(mio::net::UdpSocket),
+    /// Its tunnel: a clone of the TLS connection's socket, for readiness only; the tunnel
+    /// itself reads, through rustls.
+    Tunnel(mio::net::TcpStream),
 }
 
 impl ReceiverSet {
@@ -809,9 +840,26 @@ impl ReceiverSet {
             groups.push(ReceiverGroup {
                 poll: Poll::new().map_err(BenchError::socket("creating a poller"))?,
                 sockets: Vec::new(),
+                windows: Vec::new(),
             });
         }
         for (member_index, member) in members.iter().enumerate() {
+            let group = &mut groups[member_index % threads];
+            if let Some(tunnel) = member.tunnel() {
+                let clone = tunnel
+                    .stream()
+                    .try_clone()
+                    .map_err(BenchError::socket("cloning a tunnel socket"))?;
+                let mut stream = mio::net::TcpStream::from_std(clone);
+                group
+                    .poll
+                    .registry()
+                    .register(&mut stream, Token(group.sockets.len()), Interest::READABLE)
+                    .map_err(BenchError::socket("registering a tunnel"))?;
+                group.sockets.push((member_index, Source::Tunnel(stream)));
+                group.windows.push(ReplayWindow::new());
+                continue;
+            }
             // A clone shares the member's address, which is what the relay sends to.
             let clone = member
                 .socket
@@ -820,14 +868,14 @@ impl ReceiverSet {
             clone
                 .set_nonblocking(true)
                 .map_err(BenchError::socket("making a member socket non-blocking"))?;
-            let group = &mut groups[member_index % threads];
             let mut socket = mio::net::UdpSocket::from_std(clone);
             group
                 .poll
                 .registry()
                 .register(&mut socket, Token(group.sockets.len()), Interest::READABLE)
                 .map_err(BenchError::socket("registering a member socket"))?;
-            group.sockets.push((member_index, socket));
+            group.sockets.push((member_index, Source::Udp(socket)));
+            group.windows.push(ReplayWindow::new());
         }
         Ok(Self { groups })
     }
@@ -859,8 +907,49 @@ impl ReceiverGroup {
             ready.sort_unstable();
             ready.dedup();
             for &slot in &ready {
-                let Some((member_index, socket)) = self.sockets.get(slot) else {
+                let Some((member_index, source)) = self.sockets.get(slot) else {
                     continue;
+                };
+                let (member_index, window) = (*member_index, &mut self.windows[slot]);
+                let sealing = context.members.get(member_index).and_then(Member::sealing);
+                let socket = match source {
+                    Source::Udp(socket) => socket,
+                    Source::Tunnel(_) => {
+                        let Some(tunnel) = sealing.and_then(|sealing| sealing.tunnel()) else {
+                            continue;
+                        };
+                        let read = tunnel.read_datagrams(|datagram| {
+                            let received_nanos = u64::try_from(context.base.elapsed().as_nanos())
+                                .unwrap_or(u64::MAX);
+                            let opened = sealing.and_then(|sealing| sealing.open(window, datagram));
+                            let Some(message) = opened else {
+                                tally.other += 1;
+                                return;
+                            };
+                            let arrival = Arrival {
+                                member: member_index,
+                                datagram: message,
+                                from: context.relay,
+                                received_nanos,
+                            };
+                            if tally.record(&arrival, context) {
+                                context.delivered_so_far.fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                        match read {
+                            Ok(TunnelRead::Exhausted) => {}
+                            Ok(TunnelRead::More) => pending.push(slot),
+                            Err(e) => {
+                                // Not polled again: a broken tunnel would be ready forever.
+                                tracing::warn!(member = member_index, error = %e, "tunnel broken");
+                                tally.other += 1;
+                                if let Source::Tunnel(stream) = &mut self.sockets[slot].1 {
+                                    let _ = self.poll.registry().deregister(stream);
+                                }
+                            }
+                        }
+                        continue;
+                    }
                 };
                 let mut exhausted = false;
                 for _ in 0..READS_PER_TURN {
@@ -868,9 +957,19 @@ impl ReceiverGroup {
                         Ok((len, from)) => {
                             let received_nanos = u64::try_from(context.base.elapsed().as_nanos())
                                 .unwrap_or(u64::MAX);
+                            let datagram = match sealing {
+                                None => &buf[..len],
+                                Some(sealing) => match sealing.open(window, &mut buf[..len]) {
+                                    Some(message) => message,
+                                    None => {
+                                        tally.other += 1;
+                                        continue;
+                                    }
+                                },
+                            };
                             let arrival = Arrival {
-                                member: *member_index,
-                                datagram: &buf[..len],
+                                member: member_index,
+                                datagram,
                                 from,
                                 received_nanos,
                             };

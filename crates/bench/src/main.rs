@@ -13,9 +13,11 @@ mod payload;
 mod procfs;
 mod report;
 mod scenario;
+mod sealed;
 mod setup;
 mod target;
 mod tcrp_client;
+mod tls;
 mod wire;
 mod ws_member;
 

@@ -9,12 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_protocol::limits::MAX_DATAGRAM;
+use chat_protocol::sealed::ReplayWindow;
 use chat_protocol::ucrp::{Datagram, NOTICE_SENDER, REGISTER, ServerDatagram};
 use chat_protocol::v2::{ClientV2, ServerV2};
 use socket2::{Domain, Socket, Type};
 
 use crate::error::{BenchError, Result};
 use crate::keepalive::LastSend;
+use crate::sealed::{Sealing, Tunnel};
 use crate::wire::{Protocol, append_v2};
 
 /// How long to wait for the confirmation before registering again.
@@ -49,6 +51,8 @@ pub struct Member {
     v2_seq: AtomicU64,
     /// When it last sent anything, shared with the keepalive.
     last_send: Arc<LastSend>,
+    /// Version 3: its keys, and its tunnel if it uses one.
+    sealing: Option<Arc<Sealing>>,
 }
 
 impl Member {
@@ -74,7 +78,38 @@ impl Member {
             envelope,
             v2_seq: AtomicU64::new(0),
             last_send: Arc::new(LastSend::now()),
+            sealing: None,
         })
+    }
+
+    /// A version-3 member: no envelope (the key id in each sealed header says who sends),
+    /// its keys, and its tunnel if it sends and receives through one. It still gets a UDP
+    /// socket, unused by a tunnel member.
+    pub fn sealed(
+        username: String,
+        room_index: usize,
+        sealing: Sealing,
+        buffers: BufferSizes,
+    ) -> Result<Self> {
+        Ok(Self {
+            username,
+            room_index,
+            socket: loopback_socket(Some(buffers))?,
+            envelope: Vec::new(),
+            v2_seq: AtomicU64::new(0),
+            last_send: Arc::new(LastSend::now()),
+            sealing: Some(Arc::new(sealing)),
+        })
+    }
+
+    /// Its version-3 keys and tunnel, if it is a version-3 member.
+    pub fn sealing(&self) -> Option<&Arc<Sealing>> {
+        self.sealing.as_ref()
+    }
+
+    /// Its tunnel, if it sends and receives through one.
+    pub fn tunnel(&self) -> Option<&Tunnel> {
+        self.sealing.as_deref().and_then(Sealing::tunnel)
     }
 
     /// The `seq` its next version-2 chat message carries.
@@ -106,11 +141,14 @@ impl Member {
     /// different attempts). Other datagrams in between (replayed history, join notices of
     /// others) are ignored.
     pub fn register(&self, relay: SocketAddr, room: &str, protocol: Protocol) -> Result<()> {
+        if let Some(sealing) = &self.sealing {
+            return self.register_sealed(sealing, relay, room);
+        }
         let mut datagram = self.envelope.clone();
         let mut answer = RegisterAnswer::default();
         match protocol {
             Protocol::V1 => datagram.extend_from_slice(REGISTER),
-            Protocol::V2 => append_v2(&ClientV2::Register { last_id: None }, &mut datagram),
+            _ => append_v2(&ClientV2::Register { last_id: None }, &mut datagram),
         }
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         for attempt in 1..=REGISTER_ATTEMPTS {
@@ -167,6 +205,106 @@ impl Member {
     }
 }
 
+impl Member {
+    /// Registers a version-3 member. Over UDP: a sealed `register`, answered with a sealed
+    /// `challenge` that it echoes (sealed) from the same socket, resent until `members` and
+    /// `pong` came. Through the tunnel: a sealed `register` there binds it at once, no
+    /// challenge (the connection proved the keys), and TCP loses nothing, so it is sent once.
+    fn register_sealed(&self, sealing: &Sealing, relay: SocketAddr, room: &str) -> Result<()> {
+        let mut message = Vec::new();
+        append_v2(&ClientV2::Register { last_id: None }, &mut message);
+        let mut datagram = Vec::with_capacity(MAX_DATAGRAM);
+        let sealed = |message: &[u8], datagram: &mut Vec<u8>| {
+            sealing
+                .seal(message, datagram)
+                .map_err(|e| BenchError::Tls(format!("sealing a register: {e}")))
+        };
+        let mut answer = RegisterAnswer::default();
+        let mut window = ReplayWindow::new();
+        if let Some(tunnel) = sealing.tunnel() {
+            sealed(&message, &mut datagram)?;
+            if !tunnel.send(&datagram) {
+                return Err(BenchError::Tls(
+                    "sending a register through the tunnel".into(),
+                ));
+            }
+            self.last_send.touch();
+            let deadline = Instant::now() + REGISTER_RETRY * REGISTER_ATTEMPTS;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                let mut confirmed = false;
+                tunnel.wait_datagrams(left, |datagram| {
+                    if let Some(message) = sealing.open(&mut window, datagram) {
+                        confirmed |= answer.confirms(Protocol::V3Tunnel, message);
+                    }
+                })?;
+                if confirmed {
+                    return Ok(());
+                }
+            }
+            return Err(BenchError::RegisterTimeout {
+                member: self.username.clone(),
+                room: room.to_owned(),
+                attempts: 1,
+            });
+        }
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        for attempt in 1..=REGISTER_ATTEMPTS {
+            sealed(&message, &mut datagram)?;
+            self.socket
+                .send_to(&datagram, relay)
+                .map_err(BenchError::socket("sending a register"))?;
+            self.last_send.touch();
+            let deadline = Instant::now() + REGISTER_RETRY;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                if left.is_zero() {
+                    break;
+                }
+                self.socket
+                    .set_read_timeout(Some(left))
+                    .map_err(BenchError::socket("setting a read timeout"))?;
+                let len = match self.socket.recv_from(&mut buf) {
+                    Ok((len, from)) if from == relay => len,
+                    Ok(_) => continue,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => return Err(BenchError::socket("waiting for the confirmation")(e)),
+                };
+                let Some(message) = sealing.open(&mut window, &mut buf[..len]) else {
+                    continue;
+                };
+                if let Ok(ServerDatagram::V2(ServerV2::Challenge { nonce })) =
+                    ServerDatagram::decode(message)
+                {
+                    let mut echo = Vec::new();
+                    append_v2(&ClientV2::Echo { nonce }, &mut echo);
+                    sealed(&echo, &mut datagram)?;
+                    self.socket
+                        .send_to(&datagram, relay)
+                        .map_err(BenchError::socket("sending an echo"))?;
+                    continue;
+                }
+                if answer.confirms(Protocol::V3, message) {
+                    tracing::trace!(member = %self.username, attempt, "registered (sealed)");
+                    return Ok(());
+                }
+            }
+        }
+        Err(BenchError::RegisterTimeout {
+            member: self.username.clone(),
+            room: room.to_owned(),
+            attempts: REGISTER_ATTEMPTS,
+        })
+    }
+}
+
 /// What a registering member has heard back so far.
 #[derive(Debug, Default)]
 struct RegisterAnswer {
@@ -179,7 +317,8 @@ impl RegisterAnswer {
     fn confirms(&mut self, protocol: Protocol, datagram: &[u8]) -> bool {
         match protocol {
             Protocol::V1 => is_welcome(datagram),
-            Protocol::V2 => {
+            // Version 3's messages are version 2's, once opened.
+            Protocol::V2 | Protocol::V3 | Protocol::V3Tunnel => {
                 match ServerDatagram::decode(datagram) {
                     Ok(ServerDatagram::V2(ServerV2::Members { .. })) => self.members = true,
                     Ok(ServerDatagram::V2(ServerV2::Pong { .. })) => self.pong = true,
@@ -267,6 +406,16 @@ pub fn quiesce(members: &[Member], limit: Duration) -> Result<u64> {
                     break;
                 }
                 this_round += 1;
+            }
+            if let Some(tunnel) = member.tunnel() {
+                // Read through TLS and the frames (their boundaries must be kept), then
+                // thrown away; a broken tunnel shows up in the run itself.
+                for _ in 0..1000 {
+                    match tunnel.read_datagrams(|_| this_round += 1) {
+                        Ok(crate::sealed::TunnelRead::More) => {}
+                        Ok(crate::sealed::TunnelRead::Exhausted) | Err(_) => break,
+                    }
+                }
             }
         }
         if this_round > 0 {

@@ -13,8 +13,10 @@ use crate::error::Result;
 use crate::keepalive::Keepalive;
 use crate::member::{BufferSizes, Member, quiesce};
 use crate::procfs::CpuSource;
+use crate::sealed::{Sealing, Tunnel};
 use crate::target::ServerTarget;
 use crate::tcrp_client::must_grant;
+use crate::tls;
 use crate::wire::Protocol;
 
 /// Longest a single create or join may keep being refused with `server_busy`.
@@ -37,6 +39,8 @@ impl RelayUnderTest<'_> {
         match self {
             Self::Server(_, Protocol::V1) => "server",
             Self::Server(_, Protocol::V2) => "server-v2",
+            Self::Server(_, Protocol::V3) => "server-v3",
+            Self::Server(_, Protocol::V3Tunnel) => "server-v3-tunnel",
             Self::Baseline(_) => "baseline",
         }
     }
@@ -85,6 +89,51 @@ pub fn run_tag() -> String {
     format!("bench{:08x}", nanos ^ std::process::id().rotate_left(16))
 }
 
+/// A version-3 member: its create (first in the room) or join inside TLS, its keys exported
+/// from that session; the connection kept as its tunnel when `protocol` sends through it,
+/// closed otherwise (the membership does not depend on it).
+fn sealed_member(
+    server: &ServerTarget,
+    protocol: Protocol,
+    room_index: usize,
+    room: &str,
+    username: String,
+    create: bool,
+    buffers: BufferSizes,
+) -> Result<Member> {
+    let operation = if create {
+        Operation::Create
+    } else {
+        Operation::Join
+    };
+    let granted = server.tls()?.must_grant(
+        server.tcp,
+        operation,
+        room,
+        &username,
+        std::time::Instant::now() + BUSY_RETRY_LIMIT,
+    )?;
+    if granted
+        .grant
+        .udp_port
+        .is_some_and(|port| port != server.udp.port())
+    {
+        tracing::warn!(
+            granted = ?granted.grant.udp_port,
+            used = server.udp.port(),
+            "the grant names a different UDP port than the one in use"
+        );
+    }
+    let tunnel = if protocol.is_tunnel() {
+        Some(Tunnel::new(granted.tls, granted.leftover)?)
+    } else {
+        tls::close(granted.tls);
+        None
+    };
+    let sealing = Sealing::new(granted.key_id, &granted.keys, tunnel);
+    Member::sealed(username, room_index, sealing, buffers)
+}
+
 /// Creates rooms of the given sizes, registers every member and drains the join notices.
 pub fn populate(
     relay: RelayUnderTest<'_>,
@@ -94,9 +143,10 @@ pub fn populate(
 ) -> Result<Rooms> {
     let placeholder_token = [b'0'; TOKEN_HEX_LEN];
     let protocol = relay.protocol();
-    let keepalive = match protocol {
-        Protocol::V1 => None,
-        Protocol::V2 => Some(Keepalive::start(relay.udp())?),
+    let keepalive = if protocol.has_acks() {
+        Some(Keepalive::start(relay.udp())?)
+    } else {
+        None
     };
     let mut members = Vec::with_capacity(sizes.iter().sum());
     for (room_index, &size) in sizes.iter().enumerate() {
@@ -104,6 +154,12 @@ pub fn populate(
         for position in 0..size {
             let username = format!("m{position}");
             let member = match relay {
+                RelayUnderTest::Server(server, _) if protocol.is_sealed() => {
+                    let create = position == 0;
+                    sealed_member(
+                        server, protocol, room_index, &room, username, create, buffers,
+                    )?
+                }
                 RelayUnderTest::Server(server, _) => {
                     let operation = if position == 0 {
                         Operation::Create

@@ -6,13 +6,15 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
+use chat_protocol::fingerprint::Fingerprint;
 use tempfile::TempDir;
 
 use crate::error::{BenchError, Result};
 use crate::procfs::CpuSource;
+use crate::tls::TlsClient;
 
 /// How long a spawned server may take to print its listening line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -40,6 +42,10 @@ pub struct ServerTarget {
     pub http: Option<SocketAddr>,
     /// The server's PID when known (spawned, or given with --server-pid).
     pub pid: Option<u32>,
+    /// The certificate fingerprint to pin (`--fingerprint`); without one, the first seen.
+    pin: Option<Fingerprint>,
+    /// TLS connections to its control port (version 3), made on first use.
+    tls: OnceLock<TlsClient>,
     // Held only for its Drop, which kills the spawned server.
     _spawned: Option<SpawnedServer>,
 }
@@ -92,6 +98,8 @@ impl ServerTarget {
             udp: SocketAddr::new(ip, udp_port),
             http: Some(SocketAddr::new(ip, http_port)),
             pid,
+            pin: None,
+            tls: OnceLock::new(),
             _spawned: None,
         }
     }
@@ -160,8 +168,25 @@ impl ServerTarget {
             udp,
             http,
             pid: Some(pid),
+            pin: None,
+            tls: OnceLock::new(),
             _spawned: Some(guard),
         })
+    }
+
+    /// Pins this certificate fingerprint for every TLS connection to it.
+    pub fn pinned(mut self, pin: Option<Fingerprint>) -> Self {
+        self.pin = pin;
+        self
+    }
+
+    /// The TLS client of its control port, every connection pinned to the same certificate.
+    pub fn tls(&self) -> Result<&TlsClient> {
+        if let Some(client) = self.tls.get() {
+            return Ok(client);
+        }
+        let client = TlsClient::new(self.pin)?;
+        Ok(self.tls.get_or_init(|| client))
     }
 
     /// Where the server's CPU time can be read.

@@ -38,15 +38,10 @@ pub struct Handshake {
     pub elapsed: Duration,
 }
 
-/// Performs one create or join for `username` in `room`.
-pub fn handshake(
-    addr: SocketAddr,
-    operation: Operation,
-    room: &str,
-    username: &str,
-) -> Result<Handshake> {
+/// The request frame of a create, join (or list) for `username` in `room`.
+pub fn request_frame(operation: Operation, room: &str, username: &str) -> Result<Vec<u8>> {
     debug_assert!(room.len() <= MAX_ROOM_NAME);
-    let request = Frame::new(
+    Frame::new(
         operation as u8,
         State::Request,
         room,
@@ -57,7 +52,17 @@ pub fn handshake(
         .to_payload(),
     )
     .encode()
-    .map_err(|e| BenchError::BadReply(format!("cannot encode the request: {e}")))?;
+    .map_err(|e| BenchError::BadReply(format!("cannot encode the request: {e}")))
+}
+
+/// Performs one create or join for `username` in `room`.
+pub fn handshake(
+    addr: SocketAddr,
+    operation: Operation,
+    room: &str,
+    username: &str,
+) -> Result<Handshake> {
+    let request = request_frame(operation, room, username)?;
     let io = |source| BenchError::Handshake { addr, source };
 
     let started = Instant::now();
@@ -65,8 +70,21 @@ pub fn handshake(
     stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
-    stream.write_all(&request).map_err(io)?;
+    let (compliance, complete, _) = exchange(&mut stream, &request, io)?;
+    let elapsed = started.elapsed();
+    let outcome = outcome(compliance, complete)?;
+    Ok(Handshake { outcome, elapsed })
+}
 
+/// Writes `request` and reads the two reply frames, over plain TCP or inside TLS. Returns
+/// them and whatever bytes followed them.
+pub fn exchange<S: Read + Write>(
+    stream: &mut S,
+    request: &[u8],
+    io: impl Fn(std::io::Error) -> BenchError,
+) -> Result<(Frame, Frame, Vec<u8>)> {
+    stream.write_all(request).map_err(&io)?;
+    stream.flush().map_err(&io)?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     let mut frames = Vec::with_capacity(2);
@@ -92,7 +110,7 @@ pub fn handshake(
                 interrupted += 1;
                 continue;
             }
-            other => other.map_err(io)?,
+            other => other.map_err(&io)?,
         };
         if read == 0 {
             return Err(BenchError::BadReply(format!(
@@ -102,10 +120,13 @@ pub fn handshake(
         }
         buf.extend_from_slice(&chunk[..read]);
     }
-    let elapsed = started.elapsed();
-
     let [compliance, complete] = <[Frame; 2]>::try_from(frames)
         .map_err(|_| BenchError::BadReply("expected exactly two frames".to_owned()))?;
+    Ok((compliance, complete, buf))
+}
+
+/// What the two reply frames say: a grant or a refusal.
+pub fn outcome(compliance: Frame, complete: Frame) -> Result<Outcome> {
     if compliance.state != State::Compliance || complete.state != State::Complete {
         return Err(BenchError::BadReply(format!(
             "reply states were {:?} and {:?}",
@@ -114,7 +135,7 @@ pub fn handshake(
     }
     let compliance: Compliance = serde_json::from_slice(&compliance.payload)
         .map_err(|e| BenchError::BadReply(format!("compliance payload: {e}")))?;
-    let outcome = if compliance.is_accepted() {
+    if compliance.is_accepted() {
         let grant: Grant = serde_json::from_slice(&complete.payload)
             .map_err(|e| BenchError::BadReply(format!("complete payload: {e}")))?;
         if grant.token.is_empty() {
@@ -122,16 +143,15 @@ pub fn handshake(
                 "accepted request with an empty token".to_owned(),
             ));
         }
-        Outcome::Granted(grant)
+        Ok(Outcome::Granted(grant))
     } else {
-        Outcome::Refused {
+        Ok(Outcome::Refused {
             code: compliance
                 .error
                 .map_or_else(|| "unknown".to_owned(), |code| code.as_str().to_owned()),
             message: compliance.message.unwrap_or_default(),
-        }
-    };
-    Ok(Handshake { outcome, elapsed })
+        })
+    }
 }
 
 /// The refusal that means "try again later" rather than "no".

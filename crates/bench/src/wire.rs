@@ -1,5 +1,6 @@
 //! Which version of the chat datagrams the load generator's members speak, and the version-2
-//! messages they send: `0xFF` + one JSON object (chat_protocol::v2::ClientV2).
+//! messages they send: `0xFF` + one JSON object (chat_protocol::v2::ClientV2). Version 3 seals
+//! the same messages (crate::tls, crate::member).
 
 use std::io::Write;
 
@@ -14,6 +15,14 @@ pub enum Protocol {
     V1,
     /// Version-2 register, `msg` with a per-member `seq`, acks and `msg` events back.
     V2,
+    /// Version 3: the handshake inside TLS 1.3, then the version-2 messages sealed with
+    /// ChaCha20-Poly1305 under keys exported from that TLS session, over UDP (register with
+    /// challenge and echo).
+    V3,
+    /// Version 3 with every datagram through the member's TLS connection (the tunnel)
+    /// instead of UDP; register over the tunnel, no challenge. Chosen with `--transport`.
+    #[value(skip)]
+    V3Tunnel,
 }
 
 impl Protocol {
@@ -22,7 +31,24 @@ impl Protocol {
         match self {
             Self::V1 => "v1",
             Self::V2 => "v2",
+            Self::V3 => "v3",
+            Self::V3Tunnel => "v3-tunnel",
         }
+    }
+
+    /// Whether its chat is version 2's `msg` with a `seq`, acked by the server.
+    pub fn has_acks(self) -> bool {
+        !matches!(self, Self::V1)
+    }
+
+    /// Whether its datagrams are sealed (version 3), over either path.
+    pub fn is_sealed(self) -> bool {
+        matches!(self, Self::V3 | Self::V3Tunnel)
+    }
+
+    /// Whether its datagrams go through the TLS tunnel.
+    pub fn is_tunnel(self) -> bool {
+        self == Self::V3Tunnel
     }
 }
 

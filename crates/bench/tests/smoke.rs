@@ -306,3 +306,151 @@ fn web_with_websocket_members_alone_reports_memory_per_member() {
     );
     assert!(memory["kib_per_ws_member"].as_f64().is_some(), "{memory}");
 }
+
+/// Asserts that the server row `target` of `scenario` saw deliveries and its senders' acks.
+fn assert_delivered_and_acked(stdout: &str, scenario: &str, target: &str) -> Value {
+    let row = row(stdout, scenario, target);
+    assert!(
+        row["delivered"]
+            .as_u64()
+            .is_some_and(|delivered| delivered > 0),
+        "nothing delivered: {row}"
+    );
+    assert!(
+        row["acks"].as_u64().is_some_and(|acks| acks > 0),
+        "no acks: {row}"
+    );
+    assert!(row["p99_us"].as_f64().is_some(), "no latency: {row}");
+    row
+}
+
+#[test]
+fn relay_compares_version_3_over_udp_and_the_tunnel_with_version_2() {
+    let server = server_binary();
+    assert!(
+        server.is_file(),
+        "`chat-bench relay --spawn` needs the chat-server binary at {}; build it first with \
+         `cargo build -p chat-server`",
+        server.display()
+    );
+    let (status, stdout, stderr) = run_bench(&[
+        "relay",
+        "--spawn",
+        "--protocol",
+        "v3",
+        "--compare-v2",
+        "--transport",
+        "both",
+        "--compare-baseline",
+        "false",
+        "--duration",
+        "1",
+        "--rate",
+        "100",
+        "--members",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        status.success(),
+        "chat-bench relay --protocol v3 --compare-v2 --transport both failed: {stderr}"
+    );
+    assert_delivered_and_acked(&stdout, "relay", "server-v2");
+    let udp = assert_delivered_and_acked(&stdout, "relay", "server-v3");
+    assert_eq!(udp["protocol"], "v3", "{udp}");
+    let tunnel = assert_delivered_and_acked(&stdout, "relay", "server-v3-tunnel");
+    assert_eq!(tunnel["protocol"], "v3-tunnel", "{tunnel}");
+    let ratio = row(&stdout, "relay", "v3/v2");
+    assert!(
+        ratio["cpu_s_per_m"].as_f64().is_some(),
+        "no CPU ratio: {ratio}"
+    );
+    row(&stdout, "relay", "v3-tunnel/v2");
+    let paths = row(&stdout, "relay", "v3-tunnel/v3");
+    assert!(paths["p99_us"].as_f64().is_some(), "no p99 ratio: {paths}");
+}
+
+#[test]
+fn ramp_compares_version_3_with_version_2() {
+    let server = server_binary();
+    assert!(
+        server.is_file(),
+        "`chat-bench ramp --spawn` needs the chat-server binary at {}; build it first with \
+         `cargo build -p chat-server`",
+        server.display()
+    );
+    let (status, stdout, stderr) = run_bench(&[
+        "ramp",
+        "--spawn",
+        "--protocol",
+        "v3",
+        "--compare-v2",
+        "--compare-baseline",
+        "false",
+        "--members",
+        "3",
+        "--start-rate",
+        "100",
+        "--max-rate",
+        "200",
+        "--step-duration",
+        "0.5",
+        "--json",
+    ]);
+    assert!(
+        status.success(),
+        "chat-bench ramp --protocol v3 --compare-v2 failed: {stderr}"
+    );
+    for target in ["server-v2", "server-v3"] {
+        let summary = row(&stdout, "ramp", target);
+        assert!(
+            summary["max_lossless_per_s"].as_f64().is_some() || summary["steps"].as_u64() > Some(0),
+            "no ramp summary: {summary}"
+        );
+        assert!(
+            rows(&stdout, "ramp-step", target).next().is_some(),
+            "no steps for {target}"
+        );
+    }
+    row(&stdout, "ramp", "v3/v2");
+}
+
+#[test]
+fn handshake_measures_tls_beside_plain_tcrp() {
+    let server = server_binary();
+    assert!(
+        server.is_file(),
+        "`chat-bench handshake --spawn` needs the chat-server binary at {}; build it first \
+         with `cargo build -p chat-server`",
+        server.display()
+    );
+    let (status, stdout, stderr) = run_bench(&[
+        "handshake",
+        "--spawn",
+        "--tls",
+        "--connections",
+        "2",
+        "--duration",
+        "0.5",
+        "--json",
+    ]);
+    assert!(
+        status.success(),
+        "chat-bench handshake --tls failed: {stderr}"
+    );
+    let all = |target: &str| {
+        rows(&stdout, "handshake", target)
+            .find(|row| row["operation"] == "all")
+            .unwrap_or_else(|| panic!("no `all` row for {target} in {stdout:?}"))
+    };
+    for target in ["server", "server-tls"] {
+        let row = all(target);
+        assert!(
+            row["ok"].as_u64().is_some_and(|ok| ok > 0),
+            "no handshake succeeded: {row}"
+        );
+        assert_eq!(row["failed"].as_u64(), Some(0), "{row}");
+        assert!(row["server_cpu_us_per_op"].as_f64().is_some(), "{row}");
+    }
+    assert!(all("tls/plain")["ops_per_s"].as_f64().is_some());
+}

@@ -44,7 +44,10 @@ impl Context {
                 Some(path) => path.clone(),
                 None => default_server_binary()?,
             };
-            return ServerTarget::spawn(&binary, settings, &self.target.server_arg);
+            return Ok(
+                ServerTarget::spawn(&binary, settings, &self.target.server_arg)?
+                    .pinned(self.target.fingerprint),
+            );
         }
         let ip = require_loopback(&self.target.server)?;
         if !self.target.target_live {
@@ -65,7 +68,8 @@ impl Context {
             self.target.udp_port,
             self.target.http_port,
             self.target.server_pid,
-        ))
+        )
+        .pinned(self.target.fingerprint))
     }
 }
 
@@ -139,16 +143,17 @@ const ACKED_COLUMN: Column = Column {
     header: "acked%",
 };
 
-/// The columns of a load table whose server rows speak `protocol`: version 2 adds `acked%`,
+/// The columns of a load table whose server rows speak `protocol`: version 2 (and 3) adds
+/// `acked%`,
 /// so version-1 tables look as they always did.
 pub fn load_columns(protocol: Protocol) -> Vec<Column> {
     with_acked_column(LOAD_COLUMNS, protocol)
 }
 
-/// `columns` with `acked%` after `loss%` when `protocol` is version 2.
+/// `columns` with `acked%` after `loss%` when `protocol` has acks (version 2 or 3).
 pub fn with_acked_column(columns: &[Column], protocol: Protocol) -> Vec<Column> {
     let mut columns = columns.to_vec();
-    if protocol == Protocol::V2 {
+    if protocol.has_acks() {
         let at = columns
             .iter()
             .position(|column| column.key == "loss_pct")
@@ -158,8 +163,11 @@ pub fn with_acked_column(columns: &[Column], protocol: Protocol) -> Vec<Column> 
     columns
 }
 
-/// The target label of a ratio row between two server runs in different protocols.
-pub const V2_OVER_V1: &str = "v2/v1";
+/// The target label of a ratio row between two server runs: `v2/v1`, `v3/v2`,
+/// `v3-tunnel/v2`, ...
+pub fn over(ours: Protocol, theirs: Protocol) -> String {
+    format!("{}/{}", ours.name(), theirs.name())
+}
 
 /// Columns divided in a ratio row.
 pub const LOAD_RATIO_KEYS: &[&str] = &[
@@ -201,9 +209,10 @@ pub fn load_row(
             Cell::Float(outcome.delivered_per_second(), 0),
         )
         .with("loss_pct", Cell::Float(outcome.loss_percent(), 3));
-    let row = match protocol {
-        Protocol::V1 => row,
-        Protocol::V2 => with_acks(row, outcome),
+    let row = if protocol.has_acks() {
+        with_acks(row, outcome)
+    } else {
+        row
     };
     row.with("duplicates", Cell::Int(outcome.duplicates))
         .with("stale", Cell::Int(outcome.stale))

@@ -14,7 +14,7 @@ use crate::cli::{RampArgs, in_range, rate, seconds};
 use crate::error::Result;
 use crate::load::{Fabric, LoadOutcome, run_load};
 use crate::report::{Cell, Column, Printer, Row};
-use crate::scenario::{Context, next_run_id, with_acked_column, with_acks};
+use crate::scenario::{Context, next_run_id, over, with_acked_column, with_acks};
 use crate::setup::{RelayUnderTest, populate, run_tag};
 use crate::wire::Protocol;
 
@@ -179,7 +179,7 @@ impl Ramp<'_> {
                 protocol: relay.protocol(),
             };
             let outcome = run_load(&fabric, &spec)?;
-            if relay.protocol() == Protocol::V2 && outcome.acks < outcome.sent {
+            if relay.protocol().has_acks() && outcome.acks < outcome.sent {
                 // Populated before the next step, outside its measurement.
                 rooms = populate_room()?;
             }
@@ -228,9 +228,10 @@ fn step_row(relay: RelayUnderTest<'_>, step: u32, outcome: &LoadOutcome, verdict
             Cell::Float(outcome.delivered_per_second(), 0),
         )
         .with("loss_pct", Cell::Float(outcome.loss_percent(), 3));
-    let row = match relay.protocol() {
-        Protocol::V1 => row,
-        Protocol::V2 => with_acks(row, outcome),
+    let row = if relay.protocol().has_acks() {
+        with_acks(row, outcome)
+    } else {
+        row
     };
     row.with("p50_us", Cell::opt(outcome.latency_us(0.50), 1))
         .with("p99_us", Cell::opt(outcome.latency_us(0.99), 1))
@@ -296,11 +297,26 @@ pub fn run(context: &Context, args: &RampArgs) -> Result<()> {
         step_duration: seconds("--step-duration", args.step_duration)?,
         time_limit: seconds("--time-limit", args.time_limit)?,
     };
+    if args.compare_v2 && args.protocol != Protocol::V3 {
+        return Err(crate::error::BenchError::InvalidArguments(
+            "--compare-v2 compares a version-3 ramp with version 2; add --protocol v3".to_owned(),
+        ));
+    }
     let mut steps_out = Printer::new(
         "ramp-step",
         &with_acked_column(STEP_COLUMNS, args.protocol),
         context.json,
     );
+    // Each relay gets its own server, started the same way.
+    let v2 = if args.compare_v2 {
+        let server = context.server()?;
+        Some(ramp.climb(
+            RelayUnderTest::Server(&server, Protocol::V2),
+            &mut steps_out,
+        )?)
+    } else {
+        None
+    };
     let ours = {
         let server = context.server()?;
         ramp.climb(
@@ -315,7 +331,20 @@ pub fn run(context: &Context, args: &RampArgs) -> Result<()> {
         None
     };
     let mut summary = Printer::new("ramp", SUMMARY_COLUMNS, context.json);
+    if let Some(v2) = &v2 {
+        summary.emit(v2);
+    }
     summary.emit(&ours);
+    if let Some(v2) = &v2 {
+        let ratio = Row::ratio(&ours, v2, SUMMARY_RATIO_KEYS)
+            .set("target", Cell::Text(over(args.protocol, Protocol::V2)));
+        if let Some(Cell::Float(lossless, _)) = ratio.get("max_lossless_per_s") {
+            tracing::info!(
+                "v3/v2 highest lossless rate: {lossless:.2} (issue 11 asks for at least 0.8)"
+            );
+        }
+        summary.emit(&ratio);
+    }
     if let Some(theirs) = theirs {
         summary.emit(&theirs);
         summary.emit(&Row::ratio(&ours, &theirs, SUMMARY_RATIO_KEYS));
