@@ -165,6 +165,7 @@ pub fn tls_connect(
     let name = ServerName::try_from("chat-server").map_err(|e| e.to_string())?;
     let connection = ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     let stream = TcpStream::connect_timeout(&tcp, EVENT_TIMEOUT).map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
     stream
         .set_read_timeout(Some(EVENT_TIMEOUT))
         .map_err(|e| e.to_string())?;

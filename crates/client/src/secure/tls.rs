@@ -152,6 +152,9 @@ pub async fn attempt(
     timeouts: Timeouts,
 ) -> Result<Attempt, ClientError> {
     let tcp = handshake::connect(host, port, timeouts.connect).await?;
+    // The handshake's flights and the tunnel's frames are small writes back to back: without
+    // this each waits for the server's delayed ACK.
+    let _ = tcp.set_nodelay(true);
     let server = tcp.peer_addr().map_err(ClientError::HandshakeIo)?;
     let presented = Arc::new(Mutex::new(None));
     let connector = TlsConnector::from(Arc::new(config(expected, Arc::clone(&presented))?));

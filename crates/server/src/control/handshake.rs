@@ -61,12 +61,13 @@ pub async fn grant(
     user: UserRequest,
     peer: SocketAddr,
     context: &ControlContext,
+    keys: Option<&KeyMaterial>,
 ) -> Result<Membership, Refusal> {
     let username = user.username.clone();
     let result = match operation {
-        Operation::Create => create(room_name, user, peer, context).await,
-        Operation::Join => join(room_name, user, peer, context).await,
-        Operation::Pair => pair(user, context).await,
+        Operation::Create => create(room_name, user, peer, context, keys).await,
+        Operation::Join => join(room_name, user, peer, context, keys).await,
+        Operation::Pair => pair(user, context, keys).await,
         Operation::List => Err(Refusal::new(
             ErrorCode::UnsupportedOperation,
             "list grants no membership",
@@ -90,6 +91,13 @@ pub async fn grant(
     match &result {
         Ok(membership) => {
             lock(&context.engine).set_home_ip(&membership.token, peer.ip());
+            if let (Some(key_id), Some(keys)) = (membership.key_id, keys) {
+                // Durable now: datagrams under these keys may come.
+                context
+                    .tunnel
+                    .keys
+                    .insert(key_id, &membership.room, &membership.token, keys);
+            }
             tracing::info!(%peer, room = %quoted(&membership.room), user = %quoted(&membership.username), host = membership.host, token = %membership.token, ?operation, "handshake granted");
         }
         Err(refusal) => {
@@ -200,17 +208,11 @@ async fn answer(
             return refuse(ErrorCode::InvalidRequest, error.to_string());
         }
     };
-    let granted = match grant(operation, &room_name, user, peer, context).await {
+    let granted = match grant(operation, &room_name, user, peer, context, keys.as_ref()).await {
         Ok(membership) => membership,
         Err(refusal) => return refuse(refusal.code, refusal.message),
     };
-    let key_id = match keys {
-        None => None,
-        Some(keys) => match seal(&granted, keys, context).await {
-            Ok(key_id) => Some(key_id),
-            Err(refusal) => return refuse(refusal.code, refusal.message),
-        },
-    };
+    let key_id = granted.key_id;
     let grant = grant_for(&granted, key_id, context);
     // Pair rooms get their name from the server; echo it so the client learns it.
     (
@@ -234,26 +236,18 @@ fn grant_for(membership: &Membership, key_id: Option<u32>, context: &ControlCont
     }
 }
 
-/// Gives a membership just granted over TLS its keys, durably, and puts them in the key
-/// table; if they cannot be saved, the membership is taken back.
-async fn seal(
-    membership: &Membership,
-    keys: KeyMaterial,
-    context: &ControlContext,
-) -> Result<u32, Refusal> {
-    let sealed = {
-        let mut engine = lock(&context.engine);
-        engine
-            .seal(&membership.token, keys.clone())
-            .map(|key_id| (key_id, engine.journal_seq()))
-    };
-    let (key_id, journal_seq) = sealed?;
-    make_durable((membership.clone(), journal_seq), context).await?;
-    context
-        .tunnel
-        .keys
-        .insert(key_id, &membership.room, &membership.token, &keys);
-    Ok(key_id)
+/// Seals a membership just granted over TLS (`keys`), under the grant's own lock. Should
+/// drawing a key id fail (the OS's generator), the member was made but is never answered: it
+/// never registers and is removed as idle.
+fn sealed(
+    engine: &mut crate::engine::Engine,
+    membership: Membership,
+    keys: Option<&KeyMaterial>,
+) -> Result<Membership, JoinError> {
+    match keys {
+        None => Ok(membership),
+        Some(keys) => engine.seal(membership, keys.clone()),
+    }
 }
 
 /// Operation 5: renews a version-3 member's keys from this TLS session.
@@ -306,6 +300,7 @@ async fn create(
     user: UserRequest,
     peer: SocketAddr,
     context: &ControlContext,
+    keys: Option<&KeyMaterial>,
 ) -> Result<Membership, Refusal> {
     // Cheap checks first, so that a hopeless request never costs a password hash.
     lock(&context.engine).check_create(room_name, &user.username)?;
@@ -348,6 +343,7 @@ async fn create(
         let mut engine = lock(&context.engine);
         engine
             .create(room_name, &user.username, kind, shared::now())
+            .and_then(|membership| sealed(&mut engine, membership, keys))
             .map(|membership| (membership, engine.journal_seq()))
     };
     let membership = make_durable(granted?, context).await?;
@@ -364,6 +360,7 @@ async fn join(
     user: UserRequest,
     peer: SocketAddr,
     context: &ControlContext,
+    keys: Option<&KeyMaterial>,
 ) -> Result<Membership, Refusal> {
     // Cheap checks first (a ban, names, room, capacity, name taken), so that a hopeless
     // request never costs a password check.
@@ -408,6 +405,7 @@ async fn join(
         banned(engine)?;
         engine
             .join(room_name, &user.username, verified_for, shared::now(), fx)
+            .and_then(|membership| sealed(engine, membership, keys))
             .map(|membership| (membership, engine.journal_seq()))
     });
     make_durable(granted?, context).await
@@ -431,10 +429,15 @@ fn gate_refusal(refusal: GateRefusal) -> Refusal {
     }
 }
 
-async fn pair(user: UserRequest, context: &ControlContext) -> Result<Membership, Refusal> {
+async fn pair(
+    user: UserRequest,
+    context: &ControlContext,
+    keys: Option<&KeyMaterial>,
+) -> Result<Membership, Refusal> {
     let granted = context.outlet.apply(&context.engine, |engine, fx| {
         engine
             .pair(&user.username, shared::now(), fx)
+            .and_then(|membership| sealed(engine, membership, keys))
             .map(|membership| (membership, engine.journal_seq()))
     });
     make_durable(granted?, context).await

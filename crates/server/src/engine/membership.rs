@@ -92,6 +92,7 @@ impl Engine {
             room: room_name.to_owned(),
             username: username.to_owned(),
             host: true,
+            key_id: None,
         })
     }
 
@@ -181,6 +182,7 @@ impl Engine {
             room: room_name,
             username: username.to_owned(),
             host: false,
+            key_id: None,
         })
     }
 

@@ -158,6 +158,8 @@ pub struct Membership {
     pub username: String,
     /// Whether the member hosts the room.
     pub host: bool,
+    /// A version-3 member's key id (granted over TLS), once sealed.
+    pub key_id: Option<u32>,
 }
 
 /// Why a handshake was refused.

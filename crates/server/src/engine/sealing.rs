@@ -58,15 +58,22 @@ impl AttachError {
 }
 
 impl Engine {
-    /// Gives the member `token` (just granted over TLS) its keys and a fresh key id, and
-    /// records them durably with the membership. Returns the key id.
-    pub fn seal(&mut self, token: &Token, keys: KeyMaterial) -> Result<u32, JoinError> {
+    /// Gives a membership just granted over TLS its keys and a fresh key id, recorded with
+    /// it (called under the same lock as the grant, so one durable write covers both).
+    pub fn seal(
+        &mut self,
+        membership: Membership,
+        keys: KeyMaterial,
+    ) -> Result<Membership, JoinError> {
         let key_id = self.fresh_key_id()?;
-        self.set_sealing(token, Sealing { key_id, keys })
+        self.set_sealing(&membership.token, Sealing { key_id, keys })
             .ok_or(JoinError::Random(RandomError::new(
                 "the membership vanished while it was sealed".into(),
             )))?;
-        Ok(key_id)
+        Ok(Membership {
+            key_id: Some(key_id),
+            ..membership
+        })
     }
 
     /// Renews the keys of a sealed member (operation 5, attach) and answers with its
@@ -92,6 +99,7 @@ impl Engine {
             room: room.name.clone(),
             username: member.username.clone(),
             host: room.host == member_id,
+            key_id: Some(key_id),
         };
         self.set_sealing(token, Sealing { key_id, keys })
             .ok_or(AttachError::Unknown)?;

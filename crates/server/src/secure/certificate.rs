@@ -130,10 +130,13 @@ impl ServerIdentity {
             what: e.to_string(),
         })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
+        let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
+        // No client resumes (each handshake makes fresh keys), so tickets would be work and
+        // bytes for nothing.
+        config.send_tls13_tickets = 0;
         Ok(Self {
             fingerprint,
             config: Arc::new(config),

@@ -136,7 +136,7 @@ async fn handshake(
     };
     let membership = tokio::time::timeout(
         context.control.request_timeout + Duration::from_secs(30),
-        handshake::grant(operation, room, user, peer, &context.control),
+        handshake::grant(operation, room, user, peer, &context.control, None),
     )
     .await
     .map_err(|_| ApiError::busy("the server took too long to answer; try again"))??;
