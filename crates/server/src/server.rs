@@ -15,6 +15,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::control::{self, ControlContext};
 use crate::engine::{Engine, HistoryJob, HistoryReadError, RestoreError};
@@ -75,6 +76,12 @@ pub enum StartError {
     /// The history thread could not be started.
     #[error("cannot start the history thread: {0}")]
     Thread(#[source] io::Error),
+    /// Scale-out: Redis, or the state in it.
+    #[error(transparent)]
+    Cluster(#[from] cluster::node::NodeStartError),
+    /// Scale-out: a `--redis` URL that does not parse.
+    #[error("--redis: {0}")]
+    RedisUrl(#[from] cluster::ClusterError),
 }
 
 /// A server whose sockets are bound and whose state is loaded, ready to run.
@@ -93,6 +100,8 @@ pub struct Server {
     history_thread: JoinHandle<u64>,
     /// Tells the history thread to stop retrying failed commits.
     history_stopping: Arc<AtomicBool>,
+    /// Scale-out: the Redis handle and where the change stream stood at start.
+    cluster: Option<(Arc<Cluster>, String)>,
 }
 
 /// Uploads stored at once; each holds its body (up to `--max-file-size`) in memory.
@@ -107,11 +116,31 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         // The state file first: a server that refuses to start should not have created a
         // history database on its way out.
-        let saved = journal::load(&config.state)?;
         let mut history = HistoryStore::open(&config.history)?;
-        let engine = match saved {
-            None => Engine::new(config.limits(), config.flood_policy()),
-            Some(state) => Engine::restore(
+        let mut node = None;
+        let saved = match config.cluster() {
+            // Scale-out: the state lives in Redis, not in the state file.
+            Some(cluster) => {
+                let cluster = Cluster::new(&cluster)?;
+                let (engine, cursor) = cluster::node::load_engine(
+                    &cluster,
+                    config.limits(),
+                    config.flood_policy(),
+                    &history,
+                )?;
+                node = Some((engine, cluster, cursor));
+                None
+            }
+            None => journal::load(&config.state)?,
+        };
+        let (node_engine, cluster) = match node {
+            Some((engine, cluster, cursor)) => (Some(engine), Some((cluster, cursor))),
+            None => (None, None),
+        };
+        let engine = match (node_engine, saved) {
+            (Some(engine), _) => engine,
+            (None, None) => Engine::new(config.limits(), config.flood_policy()),
+            (None, Some(state)) => Engine::restore(
                 state,
                 config.limits(),
                 config.flood_policy(),
@@ -201,6 +230,7 @@ impl Server {
             Arc::clone(&transports),
             Arc::clone(&history_stopping),
             Arc::clone(&stats),
+            cluster.as_ref().map(|(cluster, _)| Arc::clone(cluster)),
         )
         .map_err(StartError::Thread)?;
         Ok(Self {
@@ -214,6 +244,7 @@ impl Server {
             history_jobs,
             history_thread,
             history_stopping,
+            cluster,
         })
     }
 
@@ -262,6 +293,9 @@ impl Server {
             Arc::clone(&self.engine),
             self.config.state.clone(),
             writer_stopped,
+            self.cluster
+                .as_ref()
+                .map(|(cluster, _)| Arc::clone(cluster)),
         );
         // One outlet for every loop: frames leave through the data-plane socket or to the web
         // connections, jobs go to the history thread.
@@ -275,6 +309,17 @@ impl Server {
             Arc::clone(&self.stats),
             Arc::clone(&self.transports.web),
         ));
+        let node_threads = match &self.cluster {
+            Some((cluster, cursor)) => Some(cluster::node::NodeThreads::start(
+                cluster,
+                &self.engine,
+                &outlet,
+                &writer,
+                cursor.clone(),
+                self.config.idle_timeout,
+            )?),
+            None => None,
+        };
         let stop_relay = Arc::new(AtomicBool::new(false));
         let relay_thread = relay::spawn(
             self.udp.try_clone()?,
@@ -369,6 +414,9 @@ impl Server {
         let _ = tick_task.await;
         #[cfg(unix)]
         let _ = status_task.await;
+        if let Some(threads) = node_threads {
+            let _ = tokio::task::spawn_blocking(move || threads.stop()).await;
+        }
         self.history_stopping.store(true, Ordering::Relaxed);
         let _ = self.history_jobs.send(HistoryJob::Stop);
         let history_thread = self.history_thread;

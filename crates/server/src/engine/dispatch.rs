@@ -294,7 +294,9 @@ fn bind(
     let old = member.addr.filter(|old| *old != src);
     let old_version = member.version;
     let first_time = member.addr.is_none();
-    let moved = member.addr != Some(src) || member.version != version;
+    let moved = member.addr != Some(src) || member.version != version || member.remote;
+    // Scale-out: a member that fails over to this node is served here from now on.
+    member.remote = false;
     member.addr = Some(src);
     member.version = version;
     member.last_seen = now;

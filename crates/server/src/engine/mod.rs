@@ -29,6 +29,7 @@ use crate::flood::FloodPolicy;
 use crate::token::{RandomError, Token};
 
 pub use api::{Credentials, MemberList};
+pub use cluster::{SharedMessage, SharedOutcome};
 pub use durable::{JournalRecord, StateChange};
 pub use effects::{Effects, HistoryJob, Outbox, PendingMessage, StoredMessage};
 pub use endpoint::Endpoint;
@@ -43,6 +44,7 @@ use room::Room;
 pub mod api;
 pub mod chat;
 mod checks;
+pub mod cluster;
 pub mod departures;
 pub mod direct;
 pub mod dispatch;
@@ -270,6 +272,9 @@ pub struct Engine {
     last_tick: Option<Instant>,
     /// What caches and queues use of `--memory-budget`.
     memory: MemoryBudget,
+    /// Scale-out (`--redis`): ids come from Redis, and every node relays what it hears on a
+    /// room's channel rather than what it committed itself (see [`cluster`]).
+    cluster: bool,
 }
 
 impl Engine {
@@ -288,6 +293,7 @@ impl Engine {
             unstored: 0,
             last_tick: None,
             memory: MemoryBudget::new(limits.memory_budget),
+            cluster: false,
         }
     }
 

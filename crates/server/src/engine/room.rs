@@ -82,6 +82,11 @@ pub struct Member {
     /// What kind of message each held-back `seq` is, for those that are not plain lines
     /// (actions, direct messages); bounded like the held messages themselves.
     pub held_kinds: BTreeMap<u64, Said>,
+    /// Scale-out: the member is served by another node (it joined or registered there), so
+    /// this node neither relays to it nor times it out; see [`super::cluster`].
+    pub remote: bool,
+    /// Scale-out: a remote member that has registered somewhere, so the room heard it join.
+    pub remote_registered: bool,
 }
 
 /// What kind of chat message a member sent.
@@ -301,6 +306,8 @@ impl Member {
             challenges: VecDeque::new(),
             held_kinds: BTreeMap::new(),
             away: None,
+            remote: false,
+            remote_registered: false,
         }
     }
 }
