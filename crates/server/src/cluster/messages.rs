@@ -80,8 +80,16 @@ pub fn publish(
                 .arg(serde_json::to_string(&body)?),
         );
     }
-    // EVALSHA first; on NOSCRIPT (a restarted Redis) the pipeline loads the script itself.
-    let results: Vec<(u64, u8)> = pipe.query(con)?;
+    // EVALSHA; a Redis that does not know the script yet (new, or restarted) is given it
+    // once, and the batch goes again (nothing in a refused pipeline ran).
+    let results: Vec<(u64, u8)> = match pipe.query(con) {
+        Ok(results) => results,
+        Err(error) if error.to_string().contains("NoScript") => {
+            script.load(con)?;
+            pipe.query(con)?
+        }
+        Err(error) => return Err(error.into()),
+    };
     if results.len() != messages.len() {
         return Err(ClusterError::Malformed("publish answered the wrong count"));
     }
