@@ -32,7 +32,14 @@ impl RedisProcess {
         let log = std::fs::File::create(dir.join(format!("redis-{port}.log")))
             .expect("create the redis log");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "yes", "--appendfsync", "everysec"])
             .arg("--dir")
             .arg(dir)
@@ -41,7 +48,9 @@ impl RedisProcess {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|error| {
-                panic!("cannot run redis-server ({error}); install it with scripts/install-redis.sh")
+                panic!(
+                    "cannot run redis-server ({error}); install it with scripts/install-redis.sh"
+                )
             });
         let redis = Self {
             child,
@@ -50,7 +59,10 @@ impl RedisProcess {
         };
         let deadline = Instant::now() + EVENT_TIMEOUT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
         redis

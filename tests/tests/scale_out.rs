@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use chat_protocol::v2::ServerV2;
 use chat_tests::{
-    ClientProcess, EVENT_TIMEOUT, RedisProcess, ServerProcess, V2Member, create, join, try_handshake,
+    ClientProcess, EVENT_TIMEOUT, RedisProcess, ServerProcess, V2Member, create, join,
+    try_handshake,
 };
 
 /// A node on ephemeral ports with its own directory (history, files) under `dir`.
@@ -84,8 +85,17 @@ fn three_nodes_one_room_every_member_sees_every_message_once_in_id_order() {
         let wanted: BTreeSet<u64> = all.difference(&own[index]).copied().collect();
         let seen = collect_ids(member, &wanted);
         let unique: BTreeSet<u64> = seen.iter().copied().collect();
-        assert_eq!(unique, wanted, "{} sees every other member's message", names[index]);
-        assert_eq!(seen.len(), unique.len(), "{} sees each once: {seen:?}", names[index]);
+        assert_eq!(
+            unique, wanted,
+            "{} sees every other member's message",
+            names[index]
+        );
+        assert_eq!(
+            seen.len(),
+            unique.len(),
+            "{} sees each once: {seen:?}",
+            names[index]
+        );
         assert!(
             seen.windows(2).all(|pair| pair[0] < pair[1]),
             "{} sees them in id order: {seen:?}",
@@ -108,11 +118,17 @@ fn a_name_and_a_room_are_one_across_nodes() {
         if let Some(code) = replies.error_code() {
             break code;
         }
-        assert!(Instant::now() < deadline, "node b never refused the second room");
+        assert!(
+            Instant::now() < deadline,
+            "node b never refused the second room"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(refusal, "room_exists");
-    assert_eq!(join(b.tcp, "lobby", "ANN").error_code().as_deref(), Some("name_taken"));
+    assert_eq!(
+        join(b.tcp, "lobby", "ANN").error_code().as_deref(),
+        Some("name_taken")
+    );
     // A token from one node works on the other.
     let token = join(b.tcp, "lobby", "bob").token();
     let on_a = V2Member::new(a.udp, "lobby", &token);
@@ -143,17 +159,27 @@ fn redis_unavailable_refuses_handshakes_and_readyz_says_so_then_recovers() {
         if code.as_deref() == Some("server_busy") {
             break;
         }
-        assert!(Instant::now() < deadline, "handshakes go on without redis: {code:?}");
+        assert!(
+            Instant::now() < deadline,
+            "handshakes go on without redis: {code:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let http = a.http.expect("http");
     let ready = ureq_status(http);
     assert_eq!(ready.0, 503, "/readyz: {}", ready.1);
-    assert!(ready.1.contains("redis"), "/readyz names redis: {}", ready.1);
+    assert!(
+        ready.1.contains("redis"),
+        "/readyz names redis: {}",
+        ready.1
+    );
     // A message sent meanwhile is not acked until Redis has it.
     ann.send_msg(2, "while redis is down");
     assert!(
-        !matches!(ann.next_event_within(Duration::from_millis(700)), Some(ServerV2::Ack { .. })),
+        !matches!(
+            ann.next_event_within(Duration::from_millis(700)),
+            Some(ServerV2::Ack { .. })
+        ),
         "nothing is acked that is not stored"
     );
     let _redis = RedisProcess::start_on(dir.path(), port);
@@ -207,7 +233,10 @@ fn redis_restarted_mid_conversation_loses_nothing_acked() {
     for seq in 6..=10 {
         acked.push(ann.say_retrying(seq, &format!("after {seq}")));
     }
-    assert!(acked.windows(2).all(|p| p[0] < p[1]), "ids go on: {acked:?}");
+    assert!(
+        acked.windows(2).all(|p| p[0] < p[1]),
+        "ids go on: {acked:?}"
+    );
     // Ben, on the other node, has every acked message, by replay if not live.
     let replay = ben.register(Some(0));
     let mut have: BTreeSet<u64> = replay.messages.iter().map(|m| m.id).collect();
@@ -217,7 +246,10 @@ fn redis_restarted_mid_conversation_loses_nothing_acked() {
         }
     }
     for id in &acked {
-        assert!(have.contains(id), "acked id {id} reached the other node: {have:?}");
+        assert!(
+            have.contains(id),
+            "acked id {id} reached the other node: {have:?}"
+        );
     }
     drop(redis);
 }
@@ -226,10 +258,11 @@ fn redis_restarted_mid_conversation_loses_nothing_acked() {
 fn a_client_fails_over_to_the_next_node_after_kill_9_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisProcess::start(dir.path());
-    // Short presence, so that a member that does not come back is seen leaving soon.
-    let extra = ["--idle-timeout", "4"];
-    let a = node(dir.path(), &redis, "a", &extra);
-    let b = node(dir.path(), &redis, "b", &extra);
+    // Node a's presence is short (it expires `--idle-timeout` after its last refresh), so that
+    // a member that does not come back is seen leaving soon; node b keeps the default, under
+    // which the raw host, which never pings, stays.
+    let a = node(dir.path(), &redis, "a", &["--idle-timeout", "8"]);
+    let b = node(dir.path(), &redis, "b", &[]);
     let host = V2Member::new(b.udp, "lobby", &create(b.tcp, "lobby", "host").token());
     host.register(None);
     // Two members on node a: a real client given both nodes, and a raw member that will not
@@ -241,34 +274,50 @@ fn a_client_fails_over_to_the_next_node_after_kill_9_and_loses_nothing() {
         b.tcp.port(),
         b.udp.port()
     );
-    let mut alice = ClientProcess::start_with_servers(&servers, &["join", "lobby", "--name", "alice"]);
-    alice.wait_for("alice's welcome", |line| line.starts_with("* welcome to lobby, alice"));
+    let mut alice =
+        ClientProcess::start_with_servers(&servers, &["join", "lobby", "--name", "alice"]);
+    alice.wait_for("alice's welcome", |line| {
+        line.starts_with("* welcome to lobby, alice")
+    });
     let ghost = V2Member::new(a.udp, "lobby", &join(a.tcp, "lobby", "ghost").token());
     ghost.register(None);
     alice.send_line("one");
-    host.expect("alice's first line", |e| matches!(e, ServerV2::Msg(m) if m.text == "one"));
+    host.expect(
+        "alice's first line",
+        |e| matches!(e, ServerV2::Msg(m) if m.text == "one"),
+    );
     let _ = host.say(1, "to everyone");
     alice.wait_for_line("host: to everyone");
     a.kill9();
     // Alice types while her node is dead; her client moves to node b and sends it there.
     alice.send_line("two");
-    let (before, _) = host.expect("alice's line after the failover", |e| {
-        matches!(e, ServerV2::Msg(m) if m.text == "two")
-    });
+    alice.wait_for("the move to node b", |line| line.contains("trying"));
+    let (before, _) = host.expect(
+        "alice's line after the failover",
+        |e| matches!(e, ServerV2::Msg(m) if m.text == "two"),
+    );
     assert!(
-        !before.iter().any(|e| matches!(e, ServerV2::Left { name, .. } if name == "alice")),
+        !before
+            .iter()
+            .any(|e| matches!(e, ServerV2::Left { name, .. } if name == "alice")),
         "alice came back: nobody hears her leave"
     );
     let _ = host.say(2, "after the failover");
     alice.wait_for_line("host: after the failover");
     // The raw member never comes back: once node a's presence expired, it times out.
-    host.expect("the ghost leaving", |e| matches!(e, ServerV2::Left { name, .. } if name == "ghost"));
+    host.expect(
+        "the ghost leaving",
+        |e| matches!(e, ServerV2::Left { name, .. } if name == "ghost"),
+    );
     let lines = alice.seen.clone();
     let count = |text: &str| lines.iter().filter(|l| l.as_str() == text).count();
     assert_eq!(count("host: to everyone"), 1, "{lines:?}");
     assert_eq!(count("host: after the failover"), 1, "{lines:?}");
     let texts: Vec<String> = host_texts(&host);
-    assert!(!texts.iter().any(|t| t == "two"), "alice's line arrived once: {texts:?}");
+    assert!(
+        !texts.iter().any(|t| t == "two"),
+        "alice's line arrived once: {texts:?}"
+    );
     drop(b);
 }
 

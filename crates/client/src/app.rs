@@ -26,7 +26,8 @@ pub fn run(cli: Cli) -> Result<(), ClientError> {
 }
 
 /// The whole run, for callers that bring their own runtime.
-pub async fn chat(cli: Cli) -> Result<(), ClientError> {
+pub async fn chat(mut cli: Cli) -> Result<(), ClientError> {
+    crate::failover::split_servers(&mut cli);
     let Some(mut request) = build_request(&cli.command)? else {
         let list = handshake::list_rooms(&cli.server, cli.tcp_port, Timeouts::default()).await?;
         for line in room_table::table(&list) {

@@ -58,6 +58,10 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// `checkpoints`, a second connection to the same database, copies the write-ahead log into
 /// it on a thread of its own, so that commits (and the acks behind them) never wait for that
 /// `fsync`, except for the short restart that keeps the log bounded under constant load.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the stores, the engine, the transports, the flags and, with --redis, the cluster"
+)]
 pub fn spawn(
     store: HistoryStore,
     checkpoints: HistoryStore,

@@ -35,6 +35,8 @@ pub async fn run(
 ) -> Result<Ending, ClientError> {
     let mut buffer = receive_buffer();
     let mut effects = first;
+    // Scale-out: when the node in use has been silent this long, the next one is tried.
+    let mut last_heard = Instant::now();
     // Transfers run on blocking threads and report here, so the chat goes on meanwhile.
     let (reports, mut reported) = mpsc::channel::<Report>(MAX_TRANSFERS);
     loop {
@@ -47,11 +49,28 @@ pub async fn run(
             }
             return Ok(ending);
         }
-        let wakeup = tokio::time::Instant::from_std(conversation.next_wakeup());
+        if link.can_fail_over() && last_heard.elapsed() >= crate::failover::FAILOVER_AFTER {
+            let next = link.fail_over().await?;
+            last_heard = Instant::now();
+            screen.show(&format::notice(&format!(
+                "no answer from the server; trying {next}"
+            )))?;
+            effects = conversation.on_failover(Instant::now());
+            continue;
+        }
+        let mut wakeup = tokio::time::Instant::from_std(conversation.next_wakeup());
+        if link.can_fail_over() {
+            wakeup = wakeup.min(tokio::time::Instant::from_std(
+                last_heard + crate::failover::FAILOVER_AFTER,
+            ));
+        }
         effects = tokio::select! {
             received = link.receive(&mut buffer) => match received? {
                 Some(len) => match buffer.get(..len).and_then(decode) {
-                    Some(message) => conversation.on_server(message, Instant::now()),
+                    Some(message) => {
+                        last_heard = Instant::now();
+                        conversation.on_server(message, Instant::now())
+                    }
                     None => Effects::default(),
                 },
                 // An ICMP error: nothing listens; the keepalive notices the silence.

@@ -71,7 +71,8 @@ async fn chat_in_rooms(
     loop {
         let server = udp_server(cli, &membership);
         let room = room_name(request, &membership);
-        let link = Link::open(server, room.clone(), membership.grant.token.clone()).await?;
+        let mut link = Link::open(server, room.clone(), membership.grant.token.clone()).await?;
+        link.set_failover(crate::failover::alternates(cli, server));
         let setup = Setup {
             me: username(request, &membership),
             room,

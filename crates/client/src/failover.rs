@@ -1,0 +1,158 @@
+//! Failover between the nodes of a scaled-out service (`--server a,b,c`): the membership's
+//! token is valid on every node, so when the node in use stops answering, the client moves
+//! its datagrams to the next one, registers there with its `last_id`, and retransmits what
+//! was not acked. Nothing is lost (the new node replays what came after `last_id`) and
+//! nothing is shown twice (the reorder buffer keeps ids, the servers deduplicate by `seq`).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::cli::Cli;
+
+/// How long the node in use may stay silent before the client moves to the next one: past
+/// the keepalive's re-register (3 s), so that a server that merely restarted is given its
+/// chance first.
+pub const FAILOVER_AFTER: Duration = Duration::from_secs(4);
+
+/// One entry of `--server`: `HOST[:TCP_PORT[:UDP_PORT]]` (a bare IPv6 address cannot carry
+/// ports; give those with `--tcp-port` and `--udp-port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Host name or address.
+    pub host: String,
+    /// Its handshake port, when given.
+    pub tcp_port: Option<u16>,
+    /// Its chat port, when given.
+    pub udp_port: Option<u16>,
+}
+
+impl Node {
+    fn parse(entry: &str) -> Self {
+        let entry = entry.trim();
+        // More than two colons: an IPv6 address, which carries no ports here.
+        if entry.matches(':').count() > 2 {
+            return Self {
+                host: entry.to_owned(),
+                tcp_port: None,
+                udp_port: None,
+            };
+        }
+        let mut parts = entry.split(':');
+        let host = parts.next().unwrap_or_default().to_owned();
+        let tcp_port = parts.next().and_then(|p| p.parse().ok());
+        let udp_port = parts.next().and_then(|p| p.parse().ok());
+        Self {
+            host,
+            tcp_port,
+            udp_port,
+        }
+    }
+}
+
+/// Splits `--server` into the node used first (its host and ports go where a single server's
+/// would) and the others, kept in `cli.failover`. A single plain host is left as it is.
+pub fn split_servers(cli: &mut Cli) {
+    let colons = cli.server.matches(':').count();
+    if !cli.server.contains(',') && (colons == 0 || colons > 2) {
+        return;
+    }
+    let nodes: Vec<Node> = cli
+        .server
+        .split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(Node::parse)
+        .collect();
+    let mut nodes = nodes.into_iter();
+    let Some(first) = nodes.next() else {
+        return;
+    };
+    cli.server = first.host;
+    if let Some(port) = first.tcp_port {
+        cli.tcp_port = port;
+    }
+    if first.udp_port.is_some() {
+        cli.udp_port = first.udp_port;
+    }
+    cli.failover = nodes.collect();
+}
+
+/// The other nodes' chat addresses, in order: each node's own UDP port if given, else the
+/// one in use (nodes of one service usually listen on the same ports). Names that do not
+/// resolve are left out.
+pub fn alternates(cli: &Cli, in_use: SocketAddr) -> Vec<SocketAddr> {
+    cli.failover
+        .iter()
+        .filter_map(|node| {
+            let port = node.udp_port.unwrap_or(in_use.port());
+            (node.host.as_str(), port).to_socket_addrs().ok()?.next()
+        })
+        .filter(|addr| *addr != in_use)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_carry_optional_ports() {
+        assert_eq!(
+            Node::parse("10.0.0.2:7000:7001"),
+            Node {
+                host: "10.0.0.2".into(),
+                tcp_port: Some(7000),
+                udp_port: Some(7001)
+            }
+        );
+        assert_eq!(Node::parse("chat-b").tcp_port, None);
+        assert_eq!(Node::parse("::1").host, "::1");
+    }
+}
+
+/// The nodes a link may use, and which one it uses now.
+#[derive(Debug, Default)]
+pub struct Ring {
+    nodes: Vec<SocketAddr>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Ring {
+    /// `first` in use, then `alternates` in turn.
+    pub fn new(first: SocketAddr, alternates: Vec<SocketAddr>) -> Self {
+        let mut nodes = vec![first];
+        nodes.extend(alternates);
+        Self {
+            nodes,
+            current: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are none (no failover set).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The node in use, if failover is set.
+    pub fn current(&self) -> Option<SocketAddr> {
+        let index = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        self.nodes.get(index % self.nodes.len().max(1)).copied()
+    }
+
+    /// Moves to the next node and returns it.
+    pub fn advance(&self) -> SocketAddr {
+        let len = self.nodes.len().max(1);
+        let index = self
+            .current
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        self.nodes
+            .get(index % len)
+            .copied()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+}
