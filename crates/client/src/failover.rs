@@ -29,8 +29,8 @@ pub struct Node {
 impl Node {
     fn parse(entry: &str) -> Self {
         let entry = entry.trim();
-        // More than two colons: an IPv6 address, which carries no ports here.
-        if entry.matches(':').count() > 2 {
+        // A bare IPv6 address carries no ports here.
+        if entry.parse::<std::net::Ipv6Addr>().is_ok() {
             return Self {
                 host: entry.to_owned(),
                 tcp_port: None,
@@ -52,8 +52,8 @@ impl Node {
 /// Splits `--server` into the node used first (its host and ports go where a single server's
 /// would) and the others, kept in `cli.failover`. A single plain host is left as it is.
 pub fn split_servers(cli: &mut Cli) {
-    let colons = cli.server.matches(':').count();
-    if !cli.server.contains(',') && (colons == 0 || colons > 2) {
+    let single = !cli.server.contains(',');
+    if single && (!cli.server.contains(':') || cli.server.parse::<std::net::Ipv6Addr>().is_ok()) {
         return;
     }
     let nodes: Vec<Node> = cli
