@@ -87,6 +87,9 @@ pub struct Fabric<'a> {
     pub senders: &'a [usize],
     /// The relay's UDP address.
     pub relay: SocketAddr,
+    /// Scale-out: each UDP member's own node (by member index), when the members are spread
+    /// over several; `None`: all use `relay`.
+    pub member_relays: Option<&'a [SocketAddr]>,
     /// Whose CPU time the run charges.
     pub cpu: CpuSource,
     /// The version the members speak.
@@ -338,6 +341,7 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
     let base = Instant::now();
     let context = ReceiveContext {
         relay: fabric.relay,
+        member_relays: fabric.member_relays,
         run_id: spec.run_id,
         per_sender_capacity: planned.div_ceil(sender_count),
         sender_count,
@@ -526,6 +530,13 @@ impl Fabric<'_> {
     }
 
     /// The member with sender index `index`.
+    /// Where member `index` sends, and what it hears from.
+    fn relay_of(&self, index: usize) -> SocketAddr {
+        self.member_relays
+            .and_then(|relays| relays.get(index).copied())
+            .unwrap_or(self.relay)
+    }
+
     fn sender(&self, index: usize) -> Option<Sender<'_>> {
         match index.checked_sub(self.members.len()) {
             None => self.members.get(index).map(Sender::Udp),
@@ -684,6 +695,7 @@ fn pace(
             break;
         }
         let sender_index = fabric.senders[(seq % fabric.senders.len() as u64) as usize];
+        let relay = fabric.relay_of(sender_index);
         // Every sender index was checked before the run.
         let Some(sender) = fabric.sender(sender_index) else {
             sent.errors += 1;
@@ -717,7 +729,7 @@ fn pace(
                         Some(seq)
                     }
                 };
-                let sent = send_with_retry(&member.socket, &buf, fabric.relay);
+                let sent = send_with_retry(&member.socket, &buf, relay);
                 if let (true, Some(seq)) = (sent, v2_seq) {
                     member.v2_seq_sent(seq);
                     member.last_send().touch();
@@ -776,6 +788,8 @@ fn send_with_retry(socket: &std::net::UdpSocket, datagram: &[u8], relay: SocketA
 
 struct ReceiveContext<'a> {
     relay: SocketAddr,
+    /// Scale-out: each member's own node, by member index.
+    member_relays: Option<&'a [SocketAddr]>,
     run_id: u32,
     per_sender_capacity: u64,
     sender_count: u64,
@@ -946,7 +960,11 @@ impl Tally {
 
     /// Counts one datagram; true when it is a new delivery of this run.
     fn record(&mut self, arrival: &Arrival<'_>, context: &ReceiveContext<'_>) -> bool {
-        if arrival.from != context.relay {
+        let relay = context
+            .member_relays
+            .and_then(|relays| relays.get(arrival.member).copied())
+            .unwrap_or(context.relay);
+        if arrival.from != relay {
             self.other += 1;
             return false;
         }

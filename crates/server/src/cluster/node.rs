@@ -35,15 +35,11 @@ pub fn load_engine(
     history: &dyn HistorySource,
 ) -> Result<(Engine, String), NodeStartError> {
     let mut con = cluster.connect()?;
-    let loaded = state::load(&mut con, limits.max_rooms)?;
+    let loaded = state::load(&mut con, &cluster.node_id, limits.max_rooms)?;
     let mut engine = Engine::restore(loaded.state, limits, flood, Some(history), Instant::now())?;
-    let last_ids = loaded.last_ids;
-    engine.start_as_node(&|uid| {
-        last_ids
-            .iter()
-            .find(|(room, _)| *room == uid)
-            .map(|(_, last)| *last)
-    });
+    let last_ids: std::collections::HashMap<u64, u64> = loaded.last_ids.into_iter().collect();
+    let ours: std::collections::HashSet<u64> = loaded.ours.into_iter().collect();
+    engine.start_as_node(&|uid| last_ids.get(&uid).copied(), &ours);
     engine.attach_cluster();
     Ok((engine, loaded.cursor))
 }

@@ -3,7 +3,9 @@
 
 /// Commits one batch of state changes: for each change, its checks, then its writes, then its
 /// event on the change stream, which every other node follows. A change whose check fails is
-/// skipped and reported (a name another node took a moment earlier), the others go on.
+/// skipped, the others go on; it is reported when it claimed a name another node took a
+/// moment earlier (`absent`), not when what it removes is already gone (`present`, `equals`:
+/// two nodes reaping the same dead node's member).
 ///
 /// `ARGV[1]`: this node; `ARGV[2]`: a JSON array of changes, each
 /// `{"checks":[[kind,key,field,value]],"ops":[[op,...]],"event":"..."}`, all strings (Lua's
@@ -20,16 +22,16 @@ local function disown(uid)
 end
 local refused = 0
 for _, change in ipairs(changes) do
-  local ok = true
+  local ok, conflict = true, false
   for _, c in ipairs(change.checks) do
     local kind, key, field = c[1], c[2], c[3]
-    if kind == 'absent' and redis.call('HEXISTS', key, field) == 1 then ok = false end
+    if kind == 'absent' and redis.call('HEXISTS', key, field) == 1 then ok, conflict = false, true end
     if kind == 'present' and redis.call('HEXISTS', key, field) == 0 then ok = false end
     if kind == 'equals' and redis.call('HGET', key, field) ~= c[4] then ok = false end
   end
-  if not ok then
+  if conflict then
     refused = refused + 1
-  else
+  elseif ok then
     for _, op in ipairs(change.ops) do
       local kind = op[1]
       if kind == 'hset' then
@@ -71,7 +73,8 @@ return refused
 
 /// Reads the whole shared state at one instant: the change stream's last entry (where the
 /// follower starts; later changes may overlap what is read, and applying them again is
-/// harmless), then each room with its host, newest message id and members.
+/// harmless), then each room with its host, newest message id, members, and the members this
+/// node (`ARGV[1]`) served before it restarted.
 pub const LOAD_STATE: &str = r#"
 local newest = redis.call('XREVRANGE', 'chat:journal', '+', '-', 'COUNT', 1)
 local cursor = '0-0'
@@ -83,7 +86,12 @@ for i = 1, #rooms, 2 do
   local host = redis.call('HGET', 'chat:host', rk) or ''
   local ruid = redis.call('HGET', 'chat:roomuid', rk) or '0'
   local last = redis.call('GET', 'chat:room:' .. ruid .. ':last') or '0'
-  table.insert(out, {rooms[i + 1], host, last, redis.call('HVALS', 'chat:members:' .. rk)})
+  local members = redis.call('HVALS', 'chat:members:' .. rk)
+  local ours = {}
+  for _, uid in ipairs(redis.call('HKEYS', 'chat:members:' .. rk)) do
+    if redis.call('HGET', 'chat:owner', uid) == ARGV[1] then table.insert(ours, uid) end
+  end
+  table.insert(out, {rooms[i + 1], host, last, members, ours})
 end
 return out
 "#;

@@ -178,13 +178,22 @@ pub struct LoadedState {
     pub state: PersistedState,
     /// (room uid, newest message id).
     pub last_ids: Vec<(u64, u64)>,
+    /// Members this node served before it restarted: served here again (they re-register,
+    /// or time out here), not left to a reaper that never comes while this node lives.
+    pub ours: Vec<u64>,
     /// The change stream's newest entry when this was read.
     pub cursor: String,
 }
 
 /// Reads the whole shared state, checking sizes: Redis is trusted no more than the network.
-pub fn load(con: &mut redis::Connection, max_rooms: usize) -> Result<LoadedState, ClusterError> {
-    let value: redis::Value = redis::Script::new(scripts::LOAD_STATE).invoke(con)?;
+pub fn load(
+    con: &mut redis::Connection,
+    node: &str,
+    max_rooms: usize,
+) -> Result<LoadedState, ClusterError> {
+    let value: redis::Value = redis::Script::new(scripts::LOAD_STATE)
+        .arg(node)
+        .invoke(con)?;
     let redis::Value::Array(items) = value else {
         return Err(ClusterError::Malformed("state is not an array"));
     };
@@ -195,6 +204,7 @@ pub fn load(con: &mut redis::Connection, max_rooms: usize) -> Result<LoadedState
     }
     let mut rooms = Vec::new();
     let mut last_ids = Vec::new();
+    let mut ours = Vec::new();
     for item in items {
         let redis::Value::Array(parts) = item else {
             return Err(ClusterError::Malformed("room entry is not an array"));
@@ -219,6 +229,13 @@ pub fn load(con: &mut redis::Connection, max_rooms: usize) -> Result<LoadedState
             member.addr = None;
             room.members.push(member);
         }
+        if let Some(redis::Value::Array(owned)) = parts.next() {
+            for uid in owned.into_iter().take(room.members.len()) {
+                if let Ok(uid) = bulk_string(Some(uid))?.parse::<u64>() {
+                    ours.push(uid);
+                }
+            }
+        }
         let last = last.parse().unwrap_or(0);
         last_ids.push((room.uid, last));
         rooms.push(room);
@@ -226,6 +243,7 @@ pub fn load(con: &mut redis::Connection, max_rooms: usize) -> Result<LoadedState
     Ok(LoadedState {
         state: PersistedState::new(rooms),
         last_ids,
+        ours,
         cursor,
     })
 }

@@ -74,13 +74,19 @@ impl Engine {
         self.cluster
     }
 
-    /// Marks every member remote (at start-up: none is served here until it registers), and
-    /// sets each room's newest id from Redis.
-    pub fn start_as_node(&mut self, last_ids: &dyn Fn(u64) -> Option<u64>) {
+    /// At start-up: marks every member remote but those this node served before it
+    /// restarted (`ours`: they register again here, or time out here), none bound to an
+    /// address yet, and sets each room's newest id from Redis.
+    pub fn start_as_node(
+        &mut self,
+        last_ids: &dyn Fn(u64) -> Option<u64>,
+        ours: &std::collections::HashSet<u64>,
+    ) {
         for room in self.rooms.values_mut() {
             for member in room.members.values_mut() {
-                member.remote = true;
-                member.remote_registered = member.addr.is_some();
+                member.remote = !ours.contains(&member.uid);
+                // Redis keeps no addresses: whoever was registered anywhere was announced.
+                member.remote_registered = true;
                 member.addr = None;
             }
             if let Some(last) = last_ids(room.uid) {
