@@ -66,9 +66,8 @@ fn three_nodes_one_room_every_member_sees_every_message_once_in_id_order() {
         member.register(None);
         members.push(member);
     }
-    // Everyone is served: a node relays a room only once it listens on its channel, so each
-    // member's first message waits for all to be registered (the registrations above).
-    std::thread::sleep(Duration::from_millis(300));
+    // No pause: a node that subscribes to the room's channel after the first messages were
+    // published fills them in from the room's stream.
     let mut own: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); members.len()];
     let rounds = 8;
     let mut all = BTreeSet::new();
@@ -111,26 +110,37 @@ fn a_name_and_a_room_are_one_across_nodes() {
     let a = node(dir.path(), &redis, "a", &[]);
     let b = node(dir.path(), &redis, "b", &[]);
     assert_eq!(create(a.tcp, "Lobby", "ann").token().len(), 64);
-    // The other node knows the room (once the change reached it) and the name in it.
+    // The other node knows the room once the change reached it. Before that, its own create
+    // of the same name is refused when Redis commits it (server_busy: the other node's room
+    // stands); never granted.
     let deadline = Instant::now() + EVENT_TIMEOUT;
-    let refusal = loop {
+    loop {
         let replies = create(b.tcp, "LOBBY", "bob");
-        if let Some(code) = replies.error_code() {
-            break code;
+        match replies.error_code().as_deref() {
+            Some("room_exists") => break,
+            Some("server_busy") => {}
+            other => panic!("node b answered a second LOBBY with {other:?}"),
         }
         assert!(
             Instant::now() < deadline,
-            "node b never refused the second room"
+            "node b never learned of the room"
         );
         std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(refusal, "room_exists");
+    }
+    // A withdrawn create took nothing of the first room with it, on either node.
+    assert_eq!(join(a.tcp, "lobby", "cid").token().len(), 64);
     assert_eq!(
         join(b.tcp, "lobby", "ANN").error_code().as_deref(),
         Some("name_taken")
     );
     // A token from one node works on the other.
     let token = join(b.tcp, "lobby", "bob").token();
+    // Once node a has heard of bob (its name is taken there too), his token works there.
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while join(a.tcp, "lobby", "BOB").error_code().as_deref() != Some("name_taken") {
+        assert!(Instant::now() < deadline, "node a never heard of bob");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let on_a = V2Member::new(a.udp, "lobby", &token);
     let replay = on_a.register(None);
     let (names, _) = replay.members.expect("members on registration");
@@ -330,4 +340,50 @@ fn host_texts(host: &V2Member) -> Vec<String> {
         }
     }
     texts
+}
+
+#[test]
+fn two_nodes_racing_to_create_one_name_grant_it_once_and_the_winner_stays() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisProcess::start(dir.path());
+    let a = node(dir.path(), &redis, "a", &[]);
+    let b = node(dir.path(), &redis, "b", &[]);
+    for round in 0..10 {
+        let room = format!("race{round}");
+        let (on_a, on_b) = std::thread::scope(|scope| {
+            let first = scope.spawn(|| create(a.tcp, &room, "ann"));
+            let second = scope.spawn(|| create(b.tcp, &room, "bob"));
+            (
+                first.join().expect("a's create"),
+                second.join().expect("b's create"),
+            )
+        });
+        let granted = [&on_a, &on_b]
+            .iter()
+            .filter(|replies| replies.error_code().is_none())
+            .count();
+        assert_eq!(
+            granted,
+            1,
+            "{room}: a {:?}, b {:?}",
+            on_a.error_code(),
+            on_b.error_code()
+        );
+        // The winner's room is there on both nodes, whatever the loser withdrew.
+        for (server, name) in [(&a, "cid"), (&b, "dot")] {
+            let deadline = Instant::now() + EVENT_TIMEOUT;
+            loop {
+                let replies = join(server.tcp, &room, name);
+                if replies.error_code().is_none() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{room} cannot be joined: {:?}",
+                    replies.error_code()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }

@@ -168,7 +168,7 @@ impl Replay {
                     self.tokens.remove(&member.token);
                 }
             }
-            StateChange::RoomClosed { room } => {
+            StateChange::RoomClosed { room, .. } => {
                 let closed = self
                     .rooms
                     .remove(&room)

@@ -199,6 +199,18 @@ impl StateWriter {
         self.wake.notify_one();
     }
 
+    /// Scale-out: waits (briefly) until this node has applied every change other nodes had
+    /// committed, so that a refusal such as `room_not_found` is not only this node lagging.
+    /// False without `--redis`, or when nothing could be caught up.
+    pub async fn catch_up(&self) -> bool {
+        let Some(cluster) = self.cluster.clone() else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || cluster.catch_up(Duration::from_secs(1)))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Why the latest write failed, while no later one has succeeded (for `/readyz`).
     pub fn failure(&self) -> Option<String> {
         if let Some(problem) = self.cluster.as_ref().and_then(|c| c.failure()) {

@@ -174,6 +174,12 @@ impl Follower {
                 .query(con)?)
         })?;
         let mut changes = Vec::new();
+        let read_up_to = reply
+            .keys
+            .iter()
+            .flat_map(|key| key.ids.last())
+            .map(|entry| entry.id.clone())
+            .next_back();
         for key in reply.keys {
             for entry in key.ids.into_iter().take(READ_BATCH) {
                 self.cursor = entry.id.clone();
@@ -188,19 +194,21 @@ impl Follower {
                 }
             }
         }
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let mut fx = Effects::default();
-        {
-            let mut engine = lock(&self.engine);
-            let clock = now();
-            for change in changes {
-                engine.apply_remote(change, clock, &mut fx);
+        if !changes.is_empty() {
+            let mut fx = Effects::default();
+            {
+                let mut engine = lock(&self.engine);
+                let clock = now();
+                for change in changes {
+                    engine.apply_remote(change, clock, &mut fx);
+                }
+                self.outlet.hand_over_jobs(&mut fx);
             }
-            self.outlet.hand_over_jobs(&mut fx);
+            self.outlet.send(sender, &mut fx);
         }
-        self.outlet.send(sender, &mut fx);
+        if let Some(id) = read_up_to {
+            self.cluster.applied_up_to(&id);
+        }
         Ok(())
     }
 }

@@ -71,6 +71,14 @@ pub struct Cluster {
     pub node_id: String,
     healthy: AtomicBool,
     problem: Mutex<String>,
+    /// The change stream entry the follower has applied up to (`(ms, seq)` of its id).
+    applied: Mutex<(u64, u64)>,
+}
+
+/// A stream entry id, `ms-seq`, as numbers that compare in stream order.
+pub fn stream_position(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 impl Cluster {
@@ -81,6 +89,7 @@ impl Cluster {
             node_id: config.node_id.clone(),
             healthy: AtomicBool::new(true),
             problem: Mutex::new(String::new()),
+            applied: Mutex::new((0, 0)),
         }))
     }
 
@@ -109,6 +118,46 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Records how far the follower has applied the change stream.
+    pub fn applied_up_to(&self, id: &str) {
+        if let (Some(position), Ok(mut applied)) = (stream_position(id), self.applied.lock()) {
+            *applied = (*applied).max(position);
+        }
+    }
+
+    /// Waits (up to `limit`) until this node has applied every change Redis had committed
+    /// when called: a join for a room created on another node a moment ago then finds it.
+    /// Blocking: call it off the async runtime. False when Redis or the wait failed.
+    pub fn catch_up(&self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let head = self.connect().and_then(|mut con| {
+            let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg("chat:journal")
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query(&mut con)?;
+            Ok(newest
+                .ids
+                .first()
+                .and_then(|entry| stream_position(&entry.id)))
+        });
+        let Ok(head) = head else {
+            return false;
+        };
+        let Some(head) = head else {
+            return true;
+        };
+        while std::time::Instant::now() < deadline {
+            if self.applied.lock().is_ok_and(|applied| *applied >= head) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
     }
 
     /// Why Redis is unavailable, while it is.

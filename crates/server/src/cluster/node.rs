@@ -62,6 +62,7 @@ impl NodeThreads {
         presence_ttl: Duration,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
+        cluster.applied_up_to(&cursor);
         let follower = Follower {
             cluster: Arc::clone(cluster),
             engine: Arc::clone(engine),

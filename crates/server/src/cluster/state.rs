@@ -122,9 +122,13 @@ pub fn commit_batch(engine: &Engine, records: &[JournalRecord]) -> Result<String
                     .push(vec!["hdelval".into(), names_key(&rk), uid.clone()]);
                 ops.ops.push(vec!["disown".into(), uid]);
             }
-            StateChange::RoomClosed { room } => {
+            StateChange::RoomClosed { room, uid } => {
                 let rk = names::room_key(room);
-                ops.checks.push(strings(["present", "chat:rooms", &rk, ""]));
+                // Only this room: a room of the same name that another node created (this
+                // node's conflicting create being withdrawn) stays.
+                let uid = uid.map(|uid| uid.to_string()).unwrap_or_default();
+                ops.checks
+                    .push(strings(["equals", "chat:roomuid", &rk, &uid]));
                 ops.ops.push(vec!["closeroom".into(), rk]);
             }
             StateChange::HostChanged { room, uid } => {

@@ -203,10 +203,10 @@ impl Engine {
     pub fn apply_remote(&mut self, change: StateChange, now: Now, fx: &mut Effects) {
         let mark = (self.journal_seq, self.unsaved.len());
         match change {
-            StateChange::RoomCreated { room } => self.add_remote_room(room, now.instant),
+            StateChange::RoomCreated { room } => self.add_remote_room(room, now.instant, fx),
             StateChange::MemberJoined { room, member } => {
                 if let Some(room_id) = self.room_id_of(&room) {
-                    self.add_remote_member(room_id, &member, now.instant);
+                    self.add_remote_member(room_id, &member, now.instant, fx);
                 }
             }
             StateChange::MemberLeft { room, uid } => {
@@ -214,8 +214,10 @@ impl Engine {
                     self.remove_member(room_id, member_id, LeaveReason::Leave, now.instant, fx);
                 }
             }
-            StateChange::RoomClosed { room } => {
-                if let Some(room_id) = self.room_id_of(&room) {
+            StateChange::RoomClosed { room, uid } => {
+                if let Some(room_id) = self.room_id_of(&room).filter(|id| {
+                    uid.is_none_or(|uid| self.rooms.get(id).is_some_and(|r| r.uid == uid))
+                }) {
                     self.close_remote_room(room_id, fx);
                 }
             }
@@ -302,15 +304,18 @@ impl Engine {
             .map(|member| (room_id, member.id))
     }
 
-    fn add_remote_room(&mut self, persisted: PersistedRoom, now: Instant) {
+    fn add_remote_room(&mut self, persisted: PersistedRoom, now: Instant, fx: &mut Effects) {
         let key = names::room_key(&persisted.name);
         if let Some(existing) = self.room_ids.get(&key).and_then(|id| self.rooms.get(id)) {
-            if existing.uid != persisted.uid {
-                // Redis grants a name once, so this is a room this node has not yet heard
-                // close; the newer one wins when the close arrives.
-                tracing::warn!(room = %quoted(&persisted.name), "a room of this name already exists here; the other node's is ignored");
+            if existing.uid == persisted.uid {
+                return;
             }
-            return;
+            // Redis granted the name to the other node's room (the stream holds only what it
+            // committed), so this node's room of that name is a create racing it, whose commit
+            // is refused: it goes, and its handshake is answered server_busy.
+            tracing::info!(room = %quoted(&persisted.name), "another node created this room first");
+            let loser = existing.id;
+            self.close_room(loser, chat_protocol::v2::CloseReason::HostLeft, fx);
         }
         if names::validate_room_name(&persisted.name).is_err() || persisted.uid == 0 {
             tracing::warn!(room = %quoted(&persisted.name), "invalid room from Redis ignored");
@@ -342,11 +347,17 @@ impl Engine {
         self.rooms.insert(room_id, room);
         self.room_ids.insert(key, room_id);
         for member in &persisted.members {
-            self.add_remote_member(room_id, member, now);
+            self.add_remote_member(room_id, member, now, fx);
         }
     }
 
-    fn add_remote_member(&mut self, room_id: RoomId, persisted: &PersistedMember, now: Instant) {
+    fn add_remote_member(
+        &mut self,
+        room_id: RoomId,
+        persisted: &PersistedMember,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
         let Some(token) = Token::from_hex(persisted.token.as_bytes()) else {
             tracing::warn!("member with a malformed token from Redis ignored");
             return;
@@ -356,17 +367,25 @@ impl Engine {
         {
             return;
         }
+        let name_key = names::username_key(&persisted.username);
+        let holder = self
+            .rooms
+            .get(&room_id)
+            .and_then(|room| room.member_named(&name_key))
+            .map(|holder| (holder.id, holder.uid));
+        if let Some((holder, uid)) = holder {
+            if uid == persisted.uid {
+                return;
+            }
+            // As for rooms: Redis gave the name to the other node's member; this node's
+            // holder is a join racing it, refused at its commit.
+            self.remove_member(room_id, holder, LeaveReason::Leave, now, fx);
+        }
         let member_id = self.fresh_id();
         let flood = self.flood;
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
         };
-        if room
-            .member_named(&names::username_key(&persisted.username))
-            .is_some()
-        {
-            return;
-        }
         let mut member = Member::new(
             member_id,
             persisted.uid,

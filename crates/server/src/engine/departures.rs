@@ -191,6 +191,9 @@ impl Engine {
         if self.history {
             fx.history.push(HistoryJob::DeleteRoom(room.uid));
         }
-        self.changed(StateChange::RoomClosed { room: room.name });
+        self.changed(StateChange::RoomClosed {
+            room: room.name,
+            uid: Some(room.uid),
+        });
     }
 }

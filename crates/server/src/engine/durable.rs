@@ -126,6 +126,10 @@ pub enum StateChange {
     RoomClosed {
         /// The room's name.
         room: String,
+        /// Its stable id (absent in journals written before scale-out): with several nodes,
+        /// a close must not take another room of the same name with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<u64>,
     },
     /// Message ids up to `upto` may be handed out in the room. Recorded well before the room
     /// gets there, so the state file always names an id at or above every id in use, and ids

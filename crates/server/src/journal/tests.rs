@@ -140,6 +140,7 @@ fn appended_records_round_trip_through_the_files() {
                 seq: 6,
                 change: StateChange::RoomClosed {
                     room: "attic".into(),
+                    uid: None,
                 },
             },
             joined(7, "den", "carol", 50),
