@@ -387,3 +387,30 @@ fn two_nodes_racing_to_create_one_name_grant_it_once_and_the_winner_stays() {
         }
     }
 }
+
+#[test]
+fn a_topic_and_a_departure_on_one_node_are_heard_on_the_others() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisProcess::start(dir.path());
+    let a = node(dir.path(), &redis, "a", &[]);
+    let b = node(dir.path(), &redis, "b", &[]);
+    let ann = V2Member::new(a.udp, "lobby", &create(a.tcp, "lobby", "ann").token());
+    ann.register(None);
+    let bob = V2Member::new(b.udp, "lobby", &join(b.tcp, "lobby", "bob").token());
+    bob.register(None);
+    ann.expect(
+        "bob joining, on the other node",
+        |e| matches!(e, ServerV2::Joined { name } if name == "bob"),
+    );
+    ann.send(&chat_protocol::v2::ClientV2::Topic {
+        text: "books".into(),
+    });
+    bob.expect(
+        "ann's topic, from the other node",
+        |e| matches!(e, ServerV2::Topic { name, text } if name == "ann" && text == "books"),
+    );
+    bob.send(&chat_protocol::v2::ClientV2::Leave);
+    ann.expect("bob leaving, on the other node", |e| {
+        matches!(e, ServerV2::Left { name, reason } if name == "bob" && *reason == chat_protocol::v2::LeaveReason::Leave)
+    });
+}

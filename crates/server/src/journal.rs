@@ -150,7 +150,7 @@ impl Replay {
                 target.by_uid.insert(member.uid, target.members.len());
                 target.members.push(Some(member));
             }
-            StateChange::MemberLeft { room, uid } => {
+            StateChange::MemberLeft { room, uid, .. } => {
                 let target = self
                     .rooms
                     .get_mut(&room)
@@ -201,7 +201,7 @@ impl Replay {
                     .ok_or_else(|| unknown_room(&room))?;
                 target.room.banned.extend(addresses);
             }
-            StateChange::TopicChanged { room, topic } => {
+            StateChange::TopicChanged { room, topic, .. } => {
                 let target = self
                     .rooms
                     .get_mut(&room)

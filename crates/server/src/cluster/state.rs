@@ -111,7 +111,7 @@ pub fn commit_batch(engine: &Engine, records: &[JournalRecord]) -> Result<String
             StateChange::MemberJoined { room, member } => {
                 join_ops(&names::room_key(room), member, &mut ops)?;
             }
-            StateChange::MemberLeft { room, uid } => {
+            StateChange::MemberLeft { room, uid, .. } => {
                 let rk = names::room_key(room);
                 let uid = uid.to_string();
                 ops.checks

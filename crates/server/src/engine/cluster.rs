@@ -209,9 +209,10 @@ impl Engine {
                     self.add_remote_member(room_id, &member, now.instant, fx);
                 }
             }
-            StateChange::MemberLeft { room, uid } => {
+            StateChange::MemberLeft { room, uid, reason } => {
                 if let Some((room_id, member_id)) = self.member_of_uid(&room, uid) {
-                    self.remove_member(room_id, member_id, LeaveReason::Leave, now.instant, fx);
+                    let reason = reason.unwrap_or(LeaveReason::Leave);
+                    self.remove_member(room_id, member_id, reason, now.instant, fx);
                 }
             }
             StateChange::RoomClosed { room, uid } => {
@@ -228,12 +229,21 @@ impl Engine {
                     room.host = member_id;
                 }
             }
-            StateChange::TopicChanged { room, topic } => {
+            StateChange::TopicChanged { room, topic, by } => {
                 if let Some(room) = self
                     .room_id_of(&room)
                     .and_then(|id| self.rooms.get_mut(&id))
+                    && room.topic != topic
                 {
-                    room.topic = topic;
+                    room.topic.clone_from(&topic);
+                    // The members here hear it as the setter's node's members did.
+                    let name = by.unwrap_or_default();
+                    let (notice, text) = match &topic {
+                        Some(topic) => (format!("{name} set the topic: {topic}"), topic.clone()),
+                        None => (format!("{name} cleared the topic"), String::new()),
+                    };
+                    let event = ServerV2::Topic { name, text };
+                    notify(room, None, &notice, &event, &mut fx.datagrams);
                 }
             }
             StateChange::AddressesBanned { room, addresses } => {

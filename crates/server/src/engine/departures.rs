@@ -123,6 +123,7 @@ impl Engine {
         let left = StateChange::MemberLeft {
             room: room.name.clone(),
             uid: member.uid,
+            reason: Some(reason),
         };
         self.tokens.remove(&member.token);
         room.rebuild_recipients();

@@ -121,6 +121,10 @@ pub enum StateChange {
         room: String,
         /// The member's stable id.
         uid: u64,
+        /// Why, for the notice other nodes show their members (absent in journals written
+        /// before scale-out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<chat_protocol::v2::LeaveReason>,
     },
     /// A room closed, with all its members.
     RoomClosed {
@@ -154,6 +158,10 @@ pub enum StateChange {
         /// The new topic.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
+        /// Who set it, for the notice other nodes show their members (absent in journals
+        /// written before scale-out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// The host banned a member's addresses from joining the room again.
     AddressesBanned {
