@@ -414,3 +414,30 @@ fn a_topic_and_a_departure_on_one_node_are_heard_on_the_others() {
         matches!(e, ServerV2::Left { name, reason } if name == "bob" && *reason == chat_protocol::v2::LeaveReason::Leave)
     });
 }
+
+#[test]
+fn a_client_given_several_nodes_enters_through_the_first_that_answers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisProcess::start(dir.path());
+    let b = node(dir.path(), &redis, "b", &[]);
+    // Nothing listens on the first entry's ports.
+    let dead_tcp = chat_tests::free_port("tcp");
+    let dead_udp = chat_tests::free_port("udp");
+    let servers = format!(
+        "127.0.0.1:{dead_tcp}:{dead_udp},127.0.0.1:{}:{}",
+        b.tcp.port(),
+        b.udp.port()
+    );
+    let mut alice =
+        ClientProcess::start_with_servers(&servers, &["create", "lobby", "--name", "alice"]);
+    alice.wait_for("alice's welcome, from the second node", |line| {
+        line.starts_with("* welcome to lobby, alice")
+    });
+    let bob = V2Member::new(b.udp, "lobby", &join(b.tcp, "lobby", "bob").token());
+    bob.register(None);
+    alice.send_line("through b");
+    bob.expect(
+        "alice's line",
+        |e| matches!(e, ServerV2::Msg(m) if m.text == "through b"),
+    );
+}

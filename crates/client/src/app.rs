@@ -38,7 +38,7 @@ pub async fn chat(mut cli: Cli) -> Result<(), ClientError> {
     let saved = resume::saved_key(&cli, &request).and_then(|key| Some((Store::for_user()?, key)));
     let membership = match resume::take_back(&cli, &request, saved.as_ref()).await? {
         Some(membership) => membership,
-        None => admit(&cli, &mut request).await?,
+        None => admit_somewhere(&mut cli, &mut request).await?,
     };
     if let Some((store, key)) = &saved
         && let Err(error) = store.save(key, &membership)
@@ -53,6 +53,22 @@ pub async fn chat(mut cli: Cli) -> Result<(), ClientError> {
         tracing::info!(%error, "cannot forget the saved membership");
     }
     outcome
+}
+
+/// The handshake, with the node in use; when it cannot be reached and `--server` listed
+/// others, with each of them in turn (the first that answers is used from then on).
+async fn admit_somewhere(cli: &mut Cli, request: &mut Request) -> Result<Membership, ClientError> {
+    let mut tries = cli.failover.len();
+    loop {
+        match admit(cli, request).await {
+            Err(error) if error.exit_code() == crate::error::EXIT_UNREACHABLE && tries > 0 => {
+                tries -= 1;
+                let next = crate::failover::rotate(cli);
+                print_problem(&format!("{error}; trying {next}"));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Chats in the room `membership` opened, in the version the command line and server allow.

@@ -76,6 +76,26 @@ pub fn split_servers(cli: &mut Cli) {
     cli.failover = nodes.collect();
 }
 
+/// Moves to the next node of `--server` for the handshake: it becomes the one in use, and the
+/// one that did not answer goes to the end of the list. Returns the new node, as shown.
+pub fn rotate(cli: &mut Cli) -> String {
+    if cli.failover.is_empty() {
+        return cli.server.clone();
+    }
+    let next = cli.failover.remove(0);
+    let previous = Node {
+        host: std::mem::replace(&mut cli.server, next.host.clone()),
+        tcp_port: Some(cli.tcp_port),
+        udp_port: cli.udp_port,
+    };
+    if let Some(port) = next.tcp_port {
+        cli.tcp_port = port;
+    }
+    cli.udp_port = next.udp_port;
+    cli.failover.push(previous);
+    format!("{}:{}", cli.server, cli.tcp_port)
+}
+
 /// The other nodes' chat addresses, in order: each node's own UDP port if given, else the
 /// one in use (nodes of one service usually listen on the same ports). Names that do not
 /// resolve are left out.
