@@ -183,6 +183,8 @@ fn redis_unavailable_refuses_handshakes_and_readyz_says_so_then_recovers() {
         "/readyz names redis: {}",
         ready.1
     );
+    let metrics = http_get(http, "/metrics").1;
+    assert!(metrics.contains("chat_redis_up 0"), "{metrics}");
     // A message sent meanwhile is not acked until Redis has it.
     ann.send_msg(2, "while redis is down");
     assert!(
@@ -201,14 +203,20 @@ fn redis_unavailable_refuses_handshakes_and_readyz_says_so_then_recovers() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(join(a.tcp, "lobby", "bob").token().len(), 64);
+    let metrics = http_get(http, "/metrics").1;
+    assert!(metrics.contains("chat_redis_up 1"), "{metrics}");
 }
 
 fn ureq_status(http: std::net::SocketAddr) -> (u16, String) {
+    http_get(http, "/readyz")
+}
+
+fn http_get(http: std::net::SocketAddr, path: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
-    match agent.get(&format!("http://{http}/readyz")).call() {
+    match agent.get(&format!("http://{http}{path}")).call() {
         Ok(mut response) => (
             response.status().as_u16(),
             response.body_mut().read_to_string().unwrap_or_default(),

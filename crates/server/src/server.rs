@@ -304,11 +304,15 @@ impl Server {
             self.history_jobs.clone(),
             Arc::clone(&self.stats),
         );
-        let metrics = Arc::new(Metrics::new(
+        let mut metrics = Metrics::new(
             Arc::clone(&self.engine),
             Arc::clone(&self.stats),
             Arc::clone(&self.transports.web),
-        ));
+        );
+        if let Some((cluster, _)) = &self.cluster {
+            metrics.watch_cluster(Arc::clone(cluster));
+        }
+        let metrics = Arc::new(metrics);
         let node_threads = match &self.cluster {
             Some((cluster, cursor)) => Some(cluster::node::NodeThreads::start(
                 cluster,
