@@ -14,8 +14,8 @@ use crate::cli::Cli;
 /// chance first.
 pub const FAILOVER_AFTER: Duration = Duration::from_secs(4);
 
-/// One entry of `--server`: `HOST[:TCP_PORT[:UDP_PORT]]` (a bare IPv6 address cannot carry
-/// ports; give those with `--tcp-port` and `--udp-port`).
+/// One entry of `--server`: `HOST[:TCP_PORT[:UDP_PORT]]`, an IPv6 address in brackets when
+/// it carries ports (`[::1]:9090:9091`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     /// Host name or address.
@@ -37,6 +37,17 @@ impl Node {
                 udp_port: None,
             };
         }
+        // `[v6]:TCP:UDP`: the brackets keep the address's colons apart from the ports'.
+        if let Some(rest) = entry.strip_prefix('[')
+            && let Some((host, ports)) = rest.split_once(']')
+        {
+            let mut ports = ports.trim_start_matches(':').split(':');
+            return Self {
+                host: host.to_owned(),
+                tcp_port: ports.next().and_then(|p| p.parse().ok()),
+                udp_port: ports.next().and_then(|p| p.parse().ok()),
+            };
+        }
         let mut parts = entry.split(':');
         let host = parts.next().unwrap_or_default().to_owned();
         let tcp_port = parts.next().and_then(|p| p.parse().ok());
@@ -53,7 +64,8 @@ impl Node {
 /// would) and the others, kept in `cli.failover`. A single plain host is left as it is.
 pub fn split_servers(cli: &mut Cli) {
     let single = !cli.server.contains(',');
-    if single && (!cli.server.contains(':') || cli.server.parse::<std::net::Ipv6Addr>().is_ok()) {
+    let plain_v6 = cli.server.parse::<std::net::Ipv6Addr>().is_ok();
+    if single && (!cli.server.contains(':') || plain_v6) {
         return;
     }
     let nodes: Vec<Node> = cli
@@ -126,6 +138,11 @@ mod tests {
         );
         assert_eq!(Node::parse("chat-b").tcp_port, None);
         assert_eq!(Node::parse("::1").host, "::1");
+        let v6 = Node::parse("[::1]:7000:7001");
+        assert_eq!(
+            (v6.host.as_str(), v6.tcp_port, v6.udp_port),
+            ("::1", Some(7000), Some(7001))
+        );
     }
 }
 
