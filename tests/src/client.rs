@@ -94,6 +94,34 @@ impl ClientProcess {
         }
     }
 
+    /// Starts `chat-client` with `--server SERVERS` (a comma-separated list, each
+    /// `HOST[:TCP_PORT[:UDP_PORT]]`) and its own data directory.
+    pub fn start_with_servers(servers: &str, args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("a data directory");
+        let mut command = Command::new(binary("chat-client"));
+        command
+            .args(["--server", servers])
+            .args(args)
+            .env("XDG_DATA_HOME", data_dir.path())
+            .env("XDG_CONFIG_HOME", "/nonexistent/chat-tests")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn chat-client");
+        let stdin = child.stdin.take();
+        let merged = merged_output(
+            child.stdout.take().expect("piped stdout"),
+            child.stderr.take().expect("piped stderr"),
+        );
+        Self {
+            child,
+            stdin,
+            lines: merged,
+            seen: Vec::new(),
+            _data_dir: Some(data_dir),
+        }
+    }
+
     /// `kill -9`: the client gets no chance to leave.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -92,6 +92,9 @@ pub enum Scenario {
     /// One room of UDP (version 2) and WebSocket members: figures per transport, server
     /// memory per WebSocket member.
     Web(WebArgs),
+    /// Scale-out: one room with members spread over several nodes sharing a Redis, beside
+    /// the same load on one node alone and on one node with Redis (needs redis-server).
+    Nodes(NodesArgs),
 }
 
 /// Knobs shared by every paced load.
@@ -305,6 +308,33 @@ pub struct RoomsArgs {
     /// Datagram version the members speak to the server (the bare relay always gets v1).
     #[arg(long, value_enum, default_value_t = Protocol::V1)]
     pub protocol: Protocol,
+    /// Load knobs.
+    #[command(flatten)]
+    pub tuning: LoadTuning,
+}
+
+/// `nodes` options.
+#[derive(Debug, Clone, Args)]
+pub struct NodesArgs {
+    /// Members in the room, dealt round-robin over the nodes.
+    #[arg(long, default_value_t = 12)]
+    pub members: usize,
+    /// How many of them send, in turn (spread over the nodes the same way).
+    #[arg(long, default_value_t = 3)]
+    pub senders: usize,
+    /// Offered rate over all senders, messages per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Nodes sharing the Redis.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// The redis-server binary (started on a free loopback port, AOF everysec, throwaway
+    /// directory).
+    #[arg(long, default_value = "redis-server")]
+    pub redis_bin: PathBuf,
     /// Load knobs.
     #[command(flatten)]
     pub tuning: LoadTuning,

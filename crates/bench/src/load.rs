@@ -89,6 +89,9 @@ pub struct Fabric<'a> {
     pub senders: &'a [usize],
     /// The relay's UDP address.
     pub relay: SocketAddr,
+    /// Scale-out: each UDP member's own node (by member index), when the members are spread
+    /// over several; `None`: all use `relay`.
+    pub member_relays: Option<&'a [SocketAddr]>,
     /// Whose CPU time the run charges.
     pub cpu: CpuSource,
     /// The version the members speak.
@@ -341,6 +344,7 @@ pub fn run_load(fabric: &Fabric<'_>, spec: &LoadSpec) -> Result<LoadOutcome> {
     let context = ReceiveContext {
         members: fabric.members,
         relay: fabric.relay,
+        member_relays: fabric.member_relays,
         run_id: spec.run_id,
         per_sender_capacity: planned.div_ceil(sender_count),
         sender_count,
@@ -530,6 +534,13 @@ impl Fabric<'_> {
     }
 
     /// The member with sender index `index`.
+    /// Where member `index` sends, and what it hears from.
+    fn relay_of(&self, index: usize) -> SocketAddr {
+        self.member_relays
+            .and_then(|relays| relays.get(index).copied())
+            .unwrap_or(self.relay)
+    }
+
     fn sender(&self, index: usize) -> Option<Sender<'_>> {
         match index.checked_sub(self.members.len()) {
             None => self.members.get(index).map(Sender::Udp),
@@ -689,6 +700,7 @@ fn pace(
             break;
         }
         let sender_index = fabric.senders[(seq % fabric.senders.len() as u64) as usize];
+        let relay = fabric.relay_of(sender_index);
         // Every sender index was checked before the run.
         let Some(sender) = fabric.sender(sender_index) else {
             sent.errors += 1;
@@ -731,10 +743,10 @@ fn pace(
                     }
                 };
                 let sent = match member.sealing() {
-                    None => send_with_retry(&member.socket, &buf, fabric.relay),
+                    None => send_with_retry(&member.socket, &buf, relay),
                     Some(sealing) => {
                         sealing.seal(&plain, &mut buf).is_ok()
-                            && sealing.send(&member.socket, fabric.relay, &buf)
+                            && sealing.send(&member.socket, relay, &buf)
                     }
                 };
                 if let (true, Some(seq)) = (sent, v2_seq) {
@@ -797,6 +809,8 @@ struct ReceiveContext<'a> {
     /// The UDP members, by index (version 3 opens their datagrams with their keys).
     members: &'a [Member],
     relay: SocketAddr,
+    /// Scale-out: each member's own node, by member index.
+    member_relays: Option<&'a [SocketAddr]>,
     run_id: u32,
     per_sender_capacity: u64,
     sender_count: u64,
@@ -1045,7 +1059,11 @@ impl Tally {
 
     /// Counts one datagram; true when it is a new delivery of this run.
     fn record(&mut self, arrival: &Arrival<'_>, context: &ReceiveContext<'_>) -> bool {
-        if arrival.from != context.relay {
+        let relay = context
+            .member_relays
+            .and_then(|relays| relays.get(arrival.member).copied())
+            .unwrap_or(context.relay);
+        if arrival.from != relay {
             self.other += 1;
             return false;
         }

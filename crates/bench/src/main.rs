@@ -86,5 +86,6 @@ fn run(cli: Cli) -> Result<()> {
         Scenario::Members(args) => scenario::members::run(&context, args),
         Scenario::Baseline(args) => scenario::relay::run_baseline(&context, args),
         Scenario::Web(args) => scenario::web::run(&context, args),
+        Scenario::Nodes(args) => scenario::nodes::run(&context, args),
     }
 }

@@ -454,3 +454,36 @@ fn handshake_measures_tls_beside_plain_tcrp() {
     }
     assert!(all("tls/plain")["ops_per_s"].as_f64().is_some());
 }
+
+#[test]
+fn nodes_spreads_one_room_over_three_nodes_sharing_a_redis() {
+    let server = server_binary();
+    assert!(
+        server.is_file(),
+        "`chat-bench nodes` needs the chat-server binary at {}; build it first",
+        server.display()
+    );
+    let (status, stdout, stderr) = run_bench(&[
+        "nodes",
+        "--spawn",
+        "--duration",
+        "1",
+        "--rate",
+        "200",
+        "--members",
+        "6",
+        "--json",
+    ]);
+    assert!(
+        status.success(),
+        "chat-bench nodes failed (redis-server comes from scripts/install-redis.sh): {stderr}"
+    );
+    for target in ["one-node", "redis-x1", "redis-nodes"] {
+        let row = row(&stdout, "nodes", target);
+        let (delivered, expected) = (row["delivered"].as_u64(), row["expected"].as_u64());
+        assert!(
+            delivered.is_some_and(|delivered| delivered > 0) && delivered <= expected,
+            "nothing (or more than expected) delivered: {row}"
+        );
+    }
+}

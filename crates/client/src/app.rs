@@ -27,7 +27,8 @@ pub fn run(cli: Cli) -> Result<(), ClientError> {
 }
 
 /// The whole run, for callers that bring their own runtime.
-pub async fn chat(cli: Cli) -> Result<(), ClientError> {
+pub async fn chat(mut cli: Cli) -> Result<(), ClientError> {
+    crate::failover::split_servers(&mut cli);
     let connector = Connector::new(&cli);
     let Some(mut request) = build_request(&cli.command)? else {
         let list = connector.list().await?;
@@ -37,10 +38,11 @@ pub async fn chat(cli: Cli) -> Result<(), ClientError> {
         return Ok(());
     };
     let saved = resume::saved_key(&cli, &request).and_then(|key| Some((Store::for_user()?, key)));
-    let entered = match resume::take_back(&cli, &connector, &request, saved.as_ref()).await? {
-        Some(entered) => entered,
-        None => admit(&connector, &mut request).await?,
-    };
+    let (connector, entered) =
+        match resume::take_back(&cli, &connector, &request, saved.as_ref()).await? {
+            Some(entered) => (connector, entered),
+            None => admit_somewhere(&mut cli, connector, &mut request).await?,
+        };
     if let Some((store, key)) = &saved
         && let Err(error) = store.save(key, entered.membership())
     {
@@ -54,6 +56,27 @@ pub async fn chat(cli: Cli) -> Result<(), ClientError> {
         tracing::info!(%error, "cannot forget the saved membership");
     }
     outcome
+}
+
+/// The handshake, with the node in use; when it cannot be reached and `--server` listed
+/// others, with each of them in turn (the first that answers is used from then on).
+async fn admit_somewhere(
+    cli: &mut Cli,
+    mut connector: Connector,
+    request: &mut Request,
+) -> Result<(Connector, Entered), ClientError> {
+    let mut tries = cli.failover.len();
+    loop {
+        match admit(&connector, request).await {
+            Err(error) if error.exit_code() == crate::error::EXIT_UNREACHABLE && tries > 0 => {
+                tries -= 1;
+                let next = crate::failover::rotate(cli);
+                print_problem(&format!("{error}; trying {next}"));
+                connector = Connector::new(cli);
+            }
+            other => return other.map(|entered| (connector, entered)),
+        }
+    }
 }
 
 /// Chats in the room `entered` opened, in the version the command line and server allow.

@@ -37,9 +37,14 @@ Exit codes:
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
 #[command(name = "chat-client", version, about, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
-    /// Server host name or IP address.
+    /// Server host name or IP address; for a service of several nodes, a comma-separated
+    /// list of `HOST[:TCP_PORT[:UDP_PORT]]`, tried in order: when the node in use stops
+    /// answering, the client moves to the next one and keeps its membership.
     #[arg(long, global = true, value_name = "HOST", default_value = DEFAULT_SERVER)]
     pub server: String,
+    /// The other nodes of `--server`, for failover (filled from it, not a flag).
+    #[arg(skip)]
+    pub failover: Vec<crate::failover::Node>,
     /// TCP port of the server's handshake service.
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_TCP_PORT)]
     pub tcp_port: u16,

@@ -47,6 +47,7 @@ pub mod app;
 pub mod cli;
 pub mod entering;
 pub mod error;
+pub mod failover;
 pub mod files;
 pub mod logging;
 pub mod pace;

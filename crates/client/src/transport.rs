@@ -16,6 +16,8 @@ use crate::error::ClientError;
 pub struct Link {
     socket: UdpSocket,
     server: SocketAddr,
+    /// Scale-out: the nodes to move to, in turn, when this one stops answering.
+    failover: crate::failover::Ring,
     room: String,
     token: String,
 }
@@ -41,14 +43,36 @@ impl Link {
         Ok(Self {
             socket,
             server,
+            failover: crate::failover::Ring::default(),
             room,
             token,
         })
     }
 
-    /// The server's UDP address.
+    /// The server's UDP address (the node in use, after a failover).
     pub fn server(&self) -> SocketAddr {
-        self.server
+        self.failover.current().unwrap_or(self.server)
+    }
+
+    /// Sets the other nodes to fail over to.
+    pub fn set_failover(&mut self, alternates: Vec<SocketAddr>) {
+        self.failover = crate::failover::Ring::new(self.server, alternates);
+    }
+
+    /// Whether there is another node to move to.
+    pub fn can_fail_over(&self) -> bool {
+        self.failover.len() > 1
+    }
+
+    /// Moves to the next node: datagrams go there from now on, and only its datagrams are
+    /// received. Returns where it moved.
+    pub async fn fail_over(&self) -> Result<SocketAddr, ClientError> {
+        let next = self.failover.advance();
+        self.socket
+            .connect(next)
+            .await
+            .map_err(|source| ClientError::UdpSetup { addr: next, source })?;
+        Ok(next)
     }
 
     /// The room this membership belongs to.
@@ -99,11 +123,11 @@ impl Link {
         match self.socket.send(datagram).await {
             Ok(_) => Ok(false),
             Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-                tracing::debug!(server = %self.server, "the server is not receiving datagrams");
+                tracing::debug!(server = %self.server(), "the server is not receiving datagrams");
                 Ok(true)
             }
             Err(source) => Err(ClientError::Udp {
-                addr: self.server,
+                addr: self.server(),
                 source,
             }),
         }
@@ -114,7 +138,7 @@ impl Link {
     pub async fn receive(&self, buffer: &mut [u8]) -> Result<Option<usize>, ClientError> {
         loop {
             match self.socket.recv_from(buffer).await {
-                Ok((len, from)) if from == self.server => return Ok(Some(len)),
+                Ok((len, from)) if from == self.server() => return Ok(Some(len)),
                 Ok((len, from)) => {
                     tracing::debug!(%from, len, "ignoring a datagram from another address");
                 }
@@ -123,7 +147,7 @@ impl Link {
                 }
                 Err(source) => {
                     return Err(ClientError::Udp {
-                        addr: self.server,
+                        addr: self.server(),
                         source,
                     });
                 }

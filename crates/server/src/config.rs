@@ -110,6 +110,14 @@ pub struct Config {
     /// Serve no HTTP: terminals only.
     #[arg(long)]
     pub no_http: bool,
+    /// Scale-out: share rooms, members, tokens and message ids with other nodes through this
+    /// Redis (`redis://HOST:PORT`); the state file is then not used. Off by default: one node.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Scale-out: this node's name among the nodes sharing the Redis (unique; at most 64
+    /// bytes of letters, digits, `-`, `_`, `.`). Needed with `--redis`.
+    #[arg(long, value_name = "NAME", requires = "redis", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
     /// Origins (`https://chat.example.org`) whose pages may open the WebSocket besides the
     /// server's own, comma-separated.
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
@@ -219,7 +227,35 @@ impl Config {
 }
 
 /// Parses a positive number of seconds, fractions allowed.
-pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+pub fn parse_node_id(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err("1-64 letters, digits, '-', '_' or '.'".into())
+    }
+}
+
+/// The scale-out settings, when `--redis` is given.
+impl Config {
+    /// `--redis` with `--node-id` (by default the host's name, else `node`).
+    pub fn cluster(&self) -> Option<crate::cluster::ClusterConfig> {
+        let url = self.redis.clone()?;
+        let node_id = self.node_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .and_then(|name| parse_node_id(name.trim()).ok())
+                .unwrap_or_else(|| "node".into())
+        });
+        Some(crate::cluster::ClusterConfig { url, node_id })
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .parse()
         .map_err(|_| format!("\"{text}\" is not a number of seconds"))?;

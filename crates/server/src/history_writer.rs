@@ -24,6 +24,7 @@ use chat_protocol::limits::MAX_SERVER_MESSAGE;
 use chat_protocol::ucrp;
 use chat_protocol::v2::{ChatMessage, ServerV2};
 
+use crate::cluster::{Cluster, Link as RedisLink, messages};
 use crate::engine::{Effects, HistoryJob, Outbox, PendingMessage, StoredMessage};
 use crate::history::HistoryStore;
 use crate::send::{BatchSender, Transports};
@@ -57,6 +58,10 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// `checkpoints`, a second connection to the same database, copies the write-ahead log into
 /// it on a thread of its own, so that commits (and the acks behind them) never wait for that
 /// `fsync`, except for the short restart that keeps the log bounded under constant load.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the stores, the engine, the transports, the flags and, with --redis, the cluster"
+)]
 pub fn spawn(
     store: HistoryStore,
     checkpoints: HistoryStore,
@@ -65,6 +70,7 @@ pub fn spawn(
     transports: Arc<Transports>,
     stopping: Arc<AtomicBool>,
     stats: Arc<RelayStats>,
+    cluster: Option<Arc<Cluster>>,
 ) -> std::io::Result<(Sender<HistoryJob>, JoinHandle<u64>)> {
     let (jobs, queue) = mpsc::channel();
     let checkpointer = match store.checkpoint_elsewhere(CHECKPOINT_BACKSTOP_FRAMES, CHECKPOINT_WAIT)
@@ -90,7 +96,8 @@ pub fn spawn(
                 stats: &stats,
                 fx: Effects::default(),
             };
-            let not_stored = run(store, retention, &engine, link, &queue, &stopping);
+            let redis = cluster.map(RedisLink::new);
+            let not_stored = run(store, retention, &engine, link, &queue, &stopping, redis);
             if let Some((stop, thread)) = checkpointer {
                 drop(stop);
                 let _ = thread.join();
@@ -146,6 +153,7 @@ fn run(
     mut link: Link<'_>,
     queue: &Receiver<HistoryJob>,
     shutting_down: &AtomicBool,
+    mut redis: Option<RedisLink>,
 ) -> u64 {
     let mut not_stored = 0;
     // Jobs the engine asked for while it took a commit: this thread is their history thread.
@@ -169,6 +177,7 @@ fn run(
             },
         };
         let mut batch = Vec::new();
+        let mut mirrors = Vec::new();
         let mut reads = Vec::new();
         let mut stopping = false;
         let mut awaited = false;
@@ -180,6 +189,7 @@ fn run(
                     awaited |= pending.awaited;
                     batch.push(pending);
                 }
+                HistoryJob::Mirror(stored) => mirrors.push(stored),
                 HistoryJob::Stop => stopping = true,
                 other => reads.push(other),
             }
@@ -196,7 +206,11 @@ fn run(
         }
         if !batch.is_empty() {
             let started = Instant::now();
-            let stored = commit(&mut store, &batch, retention, shutting_down);
+            let published = match redis.as_mut() {
+                Some(redis) => publish(redis, &mut batch, retention, shutting_down),
+                None => true,
+            };
+            let stored = published && commit(&mut store, &batch, retention, shutting_down);
             link.stats
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -213,6 +227,13 @@ fn run(
                 catch_up_index(&mut store);
             }
         }
+        if !mirrors.is_empty()
+            && let Err(error) = store.store(mirrors.iter(), retention)
+        {
+            // Redis has them: the local copy serves pages and search, and is caught up
+            // from the stream when the node serves the room again.
+            tracing::warn!(%error, messages = mirrors.len(), "history: storing other nodes' messages failed");
+        }
         for job in reads {
             serve_read(&mut store, job, &mut link.fx.datagrams);
         }
@@ -222,6 +243,47 @@ fn run(
         }
     }
     not_stored
+}
+
+/// Scale-out: has Redis assign each message its id and publish it, in order, retrying with
+/// backoff while Redis is unavailable (nothing is acked meanwhile; the engine's backlog limit
+/// stops taking chat once it is long). The ids replace the engine's provisional ones, in the
+/// stored message and its encoded frame. At shutdown a failure is final, as for SQLite.
+fn publish(
+    redis: &mut RedisLink,
+    batch: &mut [PendingMessage],
+    retention: u64,
+    shutting_down: &AtomicBool,
+) -> bool {
+    let node = redis.cluster().node_id.clone();
+    let mut delay = Duration::from_millis(50);
+    let ids = loop {
+        let messages: Vec<(&StoredMessage, bool)> = batch
+            .iter()
+            .map(|pending| (&pending.stored, pending.v1_relayed))
+            .collect();
+        match redis.call(|con| messages::publish(con, &node, &messages, retention)) {
+            Ok(ids) => break ids,
+            Err(error) if shutting_down.load(Ordering::Relaxed) => {
+                tracing::error!(%error, messages = batch.len(), "redis unavailable during shutdown; these messages were never acknowledged");
+                return false;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "publishing to redis failed; retrying");
+                thread::sleep(delay);
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        }
+    };
+    for (pending, (id, _dup)) in batch.iter_mut().zip(ids) {
+        if pending.stored.message.id != id {
+            pending.stored.message.id = id;
+            let mut frame = Vec::with_capacity(pending.v2_frame.len() + 8);
+            ucrp::encode_v2_msg(&pending.stored.message, &mut frame);
+            pending.v2_frame = frame.into();
+        }
+    }
+    true
 }
 
 /// Brings the search index up to date; a failure is tried again next time (a search catches
@@ -333,7 +395,7 @@ fn serve_read(store: &mut HistoryStore, job: HistoryJob, out: &mut Outbox) {
                 tracing::warn!(%error, "forgetting a pair room's conversation failed");
             }
         }
-        HistoryJob::Store(_) | HistoryJob::Stop => {}
+        HistoryJob::Store(_) | HistoryJob::Mirror(_) | HistoryJob::Stop => {}
     }
 }
 

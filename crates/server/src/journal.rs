@@ -152,7 +152,7 @@ impl Replay {
                 target.by_uid.insert(member.uid, target.members.len());
                 target.members.push(Some(member));
             }
-            StateChange::MemberLeft { room, uid } => {
+            StateChange::MemberLeft { room, uid, .. } => {
                 let target = self
                     .rooms
                     .get_mut(&room)
@@ -170,7 +170,7 @@ impl Replay {
                     self.tokens.remove(&member.token);
                 }
             }
-            StateChange::RoomClosed { room } => {
+            StateChange::RoomClosed { room, .. } => {
                 let closed = self
                     .rooms
                     .remove(&room)
@@ -203,7 +203,7 @@ impl Replay {
                     .ok_or_else(|| unknown_room(&room))?;
                 target.room.banned.extend(addresses);
             }
-            StateChange::TopicChanged { room, topic } => {
+            StateChange::TopicChanged { room, topic, .. } => {
                 let target = self
                     .rooms
                     .get_mut(&room)

@@ -73,6 +73,11 @@ impl Metrics {
         }
     }
 
+    /// Scale-out: also reports whether Redis answers (`chat_redis_up`).
+    pub fn watch_cluster(&mut self, cluster: Arc<crate::cluster::Cluster>) {
+        self.registry.register_collector(Box::new(RedisUp(cluster)));
+    }
+
     /// The scrape's text.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
@@ -153,6 +158,22 @@ fn by_label<L: EncodeLabelSet>(
         }
     }
     Ok(())
+}
+
+/// `chat_redis_up`: 1 while this node's calls to Redis succeed.
+#[derive(Debug)]
+struct RedisUp(Arc<crate::cluster::Cluster>);
+
+impl Collector for RedisUp {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let up = i64::from(self.0.failure().is_none());
+        gauge(
+            &mut encoder,
+            "redis_up",
+            "Whether Redis answers this node (scale-out)",
+            up,
+        )
+    }
 }
 
 impl Collector for Live {

@@ -16,6 +16,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::control::{self, ControlContext};
 use crate::engine::{Engine, HistoryJob, HistoryReadError, RestoreError};
@@ -83,6 +84,12 @@ pub enum StartError {
     /// The TLS certificate or key cannot be read, made or used.
     #[error(transparent)]
     Certificate(#[from] CertificateError),
+    /// Scale-out: Redis, or the state in it.
+    #[error(transparent)]
+    Cluster(#[from] cluster::node::NodeStartError),
+    /// Scale-out: a `--redis` URL that does not parse.
+    #[error("--redis: {0}")]
+    RedisUrl(#[from] cluster::ClusterError),
 }
 
 /// A server whose sockets are bound and whose state is loaded, ready to run.
@@ -103,6 +110,8 @@ pub struct Server {
     history_stopping: Arc<AtomicBool>,
     /// The TLS certificate and configuration (version 3, HTTPS).
     identity: ServerIdentity,
+    /// Scale-out: the Redis handle and where the change stream stood at start.
+    cluster: Option<(Arc<Cluster>, String)>,
 }
 
 /// Uploads stored at once; each holds its body (up to `--max-file-size`) in memory.
@@ -117,11 +126,31 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         // The state file first: a server that refuses to start should not have created a
         // history database on its way out.
-        let saved = journal::load(&config.state)?;
         let mut history = HistoryStore::open(&config.history)?;
-        let engine = match saved {
-            None => Engine::new(config.limits(), config.flood_policy()),
-            Some(state) => Engine::restore(
+        let mut node = None;
+        let saved = match config.cluster() {
+            // Scale-out: the state lives in Redis, not in the state file.
+            Some(cluster) => {
+                let cluster = Cluster::new(&cluster)?;
+                let (engine, cursor) = cluster::node::load_engine(
+                    &cluster,
+                    config.limits(),
+                    config.flood_policy(),
+                    &history,
+                )?;
+                node = Some((engine, cluster, cursor));
+                None
+            }
+            None => journal::load(&config.state)?,
+        };
+        let (node_engine, cluster) = match node {
+            Some((engine, cluster, cursor)) => (Some(engine), Some((cluster, cursor))),
+            None => (None, None),
+        };
+        let engine = match (node_engine, saved) {
+            (Some(engine), _) => engine,
+            (None, None) => Engine::new(config.limits(), config.flood_policy()),
+            (None, Some(state)) => Engine::restore(
                 state,
                 config.limits(),
                 config.flood_policy(),
@@ -221,6 +250,7 @@ impl Server {
             Arc::clone(&transports),
             Arc::clone(&history_stopping),
             Arc::clone(&stats),
+            cluster.as_ref().map(|(cluster, _)| Arc::clone(cluster)),
         )
         .map_err(StartError::Thread)?;
         Ok(Self {
@@ -235,6 +265,7 @@ impl Server {
             history_thread,
             history_stopping,
             identity,
+            cluster,
         })
     }
 
@@ -293,6 +324,9 @@ impl Server {
             Arc::clone(&self.engine),
             self.config.state.clone(),
             writer_stopped,
+            self.cluster
+                .as_ref()
+                .map(|(cluster, _)| Arc::clone(cluster)),
         );
         // This start's boot number must be on disk before anything is sealed with counters
         // above it: a crash before then would let the next start reuse them.
@@ -308,12 +342,27 @@ impl Server {
             self.history_jobs.clone(),
             Arc::clone(&self.stats),
         );
-        let metrics = Arc::new(Metrics::new(
+        let mut metrics = Metrics::new(
             Arc::clone(&self.engine),
             Arc::clone(&self.stats),
             Arc::clone(&self.transports.web),
             Arc::clone(&self.transports.tunnels),
-        ));
+        );
+        if let Some((cluster, _)) = &self.cluster {
+            metrics.watch_cluster(Arc::clone(cluster));
+        }
+        let metrics = Arc::new(metrics);
+        let node_threads = match &self.cluster {
+            Some((cluster, cursor)) => Some(cluster::node::NodeThreads::start(
+                cluster,
+                &self.engine,
+                &outlet,
+                &writer,
+                cursor.clone(),
+                self.config.idle_timeout,
+            )?),
+            None => None,
+        };
         let stop_relay = Arc::new(AtomicBool::new(false));
         let relay_thread = relay::spawn(
             self.udp.try_clone()?,
@@ -427,6 +476,9 @@ impl Server {
         let _ = tick_task.await;
         #[cfg(unix)]
         let _ = status_task.await;
+        if let Some(threads) = node_threads {
+            let _ = tokio::task::spawn_blocking(move || threads.stop()).await;
+        }
         self.history_stopping.store(true, Ordering::Relaxed);
         let _ = self.history_jobs.send(HistoryJob::Stop);
         let history_thread = self.history_thread;

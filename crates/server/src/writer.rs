@@ -17,6 +17,7 @@ use thiserror::Error;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::cluster::{Cluster, Link as RedisLink, state as shared_state};
 use crate::engine::JournalRecord;
 use crate::engine::durable::PersistedState;
 use crate::journal;
@@ -50,6 +51,9 @@ enum Write {
     Append(Vec<JournalRecord>),
     /// The whole state, replacing the state file and emptying the journal.
     Snapshot(PersistedState),
+    /// Scale-out: these changes, committed to Redis (see [`shared_state::commit_batch`]),
+    /// which replaces the state file.
+    Redis(String, Vec<JournalRecord>),
 }
 
 /// Handle through which the front ends ask for writes and wait for durability.
@@ -57,6 +61,7 @@ enum Write {
 pub struct StateWriter {
     wake: Arc<Notify>,
     progress: watch::Receiver<Progress>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl StateWriter {
@@ -65,7 +70,11 @@ impl StateWriter {
         engine: SharedEngine,
         path: PathBuf,
         mut stop: watch::Receiver<bool>,
+        cluster: Option<Arc<Cluster>>,
     ) -> (Self, JoinHandle<()>) {
+        let redis = cluster
+            .clone()
+            .map(|cluster| Arc::new(std::sync::Mutex::new(RedisLink::new(cluster))));
         let wake = Arc::new(Notify::new());
         // What is on disk already: changes made before the writer started (this start's boot
         // number) are not, and a wait for them must wait for their write.
@@ -81,7 +90,9 @@ impl StateWriter {
             // The journal may end with a torn line or hold records the state file already
             // has; nothing may be appended after those, so the first write is a snapshot. So
             // is the one after a failed write, which may have left part of a line behind.
-            let mut snapshot_next = true;
+            let mut snapshot_next = redis.is_none();
+            // Scale-out: changes whose commit to Redis failed (not refused), sent again first.
+            let mut unsent: Vec<JournalRecord> = Vec::new();
             let mut journal_records = 0;
             loop {
                 let stopping = tokio::select! {
@@ -92,13 +103,28 @@ impl StateWriter {
                 let (journal_seq, write) = {
                     let mut engine = lock(&engine);
                     let journal_seq = engine.journal_seq();
-                    let changes = engine.take_changes();
+                    let mut changes = engine.take_changes();
+                    if !unsent.is_empty() {
+                        changes.splice(0..0, unsent.drain(..));
+                    }
                     let journal_full = journal_records + changes.len()
                         > MIN_JOURNAL_BEFORE_SNAPSHOT.max(2 * engine.member_count());
                     // At shutdown the journal is folded in even if nothing changed, so that
                     // the next start reads a snapshot alone.
                     let fold_in = stopping && (snapshot_next || journal_records > 0);
-                    let write = if journal_seq == written && !fold_in {
+                    let write = if let Some(redis) = &redis {
+                        // Redis holds the state: every change is committed there, no file.
+                        let _ = redis;
+                        (journal_seq != written || !changes.is_empty()).then(|| {
+                            match shared_state::commit_batch(&engine, &changes) {
+                                Ok(batch) => Write::Redis(batch, changes),
+                                Err(error) => {
+                                    tracing::error!(%error, "state change not encodable for redis");
+                                    Write::Redis("[]".into(), Vec::new())
+                                }
+                            }
+                        })
+                    } else if journal_seq == written && !fold_in {
                         None
                     } else if snapshot_next || journal_full || stopping {
                         // The one write that costs the whole state, under the lock: rare.
@@ -112,15 +138,28 @@ impl StateWriter {
                     let target = path.clone();
                     let appended = match &write {
                         Write::Append(changes) => Some(changes.len()),
-                        Write::Snapshot(_) => None,
+                        Write::Snapshot(_) | Write::Redis(..) => None,
                     };
+                    let redis = redis.clone();
                     let result = tokio::task::spawn_blocking(move || match write {
-                        Write::Append(changes) => journal::append(&target, &changes),
-                        Write::Snapshot(state) => journal::compact(&target, &state),
+                        Write::Append(changes) => {
+                            journal::append(&target, &changes).map_err(|e| (e, Vec::new()))
+                        }
+                        Write::Snapshot(state) => {
+                            journal::compact(&target, &state).map_err(|e| (e, Vec::new()))
+                        }
+                        Write::Redis(batch, changes) => {
+                            commit_to_redis(redis.as_deref(), &batch).map_err(|error| {
+                                // Redis did not answer: the changes go again with the next
+                                // write (a refusal is final: the other node's change stands).
+                                let retry = error.kind() != std::io::ErrorKind::AlreadyExists;
+                                (error, if retry { changes } else { Vec::new() })
+                            })
+                        }
                     })
                     .await
                     .unwrap_or_else(|join_error| {
-                        Err(std::io::Error::other(join_error.to_string()))
+                        Err((std::io::Error::other(join_error.to_string()), Vec::new()))
                     });
                     match result {
                         Ok(()) => {
@@ -130,7 +169,8 @@ impl StateWriter {
                             journal_records = appended.map_or(0, |n| journal_records + n);
                             progress_tx.send_modify(|p| p.durable = journal_seq);
                         }
-                        Err(error) => {
+                        Err((error, retry)) => {
+                            unsent = retry;
                             tracing::error!(%error, path = %path.display(), "state file write failed; handshakes are refused until it succeeds");
                             dirty = true;
                             snapshot_next = true;
@@ -146,7 +186,14 @@ impl StateWriter {
                 }
             }
         });
-        (Self { wake, progress }, task)
+        (
+            Self {
+                wake,
+                progress,
+                cluster,
+            },
+            task,
+        )
     }
 
     /// Asks for a write soon, without waiting for it.
@@ -154,8 +201,23 @@ impl StateWriter {
         self.wake.notify_one();
     }
 
+    /// Scale-out: waits (briefly) until this node has applied every change other nodes had
+    /// committed, so that a refusal such as `room_not_found` is not only this node lagging.
+    /// False without `--redis`, or when nothing could be caught up.
+    pub async fn catch_up(&self) -> bool {
+        let Some(cluster) = self.cluster.clone() else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || cluster.catch_up(Duration::from_secs(1)))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Why the latest write failed, while no later one has succeeded (for `/readyz`).
     pub fn failure(&self) -> Option<String> {
+        if let Some(problem) = self.cluster.as_ref().and_then(|c| c.failure()) {
+            return Some(format!("redis is unavailable: {problem}"));
+        }
         let progress = self.progress.borrow();
         (progress.failed > progress.durable).then(|| progress.reason.clone())
     }
@@ -175,6 +237,30 @@ impl StateWriter {
                 }
             });
         outcome.unwrap_or_else(|_| Err(WriteFailed("the server is shutting down".into())))
+    }
+}
+
+/// Commits a batch of changes to Redis on the writer's connection. A change Redis refused (a
+/// room or user name another node took a moment earlier) fails the write, so the handshakes
+/// it covers are withdrawn and refused, as for a full disk.
+fn commit_to_redis(
+    redis: Option<&std::sync::Mutex<RedisLink>>,
+    batch: &str,
+) -> std::io::Result<()> {
+    let Some(redis) = redis else {
+        return Err(std::io::Error::other("no redis connection"));
+    };
+    let mut link = redis
+        .lock()
+        .map_err(|_| std::io::Error::other("redis connection poisoned"))?;
+    let node = link.cluster().node_id.clone();
+    match link.call(|con| shared_state::commit(con, &node, batch)) {
+        Ok(0) => Ok(()),
+        Ok(refused) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{refused} change(s) conflicted with another node's"),
+        )),
+        Err(error) => Err(std::io::Error::other(error.to_string())),
     }
 }
 
@@ -205,7 +291,7 @@ mod tests {
         let path = dir.path().join("state.json");
         let engine = Arc::new(Mutex::new(Engine::new(Limits::default(), FloodPolicy::OFF)));
         let (stop, stopped) = watch::channel(false);
-        let (writer, task) = StateWriter::spawn(Arc::clone(&engine), path.clone(), stopped);
+        let (writer, task) = StateWriter::spawn(Arc::clone(&engine), path.clone(), stopped, None);
         Running {
             _dir: dir,
             path,

@@ -3,6 +3,7 @@
 
 pub mod handshake;
 pub mod members;
+pub mod nodes;
 pub mod ramp;
 pub mod relay;
 pub mod rooms;
@@ -32,6 +33,23 @@ impl Context {
     }
 
     /// Spawns the server, or points at the running one.
+    /// Scale-out (`nodes`): spawns a server with `extra` flags after `--server-arg`s; only
+    /// with `--spawn` or `--server-bin`, since it starts several.
+    pub fn spawn_with(&self, extra: &[String]) -> Result<ServerTarget> {
+        if !(self.target.spawn || self.target.server_bin.is_some()) {
+            return Err(BenchError::InvalidArguments(
+                "this scenario starts its own servers: add --spawn or --server-bin".to_owned(),
+            ));
+        }
+        let binary = match &self.target.server_bin {
+            Some(path) => path.clone(),
+            None => default_server_binary()?,
+        };
+        let mut args = self.target.server_arg.clone();
+        args.extend_from_slice(extra);
+        ServerTarget::spawn(&binary, &[], &args)
+    }
+
     pub fn server(&self) -> Result<ServerTarget> {
         self.server_with(&[])
     }

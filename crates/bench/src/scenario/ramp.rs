@@ -175,6 +175,7 @@ impl Ramp<'_> {
                 senders: &senders,
                 ws: None,
                 relay: relay.udp(),
+                member_relays: None,
                 cpu: relay.cpu(),
                 protocol: relay.protocol(),
             };

@@ -54,6 +54,7 @@ fn measure(relay: RelayUnderTest<'_>, shape: OneRoom, tuning: &LoadTuning) -> Re
         senders: &senders,
         ws: None,
         relay: relay.udp(),
+        member_relays: None,
         cpu: relay.cpu(),
         protocol: relay.protocol(),
     };

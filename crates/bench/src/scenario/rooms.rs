@@ -24,6 +24,7 @@ fn measure(
         senders: &senders,
         ws: None,
         relay: relay.udp(),
+        member_relays: None,
         cpu: relay.cpu(),
         protocol: relay.protocol(),
     };

@@ -190,6 +190,7 @@ pub fn run(context: &Context, args: &WebArgs) -> Result<()> {
         ws: fleet.as_ref(),
         senders: &senders,
         relay: server.udp,
+        member_relays: None,
         cpu: server.cpu_source(),
         protocol: Protocol::V2,
     };

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use chat_protocol::v2::ClientV2;
 
 use crate::error::ClientError;
+use crate::failover::{FAILOVER_AFTER, Failover};
 use crate::files::FileLink;
 use crate::secure::plane::PlaneEvent;
 use crate::transport::receive_buffer;
@@ -33,9 +34,12 @@ pub async fn run(
     inputs: &mut Inputs,
     screen: &dyn Screen,
     files: Result<&FileLink, &'static str>,
+    mut failover: Option<&mut Failover>,
 ) -> Result<Ending, ClientError> {
     let mut buffer = receive_buffer();
     let mut effects = first;
+    // Scale-out: when the node in use has been silent this long, the next one is tried.
+    let mut last_heard = Instant::now();
     // Transfers run on blocking threads and report here, so the chat goes on meanwhile.
     let (reports, mut reported) = mpsc::channel::<Report>(MAX_TRANSFERS);
     loop {
@@ -51,10 +55,31 @@ pub async fn run(
             }
             return Ok(ending);
         }
-        let wakeup = tokio::time::Instant::from_std(conversation.next_wakeup());
+        if let Some(failover) = failover.as_deref_mut()
+            && last_heard.elapsed() >= FAILOVER_AFTER
+        {
+            last_heard = Instant::now();
+            effects = match failover.move_on(plane).await? {
+                Some(next) => {
+                    screen.show(&format::notice(&format!(
+                        "no answer from the server; trying {next}"
+                    )))?;
+                    conversation.on_failover(Instant::now())
+                }
+                None => Effects::default(),
+            };
+            continue;
+        }
+        let mut wakeup = tokio::time::Instant::from_std(conversation.next_wakeup());
+        if failover.is_some() {
+            wakeup = wakeup.min(tokio::time::Instant::from_std(last_heard + FAILOVER_AFTER));
+        }
         effects = tokio::select! {
             event = plane.next(&mut buffer) => match event? {
-                PlaneEvent::Message(message) => conversation.on_server(message, Instant::now()),
+                PlaneEvent::Message(message) => {
+                    last_heard = Instant::now();
+                    conversation.on_server(message, Instant::now())
+                }
                 PlaneEvent::Reregister => conversation.path_changed(Instant::now()),
                 PlaneEvent::ProbeUdp => {
                     plane.probe_udp(&ClientV2::Register { last_id: conversation.last_id() })?;

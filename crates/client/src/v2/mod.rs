@@ -23,6 +23,7 @@ use crate::cli::Cli;
 use crate::entering::handshake::{Membership, Request};
 use crate::entering::{room_name, udp_server, username};
 use crate::error::ClientError;
+use crate::failover::Failover;
 use crate::files::FileLink;
 use crate::pace;
 use crate::secure::connector::{Connector, Entered};
@@ -100,6 +101,10 @@ async fn chat_in_rooms(
         let (mut plane, membership) = open_plane(cli, connector, request, entered).await?;
         let server = udp_server(cli, &membership);
         let room = room_name(request, &membership);
+        if let DataPlane::Plain(link) = &mut plane {
+            link.set_failover(crate::failover::alternates(cli, server));
+        }
+        let mut failover = Failover::new(cli, &room, &membership.grant.token);
         let message_capacity = match &plane {
             DataPlane::Plain(link) => link.message_capacity(),
             DataPlane::Sealed(_) => SealedLink::message_capacity(),
@@ -142,6 +147,7 @@ async fn chat_in_rooms(
             inputs,
             screen,
             files.as_ref().map_err(|why| *why),
+            failover.as_mut(),
         );
         let ending = match ran.await {
             Ok(ending) => ending,

@@ -66,7 +66,16 @@ pub async fn grant(
     let username = user.username.clone();
     let result = match operation {
         Operation::Create => create(room_name, user, peer, context, keys).await,
-        Operation::Join => join(room_name, user, peer, context, keys).await,
+        Operation::Join => match join(room_name, user.clone(), peer, context, keys).await {
+            // Scale-out: the room may be a moment old on another node; once this node has
+            // caught up with Redis, try once more.
+            Err(refusal)
+                if refusal.code == ErrorCode::RoomNotFound && context.writer.catch_up().await =>
+            {
+                join(room_name, user, peer, context, keys).await
+            }
+            other => other,
+        },
         Operation::Pair => pair(user, context, keys).await,
         Operation::List => Err(Refusal::new(
             ErrorCode::UnsupportedOperation,

@@ -288,6 +288,12 @@ impl Engine {
                 continue;
             }
             let id = pending.stored.message.id;
+            if self.cluster {
+                // Scale-out: the relay, the cache and `committed_id` follow the room's channel
+                // (`relay_shared`), in id order across nodes; here only the sender hears.
+                ack_sender(room, pending, out);
+                continue;
+            }
             room.committed_id = room.committed_id.max(id);
             // A pair conversation that ended while this was being stored: its sender still
             // gets the ack, but a newcomer never sees it.
@@ -347,6 +353,23 @@ impl Engine {
             }
         }
         self.evict_cached();
+    }
+}
+
+/// Acks a stored message to its sender (a direct message's sender sees it first, as stored).
+fn ack_sender(room: &mut Room, pending: &PendingMessage, out: &mut super::Outbox) {
+    let id = pending.stored.message.id;
+    if let (Some(seq), Some(sender)) = (pending.stored.seq, room.members.get_mut(&pending.sender)) {
+        sender.seqs.stored(seq, id);
+        if let Some(addr) = sender.addr {
+            if pending.recipient.is_some() {
+                out.unicast(addr, |buf| {
+                    buf.extend_from_slice(&pending.v2_frame);
+                    Ok(())
+                });
+            }
+            unicast_v2(out, addr, &ServerV2::Ack { seq, id });
+        }
     }
 }
 

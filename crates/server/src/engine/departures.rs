@@ -43,14 +43,17 @@ impl Engine {
             .rooms
             .values()
             .flat_map(|room| {
-                room.members.values().filter_map(move |member| {
-                    let timeout = match (member.addr, member.version) {
-                        (Some(_), WireVersion::V1) => limits.v1_idle_timeout,
-                        _ => limits.idle_timeout,
-                    };
-                    (now.saturating_duration_since(member.last_seen) > timeout)
-                        .then_some((room.id, member.id))
-                })
+                room.members
+                    .values()
+                    .filter(|member| !member.remote)
+                    .filter_map(move |member| {
+                        let timeout = match (member.addr, member.version) {
+                            (Some(_), WireVersion::V1) => limits.v1_idle_timeout,
+                            _ => limits.idle_timeout,
+                        };
+                        (now.saturating_duration_since(member.last_seen) > timeout)
+                            .then_some((room.id, member.id))
+                    })
             })
             .collect();
         for (room_id, member_id) in expired {
@@ -120,6 +123,7 @@ impl Engine {
         let left = StateChange::MemberLeft {
             room: room.name.clone(),
             uid: member.uid,
+            reason: Some(reason),
         };
         self.tokens.remove(&member.token);
         room.rebuild_recipients();
@@ -141,7 +145,7 @@ impl Engine {
                 room.left_lately.pop_front();
             }
         }
-        if member.addr.is_some() {
+        if member.addr.is_some() || member.remote_registered {
             let text = match reason {
                 LeaveReason::Leave => format!("{} left", member.username),
                 LeaveReason::Timeout => format!("{} timed out", member.username),
@@ -164,7 +168,7 @@ impl Engine {
 
     /// Closes a room: every registered member except the host is told, then the room, its
     /// tokens and its history are gone.
-    fn close_room(&mut self, room_id: RoomId, reason: CloseReason, fx: &mut Effects) {
+    pub(super) fn close_room(&mut self, room_id: RoomId, reason: CloseReason, fx: &mut Effects) {
         let Some(room) = self.rooms.remove(&room_id) else {
             return;
         };
@@ -188,6 +192,9 @@ impl Engine {
         if self.history {
             fx.history.push(HistoryJob::DeleteRoom(room.uid));
         }
-        self.changed(StateChange::RoomClosed { room: room.name });
+        self.changed(StateChange::RoomClosed {
+            room: room.name,
+            uid: Some(room.uid),
+        });
     }
 }

@@ -303,8 +303,11 @@ fn bind(
     let member = room.members.get_mut(&member_id)?;
     let old = member.addr.filter(|old| *old != src);
     let old_version = member.version;
-    let first_time = member.addr.is_none();
-    let moved = member.addr != Some(src) || member.version != version;
+    // A member failing over from another node was heard joining already.
+    let first_time = member.addr.is_none() && !member.remote_registered;
+    let moved = member.addr != Some(src) || member.version != version || member.remote;
+    // Scale-out: a member that fails over to this node is served here from now on.
+    member.remote = false;
     member.addr = Some(src);
     member.version = version;
     member.last_seen = now;

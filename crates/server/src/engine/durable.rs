@@ -137,11 +137,19 @@ pub enum StateChange {
         room: String,
         /// The member's stable id.
         uid: u64,
+        /// Why, for the notice other nodes show their members (absent in journals written
+        /// before scale-out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<chat_protocol::v2::LeaveReason>,
     },
     /// A room closed, with all its members.
     RoomClosed {
         /// The room's name.
         room: String,
+        /// Its stable id (absent in journals written before scale-out): with several nodes,
+        /// a close must not take another room of the same name with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<u64>,
     },
     /// Message ids up to `upto` may be handed out in the room. Recorded well before the room
     /// gets there, so the state file always names an id at or above every id in use, and ids
@@ -166,6 +174,10 @@ pub enum StateChange {
         /// The new topic.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
+        /// Who set it, for the notice other nodes show their members (absent in journals
+        /// written before scale-out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// The host banned a member's addresses from joining the room again.
     AddressesBanned {

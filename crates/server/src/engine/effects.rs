@@ -84,6 +84,9 @@ pub struct PendingMessage {
 pub enum HistoryJob {
     /// Store a message, then report it committed.
     Store(PendingMessage),
+    /// Scale-out: store a message another node committed (idempotently by room and id);
+    /// nobody waits on it.
+    Mirror(StoredMessage),
     /// Send `to` the stored messages with `after < id <= upto`.
     Replay {
         /// The room.

@@ -29,6 +29,7 @@ use crate::flood::FloodPolicy;
 use crate::token::{RandomError, Token};
 
 pub use api::{Credentials, MemberList};
+pub use cluster::{SharedMessage, SharedOutcome};
 pub use durable::{JournalRecord, StateChange};
 pub use effects::{Effects, HistoryJob, Outbox, PendingMessage, StoredMessage};
 pub use endpoint::Endpoint;
@@ -43,6 +44,7 @@ use room::Room;
 pub mod api;
 pub mod chat;
 mod checks;
+pub mod cluster;
 pub mod departures;
 pub mod direct;
 pub mod dispatch;
@@ -290,6 +292,9 @@ pub struct Engine {
     /// Key ids handed out, to draw fresh ones without a scan of every member; an entry whose
     /// member left is stale until [`Engine::prune_key_ids`] (a drawn id is checked live).
     key_ids: HashMap<u32, Token>,
+    /// Scale-out (`--redis`): ids come from Redis, and every node relays what it hears on a
+    /// room's channel rather than what it committed itself (see [`cluster`]).
+    cluster: bool,
 }
 
 impl Engine {
@@ -310,6 +315,7 @@ impl Engine {
             memory: MemoryBudget::new(limits.memory_budget),
             boot: 0,
             key_ids: HashMap::new(),
+            cluster: false,
         }
     }
 

@@ -84,6 +84,11 @@ pub struct Member {
     pub held_kinds: BTreeMap<u64, Said>,
     /// A version-3 member's key id and keys; its datagrams must be sealed.
     pub sealing: Option<super::sealing::Sealing>,
+    /// Scale-out: the member is served by another node (it joined or registered there), so
+    /// this node neither relays to it nor times it out; see [`super::cluster`].
+    pub remote: bool,
+    /// Scale-out: a remote member that has registered somewhere, so the room heard it join.
+    pub remote_registered: bool,
 }
 
 /// What kind of chat message a member sent.
@@ -304,6 +309,8 @@ impl Member {
             held_kinds: BTreeMap::new(),
             away: None,
             sealing: None,
+            remote: false,
+            remote_registered: false,
         }
     }
 }

@@ -38,9 +38,6 @@ pub enum AttachError {
     /// The token is not live (the room closed, or the member left or was removed).
     #[error("this room no longer exists, or you are no longer in it")]
     Unknown,
-    /// The token was granted without TLS, so it has no keys to renew.
-    #[error("this membership was not made over an encrypted connection; join again")]
-    NotSealed,
     /// No random key id could be drawn.
     #[error(transparent)]
     Random(#[from] RandomError),
@@ -51,7 +48,6 @@ impl AttachError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Unknown => ErrorCode::RoomNotFound,
-            Self::NotSealed => ErrorCode::InvalidRequest,
             Self::Random(_) => ErrorCode::ServerBusy,
         }
     }
@@ -76,8 +72,10 @@ impl Engine {
         })
     }
 
-    /// Renews the keys of a sealed member (operation 5, attach) and answers with its
-    /// membership; the key id stays.
+    /// Renews the keys of a member (operation 5, attach) and answers with its membership.
+    /// A sealed member keeps its key id; one this node holds no keys for (granted in plain
+    /// TCRP, or, in scale-out, on another node or before this node restarted: keys never
+    /// leave the node that made them) gets a fresh one and is a version-3 member from now on.
     pub fn attach(
         &mut self,
         token: &Token,
@@ -89,11 +87,10 @@ impl Engine {
             .map_err(|_| AttachError::Unknown)?;
         let room = self.rooms.get(&room_id).ok_or(AttachError::Unknown)?;
         let member = room.members.get(&member_id).ok_or(AttachError::Unknown)?;
-        let key_id = member
-            .sealing
-            .as_ref()
-            .ok_or(AttachError::NotSealed)?
-            .key_id;
+        let key_id = match member.sealing.as_ref().map(|sealing| sealing.key_id) {
+            Some(key_id) => key_id,
+            None => self.fresh_key_id()?,
+        };
         let membership = Membership {
             token: *token,
             room: room.name.clone(),

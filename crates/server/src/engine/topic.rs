@@ -134,8 +134,17 @@ impl Engine {
         let change = StateChange::TopicChanged {
             room: room.name.clone(),
             topic,
+            by: Some(event_name(&event)),
         };
         self.changed(change);
+    }
+}
+
+/// The setter's name in a `topic` event.
+fn event_name(event: &ServerV2) -> String {
+    match event {
+        ServerV2::Topic { name, .. } => name.clone(),
+        _ => String::new(),
     }
 }
 

@@ -93,6 +93,7 @@ fn a_record_is_one_json_line_with_its_seq_and_kind() {
         change: StateChange::MemberLeft {
             room: "lobby".into(),
             uid: 3,
+            reason: None,
         },
     })
     .unwrap();
@@ -141,6 +142,7 @@ fn appended_records_round_trip_through_the_files() {
                 seq: 6,
                 change: StateChange::RoomClosed {
                     room: "attic".into(),
+                    uid: None,
                 },
             },
             joined(7, "den", "carol", 50),
@@ -149,6 +151,7 @@ fn appended_records_round_trip_through_the_files() {
                 change: StateChange::MemberLeft {
                     room: "den".into(),
                     uid: 50,
+                    reason: None,
                 },
             },
         ],

@@ -46,6 +46,9 @@ pub struct Conversation {
     setup: Setup,
     registration: Option<Registration>,
     keepalive: Keepalive,
+    /// Scale-out: the link moved to another node, whose first answer after binding this
+    /// address sends what is unacked again at once.
+    failed_over: bool,
     unacked: UnackedQueue,
     reorder: ReorderBuffer,
     typing: TypingNotices,
@@ -90,6 +93,7 @@ impl Conversation {
                 held: Vec::new(),
             }),
             keepalive: Keepalive::new(timing.keepalive, now),
+            failed_over: false,
             unacked: UnackedQueue::new(MAX_PENDING, timing.backoff),
             reorder: ReorderBuffer::default(),
             typing: TypingNotices::default(),
@@ -175,6 +179,10 @@ impl Conversation {
         }
         if self.keepalive.heard(now) && self.is_registered() {
             self.say(&mut fx, format::notice("connection to the server restored"));
+            self.unacked.hurry(now);
+        }
+        if self.failed_over && !matches!(message, ServerV2::Challenge { .. }) {
+            self.failed_over = false;
             self.unacked.hurry(now);
         }
         match message {
@@ -340,6 +348,22 @@ impl Conversation {
             self.leave(&mut fx, Ending::Quit, now);
             self.settle(&mut fx, now);
         }
+        fx
+    }
+
+    /// Scale-out: the link moved to another node. Register there at once with `last_id` (it
+    /// replays what came after, and challenges the new address first); what is unacked goes
+    /// again once the node answers.
+    pub fn on_failover(&mut self, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        if self.ended || !self.is_registered() {
+            return fx;
+        }
+        self.failed_over = true;
+        fx.send.push(ClientV2::Register {
+            last_id: self.reorder.last_id(),
+        });
+        self.settle(&mut fx, now);
         fx
     }
 

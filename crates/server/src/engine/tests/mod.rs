@@ -17,6 +17,7 @@ use crate::flood::FloodPolicy;
 
 mod binding;
 mod chat;
+mod cluster;
 mod membership;
 mod memory;
 mod room_features;
