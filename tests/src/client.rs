@@ -95,12 +95,13 @@ impl ClientProcess {
     }
 
     /// Starts `chat-client` with `--server SERVERS` (a comma-separated list, each
-    /// `HOST[:TCP_PORT[:UDP_PORT]]`) and its own data directory.
+    /// `HOST[:TCP_PORT[:UDP_PORT]]`) and its own data directory, trusting each node on first
+    /// contact (every node of a test has a certificate of its own).
     pub fn start_with_servers(servers: &str, args: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("a data directory");
         let mut command = Command::new(binary("chat-client"));
         command
-            .args(["--server", servers])
+            .args(["--server", servers, "--trust-new-server"])
             .args(args)
             .env("XDG_DATA_HOME", data_dir.path())
             .env("XDG_CONFIG_HOME", "/nonexistent/chat-tests")
