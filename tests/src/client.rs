@@ -69,9 +69,27 @@ impl ClientProcess {
     /// (no `--trust-new-server`), with `data_dir` as its data directory.
     pub fn start_exactly(tcp_port: u16, data_dir: &Path, args: &[&str]) -> Self {
         let tcp_port = tcp_port.to_string();
+        let mut all = vec!["--server", "127.0.0.1", "--tcp-port", &tcp_port];
+        all.extend_from_slice(args);
+        Self::spawn(&all, data_dir, None)
+    }
+
+    /// Starts `chat-client` with `--server SERVERS` (a comma-separated list, each
+    /// `HOST[:TCP_PORT[:UDP_PORT]]`) and its own data directory, trusting each node on first
+    /// contact (every node of a test has a certificate of its own).
+    pub fn start_with_servers(servers: &str, args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("a data directory");
+        let mut all = vec!["--server", servers, "--trust-new-server"];
+        all.extend_from_slice(args);
+        let path = data_dir.path().to_owned();
+        Self::spawn(&all, &path, Some(data_dir))
+    }
+
+    /// Spawns `chat-client ARGS` with `data_dir` as its data directory, its output merged
+    /// into lines; `owned` is kept for as long as the client (a temporary directory).
+    fn spawn(args: &[&str], data_dir: &Path, owned: Option<tempfile::TempDir>) -> Self {
         let mut command = Command::new(binary("chat-client"));
         command
-            .args(["--server", "127.0.0.1", "--tcp-port", &tcp_port])
             .args(args)
             .env("XDG_DATA_HOME", data_dir)
             // The user's own client configuration must not change what a test runs.
@@ -90,36 +108,7 @@ impl ClientProcess {
             stdin,
             lines: merged,
             seen: Vec::new(),
-            _data_dir: None,
-        }
-    }
-
-    /// Starts `chat-client` with `--server SERVERS` (a comma-separated list, each
-    /// `HOST[:TCP_PORT[:UDP_PORT]]`) and its own data directory, trusting each node on first
-    /// contact (every node of a test has a certificate of its own).
-    pub fn start_with_servers(servers: &str, args: &[&str]) -> Self {
-        let data_dir = tempfile::tempdir().expect("a data directory");
-        let mut command = Command::new(binary("chat-client"));
-        command
-            .args(["--server", servers, "--trust-new-server"])
-            .args(args)
-            .env("XDG_DATA_HOME", data_dir.path())
-            .env("XDG_CONFIG_HOME", "/nonexistent/chat-tests")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn chat-client");
-        let stdin = child.stdin.take();
-        let merged = merged_output(
-            child.stdout.take().expect("piped stdout"),
-            child.stderr.take().expect("piped stderr"),
-        );
-        Self {
-            child,
-            stdin,
-            lines: merged,
-            seen: Vec::new(),
-            _data_dir: Some(data_dir),
+            _data_dir: owned,
         }
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use chat_protocol::fingerprint::Fingerprint;
 use chat_protocol::limits::MAX_DATAGRAM;
+use chat_protocol::pinning::{self, PinVerifier};
 use chat_protocol::sealed::{
     self, EXPORTER_LABEL, Header, KEY_MATERIAL_LEN, KeyMaterial, Opener, ReplayWindow, Sealer,
     TunnelFrame,
@@ -19,9 +20,8 @@ use chat_protocol::sealed::{
 use chat_protocol::tcrp::{Frame, State};
 use chat_protocol::ucrp::V2_MARKER;
 use chat_protocol::v2::{ClientV2, ServerV2};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
 
 use crate::EVENT_TIMEOUT;
 
@@ -82,64 +82,6 @@ impl Write for Recorded {
     }
 }
 
-/// Accepts the certificate whose fingerprint is pinned (any, when none is), checks the
-/// handshake's signatures, and remembers the fingerprint it saw.
-#[derive(Debug)]
-struct Pinned {
-    pin: Option<Fingerprint>,
-    seen: Arc<Mutex<Option<Fingerprint>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let fingerprint = Fingerprint::of_certificate(end_entity.as_ref());
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(fingerprint);
-        match self.pin {
-            Some(pin) if pin != fingerprint => Err(rustls::Error::General(format!(
-                "the server presents {fingerprint}, not the pinned {pin}"
-            ))),
-            _ => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// A TLS connection to the control port, recorded.
 pub type Tls = StreamOwned<ClientConnection, Recorded>;
 
@@ -149,19 +91,9 @@ pub fn tls_connect(
     pin: Option<Fingerprint>,
     capture: &Capture,
 ) -> Result<(Tls, Fingerprint), String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let seen = Arc::new(Mutex::new(None));
-    let verifier = Arc::new(Pinned {
-        pin,
-        seen: Arc::clone(&seen),
-        provider: Arc::clone(&provider),
-    });
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let config = pinning::client_config(PinVerifier::new(pin, false, Arc::clone(&seen)))
+        .map_err(|e| e.to_string())?;
     let name = ServerName::try_from("chat-server").map_err(|e| e.to_string())?;
     let connection = ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     let stream = TcpStream::connect_timeout(&tcp, EVENT_TIMEOUT).map_err(|e| e.to_string())?;

@@ -9,17 +9,15 @@
 //! full handshake, which is what `handshake --tls` measures.
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_protocol::fingerprint::Fingerprint;
+use chat_protocol::pinning::{self, PinVerifier};
 use chat_protocol::sealed::{EXPORTER_LABEL, KEY_MATERIAL_LEN, KeyMaterial};
 use chat_protocol::tcrp::{Grant, Operation};
-use rustls::client::Resumption;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::error::{BenchError, Result};
 use crate::tcrp_client::{
@@ -43,19 +41,10 @@ pub struct TlsClient {
 impl TlsClient {
     /// A client pinned to `pin`, or to the first certificate it sees.
     pub fn new(pin: Option<Fingerprint>) -> Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(Pinned {
-            pinned: Mutex::new(pin),
-            provider: Arc::clone(&provider),
-        });
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| BenchError::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        // Every connection a full handshake: no tickets kept, none offered.
-        config.resumption = Resumption::disabled();
+        // Every connection a full handshake: the configuration keeps and offers no tickets.
+        let presented = Arc::new(Mutex::new(None));
+        let config = pinning::client_config(PinVerifier::new(pin, true, Arc::clone(&presented)))
+            .map_err(|e| BenchError::Tls(e.to_string()))?;
         Ok(Self {
             config: Arc::new(config),
         })
@@ -193,66 +182,4 @@ pub fn export_keys(tls: &TlsStream) -> Result<KeyMaterial> {
 pub fn close(mut tls: TlsStream) {
     tls.conn.send_close_notify();
     let _ = tls.conn.complete_io(&mut tls.sock);
-}
-
-/// Accepts the pinned certificate (pinning the first one seen when none is), checks the
-/// handshake's signatures with the provider's algorithms.
-#[derive(Debug)]
-struct Pinned {
-    pinned: Mutex<Option<Fingerprint>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let seen = Fingerprint::of_certificate(end_entity.as_ref());
-        let mut pinned = self.pinned.lock().unwrap_or_else(PoisonError::into_inner);
-        match *pinned {
-            Some(pin) if pin != seen => Err(rustls::Error::General(format!(
-                "the server presents {seen}, not the pinned {pin}"
-            ))),
-            Some(_) => Ok(ServerCertVerified::assertion()),
-            None => {
-                tracing::info!(fingerprint = %seen, "pinned the server's certificate for this run");
-                *pinned = Some(seen);
-                Ok(ServerCertVerified::assertion())
-            }
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

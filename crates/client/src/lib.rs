@@ -51,6 +51,7 @@ pub mod failover;
 pub mod files;
 pub mod logging;
 pub mod pace;
+pub mod private_file;
 pub mod secure;
 pub mod settings;
 pub mod signals;

@@ -11,6 +11,23 @@ use tokio::net::UdpSocket;
 
 use crate::error::ClientError;
 
+/// A UDP socket of the server's address family, connected to `server`, so that only its
+/// datagrams are received.
+pub async fn connected_socket(server: SocketAddr) -> Result<UdpSocket, ClientError> {
+    let local = if server.is_ipv4() {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let setup_error = |source| ClientError::UdpSetup {
+        addr: server,
+        source,
+    };
+    let socket = UdpSocket::bind(local).await.map_err(setup_error)?;
+    socket.connect(server).await.map_err(setup_error)?;
+    Ok(socket)
+}
+
 /// A connected UDP socket plus the envelope of one membership.
 #[derive(Debug)]
 pub struct Link {
@@ -29,17 +46,7 @@ impl Link {
         room: String,
         token: String,
     ) -> Result<Self, ClientError> {
-        let local = if server.is_ipv4() {
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-        } else {
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-        };
-        let setup_error = |source| ClientError::UdpSetup {
-            addr: server,
-            source,
-        };
-        let socket = UdpSocket::bind(local).await.map_err(setup_error)?;
-        socket.connect(server).await.map_err(setup_error)?;
+        let socket = connected_socket(server).await?;
         Ok(Self {
             socket,
             server,

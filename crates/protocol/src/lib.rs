@@ -14,6 +14,8 @@ pub mod fingerprint;
 pub mod limits;
 pub mod listing;
 pub mod names;
+#[cfg(feature = "pinning")]
+pub mod pinning;
 pub mod sealed;
 pub mod tcrp;
 pub mod time;

@@ -9,8 +9,8 @@
 //! the handshake succeeds and removed when the session ends in any way short of a crash. A
 //! missing, unreadable or corrupt file is treated as empty: resuming is a convenience.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -165,27 +165,10 @@ impl Store {
         }
     }
 
-    /// Temporary file (0600), fsync, rename, fsync of the directory: never torn, never
-    /// readable by others.
+    /// Replaced whole, mode 0600 ([`crate::private_file::write_atomic`]): it holds tokens.
     fn store(&self, file: &SavedFile) -> io::Result<()> {
-        let dir = self
-            .path
-            .parent()
-            .ok_or_else(|| io::Error::other("the store has no directory"))?;
-        create_private_dir(dir)?;
-        let temp = dir.join(format!(".memberships.{}.tmp", std::process::id()));
         let bytes = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
-        let written = (|| {
-            let mut out = private_file(&temp)?;
-            out.write_all(&bytes)?;
-            out.sync_all()?;
-            fs::rename(&temp, &self.path)?;
-            File::open(dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        written
+        crate::private_file::write_atomic(&self.path, &bytes)
     }
 }
 
@@ -207,43 +190,10 @@ fn process_exists(_pid: u32) -> bool {
     false
 }
 
-#[cfg(unix)]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-#[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)
-}
-
-#[cfg(unix)]
-fn private_file(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn private_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn key(room: &str, username: &str) -> Key {
         Key {

@@ -8,8 +8,8 @@
 //!
 //! [`decide`] is the trust decision, without I/O.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use chat_protocol::fingerprint::Fingerprint;
@@ -113,26 +113,9 @@ impl KnownServers {
         }
     }
 
-    /// Temporary file (0600), fsync, rename, fsync of the directory: never torn, never
-    /// readable by others.
+    /// Replaced whole, mode 0600 ([`crate::private_file::write_atomic`]).
     fn store(&self, bytes: &[u8]) -> io::Result<()> {
-        let dir = self
-            .path
-            .parent()
-            .ok_or_else(|| io::Error::other("known_servers has no directory"))?;
-        create_private_dir(dir)?;
-        let temp = dir.join(format!(".known_servers.{}.tmp", std::process::id()));
-        let written = (|| {
-            let mut out = private_file(&temp)?;
-            out.write_all(bytes)?;
-            out.sync_all()?;
-            fs::rename(&temp, &self.path)?;
-            File::open(dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        written
+        crate::private_file::write_atomic(&self.path, bytes)
     }
 }
 
@@ -235,43 +218,10 @@ pub fn decide(
     }
 }
 
-#[cfg(unix)]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-#[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)
-}
-
-#[cfg(unix)]
-fn private_file(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn private_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn fp(byte: u8) -> Fingerprint {
         Fingerprint([byte; 32])

@@ -2,7 +2,7 @@
 //! sent over UDP or the tunnel as the [`PathState`] says, and datagrams received from both,
 //! opened, and handed to the conversation. Nothing unsealed is ever sent or accepted.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use chat_protocol::fingerprint::Fingerprint;
@@ -55,17 +55,7 @@ impl SecurePlane {
         forced_tcp: bool,
         now: Instant,
     ) -> Result<Self, ClientError> {
-        let local = if server.is_ipv4() {
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-        } else {
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-        };
-        let setup_error = |source| ClientError::UdpSetup {
-            addr: server,
-            source,
-        };
-        let udp = UdpSocket::bind(local).await.map_err(setup_error)?;
-        udp.connect(server).await.map_err(setup_error)?;
+        let udp = crate::transport::connected_socket(server).await?;
         let key_id =
             secured.membership.grant.key_id.ok_or_else(|| {
                 ClientError::InvalidReply("a grant over TLS has no key_id".into())

@@ -7,12 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chat_protocol::fingerprint::Fingerprint;
+use chat_protocol::pinning::{self, PinVerifier};
 use chat_protocol::sealed::{EXPORTER_LABEL, KEY_MATERIAL_LEN, KeyMaterial};
 use chat_protocol::tcrp::{AttachRequest, Frame, Operation, State, to_json_payload};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -50,86 +48,13 @@ pub enum Attempt {
     NotTls,
 }
 
-/// Accepts any certificate whose handshake signature verifies, remembering its fingerprint;
-/// with an expected fingerprint, only that one. Names and dates mean nothing here: the
-/// fingerprint is the identity (self-signed certificates, pinned like SSH keys).
-#[derive(Debug)]
-struct PinVerifier {
-    expected: Option<Fingerprint>,
-    presented: Arc<Mutex<Option<Fingerprint>>>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let presented = Fingerprint::of_certificate(end_entity.as_ref());
-        *self
-            .presented
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(presented);
-        match self.expected {
-            Some(expected) if expected != presented => Err(rustls::Error::General(
-                "the server's certificate is not the pinned one".into(),
-            )),
-            _ => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // The configuration offers TLS 1.3 only.
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // The server proves it holds the certificate's key: without this a pin would only
-        // compare public bytes anyone can copy.
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 /// A TLS 1.3-only client configuration that pins `expected` (or records any certificate).
 pub(crate) fn config(
     expected: Option<Fingerprint>,
     presented: Arc<Mutex<Option<Fingerprint>>>,
 ) -> Result<rustls::ClientConfig, ClientError> {
-    let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = PinVerifier {
-        expected,
-        presented,
-        algorithms: provider.signature_verification_algorithms,
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|error| ClientError::Tls(error.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    // A resumed session skips the certificate, and with it the pin.
-    config.resumption = rustls::client::Resumption::disabled();
-    Ok(config)
+    pinning::client_config(PinVerifier::new(expected, false, presented))
+        .map_err(|error| ClientError::Tls(error.to_string()))
 }
 
 /// The name sent in the ClientHello: the host when it is a valid name or address; the
