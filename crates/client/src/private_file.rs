@@ -3,7 +3,21 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The client's data directory: `$XDG_DATA_HOME/chat-client`, else
+/// `~/.local/share/chat-client`; `None` without either variable.
+pub fn data_dir() -> Option<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|dir| !dir.is_empty())
+                .map(|home| Path::new(&home).join(".local/share"))
+        })?;
+    Some(data.join("chat-client"))
+}
 
 /// Replaces `path` with `bytes`: a temporary file (0600) beside it, fsync, rename, fsync of
 /// the directory (made 0700 if missing). Never torn, never readable by others; on error the

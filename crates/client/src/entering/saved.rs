@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chat_protocol::names::username_key;
 use chat_protocol::tcrp::Grant;
@@ -89,15 +89,9 @@ pub struct Store {
 impl Store {
     /// The user's store, or `None` when there is no data directory to keep it in.
     pub fn for_user() -> Option<Self> {
-        let data = std::env::var_os("XDG_DATA_HOME")
-            .filter(|dir| !dir.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|dir| !dir.is_empty())
-                    .map(|home| Path::new(&home).join(".local/share"))
-            })?;
-        Some(Self::at(data.join("chat-client").join("memberships.json")))
+        Some(Self::at(
+            crate::private_file::data_dir()?.join("memberships.json"),
+        ))
     }
 
     /// A store in a file of its own (tests).
@@ -194,6 +188,7 @@ fn process_exists(_pid: u32) -> bool {
 mod tests {
     use super::*;
     use std::fs;
+    use std::path::Path;
 
     fn key(room: &str, username: &str) -> Key {
         Key {

@@ -35,15 +35,9 @@ pub struct KnownServers {
 impl KnownServers {
     /// The user's file, or `None` when there is no data directory to keep it in.
     pub fn for_user() -> Option<Self> {
-        let data = std::env::var_os("XDG_DATA_HOME")
-            .filter(|dir| !dir.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|dir| !dir.is_empty())
-                    .map(|home| Path::new(&home).join(".local/share"))
-            })?;
-        Some(Self::at(data.join("chat-client").join("known_servers")))
+        Some(Self::at(
+            crate::private_file::data_dir()?.join("known_servers"),
+        ))
     }
 
     /// A file of its own (tests).
