@@ -305,3 +305,54 @@ fn the_fingerprint_command_prints_what_the_server_presents() {
     assert!(tls_connect(server.tcp, Some(other), &Capture::default()).is_err());
     let _ = ServerV2::Pong { id: 0 };
 }
+
+/// A tunnel whose client stops reading is cut off once its queue (256 frames) is full, and the
+/// room goes on without waiting for it: the bound on what one tunnel can make the server hold.
+#[test]
+fn a_tunnel_that_stops_reading_is_cut_off_without_slowing_the_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), &["--flood-rate", "0"]);
+    let api = Api::of(&server);
+    let mut writer = SealedMember::handshake(&server, 1, "flood", "writer").unwrap();
+    writer.register(None);
+    let mut slow = SealedMember::handshake(&server, 2, "flood", "sloth").unwrap();
+    slow.register_tunnel(None);
+    let mut reader = SealedMember::joined(&server, "flood", "reader");
+    // Enough to fill the tunnel's queue and the kernel buffers in between many times over.
+    let text = "z".repeat(3000);
+    for seq in 1..=6000u64 {
+        writer.send(&ClientV2::Msg {
+            seq,
+            text: text.clone(),
+        });
+        if seq % 100 == 0 {
+            // Paced a little, so that the server's own receive buffer is not what overflows.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cut_off = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("chat_tunnels_closed_by_server_total{reason=\"slow\"} ")
+            })
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut metrics = api.get_text("/metrics").1;
+    while cut_off(&metrics) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the tunnel that stopped reading was never cut off:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        metrics = api.get_text("/metrics").1;
+    }
+    // The room goes on: a message after the flood reaches a member who reads.
+    writer.send(&ClientV2::Msg {
+        seq: 6001,
+        text: "after the flood".into(),
+    });
+    reader.expect_text("after the flood");
+}
