@@ -9,15 +9,22 @@ use chat_protocol::v2::{ClientV2, ServerV2};
 use chat_tests::sealed::{Capture, tls_connect, tls_exchange};
 use chat_tests::{Api, EVENT_TIMEOUT, SealedMember, ServerProcess, V2Member, binary};
 
-/// The value of one `chat_datagrams_dropped_total{reason=...}` sample.
-fn dropped(api: &Api, reason: &str) -> u64 {
+/// The value of the metrics sample that starts with `sample` (name and labels), 0 if absent.
+fn metric(api: &Api, sample: &str) -> u64 {
     let (_, metrics) = api.get_text("/metrics");
-    let prefix = format!("chat_datagrams_dropped_total{{reason=\"{reason}\"}} ");
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
+        .find_map(|line| line.strip_prefix(sample))
         .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in the metrics:\n{metrics}"))
+        .unwrap_or(0)
+}
+
+/// The value of one `chat_datagrams_dropped_total{reason=...}` sample.
+fn dropped(api: &Api, reason: &str) -> u64 {
+    metric(
+        api,
+        &format!("chat_datagrams_dropped_total{{reason=\"{reason}\"}} "),
+    )
 }
 
 /// Waits until `dropped(reason)` reaches `at_least`.
@@ -331,23 +338,16 @@ fn a_tunnel_that_stops_reading_is_cut_off_without_slowing_the_room() {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    let cut_off = |metrics: &str| {
-        metrics
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix("chat_tunnels_closed_by_server_total{reason=\"slow\"} ")
-            })
-            .and_then(|value| value.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let mut metrics = api.get_text("/metrics").1;
-    while cut_off(&metrics) == 0 {
+    while metric(
+        &api,
+        "chat_tunnels_closed_by_server_total{reason=\"slow\"} ",
+    ) == 0
+    {
         assert!(
             Instant::now() < deadline,
-            "the tunnel that stopped reading was never cut off:\n{metrics}"
+            "the tunnel that stopped reading was never cut off"
         );
         std::thread::sleep(Duration::from_millis(100));
-        metrics = api.get_text("/metrics").1;
     }
     // The room goes on: a message after the flood reaches a member who reads.
     writer.send(&ClientV2::Msg {

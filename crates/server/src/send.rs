@@ -205,25 +205,17 @@ impl BatchSender {
             SealedPath::Tunnel { .. } => None,
         });
         self.send_udp(&to.udp, udp, stats);
-        if sealed
-            .iter()
-            .any(|(_, path)| matches!(path, SealedPath::Tunnel { .. }))
-        {
-            let mut kept = Vec::with_capacity(sealed.len());
-            let tunnelled: Vec<(Vec<u8>, u64)> = sealed
-                .drain(..)
-                .filter_map(|(bytes, path)| match path {
-                    SealedPath::Tunnel { conn, .. } => Some((bytes, conn)),
-                    SealedPath::Udp(_) => {
-                        kept.push(bytes);
-                        None
-                    }
-                })
-                .collect();
+        // UDP copies are sent: their buffers go back to the pool. Tunnel frames move into
+        // their tunnels' queues.
+        let mut tunnelled = Vec::new();
+        for (bytes, path) in sealed.drain(..) {
+            match path {
+                SealedPath::Tunnel { conn, .. } => tunnelled.push((bytes, conn)),
+                SealedPath::Udp(_) => self.spare.push(bytes),
+            }
+        }
+        if !tunnelled.is_empty() {
             to.tunnels.deliver(tunnelled.into_iter(), stats);
-            self.spare.extend(kept);
-        } else {
-            self.spare.extend(sealed.drain(..).map(|(bytes, _)| bytes));
         }
         // Keep a bounded pool: one fan-out's worth is plenty.
         self.spare.truncate(SEND_BATCH);
