@@ -221,7 +221,7 @@ impl Replay {
                     .get_mut(&room)
                     .ok_or_else(|| unknown_room(&room))?
                     .member(uid)?;
-                member.addr = Some(addr);
+                member.addr = addr;
                 member.version = version;
             }
             StateChange::MemberSealed {

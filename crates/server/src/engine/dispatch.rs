@@ -306,6 +306,11 @@ fn bind(
     // A member failing over from another node was heard joining already.
     let first_time = member.addr.is_none() && !member.remote_registered;
     let moved = member.addr != Some(src) || member.version != version || member.remote;
+    // What the state keeps changes when a UDP binding comes or goes; in scale-out a member
+    // taken over from another node is recorded whatever its transport, or the other nodes
+    // would reap it with the node it left.
+    let recorded = src.udp().is_some() || member.addr.and_then(|a| a.udp()).is_some();
+    let record = moved && (recorded || member.remote);
     // Scale-out: a member that fails over to this node is served here from now on.
     member.remote = false;
     member.addr = Some(src);
@@ -314,15 +319,12 @@ fn bind(
     member.challenges.retain(|c| c.addr != src);
     let username = member.username.clone();
     // The state file keeps UDP bindings only; another transport's peers register again.
-    let change = match src.udp() {
-        Some(addr) if moved => Some(StateChange::MemberRegistered {
-            room: room.name.clone(),
-            uid: member.uid,
-            addr,
-            version,
-        }),
-        _ => None,
-    };
+    let change = record.then(|| StateChange::MemberRegistered {
+        room: room.name.clone(),
+        uid: member.uid,
+        addr: src.udp(),
+        version,
+    });
     if moved {
         room.rebuild_recipients();
     }

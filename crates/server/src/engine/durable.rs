@@ -186,14 +186,16 @@ pub enum StateChange {
         /// The addresses newly banned.
         addresses: Vec<IpAddr>,
     },
-    /// A member registered its address for the first time, or from a new one.
+    /// A member registered for the first time, from a new address, or over another
+    /// transport; in scale-out, also that this node serves it from now on.
     MemberRegistered {
         /// The room's name.
         room: String,
         /// The member's stable id.
         uid: u64,
-        /// Where its datagrams go now.
-        addr: SocketAddr,
+        /// Where its datagrams go now; None for a WebSocket or a tunnel, whose peer
+        /// reconnects rather than resumes (records written before this was optional have one).
+        addr: Option<SocketAddr>,
         /// The wire format it registered with.
         version: WireVersion,
     },

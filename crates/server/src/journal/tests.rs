@@ -123,7 +123,7 @@ fn appended_records_round_trip_through_the_files() {
         change: StateChange::MemberRegistered {
             room: "den".into(),
             uid: 20,
-            addr: "127.0.0.1:4000".parse().unwrap(),
+            addr: Some("127.0.0.1:4000".parse().unwrap()),
             version: WireVersion::V2,
         },
     };

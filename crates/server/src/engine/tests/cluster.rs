@@ -76,6 +76,49 @@ fn a_token_granted_by_one_node_works_on_the_other_and_applying_twice_changes_not
 }
 
 #[test]
+fn a_page_that_fails_over_over_a_websocket_is_recorded_as_served_by_the_new_node() {
+    let (mut a, mut b) = nodes();
+    let host = a.create(ROOM, "ann", RoomKind::Public, now()).unwrap();
+    replicate(&mut a, &mut b);
+    // A WebSocket is a connection: its register binds at once, no challenge.
+    let page = Endpoint::Web {
+        conn: 1,
+        ip: "127.0.0.1".parse().unwrap(),
+    };
+    let handled = send(
+        &mut b,
+        &host,
+        page,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    assert!(
+        v2_events(&handled.sent, page)
+            .iter()
+            .any(|e| matches!(e, ServerV2::Members { .. }))
+    );
+    let changes = b.take_changes();
+    assert!(
+        changes
+            .iter()
+            .any(|r| matches!(r.change, StateChange::MemberRegistered { addr: None, .. })),
+        "the move is journaled without an address, so the other nodes stop counting the \
+         member as the old node's: {changes:?}"
+    );
+    // The same page reconnecting to the node that serves it changes nothing durable.
+    let again = Endpoint::Web {
+        conn: 2,
+        ip: "127.0.0.1".parse().unwrap(),
+    };
+    send(
+        &mut b,
+        &host,
+        again,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    assert!(b.take_changes().is_empty());
+}
+
+#[test]
 fn remote_members_are_not_timed_out_but_a_dead_nodes_are_reaped() {
     let (mut a, mut b) = nodes();
     a.create(ROOM, "ann", RoomKind::Public, now()).unwrap();
