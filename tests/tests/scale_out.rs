@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chat_protocol::v2::ServerV2;
 use chat_tests::{
-    ClientProcess, EVENT_TIMEOUT, RedisProcess, ServerProcess, V2Member, create, join,
+    ClientProcess, EVENT_TIMEOUT, RedisProcess, ServerProcess, V2Member, WebMember, create, join,
     try_handshake,
 };
 
@@ -447,5 +447,102 @@ fn a_client_given_several_nodes_enters_through_the_first_that_answers() {
     bob.expect(
         "alice's line",
         |e| matches!(e, ServerV2::Msg(m) if m.text == "through b"),
+    );
+}
+
+/// The head of the answer to a raw HTTP/1.1 request (`Connection: close` is added).
+fn http_head(http: std::net::SocketAddr, request_lines: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).expect("connect to the HTTP port");
+    stream
+        .set_read_timeout(Some(EVENT_TIMEOUT))
+        .expect("a read timeout");
+    let request = format!("{request_lines}\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    let mut answer = Vec::new();
+    let _ = stream.take(64 * 1024).read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Polls `http`'s `/api/nodes` until `wanted` holds for it.
+fn wait_for_nodes(http: std::net::SocketAddr, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + 2 * EVENT_TIMEOUT;
+    loop {
+        let (_, listed) = http_get(http, "/api/nodes");
+        if wanted(&listed) {
+            return listed;
+        }
+        assert!(Instant::now() < deadline, "{what}: {listed}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A page can move between nodes: each lists the live ones, and lets the others' pages in
+/// (WebSocket, CORS, the page's own connect-src), a dead node's too, since its pages live on.
+#[test]
+fn nodes_list_each_other_and_trust_each_others_pages_even_after_one_dies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisProcess::start(dir.path());
+    let a = node(dir.path(), &redis, "a", &["--idle-timeout", "3"]);
+    let b = node(dir.path(), &redis, "b", &[]);
+    let (a_http, b_http) = (a.http.expect("http"), b.http.expect("http"));
+    let a_url = format!("http://{a_http}");
+    let listed = wait_for_nodes(b_http, "b lists both nodes", |listed| {
+        listed.contains(&format!("\"{a_url}\"")) && listed.contains(&format!("\"http://{b_http}\""))
+    });
+    assert!(
+        listed.contains(&format!(
+            "{{\"node\":\"b\",\"url\":\"http://{b_http}\",\"self\":true}}"
+        )),
+        "{listed}"
+    );
+    a.kill9();
+    wait_for_nodes(b_http, "b stops listing the dead node", |listed| {
+        !listed.contains(&a_url) && listed.contains("\"b\"")
+    });
+    // Pages node a served are still open somewhere: b still lets them in.
+    let preflight = |origin: &str| {
+        http_head(
+            b_http,
+            &format!(
+                "OPTIONS /api/rooms/den/files HTTP/1.1\r\nOrigin: {origin}\r\n\
+                 Access-Control-Request-Method: POST\r\n\
+                 Access-Control-Request-Headers: authorization,content-type"
+            ),
+        )
+    };
+    let trusted = preflight(&a_url);
+    assert!(
+        trusted.contains(&format!("access-control-allow-origin: {a_url}"))
+            && trusted.contains("access-control-allow-headers: content-type,authorization"),
+        "{trusted}"
+    );
+    let foreign = preflight("http://evil.example");
+    assert!(
+        !foreign.contains("access-control-allow-origin"),
+        "{foreign}"
+    );
+    assert!(WebMember::open(b_http, Some(&a_url)).is_ok());
+    assert_eq!(
+        WebMember::open(b_http, Some("http://evil.example"))
+            .err()
+            .map(|refused| refused.status),
+        Some(403)
+    );
+    let page = http_head(b_http, "GET / HTTP/1.1");
+    let policy = page
+        .lines()
+        .find(|line| line.starts_with("content-security-policy:"))
+        .unwrap_or_default();
+    assert!(
+        policy.contains("connect-src 'self' ws: wss: ") && policy.contains(&a_http.to_string()),
+        "the page may connect to the other nodes: {policy}"
     );
 }

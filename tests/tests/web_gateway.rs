@@ -373,6 +373,11 @@ fn health_readiness_and_metrics_are_served() {
     let (status, page) = api.get_text("/");
     assert_eq!(status, 200);
     assert!(page.contains("<html"), "the page is served: {page}");
+    // One node: no other node for the page to move to.
+    assert_eq!(
+        api.get_text("/api/nodes"),
+        (200, "{\"nodes\":[]}".to_owned())
+    );
 
     let token = api.create("den", "ann");
     let mut web = WebMember::connect(server.http.unwrap(), "den", &token, None);

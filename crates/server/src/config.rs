@@ -118,6 +118,11 @@ pub struct Config {
     /// bytes of letters, digits, `-`, `_`, `.`). Needed with `--redis`.
     #[arg(long, value_name = "NAME", requires = "redis", value_parser = parse_node_id)]
     pub node_id: Option<String>,
+    /// Scale-out: where browsers reach this node's page (`http://chat-a.example.org:8080`),
+    /// announced so that a page served by another node can move here when its own dies. By
+    /// default the HTTP listener's address, unless it is bound to every interface.
+    #[arg(long, value_name = "URL", requires = "redis", value_parser = crate::cluster::directory::parse_public_url)]
+    pub public_url: Option<String>,
     /// Origins (`https://chat.example.org`) whose pages may open the WebSocket besides the
     /// server's own, comma-separated.
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]

@@ -296,6 +296,24 @@ impl Server {
             .map(|(listener, _)| listener.local_addr())
     }
 
+    /// Where browsers reach this node's page, announced to the other nodes: `--public-url`,
+    /// else the HTTP listener's address unless it is bound to every interface (no one
+    /// address then says where browsers come from).
+    fn public_url(&self) -> Option<String> {
+        if self.config.public_url.is_some() {
+            return self.config.public_url.clone();
+        }
+        let addr = self.http_addr()?.ok()?;
+        if addr.ip().is_unspecified() {
+            tracing::info!(
+                "this node announces no page for other nodes' pages to move to: its HTTP \
+                 listener is on every interface; give --public-url"
+            );
+            return None;
+        }
+        Some(format!("http://{addr}"))
+    }
+
     /// Counters of the data plane.
     pub fn stats(&self) -> Arc<RelayStats> {
         Arc::clone(&self.stats)
@@ -360,6 +378,7 @@ impl Server {
                 &writer,
                 cursor.clone(),
                 self.config.idle_timeout,
+                self.public_url(),
             )?),
             None => None,
         };
@@ -430,6 +449,10 @@ impl Server {
                 peers: Arc::clone(&self.transports.web),
                 metrics,
                 allowed_origins: self.config.allowed_origin.clone(),
+                cluster: self
+                    .cluster
+                    .as_ref()
+                    .map(|(cluster, _)| Arc::clone(cluster)),
                 max_websockets: self.config.max_websockets,
                 websockets_per_ip: self.config.websockets_per_ip,
                 websockets: Mutex::default(),

@@ -8,6 +8,10 @@
 // never stores it twice). Received messages are placed by id, ids already shown are ignored,
 // and a gap in ids or a reconnect asks the server to replay from the last id shown.
 //
+// Several nodes (docs/scaling.md): the page asks its node for the others (/api/nodes) and, when
+// the node it talks to stops answering, moves to the next with the same token and last id,
+// through their API (CORS) and WebSocket; the nodes trust each other's pages.
+//
 // Everything that came from the network reaches the DOM through textContent, never innerHTML.
 'use strict';
 
@@ -24,6 +28,7 @@
   const WHO_EVERY_MS = 15000; // the member list (and who is away) is asked for this often
   const REPLAY_MAX = 256; // the most a register or ping replays at once
   const MISSING_MAX = 1000; // ids we remember as missing; more than that, a replay fills anyway
+  const NODES_REFRESH_MS = 30000; // how often the list of nodes to fail over to is asked for
   // Flood control lets a member send a burst of messages at once, then one per interval; the
   // grant announces both (send_burst, send_interval_ms; absent when flood control is off). The
   // page paces itself a little under that, so that a queue resent after an outage is not
@@ -101,10 +106,61 @@
   }
 
   // ---------------------------------------------------------------------------------------------
+  // The nodes: where the API and the WebSocket are. The page starts with the node that served
+  // it and moves on, in the order /api/nodes lists them, when the one it uses cannot be reached.
+
+  let base = location.origin; // the node in use
+  let nodes = []; // the other nodes' origins, as /api/nodes last listed them
+
+  /** A path on the node in use: relative while that is the page's own (same origin, no CORS). */
+  function urlOf(path) {
+    return base === location.origin ? path : base + path;
+  }
+
+  /** A node's origin as this page must reach it: the page's own scheme (a node serves HTTP and
+   * HTTPS on one port, and an HTTPS page may not call plain HTTP), or null when not an origin. */
+  function originOf(url) {
+    try {
+      const u = new URL(url);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') return null;
+      return location.protocol + '//' + u.host;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  /** Asks the node in use for the live nodes. */
+  async function refreshNodes() {
+    let res;
+    try {
+      res = await fetch(urlOf('/api/nodes'));
+      if (!res.ok) return;
+      const data = await res.json();
+      if (!data || !Array.isArray(data.nodes)) return;
+      const listed = data.nodes
+        .filter((n) => n && typeof n.url === 'string')
+        .map((n) => originOf(n.url))
+        .filter((o) => o !== null);
+      nodes = Array.from(new Set(listed));
+    } catch (_) {
+      // Unreachable or not JSON: keep the list we had; connect() moves on if need be.
+    }
+  }
+
+  /** Switches to the next node after the one in use; false when there is no other. */
+  function moveOn() {
+    const all = Array.from(new Set([location.origin, ...nodes]));
+    if (all.length < 2) return false;
+    const at = all.indexOf(base);
+    base = all[(at + 1) % all.length];
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // The JSON API.
 
   /** Calls the API; resolves to {ok, status, data} or {ok:false, status, error, message}. */
-  async function api(method, path, body) {
+  async function api(method, path, body, retried) {
     const init = { method, headers: {} };
     if (body !== undefined) {
       init.headers['content-type'] = 'application/json';
@@ -115,8 +171,10 @@
     }
     let res;
     try {
-      res = await fetch(path, init);
+      res = await fetch(urlOf(path), init);
     } catch (_) {
+      // The node is down (a refused connection reached no server): the next one, once.
+      if (!retried && moveOn()) return api(method, path, body, true);
       return { ok: false, status: 0, error: 'network', message: 'The server cannot be reached.' };
     }
     let data = null;
@@ -400,13 +458,12 @@
     clearTimeout(reconnectTimer);
     reconnectTimer = null;
     if (!session || parked) return;
-    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const socket = new WebSocket(scheme + '//' + location.host + '/ws');
+    const socket = new WebSocket(base.replace(/^http/, 'ws') + '/ws');
     ws = socket;
     registered = false;
     ready = false;
     lastHeard = Date.now();
-    setConn('connecting…');
+    setConn(base === location.origin ? 'connecting…' : 'connecting to ' + new URL(base).host + '…');
     socket.onopen = () => {
       if (ws === socket) register();
     };
@@ -418,6 +475,9 @@
     socket.onclose = () => {
       if (ws !== socket) return;
       ws = null;
+      // Never answered: this node is down or refusing, try the next. (A socket that worked
+      // and broke tries its node once more first: the network may have blinked.)
+      if (!ready) moveOn();
       scheduleReconnect();
     };
   }
@@ -542,7 +602,9 @@
     if (!ws) return;
     if (Date.now() - lastHeard > SILENCE_LIMIT_MS) {
       // A dead network may never close the socket by itself: give up on it and start over.
+      const answered = ready;
       dropSocket();
+      if (!answered) moveOn();
       scheduleReconnect();
       return;
     }
@@ -682,6 +744,7 @@
       backoff = BACKOFF_MIN_MS;
       setConn('');
       setStatus('online');
+      refreshNodes();
       // An empty room (no stored message yet) has no history to load.
       if (p.id === 0 && shown.size === 0) noOlder = true;
       if (!markerPlaced) emptyAtEntry = p.id === 0;
@@ -1425,7 +1488,7 @@
     const note = addNotice('Sharing ' + file.name + '…', 'file-note');
     let res;
     try {
-      res = await fetch(roomPath(room) + '/files?name=' + encodeURIComponent(file.name), {
+      res = await fetch(urlOf(roomPath(room) + '/files?name=' + encodeURIComponent(file.name)), {
         method: 'POST',
         headers: { authorization: 'Bearer ' + token, 'content-type': 'application/octet-stream' },
         body: file,
@@ -1489,7 +1552,7 @@
     downloadState(button, 'busy', 'downloading…');
     try {
       // The list says what the file should be: its exact size and SHA-256.
-      const listed = await fetch(roomPath(room) + '/files', { headers: auth });
+      const listed = await fetch(urlOf(roomPath(room) + '/files'), { headers: auth });
       if (!listed.ok) throw await failure(listed);
       const body = await listed.json();
       const files = body && Array.isArray(body.files) ? body.files : [];
@@ -1497,7 +1560,7 @@
       if (!entry || typeof entry.name !== 'string' || !Number.isInteger(entry.size)) {
         throw new Error('this file is no longer shared here');
       }
-      const res = await fetch(roomPath(room) + '/files/' + encodeURIComponent(id), { headers: auth });
+      const res = await fetch(urlOf(roomPath(room) + '/files/' + encodeURIComponent(id)), { headers: auth });
       if (!res.ok) throw await failure(res);
       const blob = await res.blob();
       if (blob.size !== entry.size) {
@@ -1581,6 +1644,8 @@
       if (session && !ws && !parked) connect();
     });
 
+    refreshNodes();
+    setInterval(refreshNodes, NODES_REFRESH_MS);
     session = loadSession();
     if (session) {
       $('name').value = session.name;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::directory::{self, Directory};
 use super::state::bulk_string;
 use super::{Cluster, ClusterError, Link, MAX_BACKOFF};
 use crate::engine::{Effects, StateChange};
@@ -19,6 +20,9 @@ const READ_BATCH: usize = 256;
 const READ_BLOCK: Duration = Duration::from_millis(250);
 /// Most members of a dead node removed per pass.
 const REAP_BATCH: usize = 1024;
+/// How often the other nodes are looked at (at most): the live ones for the directory, so
+/// that a page learns of a new node soon, and the dead ones to reap.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
 
 /// What the follower needs.
 pub struct Follower {
@@ -35,6 +39,8 @@ pub struct Follower {
     /// A node whose presence key is gone this long is dead: its members are removed (its
     /// key lives this long after each refresh, so this is also the refresh's expiry).
     pub presence_ttl: Duration,
+    /// Where this node's page is, announced for the other nodes' pages to move to.
+    pub public_url: Option<String>,
     /// Set at shutdown.
     pub stop: Arc<AtomicBool>,
 }
@@ -52,14 +58,20 @@ impl Follower {
         let mut sender = BatchSender::default();
         let mut backoff = Duration::from_millis(50);
         let refresh_every = (self.presence_ttl / 4).max(Duration::from_millis(100));
+        let look_every = LOOK_EVERY.min(refresh_every);
         let mut refreshed: Option<Instant> = None;
+        let mut looked: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let due = refreshed.is_none_or(|at| at.elapsed() >= refresh_every);
+            let look = looked.is_none_or(|at| at.elapsed() >= look_every);
             let result = (|| -> Result<(), ClusterError> {
                 if due {
                     self.refresh_presence(&mut link)?;
-                    self.reap_dead_nodes(&mut link, &mut sender)?;
                     refreshed = Some(Instant::now());
+                }
+                if look {
+                    self.reap_dead_nodes(&mut link, &mut sender)?;
+                    looked = Some(Instant::now());
                 }
                 self.follow(&mut link, &mut sender)
             })();
@@ -80,8 +92,8 @@ impl Follower {
         let node = &self.cluster.node_id;
         let ttl = u64::try_from(self.presence_ttl.as_millis()).unwrap_or(u64::MAX);
         link.call(|con| {
-            redis::pipe()
-                .cmd("SET")
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
                 .arg(format!("chat:alive:{node}"))
                 .arg(1)
                 .arg("PX")
@@ -90,31 +102,47 @@ impl Follower {
                 .cmd("SADD")
                 .arg("chat:nodes")
                 .arg(node)
-                .ignore()
-                .query::<()>(con)?;
+                .ignore();
+            if let Some(url) = &self.public_url {
+                pipe.cmd("HSET")
+                    .arg(directory::URLS_KEY)
+                    .arg(node)
+                    .arg(url)
+                    .ignore();
+            }
+            pipe.query::<()>(con)?;
             Ok(())
         })
     }
 
     /// Members of nodes whose presence expired, and which have not registered elsewhere since
-    /// (the commit moved them to the new node's set), are removed as timed out.
+    /// (the commit moved them to the new node's set), are removed as timed out. The live
+    /// nodes and the announced URLs become the [`Directory`].
     fn reap_dead_nodes(
         &self,
         link: &mut Link,
         sender: &mut BatchSender,
     ) -> Result<(), ClusterError> {
         let me = self.cluster.node_id.clone();
-        let dead: Vec<(String, Vec<u64>)> = link.call(|con| {
+        let (dead, live, urls) = link.call(|con| {
             let nodes: Vec<String> = redis::cmd("SRANDMEMBER")
                 .arg("chat:nodes")
-                .arg(64)
+                .arg(directory::MAX_NODES)
                 .query(con)?;
-            let mut dead = Vec::new();
+            // HRANDFIELD bounds the read however many entries the hash has.
+            let urls: Vec<(String, String)> = redis::cmd("HRANDFIELD")
+                .arg(directory::URLS_KEY)
+                .arg(directory::MAX_NODES)
+                .arg("WITHVALUES")
+                .query(con)?;
+            let mut dead: Vec<(String, Vec<u64>)> = Vec::new();
+            let mut live = Vec::new();
             for node in nodes.into_iter().filter(|n| *n != me && n.len() <= 64) {
                 let alive: bool = redis::cmd("EXISTS")
                     .arg(format!("chat:alive:{node}"))
                     .query(con)?;
                 if alive {
+                    live.push(node);
                     continue;
                 }
                 let members: Vec<String> = redis::cmd("SRANDMEMBER")
@@ -131,8 +159,9 @@ impl Follower {
                 let uids = members.iter().filter_map(|m| m.parse().ok()).collect();
                 dead.push((node, uids));
             }
-            Ok(dead)
+            Ok((dead, live, urls))
         })?;
+        self.cluster.set_directory(Directory::new(&me, live, &urls));
         for (node, uids) in dead {
             let mut fx = Effects::default();
             let reaped = {

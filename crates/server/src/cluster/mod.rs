@@ -12,6 +12,7 @@
 //!   message to them in id order, and fills gaps from the stream.
 //! - [`follower`] also keeps this node's presence key alive and removes the members of nodes
 //!   whose key expired (they died) unless they came back elsewhere.
+//! - [`directory`]: where each node's page is, for the chat page's failover.
 //!
 //! All Redis I/O runs on threads of its own with blocking connections and timeouts: the relay
 //! thread never waits for Redis, and no lock is held across a Redis call.
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub mod directory;
 pub mod follower;
 pub mod messages;
 pub mod node;
@@ -73,6 +75,8 @@ pub struct Cluster {
     problem: Mutex<String>,
     /// The change stream entry the follower has applied up to (`(ms, seq)` of its id).
     applied: Mutex<(u64, u64)>,
+    /// The nodes and their pages, as the follower last read them.
+    directory: Mutex<directory::Directory>,
 }
 
 /// A stream entry id, `ms-seq`, as numbers that compare in stream order.
@@ -90,6 +94,7 @@ impl Cluster {
             healthy: AtomicBool::new(true),
             problem: Mutex::new(String::new()),
             applied: Mutex::new((0, 0)),
+            directory: Mutex::default(),
         }))
     }
 
@@ -158,6 +163,40 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(5));
         }
         false
+    }
+
+    /// Replaces the directory with what the follower read.
+    pub fn set_directory(&self, directory: directory::Directory) {
+        *self
+            .directory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = directory;
+    }
+
+    /// The live nodes, this one included.
+    pub fn live_nodes(&self) -> Vec<directory::NodeEntry> {
+        self.directory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .live()
+            .to_vec()
+    }
+
+    /// The `host:port` of every node's page.
+    pub fn page_origins(&self) -> Vec<String> {
+        self.directory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .origins()
+            .to_vec()
+    }
+
+    /// Whether a page from `origin` was served by one of the nodes.
+    pub fn trusts_origin(&self, origin: &str) -> bool {
+        self.directory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .trusts(origin)
     }
 
     /// Why Redis is unavailable, while it is.

@@ -60,6 +60,7 @@ impl NodeThreads {
         writer: &StateWriter,
         cursor: String,
         presence_ttl: Duration,
+        public_url: Option<String>,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         cluster.applied_up_to(&cursor);
@@ -70,6 +71,7 @@ impl NodeThreads {
             writer: writer.clone(),
             cursor,
             presence_ttl,
+            public_url,
             stop: Arc::clone(&stop),
         }
         .spawn()?;

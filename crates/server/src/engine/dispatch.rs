@@ -78,6 +78,7 @@ impl Engine {
                     member_id,
                     src,
                     WireVersion::V1,
+                    self.cluster,
                     now,
                     &mut fx.datagrams,
                 );
@@ -278,6 +279,7 @@ impl Engine {
             member_id,
             src,
             WireVersion::V2,
+            self.cluster,
             now,
             &mut fx.datagrams,
         );
@@ -297,6 +299,7 @@ fn bind(
     member_id: MemberId,
     src: Endpoint,
     version: WireVersion,
+    clustered: bool,
     now: Instant,
     out: &mut Outbox,
 ) -> Option<StateChange> {
@@ -306,12 +309,19 @@ fn bind(
     // A member failing over from another node was heard joining already.
     let first_time = member.addr.is_none() && !member.remote_registered;
     let moved = member.addr != Some(src) || member.version != version || member.remote;
-    // What the state keeps changes when a UDP binding comes or goes; in scale-out a member
-    // taken over from another node is recorded whatever its transport, or the other nodes
-    // would reap it with the node it left.
+    // What the state keeps changes when a UDP binding comes or goes. In scale-out the other
+    // nodes also hear a first registration (their members hear `joined`, and later the
+    // departure) and a member taken over from another node (or they would reap it with the
+    // node it left), whatever the transport.
     let recorded = src.udp().is_some() || member.addr.and_then(|a| a.udp()).is_some();
-    let record = moved && (recorded || member.remote);
-    // Scale-out: a member that fails over to this node is served here from now on.
+    let announced = clustered && (first_time || member.remote);
+    let record = moved && (recorded || announced);
+    // Scale-out: a member that fails over to this node is served here from now on. What it
+    // sent before went to another node, so its next seq starts the window here instead of
+    // waiting out a gap that will never fill (Redis still answers a repeated seq).
+    if member.remote {
+        member.seqs.restored();
+    }
     member.remote = false;
     member.addr = Some(src);
     member.version = version;

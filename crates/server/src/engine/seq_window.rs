@@ -54,9 +54,9 @@ pub struct SeqWindow {
     held: BTreeMap<u64, (String, Instant)>,
     /// Bytes of text in `held`.
     held_bytes: usize,
-    /// Set after a restart: what the member sent before it is known only from stored
-    /// messages (refusals were never saved), so the first new seq sets where the window
-    /// starts instead of waiting for a gap that may never fill.
+    /// Set after a restart or a failover: what the member sent before is known only from
+    /// stored messages (refusals were never saved) or not at all here, so the first new seq
+    /// sets where the window starts instead of waiting for a gap that may never fill.
     resync: bool,
 }
 
@@ -148,7 +148,8 @@ impl SeqWindow {
         !self.held.is_empty()
     }
 
-    /// Marks the window as rebuilt from stored messages after a restart (see `resync`).
+    /// Marks the window as rebuilt from stored messages after a restart, or as new on this
+    /// node for a member that failed over from another (see `resync`).
     pub fn restored(&mut self) {
         self.resync = true;
     }

@@ -9,7 +9,8 @@
 //!
 //! Layout: [`rooms`] has the room list and handshakes, [`member`] what a token may do,
 //! [`health`] health, readiness and metrics, [`files`] shared files, [`ws`] the gateway, [`peers`] the connections'
-//! queues, [`assets`] the page, [`metrics`] the Prometheus text, [`error`] the error answers.
+//! queues, [`assets`] the page, [`nodes`] the other nodes (failover, trusted origins),
+//! [`error`] the error answers.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,6 +24,7 @@ use axum::serve::ListenerExt;
 use chat_protocol::limits::MAX_TCRP_PAYLOAD;
 use tokio::sync::{Semaphore, watch};
 
+use crate::cluster::Cluster;
 use crate::control::ControlContext;
 use crate::files::FileStore;
 use crate::ip_limit::HandshakeRateLimiter;
@@ -34,6 +36,7 @@ pub mod error;
 pub mod files;
 pub mod health;
 pub mod member;
+pub mod nodes;
 pub mod peers;
 pub mod rooms;
 pub mod ws;
@@ -52,8 +55,10 @@ pub struct WebContext {
     pub peers: Arc<WebPeers>,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Origins besides the server's own whose pages may open a WebSocket.
+    /// Origins besides the server's own whose pages may open a WebSocket and use the API.
     pub allowed_origins: Vec<String>,
+    /// Scale-out: the other nodes, whose pages are trusted too.
+    pub cluster: Option<Arc<Cluster>>,
     /// Most WebSockets at once.
     pub max_websockets: usize,
     /// WebSockets one address may hold open (0: no limit).
@@ -100,6 +105,7 @@ pub fn router(context: Arc<WebContext>) -> Router {
         )
         .route("/api/rooms/{room}/join", post(rooms::join_room))
         .route("/api/pair", post(rooms::pair))
+        .route("/api/nodes", get(nodes::list))
         .route("/api/rooms/{room}/members", get(member::members))
         .route("/api/rooms/{room}/members/me", delete(member::leave))
         .route(
@@ -120,6 +126,8 @@ pub fn router(context: Arc<WebContext>) -> Router {
             Arc::new(Semaphore::new(MAX_REQUESTS)),
             bounded,
         ))
+        // Outermost: a preflight is answered before routing, which knows no OPTIONS.
+        .layer(nodes::cors(&context))
         .with_state(context)
 }
 

@@ -59,7 +59,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !origin_allowed(&headers, &context.allowed_origins) {
+    if !origin_allowed(&headers, &context) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",
@@ -92,9 +92,10 @@ pub async fn upgrade(
         .into_response()
 }
 
-/// Whether a page from the request's origin may connect: its own origin, one named by
-/// `--allowed-origin`, or no `Origin` at all (not a browser, so no page to protect).
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+/// Whether a page from the request's origin may connect: its own origin, a trusted one
+/// (`--allowed-origin`, another node's page), or no `Origin` at all (not a browser, so no page
+/// to protect).
+fn origin_allowed(headers: &HeaderMap, context: &WebContext) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
@@ -111,9 +112,7 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
                 .or_else(|| origin.strip_prefix("https://"))
                 .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
         });
-    own || allowed
-        .iter()
-        .any(|allowed| allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    own || context.trusts_origin(origin)
 }
 
 /// Counts a connection against the caps, or refuses it.

@@ -119,6 +119,68 @@ fn a_page_that_fails_over_over_a_websocket_is_recorded_as_served_by_the_new_node
 }
 
 #[test]
+fn a_page_registering_on_one_node_is_heard_joining_on_the_others() {
+    let (mut a, mut b) = nodes();
+    let host = a.create(ROOM, "ann", RoomKind::Public, now()).unwrap();
+    let mut fx = Effects::default();
+    let bob = a.join(ROOM, "bob", None, now(), &mut fx).unwrap();
+    replicate(&mut a, &mut b);
+    // The host is served by b.
+    register_v2(&mut b, &host, addr(7000));
+    replicate(&mut b, &mut a);
+    let page = Endpoint::Web {
+        conn: 1,
+        ip: "127.0.0.1".parse().unwrap(),
+    };
+    send(
+        &mut a,
+        &bob,
+        page,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    let fx = replicate(&mut a, &mut b);
+    assert!(
+        v2_events(&sent_of(&fx), addr(7000)).contains(&ServerV2::Joined { name: "bob".into() }),
+        "the host on the other node hears bob join: {:?}",
+        sent_of(&fx)
+    );
+}
+
+#[test]
+fn a_member_that_fails_over_has_its_next_seq_taken_at_once() {
+    let (mut a, mut b) = nodes();
+    let host = a.create(ROOM, "ann", RoomKind::Public, now()).unwrap();
+    replicate(&mut a, &mut b);
+    // Seqs 1 to 3 went to node a; b never saw them.
+    let page = Endpoint::Web {
+        conn: 1,
+        ip: "127.0.0.1".parse().unwrap(),
+    };
+    send(
+        &mut b,
+        &host,
+        page,
+        &v2(&ClientV2::Register { last_id: None }),
+    );
+    let handled = send(
+        &mut b,
+        &host,
+        page,
+        &v2(&ClientV2::Msg {
+            seq: 4,
+            text: "after the move".into(),
+        }),
+    );
+    let events = v2_events(&handled.sent, page);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ServerV2::Ack { seq: 4, .. })),
+        "seq 4 is taken now, not held behind a gap only node a could fill: {events:?}"
+    );
+}
+
+#[test]
 fn remote_members_are_not_timed_out_but_a_dead_nodes_are_reaped() {
     let (mut a, mut b) = nodes();
     a.create(ROOM, "ann", RoomKind::Public, now()).unwrap();
