@@ -405,6 +405,27 @@ pub fn count_confirmed(shown: &[Shown], from: &str, text: &str) -> usize {
         .count()
 }
 
+/// Asserts that each (from, text) is shown confirmed exactly once, nothing is pending or
+/// failed, and the ids are strictly increasing (in id order, no id twice).
+pub fn assert_shown_once(who: &str, shown: &[Shown], expected: &[(&str, &str)]) {
+    for (from, text) in expected {
+        assert_eq!(
+            count_confirmed(shown, from, text),
+            1,
+            "{who} shows {from}: {text:?} exactly once; it shows {shown:#?}"
+        );
+    }
+    assert!(
+        shown.iter().all(|m| !m.pending && !m.failed),
+        "{who} has nothing pending or failed: {shown:#?}"
+    );
+    let ids: Vec<u64> = shown.iter().filter_map(|m| m.id).collect();
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "{who} shows messages in id order, each once: {ids:?}"
+    );
+}
+
 /// Kills, by process id, every process whose command line names `dir`: the Chromium processes
 /// of one session (each has `--user-data-dir=DIR`), so that nothing outlives its test.
 fn kill_processes_using(dir: &Path) {
@@ -499,6 +520,22 @@ pub mod lobby {
     pub async fn say_confirmed(page: &Page, name: &str, text: &str) {
         say(page, text).await;
         page.wait_confirmed(name, text).await;
+    }
+
+    /// Waits until the page's first download button has saved or failed; returns
+    /// `"saved: STATUS"` or `"failed: WHY"`.
+    pub async fn wait_download(page: &Page, what: &str) -> String {
+        let state = page
+            .wait_for(
+                what,
+                "const b = document.querySelector('#messages button.download');
+                 return b.dataset.state === 'saved' || b.dataset.state === 'failed'
+                   ? b.dataset.state + ': ' + b.closest('.msg').querySelector('.download-status').textContent
+                   : null;",
+                vec![],
+            )
+            .await;
+        state.as_str().unwrap_or_default().to_owned()
     }
 
     /// Opens a browser as `name` and creates `room`, as its host.

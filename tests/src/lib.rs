@@ -27,7 +27,7 @@ pub mod tcrp;
 pub mod tmux;
 pub mod web;
 
-pub use browser::{Chromedriver, Page, Shown, count_confirmed};
+pub use browser::{Chromedriver, Page, Shown, assert_shown_once, count_confirmed};
 pub use client::ClientProcess;
 pub use member::{Replay, UdpMember, V2Member, decode_v2, v1_frame};
 pub use process::{binary, proc_status_kb, wait_with_timeout};

@@ -1,6 +1,7 @@
 //! `redis-server` as a child process for the scale-out tests: on an ephemeral port, with its
 //! files in a test's directory, persistence as production runs it (AOF, `everysec`), and
-//! stopped by PID. `scripts/install-redis.sh` installs it (CI runs it).
+//! stopped by PID. `scripts/install-redis.sh` installs it (CI runs it). Also the nodes that
+//! share it, and the wait for their view of each other.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::EVENT_TIMEOUT;
+use std::net::SocketAddr;
+
 use crate::reference::free_port;
+use crate::{Api, EVENT_TIMEOUT, ServerProcess};
 
 /// A running `redis-server`, killed when dropped.
 pub struct RedisProcess {
@@ -73,6 +76,17 @@ impl RedisProcess {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Starts a `chat-server` node sharing it, on ephemeral ports of 127.0.0.1 (so it
+    /// announces its page there), with its own directory (history, files) under `dir`.
+    pub fn node(&self, dir: &Path, name: &str, extra: &[&str]) -> ServerProcess {
+        let own = dir.join(name);
+        std::fs::create_dir_all(&own).expect("a node directory");
+        let url = self.url();
+        let mut args = vec!["--redis", url.as_str(), "--node-id", name];
+        args.extend_from_slice(extra);
+        ServerProcess::start_with(&own, &args)
+    }
+
     /// Stops it (SIGTERM: it writes its append-only file and exits) and starts it again on
     /// the same port and directory.
     pub fn restart(mut self) -> Self {
@@ -90,5 +104,20 @@ impl Drop for RedisProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls a node's `/api/nodes` (up to twice [`EVENT_TIMEOUT`]; the nodes look at each other
+/// every 2 s) until `wanted` holds for the answer, which it returns.
+pub fn wait_for_nodes(http: SocketAddr, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let api = Api::at(http);
+    let deadline = Instant::now() + 2 * EVENT_TIMEOUT;
+    loop {
+        let (_, listed) = api.get_text("/api/nodes");
+        if wanted(&listed) {
+            return listed;
+        }
+        assert!(Instant::now() < deadline, "{what}: {listed}");
+        thread::sleep(Duration::from_millis(100));
     }
 }

@@ -12,7 +12,9 @@ use chat_tests::browser::PAGE_TIMEOUT;
 use chat_tests::browser::lobby::{
     create_room, host, member, open_lobby, page_url, say, say_confirmed, wait_in_room,
 };
-use chat_tests::{Chromedriver, ClientProcess, Page, ServerProcess, Shown, count_confirmed};
+use chat_tests::{
+    Chromedriver, ClientProcess, Page, ServerProcess, assert_shown_once, count_confirmed,
+};
 use serde_json::json;
 
 /// The server's HTTP address (the harness starts it with `--http-port 0`).
@@ -30,27 +32,6 @@ async fn current_room(page: &Page) -> String {
         )
         .await;
     value.as_str().unwrap_or_default().to_owned()
-}
-
-/// Asserts that each (from, text) is shown confirmed exactly once, nothing is pending or
-/// failed, and the ids are strictly increasing (in id order, no id twice).
-fn assert_shown_once(who: &str, shown: &[Shown], expected: &[(&str, &str)]) {
-    for (from, text) in expected {
-        assert_eq!(
-            count_confirmed(shown, from, text),
-            1,
-            "{who} shows {from}: {text:?} exactly once; it shows {shown:#?}"
-        );
-    }
-    assert!(
-        shown.iter().all(|m| !m.pending && !m.failed),
-        "{who} has nothing pending or failed: {shown:#?}"
-    );
-    let ids: Vec<u64> = shown.iter().filter_map(|m| m.id).collect();
-    assert!(
-        ids.windows(2).all(|pair| pair[0] < pair[1]),
-        "{who} shows messages in id order, each once: {ids:?}"
-    );
 }
 
 /// Waits until the terminal client printed `line`, then checks it printed it exactly once.

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use chat_tests::browser::PAGE_TIMEOUT;
 use chat_tests::browser::lobby::{
-    click_join, host, join_from_list, member, open_lobby, say, say_confirmed, wait_in_room,
+    click_join, host, join_from_list, member, open_lobby, say, say_confirmed, wait_download,
+    wait_in_room,
 };
 use chat_tests::{Chromedriver, ClientProcess, Page, ServerProcess};
 use fantoccini::Locator;
@@ -429,17 +430,8 @@ async fn a_file_shared_in_one_browser_downloads_byte_for_byte_in_another() {
 
     bob.click(&format!("#messages button.download[data-file=\"{id}\"]"))
         .await;
-    let state = bob
-        .wait_for(
-            "the download to finish",
-            "const b = document.querySelector('#messages button.download');
-             return b.dataset.state === 'saved' || b.dataset.state === 'failed'
-               ? b.dataset.state + ': ' + b.closest('.msg').querySelector('.download-status').textContent
-               : null;",
-            vec![],
-        )
-        .await;
-    assert_eq!(state, json!("saved: saved (SHA-256 checked)"));
+    let state = wait_download(&bob, "the download to finish").await;
+    assert_eq!(state, "saved: saved (SHA-256 checked)");
     let saved = downloaded(bob.download_dir(), "notes v2.bin").await;
     assert!(saved == bytes, "the download is byte for byte the upload");
     let checked = bob
@@ -454,17 +446,8 @@ async fn a_file_shared_in_one_browser_downloads_byte_for_byte_in_another() {
 
     // `/get ID` typed in the input does what the button does.
     say(&alice, &format!("/get {id}")).await;
-    let state = alice
-        .wait_for(
-            "the typed /get to finish",
-            "const b = document.querySelector('#messages button.download');
-             return b.dataset.state === 'saved' || b.dataset.state === 'failed'
-               ? b.dataset.state + ': ' + b.closest('.msg').querySelector('.download-status').textContent
-               : null;",
-            vec![],
-        )
-        .await;
-    assert_eq!(state, json!("saved: saved (SHA-256 checked)"));
+    let state = wait_download(&alice, "the typed /get to finish").await;
+    assert_eq!(state, "saved: saved (SHA-256 checked)");
     let saved = downloaded(alice.download_dir(), "notes v2.bin").await;
     assert!(
         saved == bytes,

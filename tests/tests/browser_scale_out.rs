@@ -5,66 +5,32 @@
 //! Needs `chromium`, `chromium-driver` and `redis-server` (scripts/install-packages.sh); each
 //! test starts Redis, the nodes and the browser itself, on ephemeral ports of 127.0.0.1.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_protocol::v2::{ClientV2, ServerV2};
-use chat_tests::browser::lobby::{member, say, say_confirmed};
+use chat_tests::browser::lobby::{member, say, say_confirmed, wait_download};
+use chat_tests::redis::wait_for_nodes;
 use chat_tests::{
-    Chromedriver, EVENT_TIMEOUT, RedisProcess, ServerProcess, Shown, V2Member, count_confirmed,
-    create, join,
+    Chromedriver, EVENT_TIMEOUT, RedisProcess, ServerProcess, V2Member, assert_shown_once, create,
+    join,
 };
 use fantoccini::Locator;
-use serde_json::json;
-
-/// A node on ephemeral ports of 127.0.0.1 (so it announces its page there) with its own
-/// directory under `dir`.
-fn node(dir: &Path, redis: &RedisProcess, name: &str, extra: &[&str]) -> ServerProcess {
-    let own = dir.join(name);
-    std::fs::create_dir_all(&own).expect("a node directory");
-    let url = redis.url();
-    let mut args = vec!["--redis", url.as_str(), "--node-id", name];
-    args.extend_from_slice(extra);
-    ServerProcess::start_with(&own, &args)
-}
-
-fn http_get(http: SocketAddr, path: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    agent
-        .get(&format!("http://{http}{path}"))
-        .call()
-        .ok()
-        .and_then(|mut response| response.body_mut().read_to_string().ok())
-        .unwrap_or_default()
-}
 
 /// Waits until every node lists all of them as live with their pages: from then on each
 /// trusts the others' pages, and a page learns where it can move.
 fn wait_for_directory(nodes: &[&ServerProcess]) {
-    let deadline = Instant::now() + 2 * EVENT_TIMEOUT;
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("\"http://{}\"", n.http.expect("an HTTP listener")))
+        .collect();
     for node in nodes {
-        let http = node.http.expect("an HTTP listener");
-        loop {
-            let listed = http_get(http, "/api/nodes");
-            let urls = nodes
-                .iter()
-                .filter(|n| listed.contains(&format!("\"http://{}\"", n.http.unwrap_or(http))))
-                .count();
-            if urls == nodes.len() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{http} never listed every node: {listed}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_nodes(
+            node.http.expect("an HTTP listener"),
+            "every node listed",
+            |listed| urls.iter().all(|url| listed.contains(url)),
+        );
     }
 }
 
@@ -87,33 +53,14 @@ fn listen(
     (texts, left)
 }
 
-fn assert_shown_once(shown: &[Shown], expected: &[(&str, &str)]) {
-    for (from, text) in expected {
-        assert_eq!(
-            count_confirmed(shown, from, text),
-            1,
-            "the page shows {from}: {text:?} exactly once; it shows {shown:#?}"
-        );
-    }
-    assert!(
-        shown.iter().all(|m| !m.pending && !m.failed),
-        "nothing pending or failed: {shown:#?}"
-    );
-    let ids: Vec<u64> = shown.iter().filter_map(|m| m.id).collect();
-    assert!(
-        ids.windows(2).all(|pair| pair[0] < pair[1]),
-        "in id order, each once: {ids:?}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_whose_node_is_killed_moves_to_the_next_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisProcess::start(dir.path());
     // Node a's presence is short, so that its members that do not come back are reaped soon.
-    let a = node(dir.path(), &redis, "a", &["--idle-timeout", "4"]);
-    let b = node(dir.path(), &redis, "b", &[]);
-    let c = node(dir.path(), &redis, "c", &[]);
+    let a = redis.node(dir.path(), "a", &["--idle-timeout", "4"]);
+    let b = redis.node(dir.path(), "b", &[]);
+    let c = redis.node(dir.path(), "c", &[]);
     wait_for_directory(&[&a, &b, &c]);
 
     // Carol, on node c, hosts the room; a ghost on node a will never come back.
@@ -199,19 +146,11 @@ async fn a_page_whose_node_is_killed_moves_to_the_next_and_loses_nothing() {
         )
         .await;
     alice.click("#messages button.download").await;
-    let state = alice
-        .wait_for(
-            "the download to finish",
-            "const b = document.querySelector('#messages button.download');
-             return b.dataset.state === 'saved' || b.dataset.state === 'failed'
-               ? b.dataset.state + ': ' + b.closest('.msg').querySelector('.download-status').textContent
-               : null;",
-            vec![],
-        )
-        .await;
-    assert_eq!(state, json!("saved: saved (SHA-256 checked)"));
+    let state = wait_download(&alice, "the download to finish").await;
+    assert_eq!(state, "saved: saved (SHA-256 checked)");
 
     assert_shown_once(
+        "alice's page",
         &alice.messages().await,
         &[
             ("alice", "before"),

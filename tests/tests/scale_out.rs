@@ -4,24 +4,14 @@
 //! generous timeouts and check what each member saw: every message once, in id order.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chat_protocol::v2::ServerV2;
+use chat_tests::redis::wait_for_nodes;
 use chat_tests::{
     ClientProcess, EVENT_TIMEOUT, RedisProcess, ServerProcess, V2Member, WebMember, create, join,
     try_handshake,
 };
-
-/// A node on ephemeral ports with its own directory (history, files) under `dir`.
-fn node(dir: &Path, redis: &RedisProcess, name: &str, extra: &[&str]) -> ServerProcess {
-    let own = dir.join(name);
-    std::fs::create_dir_all(&own).expect("a node directory");
-    let url = redis.url();
-    let mut args = vec!["--redis", url.as_str(), "--node-id", name];
-    args.extend_from_slice(extra);
-    ServerProcess::start_with(&own, &args)
-}
 
 /// Collects `msg` events until every id in `wanted` has arrived (or the deadline passes);
 /// returns the ids in the order they came, duplicates included.
@@ -48,7 +38,7 @@ fn three_nodes_one_room_every_member_sees_every_message_once_in_id_order() {
     let redis = RedisProcess::start(dir.path());
     let nodes: Vec<ServerProcess> = ["a", "b", "c"]
         .iter()
-        .map(|name| node(dir.path(), &redis, name, &[]))
+        .map(|name| redis.node(dir.path(), name, &[]))
         .collect();
     // Six members, two per node; the room is created on the first node.
     let names = ["ann", "ben", "cat", "dan", "eve", "fay"];
@@ -107,8 +97,8 @@ fn three_nodes_one_room_every_member_sees_every_message_once_in_id_order() {
 fn a_name_and_a_room_are_one_across_nodes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisProcess::start(dir.path());
-    let a = node(dir.path(), &redis, "a", &[]);
-    let b = node(dir.path(), &redis, "b", &[]);
+    let a = redis.node(dir.path(), "a", &[]);
+    let b = redis.node(dir.path(), "b", &[]);
     assert_eq!(create(a.tcp, "Lobby", "ann").token().len(), 64);
     // The other node knows the room once the change reached it. Before that, its own create
     // of the same name is refused when Redis commits it (server_busy: the other node's room
@@ -151,7 +141,7 @@ fn a_name_and_a_room_are_one_across_nodes() {
 fn redis_unavailable_refuses_handshakes_and_readyz_says_so_then_recovers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisProcess::start(dir.path());
-    let a = node(dir.path(), &redis, "a", &[]);
+    let a = redis.node(dir.path(), "a", &[]);
     let ann = {
         let token = create(a.tcp, "lobby", "ann").token();
         let member = V2Member::new(a.udp, "lobby", &token);
@@ -229,8 +219,8 @@ fn http_get(http: std::net::SocketAddr, path: &str) -> (u16, String) {
 fn redis_restarted_mid_conversation_loses_nothing_acked() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisProcess::start(dir.path());
-    let a = node(dir.path(), &redis, "a", &[]);
-    let b = node(dir.path(), &redis, "b", &[]);
+    let a = redis.node(dir.path(), "a", &[]);
+    let b = redis.node(dir.path(), "b", &[]);
     let ann = {
         let member = V2Member::new(a.udp, "lobby", &create(a.tcp, "lobby", "ann").token());
         member.register(None);
@@ -279,8 +269,8 @@ fn a_client_fails_over_to_the_next_node_after_kill_9_and_loses_nothing() {
     // Node a's presence is short (it expires `--idle-timeout` after its last refresh), so that
     // a member that does not come back is seen leaving soon; node b keeps the default, under
     // which the raw host, which never pings, stays.
-    let a = node(dir.path(), &redis, "a", &["--idle-timeout", "8"]);
-    let b = node(dir.path(), &redis, "b", &[]);
+    let a = redis.node(dir.path(), "a", &["--idle-timeout", "8"]);
+    let b = redis.node(dir.path(), "b", &[]);
     let host = V2Member::new(b.udp, "lobby", &create(b.tcp, "lobby", "host").token());
     host.register(None);
     // Two members on node a: a real client given both nodes, and a raw member that will not
@@ -354,8 +344,8 @@ fn host_texts(host: &V2Member) -> Vec<String> {
 fn two_nodes_racing_to_create_one_name_grant_it_once_and_the_winner_stays() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisProcess::start(dir.path());
-    let a = node(dir.path(), &redis, "a", &[]);
-    let b = node(dir.path(), &redis, "b", &[]);
+    let a = redis.node(dir.path(), "a", &[]);
+    let b = redis.node(dir.path(), "b", &[]);
     for round in 0..10 {
         let room = format!("race{round}");
         let (on_a, on_b) = std::thread::scope(|scope| {
@@ -400,8 +390,8 @@ fn two_nodes_racing_to_create_one_name_grant_it_once_and_the_winner_stays() {
 fn a_topic_and_a_departure_on_one_node_are_heard_on_the_others() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisProcess::start(dir.path());
-    let a = node(dir.path(), &redis, "a", &[]);
-    let b = node(dir.path(), &redis, "b", &[]);
+    let a = redis.node(dir.path(), "a", &[]);
+    let b = redis.node(dir.path(), "b", &[]);
     let ann = V2Member::new(a.udp, "lobby", &create(a.tcp, "lobby", "ann").token());
     ann.register(None);
     let bob = V2Member::new(b.udp, "lobby", &join(b.tcp, "lobby", "bob").token());
@@ -427,7 +417,7 @@ fn a_topic_and_a_departure_on_one_node_are_heard_on_the_others() {
 fn a_client_given_several_nodes_enters_through_the_first_that_answers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisProcess::start(dir.path());
-    let b = node(dir.path(), &redis, "b", &[]);
+    let b = redis.node(dir.path(), "b", &[]);
     // Nothing listens on the first entry's ports.
     let dead_tcp = chat_tests::free_port("tcp");
     let dead_udp = chat_tests::free_port("udp");
@@ -471,27 +461,14 @@ fn http_head(http: std::net::SocketAddr, request_lines: &str) -> String {
         .to_owned()
 }
 
-/// Polls `http`'s `/api/nodes` until `wanted` holds for it.
-fn wait_for_nodes(http: std::net::SocketAddr, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + 2 * EVENT_TIMEOUT;
-    loop {
-        let (_, listed) = http_get(http, "/api/nodes");
-        if wanted(&listed) {
-            return listed;
-        }
-        assert!(Instant::now() < deadline, "{what}: {listed}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A page can move between nodes: each lists the live ones, and lets the others' pages in
 /// (WebSocket, CORS, the page's own connect-src), a dead node's too, since its pages live on.
 #[test]
 fn nodes_list_each_other_and_trust_each_others_pages_even_after_one_dies() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisProcess::start(dir.path());
-    let a = node(dir.path(), &redis, "a", &["--idle-timeout", "3"]);
-    let b = node(dir.path(), &redis, "b", &[]);
+    let a = redis.node(dir.path(), "a", &["--idle-timeout", "3"]);
+    let b = redis.node(dir.path(), "b", &[]);
     let (a_http, b_http) = (a.http.expect("http"), b.http.expect("http"));
     let a_url = format!("http://{a_http}");
     let listed = wait_for_nodes(b_http, "b lists both nodes", |listed| {

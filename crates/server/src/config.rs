@@ -123,8 +123,8 @@ pub struct Config {
     /// default the HTTP listener's address, unless it is bound to every interface.
     #[arg(long, value_name = "URL", requires = "redis", value_parser = crate::cluster::directory::parse_public_url)]
     pub public_url: Option<String>,
-    /// Origins (`https://chat.example.org`) whose pages may open the WebSocket besides the
-    /// server's own, comma-separated.
+    /// Origins (`https://chat.example.org`) whose pages may open the WebSocket and call the
+    /// API besides the server's own, comma-separated.
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
     pub allowed_origin: Vec<String>,
     /// Most WebSockets open at once; more are refused with server_busy.

@@ -25,6 +25,14 @@ fn replicate(from: &mut Engine, to: &mut Engine) -> Effects {
     fx
 }
 
+/// A browser page's WebSocket, numbered `conn`.
+fn web(conn: u64) -> Endpoint {
+    Endpoint::Web {
+        conn,
+        ip: "127.0.0.1".parse().unwrap(),
+    }
+}
+
 fn shared(engine: &Engine, id: u64, text: &str) -> SharedMessage {
     let room = engine.local_rooms()[0];
     SharedMessage {
@@ -81,10 +89,7 @@ fn a_page_that_fails_over_over_a_websocket_is_recorded_as_served_by_the_new_node
     let host = a.create(ROOM, "ann", RoomKind::Public, now()).unwrap();
     replicate(&mut a, &mut b);
     // A WebSocket is a connection: its register binds at once, no challenge.
-    let page = Endpoint::Web {
-        conn: 1,
-        ip: "127.0.0.1".parse().unwrap(),
-    };
+    let page = web(1);
     let handled = send(
         &mut b,
         &host,
@@ -105,10 +110,7 @@ fn a_page_that_fails_over_over_a_websocket_is_recorded_as_served_by_the_new_node
          member as the old node's: {changes:?}"
     );
     // The same page reconnecting to the node that serves it changes nothing durable.
-    let again = Endpoint::Web {
-        conn: 2,
-        ip: "127.0.0.1".parse().unwrap(),
-    };
+    let again = web(2);
     send(
         &mut b,
         &host,
@@ -128,10 +130,7 @@ fn a_page_registering_on_one_node_is_heard_joining_on_the_others() {
     // The host is served by b.
     register_v2(&mut b, &host, addr(7000));
     replicate(&mut b, &mut a);
-    let page = Endpoint::Web {
-        conn: 1,
-        ip: "127.0.0.1".parse().unwrap(),
-    };
+    let page = web(1);
     send(
         &mut a,
         &bob,
@@ -152,10 +151,7 @@ fn a_member_that_fails_over_has_its_next_seq_taken_at_once() {
     let host = a.create(ROOM, "ann", RoomKind::Public, now()).unwrap();
     replicate(&mut a, &mut b);
     // Seqs 1 to 3 went to node a; b never saw them.
-    let page = Endpoint::Web {
-        conn: 1,
-        ip: "127.0.0.1".parse().unwrap(),
-    };
+    let page = web(1);
     send(
         &mut b,
         &host,
